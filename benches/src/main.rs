@@ -1,1 +1,382 @@
-fn main() {}
+//! `zerocast-load`: load generators for zerocast, each printing one table.
+//!
+//! `zerocast-load hls` runs LL-HLS viewers against a stream: W monoio worker threads, each
+//! viewer a task with one keep-alive HTTP/1.1 connection following the live edge with blocking
+//! playlist reloads and fetching every new part (see `hls`). It reports request and byte
+//! rates, part latency from announcement (the blocking reload's response is complete) to full
+//! receipt of the part, errors by kind, and the CPU and memory of the server and of itself.
+//!
+//! ```text
+//! main thread ── spawns ──▶ worker 0 (monoio) ─ viewer tasks ─┐
+//!   samples /proc/PID        worker 1 (monoio) ─ viewer tasks ─┼─▶ server (HTTP/1.1)
+//!   merges Stats ◀── join ── …                                 ┘
+//! ```
+//!
+//! Exit status: 0 when the run saw no errors, 1 when it saw some, 2 on bad arguments or setup.
+//! It does not play media, fetch segments or preload hints, or check media bytes.
+
+// This binary's output is its report table; printing to stdout is its job.
+#![allow(clippy::print_stdout)]
+
+mod client;
+mod hls;
+mod procfs;
+mod stats;
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+
+use crate::procfs::Pid;
+use crate::stats::Stats;
+
+/// Load generators for zerocast.
+#[derive(Debug, Parser)]
+#[command(name = "zerocast-load", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// LL-HLS viewers following one live stream with blocking playlist reloads.
+    Hls(HlsArgs),
+}
+
+#[derive(Debug, Args)]
+struct HlsArgs {
+    /// Multivariant playlist, e.g. http://127.0.0.1:8080/live/NAME/index.m3u8 (http only).
+    #[arg(long)]
+    url: String,
+    /// Concurrent viewers, one connection each.
+    #[arg(long, default_value_t = 100)]
+    viewers: u64,
+    /// Seconds to keep issuing requests; viewers still running 10 s later are abandoned.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Worker threads (default: the number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Most viewers per worker thread; without --workers, starts more workers if needed.
+    #[arg(long)]
+    connections_per_core: Option<u64>,
+    /// Server process to report CPU and RSS for.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Connect, read and write timeout, seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// Most part-latency samples kept (u32 microseconds each) for the percentiles.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_samples: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Hls(args) => hls_load(&args),
+    };
+    match res {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("zerocast-load: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `http://host[:port]/path` → (address, Host header, path).
+fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("only http:// URLs are supported")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() {
+        bail!("no host in {url}");
+    }
+    let with_port = if authority.ends_with(']') || !authority.contains(':') {
+        format!("{authority}:80")
+    } else {
+        authority.to_owned()
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} has no address"))?;
+    let path = if path.is_empty() { "/" } else { path };
+    Ok((addr, authority.to_owned(), path.to_owned()))
+}
+
+/// Runs the HLS load and prints its table; returns the number of errors.
+fn hls_load(args: &HlsArgs) -> anyhow::Result<u64> {
+    let (addr, host, index_path) = parse_url(&args.url)?;
+    if args.viewers == 0 || args.duration == 0 {
+        bail!("--viewers and --duration must be at least 1");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut workers = args.workers.unwrap_or(cores).max(1) as u64;
+    if let Some(per) = args.connections_per_core {
+        let needed = args.viewers.div_ceil(per.max(1));
+        if args.workers.is_some() && needed > workers {
+            bail!(
+                "{} viewers on {workers} workers exceeds --connections-per-core {per}",
+                args.viewers
+            );
+        }
+        workers = workers.max(needed);
+    }
+    let workers = workers.min(args.viewers);
+
+    let server = args.server_pid.map(Pid::Other);
+    let server_cpu0 = server.and_then(procfs::cpu_time);
+    if server.is_some() && server_cpu0.is_none() {
+        bail!("cannot read /proc/{}/stat", args.server_pid.unwrap_or(0));
+    }
+    let server_rss0 = server.and_then(procfs::rss);
+    let my_cpu0 = procfs::cpu_time(Pid::Me);
+    let wall0 = Instant::now();
+
+    // Leave the workers a moment to build their runtimes, so every viewer starts on time.
+    let start = wall0 + Duration::from_millis(50);
+    let end = start + Duration::from_secs(args.duration);
+    let plan = hls::Plan {
+        addr,
+        host,
+        index_path,
+        timeout: Duration::from_secs(args.timeout),
+        start,
+        end,
+        hard_stop: end + Duration::from_secs(10),
+        sample_cap: args.max_samples.div_ceil(workers as usize),
+    };
+    let mut threads = Vec::new();
+    let mut first = 0;
+    for w in 0..workers {
+        // Spread viewers evenly: the first `viewers % workers` workers take one more.
+        let n = args.viewers / workers + u64::from(w < args.viewers % workers);
+        let plan = plan.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("load-{w}"))
+            .spawn(move || hls::run_worker(plan, first, n))
+            .context("spawning a worker thread")?;
+        threads.push(t);
+        first += n;
+    }
+
+    // Sample the server's RSS every second while the workers run.
+    let mut rss_max = server_rss0;
+    let mut next_sample = Instant::now();
+    while threads.iter().any(|t| !t.is_finished()) {
+        if Instant::now() >= next_sample {
+            if let Some(rss) = server.and_then(procfs::rss) {
+                rss_max = Some(rss_max.unwrap_or(0).max(rss));
+            }
+            next_sample += Duration::from_secs(1);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let finished = Instant::now();
+    let server_cpu1 = server.and_then(procfs::cpu_time);
+    let my_cpu1 = procfs::cpu_time(Pid::Me);
+
+    let mut total = Stats::new(0);
+    for t in threads {
+        match t.join() {
+            Ok(stats) => total.merge(stats?),
+            Err(_) => bail!("a worker thread panicked"),
+        }
+    }
+    total.sort_samples();
+
+    let wall = finished - wall0;
+    // % of one core over the wall time: (total, user, system).
+    let cpu = |a: Option<procfs::CpuTime>, b: Option<procfs::CpuTime>| {
+        let (a, b) = a.zip(b)?;
+        let pct = |d: Duration| d.as_secs_f64() / wall.as_secs_f64() * 100.0;
+        let user = pct(b.user.saturating_sub(a.user));
+        let system = pct(b.system.saturating_sub(a.system));
+        Some((user + system, user, system))
+    };
+    let report = Report {
+        url: &args.url,
+        viewers: args.viewers,
+        workers,
+        duration: args.duration,
+        ran: finished.saturating_duration_since(start),
+        stats: &total,
+        server_cpu: cpu(server_cpu0, server_cpu1),
+        server_rss: rss_max.map(|m| (m, server_rss0.unwrap_or(0))),
+        my_cpu: cpu(my_cpu0, my_cpu1),
+    };
+    print!("{}", report.render());
+    Ok(total.errors_total())
+}
+
+/// Everything the final table shows.
+#[derive(Debug)]
+struct Report<'a> {
+    url: &'a str,
+    viewers: u64,
+    workers: u64,
+    duration: u64,
+    /// From the first viewer's start until every worker finished.
+    ran: Duration,
+    stats: &'a Stats,
+    /// % of one core: (total, user, system).
+    server_cpu: Option<(f64, f64, f64)>,
+    /// (max sampled, at start), bytes.
+    server_rss: Option<(u64, u64)>,
+    my_cpu: Option<(f64, f64, f64)>,
+}
+
+impl Report<'_> {
+    fn render(&self) -> String {
+        let s = self.stats;
+        let secs = self.ran.as_secs_f64().max(1e-9);
+        let ms = |d: Option<Duration>| {
+            d.map_or_else(
+                || "-".to_owned(),
+                |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
+            )
+        };
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let mut rows: Vec<(String, String)> = vec![
+            (
+                "viewers".into(),
+                format!("{} ({} workers)", self.viewers, self.workers),
+            ),
+            (
+                "duration".into(),
+                format!("{} s (ran {:.2} s)", self.duration, self.ran.as_secs_f64()),
+            ),
+            ("requests".into(), s.requests.to_string()),
+            (
+                "requests/s".into(),
+                format!("{:.1}", s.requests as f64 / secs),
+            ),
+            ("connections opened".into(), s.connects.to_string()),
+            (
+                "bytes received".into(),
+                format!("{} ({:.1} MiB)", s.bytes, mib(s.bytes)),
+            ),
+            (
+                "bytes/s".into(),
+                format!(
+                    "{:.0} ({:.2} Mb/s)",
+                    s.bytes as f64 / secs,
+                    s.bytes as f64 * 8.0 / secs / 1e6
+                ),
+            ),
+            ("parts received".into(), s.parts.to_string()),
+            ("part latency p50".into(), ms(s.percentile(0.50))),
+            ("part latency p99".into(), ms(s.percentile(0.99))),
+            ("part latency p999".into(), ms(s.percentile(0.999))),
+            (
+                "part latency max".into(),
+                ms((s.parts > 0).then(|| s.max_latency())),
+            ),
+        ];
+        if s.samples_dropped() > 0 {
+            rows.push((
+                "latency samples".into(),
+                format!(
+                    "{} dropped; percentiles from the first {}",
+                    s.samples_dropped(),
+                    s.parts - s.samples_dropped()
+                ),
+            ));
+        }
+        rows.push(("playlists (blocking)".into(), s.reloads.to_string()));
+        rows.push(("playlists (full)".into(), s.full_playlists.to_string()));
+        rows.push(("errors".into(), s.errors_total().to_string()));
+        for (kind, n, _) in s.errors() {
+            rows.push((format!("  {}", kind.label()), n.to_string()));
+        }
+        let cpu = |(total, user, system): (f64, f64, f64)| {
+            format!("{total:.1} % of one core (user {user:.1}, system {system:.1})")
+        };
+        if let Some(c) = self.server_cpu {
+            rows.push(("server CPU".into(), cpu(c)));
+        }
+        if let Some((max, start)) = self.server_rss {
+            rows.push((
+                "server RSS max".into(),
+                format!("{:.1} MiB (at start {:.1} MiB)", mib(max), mib(start)),
+            ));
+        }
+        if let Some(c) = self.my_cpu {
+            rows.push(("load generator CPU".into(), cpu(c)));
+        }
+
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 2;
+        let mut out = format!("zerocast-load hls {}\n", self.url);
+        for (k, v) in &rows {
+            let _ = writeln!(out, "  {k:<width$}{v}");
+        }
+        let mut details = s.errors().filter_map(|(k, _, d)| Some((k, d?))).peekable();
+        if details.peek().is_some() {
+            out.push_str("first error of each kind:\n");
+            for (kind, detail) in details {
+                let _ = writeln!(out, "  {}: {detail}", kind.label());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let (addr, host, path) = parse_url("http://127.0.0.1:8080/live/a/index.m3u8").unwrap();
+        assert_eq!(addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(host, "127.0.0.1:8080");
+        assert_eq!(path, "/live/a/index.m3u8");
+        let (addr, _, path) = parse_url("http://[::1]").unwrap();
+        assert_eq!(addr, "[::1]:80".parse().unwrap());
+        assert_eq!(path, "/");
+        assert!(parse_url("https://x/").is_err());
+    }
+
+    #[test]
+    fn renders_a_table() {
+        let mut stats = Stats::new(10);
+        stats.requests = 10;
+        stats.part_latency(Duration::from_millis(3));
+        stats.error(stats::ErrorKind::Status503, "GET /x: 503");
+        stats.sort_samples();
+        let r = Report {
+            url: "http://h/live/a/index.m3u8",
+            viewers: 1,
+            workers: 1,
+            duration: 1,
+            ran: Duration::from_secs(2),
+            stats: &stats,
+            server_cpu: Some((12.34, 2.0, 10.34)),
+            server_rss: Some((2 << 20, 1 << 20)),
+            my_cpu: None,
+        };
+        let text = r.render();
+        assert!(text.contains("  requests/s            5.0\n"), "{text}");
+        assert!(text.contains("  part latency p50      3.00 ms\n"), "{text}");
+        assert!(text.contains("    http 503            1\n"), "{text}");
+        assert!(text.contains("  http 503: GET /x: 503\n"), "{text}");
+        assert!(
+            text.contains("server CPU            12.3 % of one core (user 2.0, system 10.3)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("server RSS max        2.0 MiB (at start 1.0 MiB)"),
+            "{text}"
+        );
+    }
+}

@@ -1,1 +1,84 @@
-//! stub
+//! # zerocast-edge: the media server's IO
+//!
+//! The only media crate that does IO. It runs one monoio worker per core (io_uring, or epoll
+//! where the kernel refuses io_uring), each accepting RTMP and HTTP connections on its own
+//! SO_REUSEPORT listener, and shares packaged media across cores through the [`hub`].
+//!
+//! ```text
+//! RTMP socket ─► ingest::ServerSession ─► hub::Stream (packager::Packager) ─► Media snapshot
+//!                                                                              │ Notify
+//! HTTP socket ◄─ writev(header, shared Bytes…) ◄─ http::route ◄───────────────┘
+//! ```
+//!
+//! Protocol logic lives in the sans-IO crates (`zerocast-ingest`, `zerocast-packager`); this
+//! crate owns sockets, timeouts, waiting and configuration.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+mod api;
+pub mod config;
+mod http;
+pub mod hub;
+mod iov;
+pub mod metrics;
+pub mod notify;
+mod rtmp;
+pub mod server;
+
+use crate::config::Config;
+use crate::hub::{Hub, Stream};
+use crate::metrics::Metrics;
+use crate::notify::Notify;
+
+/// State shared by every worker.
+#[derive(Debug)]
+pub struct Ctx {
+    /// Effective configuration.
+    pub config: Config,
+    /// Every stream.
+    pub hub: Hub,
+    /// Counters and histograms.
+    pub metrics: Metrics,
+    shutdown: AtomicBool,
+    /// Fired once when shutdown starts.
+    pub shutdown_signal: Notify,
+    /// Open connections (RTMP and HTTP).
+    pub connections: AtomicUsize,
+}
+
+impl Ctx {
+    /// Shared state for `config`.
+    pub fn new(config: Config) -> Self {
+        Self {
+            hub: Hub::new(config.packager()),
+            config,
+            metrics: Metrics::default(),
+            shutdown: AtomicBool::new(false),
+            shutdown_signal: Notify::new(),
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    /// Starts shutdown: listeners stop accepting, connections finish their current request.
+    pub fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.shutdown_signal.notify_all();
+    }
+
+    /// Shutdown has started.
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// How long a blocking request for `stream` may be held: `block-limit` target durations.
+    pub fn block_limit(&self, stream: &Stream) -> Duration {
+        let td = hub::lock(&stream.media)
+            .playlist
+            .as_ref()
+            .map_or(self.config.segment_target as f64 / 1000.0, |p| {
+                p.target_duration() as f64
+            });
+        Duration::from_secs_f64(td * f64::from(self.config.block_limit.max(1)))
+    }
+}

@@ -97,10 +97,10 @@ pub fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
             for i in 0..lists {
                 if r.bit()? == 1 {
                     let n = if i < 6 { 16 } else { 64 };
-                    let (mut last, mut next) = (8i32, 8i32);
+                    let (mut last, mut next) = (8i64, 8i64);
                     for _ in 0..n {
                         if next != 0 {
-                            next = (last + r.se()? + 256) % 256;
+                            next = (last + i64::from(r.se()?)).rem_euclid(256);
                         }
                         last = if next == 0 { last } else { next };
                     }
@@ -150,11 +150,12 @@ pub fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
     };
     let crop_x = if chroma_format_idc == 0 { 1 } else { sub_w };
     let crop_y = (2 - frame_mbs_only) * if chroma_format_idc == 0 { 1 } else { sub_h };
-    let width = w_mbs.checked_mul(16)?.checked_sub(crop_x * (cl + cr))?;
+    let crop = |unit: u32, a: u32, b: u32| a.checked_add(b)?.checked_mul(unit);
+    let width = w_mbs.checked_mul(16)?.checked_sub(crop(crop_x, cl, cr)?)?;
     let height = (2 - frame_mbs_only)
         .checked_mul(h_units)?
         .checked_mul(16)?
-        .checked_sub(crop_y * (ct + cb))?;
+        .checked_sub(crop(crop_y, ct, cb)?)?;
     Some((width, height))
 }
 

@@ -44,7 +44,11 @@ impl<'a> BitReader<'a> {
                 self.zeros = 0;
             }
             let b = *self.data.get(self.byte)?;
-            self.zeros = if b == 0 { self.zeros + 1 } else { 0 };
+            self.zeros = if b == 0 {
+                self.zeros.saturating_add(1)
+            } else {
+                0
+            };
         }
         let b = *self.data.get(self.byte)?;
         let v = (b >> (7 - self.bit)) & 1;

@@ -153,9 +153,10 @@ pub fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
             (2, 0) => (2, 1),
             _ => (1, 1),
         };
+        let crop = |unit: u32, a: u32, b: u32| a.checked_add(b)?.checked_mul(unit);
         return Some((
-            width.checked_sub(sw * (l + rr))?,
-            height.checked_sub(sh * (t + b))?,
+            width.checked_sub(crop(sw, l, rr)?)?,
+            height.checked_sub(crop(sh, t, b)?)?,
         ));
     }
     Some((width, height))

@@ -1,0 +1,445 @@
+//! A tiny HTTP/1.1 client: one keep-alive connection, GET only, no pipelining.
+//!
+//! Just enough for a load generator on loopback: write the request, parse the response head
+//! with `httparse`, read a `Content-Length` or chunked body from one read buffer, however the
+//! reads split it. Every connect, read and write has a deadline; reads and writes are cancelled
+//! in the kernel when it passes (dropping an io_uring op does not cancel it), and any error
+//! closes the connection, so the next request starts on a fresh one.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use monoio::buf::IoBufMut;
+use monoio::io::{CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
+use monoio::net::TcpStream;
+
+use crate::stats::ErrorKind;
+
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Largest response body accepted (a whole segment fits with room to spare).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Headers parsed per response.
+const MAX_HEADERS: usize = 32;
+
+/// A failed request: what kind of failure (for the error table) and what exactly happened.
+#[derive(Debug)]
+pub(crate) struct ClientError {
+    pub(crate) kind: ErrorKind,
+    pub(crate) detail: String,
+}
+
+impl ClientError {
+    pub(crate) fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    fn io(e: &io::Error, during: &str) -> Self {
+        let kind = if e.kind() == io::ErrorKind::TimedOut {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Io
+        };
+        Self::new(kind, format!("{during}: {e}"))
+    }
+}
+
+/// A complete response.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) body: Bytes,
+}
+
+/// One keep-alive connection to one server, reopened after an error.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    addr: SocketAddr,
+    host: String,
+    timeout: Duration,
+    stream: Option<TcpStream>,
+    buf: BytesMut,
+    /// Bytes read from the socket (heads and bodies) since the last [`Conn::take_bytes_read`].
+    bytes_read: u64,
+    /// Connections opened since the last [`Conn::take_connects`].
+    connects: u64,
+}
+
+impl Conn {
+    /// `host` goes into the `Host` header; `timeout` bounds every connect, read and write.
+    pub(crate) fn new(addr: SocketAddr, host: String, timeout: Duration) -> Self {
+        Self {
+            addr,
+            host,
+            timeout,
+            stream: None,
+            buf: BytesMut::new(),
+            bytes_read: 0,
+            connects: 0,
+        }
+    }
+
+    pub(crate) fn take_bytes_read(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes_read)
+    }
+
+    pub(crate) fn take_connects(&mut self) -> u64 {
+        std::mem::take(&mut self.connects)
+    }
+
+    /// GETs `target` (an origin-form path and query). Any error closes the connection.
+    ///
+    /// Not cancel-safe: dropping the future mid-response leaves the connection out of step;
+    /// the deadlines inside make dropping it unnecessary.
+    pub(crate) async fn get(&mut self, target: &str) -> Result<Response, ClientError> {
+        let res = self.exchange(target).await;
+        if res.is_err() {
+            self.stream = None;
+            self.buf = BytesMut::new();
+        }
+        res
+    }
+
+    async fn exchange(&mut self, target: &str) -> Result<Response, ClientError> {
+        if self.stream.is_none() {
+            self.connect().await?;
+        }
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: zerocast-load\r\n\r\n",
+            self.host
+        );
+        self.write_all(Bytes::from(req)).await?;
+        let head = self.read_head().await?;
+        let body = if matches!(head.status, 100..=199 | 204 | 304) {
+            Bytes::new()
+        } else if head.chunked {
+            self.read_chunked().await?
+        } else if let Some(len) = head.content_length {
+            self.read_exact(len).await?
+        } else {
+            // Body delimited by EOF: this client never needs that from zerocast.
+            return Err(ClientError::new(
+                ErrorKind::Malformed,
+                "response without Content-Length or chunked coding",
+            ));
+        };
+        if head.close {
+            self.stream = None;
+            self.buf = BytesMut::new();
+        }
+        Ok(Response {
+            status: head.status,
+            body,
+        })
+    }
+
+    async fn connect(&mut self) -> Result<(), ClientError> {
+        // A connect on loopback completes or fails at once; a plain timeout is enough here.
+        let stream = monoio::time::timeout(self.timeout, TcpStream::connect_addr(self.addr))
+            .await
+            .map_err(|_| ClientError::new(ErrorKind::Connect, "connect timed out"))?
+            .map_err(|e| ClientError::new(ErrorKind::Connect, format!("connect: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        self.stream = Some(stream);
+        self.buf = BytesMut::with_capacity(16 * 1024);
+        self.connects += 1;
+        Ok(())
+    }
+
+    async fn write_all(&mut self, data: Bytes) -> Result<(), ClientError> {
+        let mut off = 0;
+        while off < data.len() {
+            let stream = self.stream.as_mut().ok_or_else(closed)?;
+            let chunk = data.slice(off..);
+            let n = with_deadline(self.timeout, |h| async move {
+                stream.cancelable_write(chunk, h).await.0
+            })
+            .await
+            .map_err(|e| ClientError::io(&e, "write"))?;
+            if n == 0 {
+                return Err(ClientError::new(ErrorKind::Io, "write returned 0"));
+            }
+            off += n;
+        }
+        Ok(())
+    }
+
+    /// Reads more bytes into `buf`, with room for at least `want` more; `during` names the
+    /// step for error messages.
+    async fn fill(&mut self, want: usize, during: &str) -> Result<(), ClientError> {
+        let stream = self.stream.as_mut().ok_or_else(closed)?;
+        self.buf.reserve(want.clamp(16 * 1024, MAX_BODY));
+        let buf = std::mem::take(&mut self.buf);
+        let len = buf.len();
+        // The buffer comes back on success only; on error the connection is dropped anyway.
+        let (n, back) = with_deadline(self.timeout, |h| async move {
+            let (r, b) = stream.cancelable_read(buf.slice_mut(len..), h).await;
+            r.map(|n| (n, b.into_inner()))
+        })
+        .await
+        .map_err(|e| ClientError::io(&e, during))?;
+        self.buf = back;
+        if n == 0 {
+            return Err(ClientError::new(
+                ErrorKind::Closed,
+                format!("{during}: server closed the connection"),
+            ));
+        }
+        self.bytes_read += n as u64;
+        Ok(())
+    }
+
+    async fn read_head(&mut self) -> Result<Head, ClientError> {
+        loop {
+            if let Some(head) = parse_head(&self.buf)? {
+                self.buf.advance(head.len);
+                return Ok(head);
+            }
+            if self.buf.len() >= MAX_HEAD {
+                return Err(ClientError::new(
+                    ErrorKind::Malformed,
+                    "response head too large",
+                ));
+            }
+            self.fill(0, "waiting for the response head").await?;
+        }
+    }
+
+    async fn read_exact(&mut self, len: usize) -> Result<Bytes, ClientError> {
+        if len > MAX_BODY {
+            return Err(ClientError::new(
+                ErrorKind::Malformed,
+                format!("Content-Length {len} too large"),
+            ));
+        }
+        while self.buf.len() < len {
+            self.fill(len - self.buf.len(), "reading the body").await?;
+        }
+        Ok(self.buf.split_to(len).freeze())
+    }
+
+    async fn read_chunked(&mut self) -> Result<Bytes, ClientError> {
+        let mut body = BytesMut::new();
+        loop {
+            let (skip, size) = loop {
+                match httparse::parse_chunk_size(&self.buf) {
+                    Ok(httparse::Status::Complete(x)) => break x,
+                    Ok(httparse::Status::Partial) if self.buf.len() < 1024 => {
+                        self.fill(0, "reading a chunk size").await?
+                    }
+                    _ => {
+                        return Err(ClientError::new(ErrorKind::Malformed, "bad chunk size"));
+                    }
+                }
+            };
+            self.buf.advance(skip);
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|s| body.len() + s <= MAX_BODY)
+                .ok_or_else(|| ClientError::new(ErrorKind::Malformed, "chunked body too large"))?;
+            if size == 0 {
+                // Trailer fields, then the empty line.
+                loop {
+                    match self.buf.windows(2).position(|w| w == b"\r\n") {
+                        Some(0) => {
+                            self.buf.advance(2);
+                            return Ok(body.freeze());
+                        }
+                        Some(at) => self.buf.advance(at + 2),
+                        None if self.buf.len() < MAX_HEAD => {
+                            self.fill(0, "reading the trailer").await?
+                        }
+                        None => {
+                            return Err(ClientError::new(ErrorKind::Malformed, "trailer too large"))
+                        }
+                    }
+                }
+            }
+            while self.buf.len() < size + 2 {
+                self.fill(size + 2 - self.buf.len(), "reading a chunk")
+                    .await?;
+            }
+            if &self.buf[size..size + 2] != b"\r\n" {
+                return Err(ClientError::new(
+                    ErrorKind::Malformed,
+                    "chunk not followed by CRLF",
+                ));
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            self.buf.advance(size + 2);
+        }
+    }
+}
+
+fn closed() -> ClientError {
+    ClientError::new(ErrorKind::Closed, "connection closed")
+}
+
+/// What this client needs from a response head.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    status: u16,
+    content_length: Option<usize>,
+    chunked: bool,
+    close: bool,
+    /// Length of the head, blank line included.
+    len: usize,
+}
+
+/// Parses a response head; `Ok(None)` when more bytes are needed.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, ClientError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err(ClientError::new(
+                ErrorKind::Malformed,
+                format!("response head: {e}"),
+            ))
+        }
+    };
+    let mut head = Head {
+        status: resp.code.unwrap_or(0),
+        content_length: None,
+        chunked: false,
+        close: resp.version != Some(1),
+        len,
+    };
+    for h in resp.headers.iter() {
+        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            head.content_length = Some(value.parse().map_err(|_| {
+                ClientError::new(ErrorKind::Malformed, format!("Content-Length {value:?}"))
+            })?);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = value.to_ascii_lowercase().ends_with("chunked");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            let v = value.to_ascii_lowercase();
+            if v.contains("close") {
+                head.close = true;
+            } else if v.contains("keep-alive") {
+                head.close = false;
+            }
+        }
+    }
+    Ok(Some(head))
+}
+
+/// Runs a cancelable operation with a deadline; on timeout the operation is cancelled in the
+/// kernel and awaited, so no io_uring operation outlives the call.
+async fn with_deadline<T, F, Fut>(deadline: Duration, op: F) -> io::Result<T>
+where
+    F: FnOnce(CancelHandle) -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
+    let canceller = Canceller::new();
+    let mut fut = pin!(op(canceller.handle()));
+    monoio::select! {
+        r = &mut fut => return r,
+        _ = monoio::time::sleep(deadline) => {}
+    }
+    canceller.cancel();
+    let _ = fut.await;
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no progress in {deadline:?}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_heads() {
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            h,
+            Head {
+                status: 200,
+                content_length: Some(5),
+                chunked: false,
+                close: false,
+                len: 38
+            }
+        );
+        let h = parse_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.chunked && h.close);
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
+            .unwrap()
+            .is_none());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+    }
+
+    /// A peer that answers each request with the next canned response, a few bytes per write.
+    fn serve_fragmented(responses: Vec<&'static [u8]>) -> SocketAddr {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            sock.set_nodelay(true).unwrap();
+            let mut req = Vec::new();
+            for resp in responses {
+                // Wait for one whole request head.
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut b = [0u8; 512];
+                    let n = sock.read(&mut b).unwrap();
+                    req.extend_from_slice(&b[..n]);
+                }
+                req.clear();
+                for piece in resp.chunks(3) {
+                    sock.write_all(piece).unwrap();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        addr
+    }
+
+    #[monoio::test(driver = "fusion", timer_enabled = true)]
+    async fn reads_split_responses_on_one_connection() {
+        let addr = serve_fragmented(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: y\r\n\r\n",
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}",
+        ]);
+        let mut c = Conn::new(addr, "h".into(), Duration::from_secs(5));
+        let r = c.get("/a").await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"hello world"[..]));
+        let r = c.get("/b").await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"hello world"[..]));
+        let r = c.get("/c").await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (503, &b"{}"[..]));
+        assert_eq!(c.take_connects(), 1);
+        // The peer hung up after three responses: the next request fails, and is counted.
+        let e = c.get("/d").await.unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::Closed | ErrorKind::Io), "{e:?}");
+    }
+
+    #[monoio::test(driver = "fusion", timer_enabled = true)]
+    async fn times_out_a_silent_server() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut c = Conn::new(addr, "h".into(), Duration::from_millis(100));
+        let e = c.get("/").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}");
+        drop(listener);
+    }
+}

@@ -1,0 +1,145 @@
+//! `GET /api/streams` (JSON) and `GET /metrics` (Prometheus text).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use serde::Serialize;
+use zerocast_core::Track;
+
+use crate::http::{Body, Response};
+use crate::hub::{lock, Publisher};
+use crate::metrics::Kind;
+use crate::Ctx;
+
+#[derive(Serialize)]
+struct StreamInfo {
+    name: String,
+    state: &'static str,
+    video_codec: Option<String>,
+    audio_codec: Option<String>,
+    codecs: Vec<String>,
+    resolution: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    frame_rate: Option<f64>,
+    bitrate: u64,
+    audio_sample_rate: Option<u32>,
+    audio_channels: Option<u8>,
+    viewers: usize,
+    uptime_seconds: u64,
+    playlist: String,
+}
+
+pub(crate) fn streams(ctx: &Ctx) -> Response {
+    let mut out = Vec::new();
+    for s in ctx.hub.all() {
+        let tracks = lock(&s.media).tracks.clone();
+        let state = match *lock(&s.publisher) {
+            Publisher::Live(_) => "live",
+            Publisher::Gone(_) => "reconnecting",
+            Publisher::Ended(_) => "ended",
+        };
+        let mut info = StreamInfo {
+            name: s.name.clone(),
+            state,
+            video_codec: None,
+            audio_codec: None,
+            codecs: tracks.iter().map(Track::codec_string).collect(),
+            resolution: None,
+            width: None,
+            height: None,
+            frame_rate: s.frame_rate(),
+            bitrate: s.bitrate(),
+            audio_sample_rate: None,
+            audio_channels: None,
+            viewers: s.stats.viewers.load(Ordering::Relaxed),
+            uptime_seconds: s.started.elapsed().as_secs(),
+            playlist: format!("/live/{}/index.m3u8", s.name),
+        };
+        for t in &tracks {
+            match t {
+                Track::Video { codec, .. } => {
+                    info.video_codec = Some(codec.name().to_owned());
+                    if let Some((w, h)) = codec.dimensions() {
+                        info.resolution = Some(format!("{w}x{h}"));
+                        info.width = Some(w);
+                        info.height = Some(h);
+                    }
+                }
+                Track::Audio { codec, .. } => {
+                    info.audio_codec = Some(codec.name().to_owned());
+                    info.audio_sample_rate = Some(codec.sample_rate());
+                    info.audio_channels = Some(codec.channels());
+                }
+            }
+        }
+        out.push(info);
+    }
+    let body = serde_json::to_vec_pretty(&serde_json::json!({ "streams": out }))
+        .unwrap_or_else(|_| b"{}".to_vec());
+    Response::new(
+        200,
+        "application/json",
+        Body::Full(vec![Bytes::from(body)]),
+        Kind::Other,
+    )
+}
+
+pub(crate) fn metrics(ctx: &Ctx) -> Response {
+    let mut s = String::with_capacity(8192);
+    let streams = ctx.hub.all();
+    let _ = writeln!(s, "# TYPE zerocast_streams gauge");
+    let _ = writeln!(s, "zerocast_streams {}", streams.len());
+    let _ = writeln!(s, "# TYPE zerocast_streams_started_total counter");
+    let _ = writeln!(
+        s,
+        "zerocast_streams_started_total {}",
+        ctx.hub.streams_started.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(s, "# TYPE zerocast_viewers gauge");
+    for st in &streams {
+        let _ = writeln!(
+            s,
+            "zerocast_viewers{{stream={}}} {}",
+            crate::http::json_string(&st.name),
+            st.stats.viewers.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(s, "# TYPE zerocast_bytes_in_total counter");
+    for st in &streams {
+        let _ = writeln!(
+            s,
+            "zerocast_bytes_in_total{{stream={}}} {}",
+            crate::http::json_string(&st.name),
+            st.stats.bytes_in.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(s, "# TYPE zerocast_parts_total counter");
+    for st in &streams {
+        let parts = lock(&st.media)
+            .playlist
+            .as_ref()
+            .map_or(0, |p| p.next_part_id());
+        let _ = writeln!(
+            s,
+            "zerocast_parts_total{{stream={}}} {parts}",
+            crate::http::json_string(&st.name)
+        );
+    }
+    let _ = writeln!(s, "# TYPE zerocast_bytes_out_total counter");
+    let _ = writeln!(
+        s,
+        "zerocast_bytes_out_total {}",
+        ctx.metrics.bytes_out.load(Ordering::Relaxed)
+    );
+    ctx.metrics.render(&mut s);
+    let mut r = Response::new(
+        200,
+        "text/plain; version=0.0.4",
+        Body::Full(vec![Bytes::from(s)]),
+        Kind::Other,
+    );
+    r.cache = "no-store";
+    r
+}

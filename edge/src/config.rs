@@ -1,0 +1,324 @@
+//! The one configuration type: defaults, then `zerocast.toml`, then `ZEROCAST_*` environment
+//! variables, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Which monoio driver the workers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// io_uring when the kernel allows it, epoll otherwise.
+    #[default]
+    Auto,
+    /// io_uring only (fails at start if unavailable).
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+impl FromStr for Driver {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "uring" | "io_uring" | "iouring" => Ok(Self::Uring),
+            "epoll" | "legacy" => Ok(Self::Epoll),
+            _ => Err(format!(
+                "unknown driver {s:?} (expected auto, uring or epoll)"
+            )),
+        }
+    }
+}
+
+/// Effective server configuration. Keys in `zerocast.toml` are the flag names
+/// (`part-target = 200`); environment variables are `ZEROCAST_` + the key in upper snake case
+/// (`ZEROCAST_PART_TARGET=200`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct Config {
+    /// RTMP listen address.
+    pub rtmp: SocketAddr,
+    /// Media HTTP listen address (playlists, media, `/api/streams`, `/metrics`).
+    pub http: SocketAddr,
+    /// Worker threads (one monoio runtime each); 0 means one per core.
+    pub workers: usize,
+    /// IO driver.
+    pub driver: Driver,
+    /// LL-HLS part target, milliseconds.
+    pub part_target: u64,
+    /// Segment target, milliseconds (segments are cut at the first keyframe near it).
+    pub segment_target: u64,
+    /// Complete segments kept in each media playlist.
+    pub playlist_window: usize,
+    /// How long a stream waits for its publisher to come back before it ends, milliseconds.
+    pub reconnect_grace: u64,
+    /// How long an ended stream keeps answering (with `EXT-X-ENDLIST`), milliseconds.
+    pub ended_linger: u64,
+    /// Longest a blocking playlist or part request is held, in target durations.
+    pub block_limit: u32,
+    /// Directory for everything the embedded backends persist.
+    pub data_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            rtmp: ([0, 0, 0, 0], 1935).into(),
+            http: ([0, 0, 0, 0], 8080).into(),
+            workers: 0,
+            driver: Driver::Auto,
+            part_target: 200,
+            segment_target: 2000,
+            playlist_window: 20,
+            reconnect_grace: 10_000,
+            ended_linger: 30_000,
+            block_limit: 3,
+            data_dir: PathBuf::from("zerocast-data"),
+        }
+    }
+}
+
+/// A configuration source that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// An environment variable holds an invalid value.
+    #[error("environment variable {name}: {message}")]
+    Env {
+        /// The variable.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// The values do not make sense together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Values given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// Config file (default: ./zerocast.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// RTMP listen address [default: 0.0.0.0:1935].
+    #[arg(long, value_name = "ADDR")]
+    pub rtmp: Option<SocketAddr>,
+    /// Media HTTP listen address [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Worker threads, one monoio runtime each [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// IO driver: auto, uring or epoll [default: auto].
+    #[arg(long, value_name = "DRIVER")]
+    pub driver: Option<Driver>,
+    /// LL-HLS part target in milliseconds [default: 200].
+    #[arg(long, value_name = "MS")]
+    pub part_target: Option<u64>,
+    /// Segment target in milliseconds [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub segment_target: Option<u64>,
+    /// Publisher reconnect grace window in milliseconds [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub reconnect_grace: Option<u64>,
+    /// Data directory for the embedded backends [default: ./zerocast-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Builds the effective configuration from the file, the environment and `flags`.
+    pub fn load(flags: &Overrides) -> Result<Self, ConfigError> {
+        let env = |k: &str| std::env::var(k).ok();
+        let path = flags
+            .config
+            .clone()
+            .or_else(|| env("ZEROCAST_CONFIG").map(PathBuf::from));
+        let mut cfg = match &path {
+            Some(p) => Self::from_file(p)?,
+            None if Path::new("zerocast.toml").exists() => {
+                Self::from_file(Path::new("zerocast.toml"))?
+            }
+            None => Self::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.apply_flags(flags);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Applies `ZEROCAST_*` variables read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.parse().map_err(|e: T::Err| ConfigError::Env {
+                name: name.to_owned(),
+                message: e.to_string(),
+            })
+        }
+        macro_rules! var {
+            ($name:literal, $field:expr) => {
+                if let Some(v) = get($name) {
+                    $field = parse($name, &v)?;
+                }
+            };
+        }
+        var!("ZEROCAST_RTMP", self.rtmp);
+        var!("ZEROCAST_HTTP", self.http);
+        var!("ZEROCAST_WORKERS", self.workers);
+        var!("ZEROCAST_DRIVER", self.driver);
+        var!("ZEROCAST_PART_TARGET", self.part_target);
+        var!("ZEROCAST_SEGMENT_TARGET", self.segment_target);
+        var!("ZEROCAST_PLAYLIST_WINDOW", self.playlist_window);
+        var!("ZEROCAST_RECONNECT_GRACE", self.reconnect_grace);
+        var!("ZEROCAST_ENDED_LINGER", self.ended_linger);
+        var!("ZEROCAST_BLOCK_LIMIT", self.block_limit);
+        var!("ZEROCAST_DATA_DIR", self.data_dir);
+        Ok(())
+    }
+
+    fn apply_flags(&mut self, f: &Overrides) {
+        if let Some(v) = f.rtmp {
+            self.rtmp = v;
+        }
+        if let Some(v) = f.http {
+            self.http = v;
+        }
+        if let Some(v) = f.workers {
+            self.workers = v;
+        }
+        if let Some(v) = f.driver {
+            self.driver = v;
+        }
+        if let Some(v) = f.part_target {
+            self.part_target = v;
+        }
+        if let Some(v) = f.segment_target {
+            self.segment_target = v;
+        }
+        if let Some(v) = f.reconnect_grace {
+            self.reconnect_grace = v;
+        }
+        if let Some(v) = &f.data_dir {
+            self.data_dir = v.clone();
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(50..=5000).contains(&self.part_target) {
+            return Err(ConfigError::Invalid(
+                "part-target must be between 50 and 5000 ms".into(),
+            ));
+        }
+        if self.segment_target < 2 * self.part_target || self.segment_target > 60_000 {
+            return Err(ConfigError::Invalid(
+                "segment-target must be at least two part targets and at most 60000 ms".into(),
+            ));
+        }
+        if self.playlist_window < 3 {
+            return Err(ConfigError::Invalid(
+                "playlist-window must be at least 3".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Worker count with 0 resolved to the number of cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// The packager's parameters.
+    pub fn packager(&self) -> zerocast_packager::PackagerConfig {
+        zerocast_packager::PackagerConfig {
+            playlist: zerocast_packager::PlaylistConfig {
+                part_target: self.part_target as f64 / 1000.0,
+                segment_target: self.segment_target as f64 / 1000.0,
+                window: self.playlist_window,
+                part_segments: 4,
+            },
+        }
+    }
+
+    /// The effective configuration as TOML, for `zerocast config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let mut c: Config = toml::from_str("part-target = 300\nworkers = 3\n").unwrap();
+        assert_eq!(c.part_target, 300);
+        c.apply_env(|k| (k == "ZEROCAST_WORKERS").then(|| "5".to_string()))
+            .unwrap();
+        assert_eq!(c.workers, 5);
+        c.apply_flags(&Overrides {
+            workers: Some(7),
+            ..Overrides::default()
+        });
+        assert_eq!(c.workers, 7);
+        assert_eq!(c.part_target, 300);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(toml::from_str::<Config>("nope = 1").is_err());
+        let mut c = Config::default();
+        assert!(c
+            .apply_env(|k| (k == "ZEROCAST_DRIVER").then(|| "kqueue".to_string()))
+            .is_err());
+        c.part_target = 10;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::default();
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+    }
+}

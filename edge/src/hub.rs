@@ -1,0 +1,504 @@
+//! The stream hub: packaged media of every live stream, shared by all cores.
+//!
+//! The core that accepted a stream's publisher owns its [`Packager`] (behind an uncontended
+//! mutex, so a reconnecting publisher on another core can take it over) and applies its events
+//! to the stream's [`Media`]: init segments, parts being written, complete parts and segments,
+//! and an `Arc` snapshot of the playlist. Viewers on any core clone `Arc`s and `Bytes` out of
+//! `Media` under a lock held for a few pointer copies, then wait on [`Notify`] for the next
+//! change: `chunks` fires for every CMAF chunk, `playlist` for every finished part.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use zerocast_core::{Frame, Track, TrackKind};
+use zerocast_packager::{Event, MediaPlaylist, Packager, PackagerConfig, Skip};
+
+use crate::metrics::Metrics;
+use crate::notify::Notify;
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the data here is
+/// always left consistent between statements).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A part: complete, or still being written (its chunks grow until `complete`).
+#[derive(Debug, Default)]
+pub struct PartMedia {
+    inner: Mutex<PartInner>,
+}
+
+#[derive(Debug, Default)]
+struct PartInner {
+    chunks: Vec<Bytes>,
+    complete: bool,
+}
+
+impl PartMedia {
+    /// Chunks from index `from` on, and whether the part is complete.
+    pub fn chunks_from(&self, from: usize) -> (Vec<Bytes>, bool) {
+        let p = lock(&self.inner);
+        (
+            p.chunks.get(from..).unwrap_or_default().to_vec(),
+            p.complete,
+        )
+    }
+
+    fn push(&self, bufs: impl IntoIterator<Item = Bytes>) {
+        lock(&self.inner).chunks.extend(bufs);
+    }
+
+    fn finish(&self) {
+        lock(&self.inner).complete = true;
+    }
+
+    fn all(&self) -> Vec<Bytes> {
+        lock(&self.inner).chunks.clone()
+    }
+}
+
+/// A rendered playlist, cached per playlist version.
+#[derive(Debug, Default)]
+struct Rendered {
+    version: u64,
+    full: Option<Bytes>,
+    delta: Option<Bytes>,
+}
+
+/// Everything viewers read of one stream.
+#[derive(Debug, Default)]
+pub struct Media {
+    /// The playlist as of the last finished part.
+    pub playlist: Option<Arc<MediaPlaylist>>,
+    /// Init segments by version.
+    pub inits: BTreeMap<u32, Bytes>,
+    /// Parts by stream-wide id (complete and in progress).
+    pub parts: BTreeMap<u64, Arc<PartMedia>>,
+    /// Complete segments by msn: the buffers to write, in order.
+    pub segments: BTreeMap<u64, Arc<Vec<Bytes>>>,
+    /// Tracks of the current init segment.
+    pub tracks: Vec<Track>,
+    /// The stream has ended (`EXT-X-ENDLIST`).
+    pub ended: bool,
+    rendered: Rendered,
+}
+
+/// Measured facts of a stream for `/api/streams` and the multivariant playlist.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Media bytes received.
+    pub bytes_in: AtomicU64,
+    /// Video frames received.
+    pub video_frames: AtomicU64,
+    /// Audio frames received.
+    pub audio_frames: AtomicU64,
+    /// Current HTTP viewers (connections that requested this stream in the last request).
+    pub viewers: AtomicUsize,
+    /// Bytes sent to viewers.
+    pub bytes_out: AtomicU64,
+    /// Media time span seen, ms (first and last video DTS) for frame rate and bitrate.
+    first_ms: AtomicU64,
+    last_ms: AtomicU64,
+    /// Peak bits per second of a complete segment.
+    pub peak_bps: AtomicU64,
+}
+
+/// Publishing state of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publisher {
+    /// A publisher with this connection id is live.
+    Live(u64),
+    /// The publisher left at this instant; it may come back within the grace window.
+    Gone(Instant),
+    /// The stream has ended.
+    Ended(Instant),
+}
+
+/// One stream.
+#[derive(Debug)]
+pub struct Stream {
+    /// `live/NAME` → `NAME`.
+    pub name: String,
+    /// When the stream was first published.
+    pub started: Instant,
+    /// Viewer-facing media.
+    pub media: Mutex<Media>,
+    /// The packager, used only by the publishing connection.
+    pub packager: Mutex<Packager>,
+    /// Publishing state.
+    pub publisher: Mutex<Publisher>,
+    /// Fired on every new chunk (for parts being streamed).
+    pub chunks: Notify,
+    /// Fired on every playlist change.
+    pub playlist: Notify,
+    /// Counters.
+    pub stats: Stats,
+    /// onMetaData frame rate, when the publisher sent it.
+    pub meta_fps: Mutex<Option<f64>>,
+    /// Names this instance of the stream in media URIs, so caches never mix two instances.
+    pub epoch: String,
+    /// Arrival times for the server-added latency metrics.
+    arrivals: Mutex<Arrivals>,
+}
+
+/// When the frames now being packaged arrived.
+#[derive(Debug, Default)]
+struct Arrivals {
+    /// The held-back video frame (the one the next chunk will carry).
+    pending: Option<Instant>,
+    /// The frame that arrived just now.
+    current: Option<Instant>,
+    /// First frame of the part being written.
+    part_start: Option<Instant>,
+}
+
+impl Stream {
+    fn new(name: String, config: PackagerConfig, conn: u64, epoch: String) -> Self {
+        Self {
+            epoch,
+            arrivals: Mutex::new(Arrivals::default()),
+            name,
+            started: Instant::now(),
+            media: Mutex::new(Media::default()),
+            packager: Mutex::new(Packager::new(config)),
+            publisher: Mutex::new(Publisher::Live(conn)),
+            chunks: Notify::new(),
+            playlist: Notify::new(),
+            stats: Stats::default(),
+            meta_fps: Mutex::new(None),
+        }
+    }
+
+    /// Feeds a track configuration to the packager and publishes the results.
+    pub fn handle_track(&self, track: Track) {
+        let mut p = lock(&self.packager);
+        p.handle_track(track);
+        self.apply(&mut p, None);
+    }
+
+    /// Feeds a frame to the packager and publishes the results.
+    pub fn handle_frame(&self, frame: Frame, now_unix_ms: i64, metrics: &Metrics) {
+        let st = &self.stats;
+        st.bytes_in
+            .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
+        let mut p = lock(&self.packager);
+        let video = p
+            .tracks()
+            .iter()
+            .any(|t| t.id() == frame.track && t.kind() == TrackKind::Video);
+        if video {
+            st.video_frames.fetch_add(1, Ordering::Relaxed);
+            let ms = frame.dts.as_millis().max(0) as u64;
+            if st.video_frames.load(Ordering::Relaxed) == 1 {
+                st.first_ms.store(ms, Ordering::Relaxed);
+            }
+            st.last_ms.store(ms, Ordering::Relaxed);
+        } else {
+            st.audio_frames.fetch_add(1, Ordering::Relaxed);
+        }
+        if video {
+            let mut a = lock(&self.arrivals);
+            a.pending = a.current.take();
+            a.current = Some(Instant::now());
+        }
+        p.handle_frame(frame, now_unix_ms);
+        self.apply(&mut p, Some(metrics));
+    }
+
+    /// The publisher left; the timeline continues after a discontinuity if one comes back.
+    pub fn handle_discontinuity(&self) {
+        let mut p = lock(&self.packager);
+        p.handle_discontinuity();
+        self.apply(&mut p, None);
+    }
+
+    /// Ends the stream (`EXT-X-ENDLIST`).
+    pub fn handle_end(&self) {
+        let mut p = lock(&self.packager);
+        p.handle_end();
+        self.apply(&mut p, None);
+    }
+
+    /// Drains the packager's events into `media` and wakes viewers.
+    fn apply(&self, p: &mut Packager, metrics: Option<&Metrics>) {
+        let mut chunk = false;
+        let mut changed = false;
+        let now = Instant::now();
+        let mut arrivals = lock(&self.arrivals);
+        {
+            let mut m = lock(&self.media);
+            while let Some(ev) = p.poll_event() {
+                match ev {
+                    Event::Init { version, data } => {
+                        m.inits.insert(version, data);
+                        m.tracks = p.tracks().to_vec();
+                        changed = true;
+                    }
+                    Event::PartStarted { id, .. } => {
+                        m.parts.insert(id, Arc::new(PartMedia::default()));
+                        arrivals.part_start = arrivals.pending;
+                        changed = true;
+                    }
+                    Event::Chunk { part, fragment } => {
+                        if let (Some(mx), Some(t)) = (metrics, arrivals.pending) {
+                            mx.chunk_latency.observe(now - t);
+                        }
+                        if let Some(pm) = m.parts.get(&part) {
+                            pm.push(std::iter::once(fragment.header).chain(fragment.payloads));
+                        }
+                        chunk = true;
+                    }
+                    Event::PartDone { id } => {
+                        if let Some(pm) = m.parts.get(&id) {
+                            pm.finish();
+                        }
+                        if let (Some(mx), Some(t)) = (metrics, arrivals.part_start.take()) {
+                            mx.part_latency.observe(now - t);
+                        }
+                        changed = true;
+                        chunk = true;
+                    }
+                    Event::SegmentDone {
+                        msn,
+                        first_part,
+                        last_part,
+                    } => {
+                        let mut bufs = Vec::new();
+                        for (_, pm) in m.parts.range(first_part..=last_part) {
+                            bufs.extend(pm.all());
+                        }
+                        let bytes: usize = bufs.iter().map(Bytes::len).sum();
+                        m.segments.insert(msn, Arc::new(bufs));
+                        self.note_segment(p.playlist(), msn, bytes);
+                        changed = true;
+                    }
+                    Event::Ended => {
+                        m.ended = true;
+                        changed = true;
+                        chunk = true;
+                    }
+                    _ => {}
+                }
+            }
+            if changed {
+                let pl = p.playlist().clone();
+                prune(&mut m, &pl);
+                m.playlist = Some(Arc::new(pl));
+            }
+        }
+        if chunk {
+            self.chunks.notify_all();
+        }
+        if changed {
+            self.playlist.notify_all();
+        }
+    }
+
+    fn note_segment(&self, pl: &MediaPlaylist, msn: u64, bytes: usize) {
+        if let Some(seg) = pl.segments().find(|s| s.msn == msn) {
+            if seg.duration > 0.0 {
+                let bps = (bytes as f64 * 8.0 / seg.duration) as u64;
+                self.stats.peak_bps.fetch_max(bps, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The rendered playlist for this snapshot (cached per version).
+    pub fn rendered(&self, skip: Skip) -> Option<Bytes> {
+        let mut m = lock(&self.media);
+        let pl = m.playlist.clone()?;
+        if m.rendered.version != pl.version() {
+            m.rendered = Rendered {
+                version: pl.version(),
+                full: None,
+                delta: None,
+            };
+        }
+        let slot = if skip == Skip::No {
+            &mut m.rendered.full
+        } else {
+            &mut m.rendered.delta
+        };
+        if slot.is_none() {
+            let mut s = String::with_capacity(4096);
+            // Writing into a String cannot fail.
+            let _ = pl.render(&mut s, skip);
+            *slot = Some(Bytes::from(s));
+        }
+        slot.clone()
+    }
+
+    /// Frames per second measured from video DTS, or the publisher's metadata.
+    pub fn frame_rate(&self) -> Option<f64> {
+        let st = &self.stats;
+        let n = st.video_frames.load(Ordering::Relaxed);
+        let span = st
+            .last_ms
+            .load(Ordering::Relaxed)
+            .saturating_sub(st.first_ms.load(Ordering::Relaxed));
+        if n > 10 && span > 0 {
+            let fps = (n - 1) as f64 * 1000.0 / span as f64;
+            return Some((fps * 1000.0).round() / 1000.0);
+        }
+        *lock(&self.meta_fps)
+    }
+
+    /// Media bits per second measured over the stream so far.
+    pub fn bitrate(&self) -> u64 {
+        let st = &self.stats;
+        let span = st
+            .last_ms
+            .load(Ordering::Relaxed)
+            .saturating_sub(st.first_ms.load(Ordering::Relaxed));
+        if span == 0 {
+            return 0;
+        }
+        st.bytes_in.load(Ordering::Relaxed) * 8 * 1000 / span
+    }
+}
+
+/// Drops media that slid out of the playlist window.
+fn prune(m: &mut Media, pl: &MediaPlaylist) {
+    let first_msn = pl.media_sequence();
+    m.segments.retain(|&msn, _| msn >= first_msn);
+    // Parts of segments that left the window go too. Segment parts are listed only near the
+    // live edge but stay fetchable while their segment is in the window.
+    let listed: u64 = pl.segments().map(|s| u64::from(s.part_count)).sum();
+    let first_part = pl.next_part_id().saturating_sub(listed);
+    m.parts.retain(|&id, _| id >= first_part);
+    let used: Vec<u32> = pl.segments().map(|s| s.init_version).collect();
+    if let Some(&oldest) = used.iter().min() {
+        m.inits.retain(|&v, _| v >= oldest);
+    }
+}
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// Another connection is publishing this name.
+    #[error("stream {0} is already being published")]
+    Busy(String),
+    /// The name is not acceptable.
+    #[error("invalid stream name {0:?}")]
+    BadName(String),
+}
+
+/// Every stream of this process.
+#[derive(Debug)]
+pub struct Hub {
+    streams: Mutex<HashMap<String, Arc<Stream>>>,
+    config: PackagerConfig,
+    next_conn: AtomicU64,
+    /// Streams ever started, for `/metrics`.
+    pub streams_started: AtomicU64,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: PackagerConfig) -> Self {
+        Self {
+            streams: Mutex::new(HashMap::new()),
+            config,
+            next_conn: AtomicU64::new(1),
+            streams_started: AtomicU64::new(0),
+        }
+    }
+
+    /// A process-unique connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Looks a stream up.
+    pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
+        lock(&self.streams).get(name).cloned()
+    }
+
+    /// Every stream.
+    pub fn all(&self) -> Vec<Arc<Stream>> {
+        let mut v: Vec<_> = lock(&self.streams).values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Claims `name` for publisher `conn`: a new stream, or the continuation of one whose
+    /// publisher left within the grace window (after a discontinuity).
+    pub fn claim(&self, name: &str, conn: u64) -> Result<Arc<Stream>, PublishError> {
+        if !valid_name(name) {
+            return Err(PublishError::BadName(name.to_owned()));
+        }
+        let mut streams = lock(&self.streams);
+        if let Some(s) = streams.get(name) {
+            let mut p = lock(&s.publisher);
+            match *p {
+                Publisher::Live(_) => return Err(PublishError::Busy(name.to_owned())),
+                Publisher::Gone(_) => {
+                    *p = Publisher::Live(conn);
+                    return Ok(s.clone());
+                }
+                Publisher::Ended(_) => {}
+            }
+        }
+        let epoch = format!("{:x}", crate::rtmp::unix_ms() as u64 ^ conn);
+        let s = Arc::new(Stream::new(name.to_owned(), self.config, conn, epoch));
+        streams.insert(name.to_owned(), s.clone());
+        self.streams_started.fetch_add(1, Ordering::Relaxed);
+        Ok(s)
+    }
+
+    /// Publisher `conn` of `stream` went away.
+    pub fn release(&self, stream: &Stream, conn: u64) {
+        let mut p = lock(&stream.publisher);
+        if *p == Publisher::Live(conn) {
+            *p = Publisher::Gone(Instant::now());
+            drop(p);
+            stream.handle_discontinuity();
+        }
+    }
+
+    /// Ends streams whose publisher stayed away past `grace`, and forgets ended streams after
+    /// `linger`. Called periodically by one core.
+    pub fn sweep(&self, now: Instant, grace: Duration, linger: Duration) {
+        let mut ended = Vec::new();
+        let mut remove = Vec::new();
+        for s in self.all() {
+            let mut p = lock(&s.publisher);
+            match *p {
+                Publisher::Gone(t) if now.duration_since(t) >= grace => {
+                    *p = Publisher::Ended(now);
+                    ended.push(s.clone());
+                }
+                Publisher::Ended(t) if now.duration_since(t) >= linger => remove.push(s.clone()),
+                _ => {}
+            }
+        }
+        for s in ended {
+            tracing::info!(stream = %s.name, "publisher did not return: stream ended");
+            s.handle_end();
+        }
+        if !remove.is_empty() {
+            let mut streams = lock(&self.streams);
+            for s in remove {
+                if let Some(cur) = streams.get(&s.name) {
+                    if Arc::ptr_eq(cur, &s) {
+                        streams.remove(&s.name);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stream names: 1 to 128 characters of `[A-Za-z0-9_.-]`, not starting with a dot.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}

@@ -1,0 +1,143 @@
+//! Vectored writes of shared `Bytes`, and IO with deadlines that really cancel.
+//!
+//! A response is a list of `Bytes`: a small header, then media payloads shared with every other
+//! viewer. [`write_all`] hands them to one `writev` (io_uring or epoll) without copying, and
+//! cancels the operation in the kernel if the peer does not take it within the deadline
+//! (dropping an io_uring write does not cancel it; monoio's cancelable IO does).
+
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use monoio::buf::IoVecBuf;
+use monoio::io::{CancelHandle, Canceller};
+
+/// At most this many iovecs per `writev` (Linux's IOV_MAX is 1024).
+const MAX_IOVECS: usize = 256;
+
+/// A batch of `Bytes` presented to the kernel as an iovec array.
+///
+/// The iovecs point into the `Bytes`' heap storage, which does not move while this value owns
+/// them; monoio keeps the value alive until the operation completes.
+#[derive(Debug)]
+pub(crate) struct BytesVec {
+    /// Owns the storage the iovecs point into.
+    _bufs: Vec<Bytes>,
+    iovecs: Vec<libc::iovec>,
+}
+
+impl BytesVec {
+    fn new(bufs: &[Bytes], skip: usize) -> Self {
+        let bufs: Vec<Bytes> = bufs.iter().take(MAX_IOVECS).cloned().collect();
+        let iovecs = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let s = if i == 0 {
+                    &b[skip.min(b.len())..]
+                } else {
+                    &b[..]
+                };
+                libc::iovec {
+                    iov_base: s.as_ptr() as *mut libc::c_void,
+                    iov_len: s.len(),
+                }
+            })
+            .collect();
+        Self {
+            _bufs: bufs,
+            iovecs,
+        }
+    }
+}
+
+// SAFETY: the iovecs describe the `Bytes` held in `bufs`, whose storage is immutable and does
+// not move while this value is alive; monoio owns the value for the whole operation.
+unsafe impl IoVecBuf for BytesVec {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iovecs.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iovecs.len()
+    }
+}
+
+/// Runs a cancelable operation with a deadline: on timeout the operation is cancelled in the
+/// kernel and awaited, so no io_uring operation outlives the call.
+pub(crate) async fn with_deadline<T, F, Fut>(deadline: Duration, op: F) -> io::Result<T>
+where
+    F: FnOnce(CancelHandle) -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
+    with_deadline_or(deadline, std::future::pending(), op).await
+}
+
+/// Like [`with_deadline`], and also cancels the operation when `stop` completes (shutdown).
+pub(crate) async fn with_deadline_or<T, F, Fut, S>(
+    deadline: Duration,
+    stop: S,
+    op: F,
+) -> io::Result<T>
+where
+    F: FnOnce(CancelHandle) -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+    S: Future<Output = ()>,
+{
+    let canceller = Canceller::new();
+    let mut fut = pin!(op(canceller.handle()));
+    let why = monoio::select! {
+        r = &mut fut => return r,
+        _ = monoio::time::sleep(deadline) => "peer too slow",
+        _ = stop => "shutting down",
+    };
+    canceller.cancel();
+    let _ = fut.await;
+    Err(io::Error::new(io::ErrorKind::TimedOut, why))
+}
+
+/// Writes every byte of `bufs`, in order, with vectored writes; fails if the peer takes longer
+/// than `deadline` for any one write.
+pub(crate) async fn write_all<S>(
+    stream: &mut S,
+    bufs: &[Bytes],
+    deadline: Duration,
+) -> io::Result<()>
+where
+    S: monoio::io::CancelableAsyncWriteRent,
+{
+    let mut first = 0;
+    let mut skip = 0;
+    while first < bufs.len() {
+        if bufs[first].len() <= skip {
+            first += 1;
+            skip = 0;
+            continue;
+        }
+        let batch = BytesVec::new(&bufs[first..], skip);
+        let s = &mut *stream;
+        let (res, _) = with_deadline(deadline, |h| async move {
+            let (r, b) = s.cancelable_writev(batch, h).await;
+            Ok((r, b))
+        })
+        .await?;
+        let mut n = res?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && first < bufs.len() {
+            let left = bufs[first].len() - skip;
+            if n >= left {
+                n -= left;
+                first += 1;
+                skip = 0;
+            } else {
+                skip += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}

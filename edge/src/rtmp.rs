@@ -1,0 +1,179 @@
+//! RTMP connections: the socket loop around `zerocast_ingest::ServerSession`.
+//!
+//! Read, `handle_input`, drain `poll_output` (bytes to send, events to act on), write. Publish
+//! requests claim a name in the hub; media goes to the stream's packager on this core.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use monoio::buf::IoBufMut;
+use monoio::io::CancelableAsyncReadRent;
+use monoio::net::TcpStream;
+use zerocast_ingest::session::{Output, ServerSession, SessionEvent};
+
+use crate::hub::{lock, Stream};
+use crate::iov::{with_deadline_or, write_all};
+use crate::Ctx;
+
+/// A publisher silent for this long is dropped.
+const IDLE: Duration = Duration::from_secs(30);
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+const READ_SIZE: usize = 64 * 1024;
+
+/// The one RTMP application name accepted for publishing.
+const APP: &str = "live";
+
+struct Conn {
+    id: u64,
+    peer: SocketAddr,
+    session: ServerSession,
+    publishing: Option<Arc<Stream>>,
+    out: Vec<Bytes>,
+}
+
+/// Serves one RTMP connection until it closes or misbehaves.
+pub(crate) async fn serve_conn(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
+    let _ = stream.set_nodelay(true);
+    let mut conn = Conn {
+        id: ctx.hub.next_conn_id(),
+        peer,
+        session: ServerSession::new(),
+        publishing: None,
+        out: Vec::new(),
+    };
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let result: Result<(), String> = async {
+        loop {
+            let seen = ctx.shutdown_signal.seq();
+            if ctx.shutting_down() {
+                return Ok(());
+            }
+            buf.reserve(READ_SIZE);
+            let owned = std::mem::take(&mut buf);
+            let len = owned.len();
+            let stop = ctx.shutdown_signal.changed(seen);
+            let read = with_deadline_or(IDLE, stop, |h| {
+                let stream = &mut stream;
+                async move {
+                    let (r, b) = stream.cancelable_read(owned.slice_mut(len..), h).await;
+                    Ok((r, b.into_inner()))
+                }
+            })
+            .await;
+            let (res, back) = match read {
+                Ok(x) => x,
+                Err(_) if ctx.shutting_down() => return Ok(()),
+                Err(e) => return Err(format!("read: {e}")),
+            };
+            buf = back;
+            match res {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+            let handled = conn.session.handle_input(&mut buf);
+            // Send what the session produced before reporting an error, so the peer sees it.
+            conn.drain(&ctx);
+            if !conn.out.is_empty() {
+                let out = std::mem::take(&mut conn.out);
+                write_all(&mut stream, &out, WRITE_DEADLINE)
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+            }
+            handled.map_err(|e| e.to_string())?;
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        ctx.metrics
+            .rtmp_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stream = conn.publishing.as_ref().map_or("-", |s| s.name.as_str());
+        tracing::warn!(peer = %conn.peer, stream, "rtmp connection closed: {e}");
+    }
+    if let Some(s) = conn.publishing.take() {
+        tracing::info!(stream = %s.name, peer = %conn.peer, "publisher disconnected");
+        ctx.hub.release(&s, conn.id);
+    }
+}
+
+impl Conn {
+    /// Acts on everything the session has queued.
+    fn drain(&mut self, ctx: &Ctx) {
+        while let Some(o) = self.session.poll_output() {
+            match o {
+                Output::Send(b) => self.out.push(b),
+                Output::Event(ev) => self.event(ev, ctx),
+            }
+        }
+    }
+
+    fn event(&mut self, ev: SessionEvent, ctx: &Ctx) {
+        match ev {
+            SessionEvent::PublishRequested {
+                request_id,
+                app,
+                name,
+            } => {
+                let claim = if self.publishing.is_some() {
+                    Err("this connection is already publishing".to_owned())
+                } else if app != APP {
+                    Err(format!(
+                        "unknown application {app:?}: publish to rtmp://HOST/{APP}/NAME"
+                    ))
+                } else {
+                    ctx.hub.claim(&name, self.id).map_err(|e| e.to_string())
+                };
+                match claim {
+                    Ok(stream) => {
+                        tracing::info!(stream = %name, peer = %self.peer, "publish started");
+                        self.publishing = Some(stream);
+                        if let Err(e) = self.session.accept_publish(request_id) {
+                            tracing::warn!(stream = %name, "accepting publish: {e}");
+                        }
+                    }
+                    Err(why) => {
+                        tracing::warn!(stream = %name, peer = %self.peer, "publish refused: {why}");
+                        if let Err(e) = self.session.reject_publish(request_id, &why) {
+                            tracing::warn!(stream = %name, "refusing publish: {e}");
+                        }
+                    }
+                }
+            }
+            SessionEvent::PublishFinished { .. } => {
+                if let Some(s) = self.publishing.take() {
+                    tracing::info!(stream = %s.name, "publish finished");
+                    ctx.hub.release(&s, self.id);
+                }
+            }
+            SessionEvent::Metadata(meta) => {
+                if let Some(s) = &self.publishing {
+                    *lock(&s.meta_fps) = meta.frame_rate;
+                }
+            }
+            SessionEvent::Track(track) => {
+                if let Some(s) = &self.publishing {
+                    tracing::info!(stream = %s.name, codec = %track.codec_string(), "track");
+                    s.handle_track(track);
+                }
+            }
+            SessionEvent::Frame(frame) => {
+                if let Some(s) = &self.publishing {
+                    s.handle_frame(frame, unix_ms(), &ctx.metrics);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Wall-clock now in Unix milliseconds (for `EXT-X-PROGRAM-DATE-TIME`).
+pub(crate) fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

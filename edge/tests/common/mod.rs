@@ -1,0 +1,360 @@
+//! Helpers for the end-to-end tests: the real `zerocast` binary, real ffmpeg, a tiny HTTP/1.1
+//! client over `std::net` (no client library between the test and the server's bytes).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A running `zerocast serve` on loopback ports; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub rtmp: u16,
+    pub http: u16,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(driver: &str, extra: &[&str]) -> Server {
+        let rtmp = free_port();
+        let http = free_port();
+        let log = std::env::temp_dir().join(format!("zerocast-test-{http}.log"));
+        let logf = std::fs::File::create(&log).unwrap();
+        let data = std::env::temp_dir().join(format!("zerocast-test-data-{http}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+            .args(["serve", "--rtmp", &format!("127.0.0.1:{rtmp}")])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--driver", driver, "--workers", "2"])
+            .args(["--data-dir", data.to_str().unwrap()])
+            .args(extra)
+            .env("ZEROCAST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("start zerocast");
+        let s = Server {
+            child,
+            rtmp,
+            http,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", http)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                s.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    pub fn rtmp_url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{name}", self.rtmp)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        http_get(self.http, path, Duration::from_secs(30)).expect("GET")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the stream's media playlist lists at least one complete segment; returns
+    /// the media playlist path (with the stream instance).
+    pub fn wait_live(&self, name: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.get(&format!("/live/{name}/index.m3u8"));
+            if r.status == 200 {
+                let text = r.text();
+                let uri = text.lines().last().unwrap().to_owned();
+                let path = format!("/live/{name}/{uri}");
+                let pl = self.get(&path);
+                if pl.status == 200 && pl.text().contains("#EXTINF") {
+                    return path;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stream {name} did not go live; server log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ffmpeg publishing a synthetic 30 fps picture and a sine tone for `secs` seconds.
+pub fn ffmpeg_publish(url: &str, secs: u32, size: &str) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=30"),
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &secs.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-g", "60", "-b:v", "1M", "-c:a", "aac", "-b:a", "96k"])
+        .args(["-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg is installed (scripts/setup.sh)")
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub chunked: bool,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One GET on a fresh connection; decodes Content-Length and chunked bodies.
+pub fn http_get(port: u16, path: &str, timeout: Duration) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    read_response(&mut BufReader::new(s))
+}
+
+pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Resp> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    let chunked = get("transfer-encoding").is_some_and(|v| v.contains("chunked"));
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let n = usize::from_str_radix(line.trim(), 16)
+                .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
+            if n == 0 {
+                line.clear();
+                r.read_line(&mut line)?;
+                break;
+            }
+            let start = body.len();
+            body.resize(start + n, 0);
+            r.read_exact(&mut body[start..])?;
+            line.clear();
+            r.read_line(&mut line)?;
+        }
+    } else if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.resize(n, 0);
+        r.read_exact(&mut body)?;
+    }
+    Ok(Resp {
+        status,
+        headers,
+        body,
+        chunked,
+    })
+}
+
+/// Runs ffprobe counting decoded frames per stream; returns (codec, frames) pairs and stderr.
+pub fn ffprobe_count(url: &str) -> (Vec<(String, u64)>, String) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames"])
+        .args(["-show_entries", "stream=codec_name,nb_read_frames"])
+        .args(["-of", "csv=p=0", url])
+        .output()
+        .expect("ffprobe is installed (scripts/setup.sh)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let streams = stdout
+        .lines()
+        .filter_map(|l| {
+            let (codec, n) = l.split_once(',')?;
+            Some((codec.to_owned(), n.trim().parse().ok()?))
+        })
+        .collect();
+    (streams, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Publishes an FLV file's tags over RTMP in real time (like `ffmpeg -re -c copy`), with
+/// rml_rtmp's client session. Used for captures Debian's ffmpeg cannot demux (Enhanced FLV).
+pub fn publish_flv(port: u16, name: &str, path: &std::path::Path) -> Result<(), String> {
+    use bytes::Bytes;
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+    use rml_rtmp::sessions::{
+        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+        PublishRequestType,
+    };
+    use rml_rtmp::time::RtmpTimestamp;
+
+    let flv = std::fs::read(path).map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut hs = Handshake::new(PeerType::Client);
+    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 8192];
+    let leftover = loop {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed during handshake".into());
+        }
+        match hs.process_bytes(&buf[..n]).map_err(|e| format!("{e:?}"))? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes).unwrap()
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                s.write_all(&response_bytes).unwrap();
+                break remaining_bytes;
+            }
+        }
+    };
+    let (mut session, initial) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+    let send = |s: &mut TcpStream, r: ClientSessionResult| {
+        if let ClientSessionResult::OutboundResponse(p) = r {
+            s.write_all(&p.bytes).unwrap();
+        }
+    };
+    for r in initial {
+        send(&mut s, r);
+    }
+    send(&mut s, session.request_connection("live".into()).unwrap());
+    let mut pending = leftover;
+    let mut published = false;
+    let mut requested = false;
+    while !published {
+        let results = session
+            .handle_input(&pending)
+            .map_err(|e| format!("{e:?}"))?;
+        for r in results {
+            match r {
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) => {
+                    requested = true;
+                }
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::PublishRequestAccepted) => {
+                    published = true;
+                }
+                ClientSessionResult::RaisedEvent(e) => {
+                    if format!("{e:?}").contains("Rejected") {
+                        return Err(format!("refused: {e:?}"));
+                    }
+                }
+                other => send(&mut s, other),
+            }
+        }
+        if requested {
+            requested = false;
+            send(
+                &mut s,
+                session
+                    .request_publishing(name.into(), PublishRequestType::Live)
+                    .unwrap(),
+            );
+        }
+        if !published {
+            let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed before publish was accepted".into());
+            }
+            pending = buf[..n].to_vec();
+        }
+    }
+    // Tags: 11-byte header (type, 24-bit size, 24+8-bit timestamp, stream id), body, 4-byte size.
+    let start = Instant::now();
+    let mut pos = 13;
+    while pos + 11 <= flv.len() {
+        let kind = flv[pos];
+        let size = u32::from_be_bytes([0, flv[pos + 1], flv[pos + 2], flv[pos + 3]]) as usize;
+        let ts = u32::from_be_bytes([flv[pos + 7], flv[pos + 4], flv[pos + 5], flv[pos + 6]]);
+        let body = Bytes::copy_from_slice(&flv[pos + 11..pos + 11 + size]);
+        pos += 11 + size + 4;
+        let due = Duration::from_millis(u64::from(ts));
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        let t = RtmpTimestamp::new(ts);
+        let r = match kind {
+            8 => session.publish_audio_data(body, t, false),
+            9 => session.publish_video_data(body, t, false),
+            _ => continue,
+        };
+        send(&mut s, r.map_err(|e| format!("{e:?}"))?);
+    }
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! End to end over loopback with real peers: ffmpeg publishes RTMP, ffprobe and a plain
+//! HTTP/1.1 client read LL-HLS from the real `zerocast` binary, under both IO drivers.
+//!
+//! The tests in this file take turns (one lock), so that two ffmpeg encoders and the server
+//! do not fight over this machine's two cores.
+
+// Tests print what they measured (frame counts, latency); that is their report.
+#![allow(clippy::print_stdout)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::*;
+use zerocast_packager::check;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn playlist(server: &Server, path: &str, query: &str) -> (u16, check::ParsedPlaylist, String) {
+    let full = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    };
+    let r = server.get(&full);
+    let text = r.text();
+    let parsed = if r.status == 200 {
+        check::parse(&text).unwrap_or_else(|e| panic!("unparsable playlist ({e}):\n{text}"))
+    } else {
+        check::ParsedPlaylist::default()
+    };
+    (r.status, parsed, text)
+}
+
+fn contains_part(p: &check::ParsedPlaylist, msn: u64, part: usize) -> bool {
+    p.segments
+        .iter()
+        .any(|s| s.msn > msn || (s.msn == msn && s.parts.len() > part))
+}
+
+/// Waits for `EXT-X-ENDLIST` (the publisher left and the grace window passed).
+fn wait_ended(server: &Server, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, p, _) = playlist(server, path, "");
+        if status == 200 && p.ended {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stream did not end:\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn live_pipeline(driver: &str) {
+    let _g = serial();
+    let server = Server::start(driver, &["--reconnect-grace", "1500"]);
+    let secs = 12;
+    let mut ffmpeg = ffmpeg_publish(&server.rtmp_url("demo"), secs, "640x360");
+    let path = server.wait_live("demo", Duration::from_secs(15));
+    assert!(
+        server.logs().contains(&format!(
+            "driver=\"{}\"",
+            if driver == "uring" {
+                "io_uring"
+            } else {
+                "epoll"
+            }
+        )),
+        "driver not logged as chosen:\n{}",
+        server.logs()
+    );
+
+    // Blocking reload: ask for the part after the newest one; it is not in the playlist yet,
+    // and the answer must contain it.
+    let (_, before, _) = playlist(&server, &path, "");
+    let (msn, part) = before.next_part().unwrap();
+    assert!(!contains_part(&before, msn, part));
+    let (status, after, text) =
+        playlist(&server, &path, &format!("_HLS_msn={msn}&_HLS_part={part}"));
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        contains_part(&after, msn, part),
+        "blocking reload returned before part {msn}.{part}:\n{text}"
+    );
+    assert_eq!(check::violations(&after), Vec::<String>::new(), "{text}");
+
+    // The hinted part is answered while it is being written (chunked), and it is fMP4.
+    let mut chunked = 0;
+    for _ in 0..3 {
+        let (_, p, _) = playlist(&server, &path, "");
+        let (m, n) = p.next_part().unwrap();
+        // Block until the next part is done: the part the answer hints at has just begun.
+        let (_, p, _) = playlist(&server, &path, &format!("_HLS_msn={m}&_HLS_part={n}"));
+        let hint = p.preload_hint.clone().unwrap();
+        let base = path.rsplit_once('/').unwrap().0;
+        let r = server.get(&format!("{base}/{hint}"));
+        assert_eq!(r.status, 200);
+        assert_eq!(&r.body[4..8], b"moof", "a part starts with a moof box");
+        assert!(r.header("cache-control").unwrap().contains("immutable"));
+        chunked += usize::from(r.chunked);
+    }
+    assert!(
+        chunked > 0,
+        "no hinted part was streamed while being written"
+    );
+
+    // Invalid directives get 400 with a JSON error, at once.
+    for q in [
+        "_HLS_part=1",
+        "_HLS_msn=999999&_HLS_part=0",
+        "_HLS_msn=abc",
+        "_HLS_skip=maybe",
+    ] {
+        let r = server.get(&format!("{path}?{q}"));
+        assert_eq!(r.status, 400, "{q}: {}", r.text());
+        assert!(r.text().contains("\"error\""));
+    }
+    assert_eq!(server.get("/live/nope/index.m3u8").status, 404);
+    assert_eq!(server.get("/live/demo/0/stream.m3u8").status, 404);
+
+    // A delta update skips nothing yet (the window is shorter than CAN-SKIP-UNTIL) but is valid.
+    let (status, delta, text) = playlist(&server, &path, "_HLS_skip=YES");
+    assert_eq!(status, 200);
+    assert_eq!(check::violations(&delta), Vec::<String>::new(), "{text}");
+
+    // The streams API describes the stream.
+    let api = server.get("/api/streams").text();
+    for want in [
+        "\"name\": \"demo\"",
+        "\"video_codec\": \"h264\"",
+        "\"resolution\": \"640x360\"",
+        "\"audio_codec\": \"aac\"",
+        "\"state\": \"live\"",
+    ] {
+        assert!(api.contains(want), "{want} missing from {api}");
+    }
+
+    // A second publisher to the live name is refused; the first keeps going.
+    let mut second = ffmpeg_publish(&server.rtmp_url("demo"), 3, "320x240");
+    let status = second.wait().unwrap();
+    assert!(!status.success(), "second publisher was accepted");
+    assert!(
+        server.logs().contains("publish refused"),
+        "{}",
+        server.logs()
+    );
+
+    // Garbage on the RTMP port closes that connection only.
+    let mut bad = TcpStream::connect(("127.0.0.1", server.rtmp)).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut junk = vec![3u8]; // RTMP version 3, then a handshake, then nonsense chunks
+    junk.extend(std::iter::repeat_n(0x5a, 1536));
+    let _ = bad.write_all(&junk);
+    let mut sink = [0u8; 4096];
+    let mut got = 0;
+    loop {
+        match bad.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                got += n;
+                if got > 1536 * 2 {
+                    let _ = bad.write_all(&[0xff; 4096]);
+                }
+            }
+        }
+    }
+    let (_, p1, _) = playlist(&server, &path, "");
+    let (m, n) = p1.next_part().unwrap();
+    let (status, p2, _) = playlist(&server, &path, &format!("_HLS_msn={m}&_HLS_part={n}"));
+    assert_eq!(status, 200);
+    assert!(
+        contains_part(&p2, m, n),
+        "the stream stopped after a bad RTMP peer"
+    );
+
+    // When the publisher stops, the stream ends after the grace window; then every frame sent
+    // decodes, by ffprobe reading the same playlist a player would.
+    let st = ffmpeg.wait().unwrap();
+    let mut err = String::new();
+    ffmpeg
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(st.success(), "ffmpeg failed: {err}");
+    wait_ended(&server, &path);
+    let (streams, stderr) = ffprobe_count(&server.url("/live/demo/index.m3u8"));
+    assert!(stderr.trim().is_empty(), "ffprobe errors: {stderr}");
+    let video = streams.iter().find(|s| s.0 == "h264").map(|s| s.1);
+    let audio = streams.iter().find(|s| s.0 == "aac").map(|s| s.1);
+    let sent_video = u64::from(secs) * 30;
+    let sent_audio = u64::from(secs) * 48_000 / 1024;
+    let v = video.unwrap_or_else(|| panic!("no h264 stream: {streams:?}"));
+    let a = audio.unwrap_or_else(|| panic!("no aac stream: {streams:?}"));
+    println!(
+        "{driver}: sent {sent_video} video / ~{sent_audio} audio frames, ffprobe decoded {v} / {a}"
+    );
+    assert!(
+        v <= sent_video && v + 60 >= sent_video,
+        "video frames {v} vs {sent_video} sent"
+    );
+    assert!(
+        a <= sent_audio + 2 && a + 100 >= sent_audio,
+        "audio frames {a} vs ~{sent_audio} sent"
+    );
+}
+
+#[test]
+fn live_pipeline_io_uring() {
+    live_pipeline("uring");
+}
+
+#[test]
+fn live_pipeline_epoll() {
+    live_pipeline("epoll");
+}
+
+#[test]
+fn playlist_invariants_hold_on_every_version_for_20s() {
+    let _g = serial();
+    let server = Server::start("auto", &[]);
+    let mut ffmpeg = ffmpeg_publish(&server.rtmp_url("inv"), 26, "640x360");
+    let path = server.wait_live("inv", Duration::from_secs(15));
+    let start = Instant::now();
+    let (_, mut prev, _) = playlist(&server, &path, "");
+    let mut versions = 0;
+    let mut deltas = 0;
+    while start.elapsed() < Duration::from_secs(20) {
+        let (m, n) = prev.next_part().unwrap();
+        let (status, next, text) = playlist(&server, &path, &format!("_HLS_msn={m}&_HLS_part={n}"));
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(check::violations(&next), Vec::<String>::new(), "{text}");
+        assert_eq!(
+            check::transition_violations(&prev, &next),
+            Vec::<String>::new(),
+            "{text}"
+        );
+        assert!(contains_part(&next, m, n));
+        versions += 1;
+        if versions % 10 == 0 {
+            let (status, d, text) = playlist(
+                &server,
+                &path,
+                &format!("_HLS_msn={m}&_HLS_part={n}&_HLS_skip=YES"),
+            );
+            assert_eq!(status, 200);
+            assert_eq!(check::violations(&d), Vec::<String>::new(), "{text}");
+            deltas += usize::from(d.skipped > 0);
+        }
+        prev = next;
+    }
+    println!("checked {versions} playlist versions ({deltas} delta updates with skipped segments)");
+    // 20 s of 0.2 s parts: about 100 versions; the client follows every one of them.
+    assert!(versions >= 60, "only {versions} versions in 20 s");
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+}
+
+fn capture(name: &str, file: &str, codec_prefix: &str, decoder: &str, frames: u64) {
+    let _g = serial();
+    let server = Server::start("auto", &["--reconnect-grace", "1000"]);
+    let path = repo_root().join("testdata").join(file);
+    let port = server.rtmp;
+    let n = name.to_owned();
+    let publisher = std::thread::spawn(move || publish_flv(port, &n, &path));
+    let media = server.wait_live(name, Duration::from_secs(15));
+    let master = server.get(&format!("/live/{name}/index.m3u8")).text();
+    assert!(
+        master.contains(&format!("CODECS=\"{codec_prefix}")),
+        "{master}"
+    );
+    assert!(master.contains("RESOLUTION=640x360"), "{master}");
+    let base = media.rsplit_once('/').unwrap().0;
+    let init = server.get(&format!("{base}/init1.mp4"));
+    assert_eq!(init.status, 200);
+    let sample_entry = codec_prefix.split('.').next().unwrap();
+    assert!(
+        init.body.windows(4).any(|w| w == sample_entry.as_bytes()),
+        "no {sample_entry} box"
+    );
+    publisher.join().unwrap().expect("publish the capture");
+    wait_ended(&server, &media);
+    let (streams, stderr) = ffprobe_count(&server.url(&format!("/live/{name}/index.m3u8")));
+    assert!(stderr.trim().is_empty(), "ffprobe errors: {stderr}");
+    let v = streams.iter().find(|s| s.0 == decoder).map(|s| s.1);
+    println!("{file}: ffprobe decoded {v:?} {decoder} frames of {frames}");
+    let v = v.unwrap_or_else(|| panic!("no {decoder} stream: {streams:?}"));
+    assert!(v <= frames && v + 30 >= frames, "{v} frames of {frames}");
+}
+
+#[test]
+fn enhanced_rtmp_hevc_capture_is_packaged_as_hvc1() {
+    capture("hevc", "ffmpeg9_hevc_aac.flv", "hvc1.", "hevc", 120);
+}
+
+#[test]
+fn enhanced_rtmp_av1_capture_is_packaged_as_av01() {
+    capture("av1", "ffmpeg9_av1_aac.flv", "av01.", "av1", 120);
+}
+
+#[test]
+fn publisher_reconnect_continues_after_a_discontinuity() {
+    let _g = serial();
+    let server = Server::start("auto", &["--reconnect-grace", "4000"]);
+    let mut first = ffmpeg_publish(&server.rtmp_url("re"), 5, "320x240");
+    let path = server.wait_live("re", Duration::from_secs(15));
+    first.wait().unwrap();
+    let mut second = ffmpeg_publish(&server.rtmp_url("re"), 5, "320x240");
+    assert!(second.wait().unwrap().success());
+    let (_, p, text) = playlist(&server, &path, "");
+    assert!(text.contains("#EXT-X-DISCONTINUITY"), "{text}");
+    assert!(!p.ended, "ended within the grace window:\n{text}");
+    assert_eq!(check::violations(&p), Vec::<String>::new(), "{text}");
+    wait_ended(&server, &path);
+    let (streams, stderr) = ffprobe_count(&server.url("/live/re/index.m3u8"));
+    assert!(stderr.trim().is_empty(), "ffprobe errors: {stderr}");
+    let v = streams.iter().find(|s| s.0 == "h264").map_or(0, |s| s.1);
+    assert!(
+        v + 120 >= 300 && v <= 300,
+        "both publishers' frames are in the playlist: {v}"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_server() {
+    let _g = serial();
+    let mut server = Server::start("auto", &[]);
+    let mut ffmpeg = ffmpeg_publish(&server.rtmp_url("stop"), 20, "320x240");
+    server.wait_live("stop", Duration::from_secs(15));
+    let t = Instant::now();
+    // SAFETY: sending a signal to a child process we own.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    println!("stopped {:?} after SIGTERM", t.elapsed());
+    assert!(status.success(), "exit status {status}: {}", server.logs());
+    assert!(server.logs().contains("stopped"));
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+}

@@ -1,0 +1,709 @@
+//! RTMP chunk stream decoding (RTMP 1.0 specification, section 5.3).
+//!
+//! [`ChunkDecoder`] reads chunks from the front of a [`BytesMut`] and reassembles messages.
+//! A message that fits in one chunk (every audio frame and most video frames once the
+//! publisher raised its chunk size) is handed out as a slice of the input buffer, without a
+//! copy. A message split across chunks is copied once, into a buffer sized to its length
+//! (for messages over 64 KiB the buffer starts at 64 KiB and grows once, so that a chunk
+//! header alone cannot make the decoder allocate 16 MiB).
+//!
+//! The decoder is written here rather than taken from `rml_rtmp::chunk_io` because that one
+//! shares one reassembly buffer between chunk streams (interleaved chunk streams corrupt each
+//! other), copies every byte twice, and panics on a type 1 header whose extended timestamp is
+//! below `0xFFFFFF` (subtraction overflow in `get_extended_timestamp`).
+
+use std::collections::HashMap;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// The chunk size every RTMP connection starts with.
+pub const DEFAULT_CHUNK_SIZE: u32 = 128;
+/// Largest message length an RTMP chunk header can declare (24 bits).
+pub const MAX_MESSAGE_LEN: u32 = 0x00FF_FFFF;
+/// Most chunk streams a peer may use on one connection. Real publishers use fewer than ten.
+pub const MAX_CHUNK_STREAMS: usize = 64;
+/// Most bytes that may be declared by messages being reassembled at once.
+pub const MAX_REASSEMBLY_BYTES: usize = 24 << 20;
+
+/// Initial buffer for a message split across chunks; it grows once to the message length.
+const INITIAL_REASSEMBLY_CAPACITY: usize = 64 * 1024;
+
+/// Longest chunk header: 3-byte basic header, 11-byte message header, 4-byte extended timestamp.
+const MAX_HEADER_LEN: usize = 18;
+
+/// Chunk bytes that break the protocol. `offset` counts bytes from the start of the
+/// connection (handshake included), so it points into a packet capture.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkError {
+    /// A type 1, 2 or 3 chunk on a chunk stream that never had a type 0 chunk.
+    #[error(
+        "chunk at byte {offset}: type {fmt} header on chunk stream {csid} with no previous header"
+    )]
+    NoPreviousHeader {
+        /// Offset of the chunk.
+        offset: u64,
+        /// Chunk header type (1, 2 or 3).
+        fmt: u8,
+        /// Chunk stream id.
+        csid: u32,
+    },
+    /// A type 0 or 1 header that starts a new message while the previous one on the same
+    /// chunk stream is incomplete.
+    #[error("chunk at byte {offset}: new message header on chunk stream {csid} with {missing} bytes of the previous message missing")]
+    InterruptedMessage {
+        /// Offset of the chunk.
+        offset: u64,
+        /// Chunk stream id.
+        csid: u32,
+        /// Bytes still expected for the interrupted message.
+        missing: u32,
+    },
+    /// More chunk streams than [`MAX_CHUNK_STREAMS`].
+    #[error("chunk at byte {offset}: more than {MAX_CHUNK_STREAMS} chunk streams (csid {csid})")]
+    TooManyChunkStreams {
+        /// Offset of the chunk.
+        offset: u64,
+        /// The chunk stream id that went over the limit.
+        csid: u32,
+    },
+    /// Messages being reassembled declare more than [`MAX_REASSEMBLY_BYTES`] in total.
+    #[error("chunk at byte {offset}: {bytes} bytes of messages in reassembly exceed the limit")]
+    ReassemblyLimit {
+        /// Offset of the chunk.
+        offset: u64,
+        /// Bytes that would be in reassembly.
+        bytes: usize,
+    },
+    /// A Set Chunk Size of zero or with the reserved top bit set.
+    #[error("invalid chunk size {size}")]
+    InvalidChunkSize {
+        /// The requested size.
+        size: u32,
+    },
+}
+
+/// One reassembled RTMP message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Chunk stream the message arrived on.
+    pub csid: u32,
+    /// Message type id (8 audio, 9 video, 20 AMF0 command…).
+    pub type_id: u8,
+    /// Message stream id.
+    pub stream_id: u32,
+    /// Message timestamp in milliseconds, as sent (32 bits, wraps).
+    pub timestamp: u32,
+    /// Connection byte offset of the message's first chunk.
+    pub offset: u64,
+    /// The message body.
+    pub payload: Bytes,
+}
+
+/// The result of one [`ChunkDecoder::decode`] step.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A chunk completed this message.
+    Message(Message),
+    /// One chunk was consumed; its message is not complete yet.
+    Chunk,
+    /// The buffer does not hold a whole chunk. At least this many more bytes are needed
+    /// (exact once the header is complete). Nothing was consumed.
+    NeedMore(usize),
+}
+
+#[derive(Debug, Default)]
+struct ChunkStream {
+    /// Absolute timestamp of the current message (wrapping).
+    timestamp: u32,
+    /// Last timestamp field (absolute for type 0, delta for types 1 and 2), extended value
+    /// included: type 3 chunks that start a message add it again.
+    delta: u32,
+    /// Whether the last type 0/1/2 header carried an extended timestamp; type 3 chunks then
+    /// carry one too.
+    extended: bool,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    /// The message being reassembled, with the offset of its first chunk.
+    partial: Option<(BytesMut, u64)>,
+}
+
+/// A parsed chunk header, not yet applied to the chunk stream state.
+struct Header {
+    fmt: u8,
+    csid: u32,
+    len: usize,
+    timestamp_field: u32,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    extended: bool,
+}
+
+/// Reassembles RTMP messages from chunks.
+///
+/// Call [`decode`](Self::decode) until it returns [`Decoded::NeedMore`]; apply a peer's
+/// Set Chunk Size with [`set_chunk_size`](Self::set_chunk_size) before decoding the next chunk.
+#[derive(Debug)]
+pub struct ChunkDecoder {
+    chunk_size: u32,
+    streams: HashMap<u32, ChunkStream>,
+    /// Connection offset of the next byte `decode` will read.
+    offset: u64,
+    /// Sum of the lengths of messages being reassembled.
+    reassembling: usize,
+}
+
+impl ChunkDecoder {
+    /// A decoder for a connection whose first chunk byte is at connection offset `offset`
+    /// (the handshake length for a server).
+    pub fn new(offset: u64) -> Self {
+        Self {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            streams: HashMap::new(),
+            offset,
+            reassembling: 0,
+        }
+    }
+
+    /// Connection offset of the next byte to decode.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The peer's current chunk size.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Applies a Set Chunk Size message from the peer. Sizes above [`MAX_MESSAGE_LEN`] act as
+    /// [`MAX_MESSAGE_LEN`]: no message is longer.
+    pub fn set_chunk_size(&mut self, size: u32) -> Result<(), ChunkError> {
+        if size == 0 || size > 0x7FFF_FFFF {
+            return Err(ChunkError::InvalidChunkSize { size });
+        }
+        self.chunk_size = size.min(MAX_MESSAGE_LEN);
+        Ok(())
+    }
+
+    /// Drops the partial message on chunk stream `csid` (an Abort message from the peer).
+    pub fn abort(&mut self, csid: u32) {
+        if let Some(s) = self.streams.get_mut(&csid) {
+            if s.partial.take().is_some() {
+                self.reassembling = self.reassembling.saturating_sub(s.length as usize);
+            }
+        }
+    }
+
+    /// Decodes one chunk from the front of `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkError> {
+        let header = match self.parse_header(buf)? {
+            Ok(h) => h,
+            Err(need) => return Ok(Decoded::NeedMore(need)),
+        };
+        let chunk_offset = self.offset;
+        let existing = self.streams.get(&header.csid);
+        if existing.is_none() {
+            if header.fmt != 0 {
+                return Err(ChunkError::NoPreviousHeader {
+                    offset: chunk_offset,
+                    fmt: header.fmt,
+                    csid: header.csid,
+                });
+            }
+            if self.streams.len() >= MAX_CHUNK_STREAMS {
+                return Err(ChunkError::TooManyChunkStreams {
+                    offset: chunk_offset,
+                    csid: header.csid,
+                });
+            }
+        }
+
+        // Length of this chunk's payload, from the state as it will be after this header.
+        let prev_length = existing.map_or(0, |s| s.length);
+        let partial_len = existing
+            .and_then(|s| s.partial.as_ref())
+            .map(|(p, _)| p.len());
+        let (length, received) = match (partial_len, header.fmt) {
+            (Some(received), 2 | 3) => (prev_length, received),
+            (Some(received), _) => {
+                return Err(ChunkError::InterruptedMessage {
+                    offset: chunk_offset,
+                    csid: header.csid,
+                    missing: prev_length.saturating_sub(len_u32(received)),
+                })
+            }
+            (None, 0 | 1) => (header.length, 0),
+            (None, _) => (prev_length, 0),
+        };
+        // `received < length` whenever a message is partial (it would have completed
+        // otherwise), so this never underflows; saturate anyway.
+        let remaining = (length as usize).saturating_sub(received);
+        let payload_len = remaining.min(self.chunk_size as usize);
+        let total = header.len + payload_len;
+        if buf.len() < total {
+            return Ok(Decoded::NeedMore(total - buf.len()));
+        }
+
+        // The whole chunk is here: commit the header to the chunk stream state. Nothing was
+        // changed before this point, so `NeedMore` leaves the decoder as it was.
+        let s = self.streams.entry(header.csid).or_default();
+        let continuation = s.partial.is_some();
+        match header.fmt {
+            0 => {
+                s.timestamp = header.timestamp_field;
+                s.delta = header.timestamp_field;
+                s.length = header.length;
+                s.type_id = header.type_id;
+                s.stream_id = header.stream_id;
+                s.extended = header.extended;
+            }
+            1 => {
+                s.timestamp = s.timestamp.wrapping_add(header.timestamp_field);
+                s.delta = header.timestamp_field;
+                s.length = header.length;
+                s.type_id = header.type_id;
+                s.extended = header.extended;
+            }
+            2 if !continuation => {
+                s.timestamp = s.timestamp.wrapping_add(header.timestamp_field);
+                s.delta = header.timestamp_field;
+                s.extended = header.extended;
+            }
+            // A type 2 header in the middle of a message: tolerated, timestamp unchanged.
+            2 => s.extended = header.extended,
+            // Type 3 starting a new message repeats the previous delta.
+            _ if !continuation => s.timestamp = s.timestamp.wrapping_add(s.delta),
+            _ => {}
+        }
+
+        buf.advance(header.len);
+        self.offset += header.len as u64;
+        let data = buf.split_to(payload_len);
+        self.offset += payload_len as u64;
+
+        let payload = if continuation {
+            let Some((mut partial, start)) = s.partial.take() else {
+                // `continuation` is `s.partial.is_some()`, read above.
+                return Ok(Decoded::Chunk);
+            };
+            let want = s.length as usize;
+            if partial.capacity() - partial.len() < data.len() {
+                // Past the initial allocation: grow once, to the exact message length.
+                partial.reserve(want.saturating_sub(partial.len()));
+            }
+            partial.extend_from_slice(&data);
+            if partial.len() < want {
+                s.partial = Some((partial, start));
+                return Ok(Decoded::Chunk);
+            }
+            self.reassembling = self.reassembling.saturating_sub(want);
+            (partial.freeze(), start)
+        } else if payload_len < s.length as usize {
+            let want = s.length as usize;
+            let total = self.reassembling + want;
+            if total > MAX_REASSEMBLY_BYTES {
+                return Err(ChunkError::ReassemblyLimit {
+                    offset: chunk_offset,
+                    bytes: total,
+                });
+            }
+            // Allocate for the whole message only once the peer has sent a fair part of it:
+            // a header alone must not make us hold megabytes. Messages up to
+            // INITIAL_REASSEMBLY_CAPACITY are copied exactly once; longer ones at most
+            // INITIAL_REASSEMBLY_CAPACITY bytes twice.
+            let mut partial = BytesMut::with_capacity(want.min(INITIAL_REASSEMBLY_CAPACITY));
+            partial.extend_from_slice(&data);
+            self.reassembling += want;
+            s.partial = Some((partial, chunk_offset));
+            return Ok(Decoded::Chunk);
+        } else {
+            // The whole message is in this chunk: hand out a slice of the input, no copy.
+            (data.freeze(), chunk_offset)
+        };
+        Ok(Decoded::Message(Message {
+            csid: header.csid,
+            type_id: s.type_id,
+            stream_id: s.stream_id,
+            timestamp: s.timestamp,
+            offset: payload.1,
+            payload: payload.0,
+        }))
+    }
+
+    /// Parses the chunk header at the front of `buf` without consuming it.
+    /// `Ok(Err(n))`: at least `n` more bytes are needed.
+    fn parse_header(&self, buf: &[u8]) -> Result<Result<Header, usize>, ChunkError> {
+        let Some(&b0) = buf.first() else {
+            return Ok(Err(1));
+        };
+        let fmt = b0 >> 6;
+        let (csid, mut pos) = match b0 & 0x3f {
+            0 => match buf.get(1) {
+                Some(&b1) => (u32::from(b1) + 64, 2),
+                None => return Ok(Err(2 - buf.len())),
+            },
+            1 => match (buf.get(1), buf.get(2)) {
+                (Some(&b1), Some(&b2)) => (u32::from(b2) * 256 + u32::from(b1) + 64, 3),
+                _ => return Ok(Err(3 - buf.len())),
+            },
+            c => (u32::from(c), 1),
+        };
+        let msg_header_len = match fmt {
+            0 => 11,
+            1 => 7,
+            2 => 3,
+            _ => 0,
+        };
+        let Some(mh) = buf.get(pos..pos + msg_header_len) else {
+            return Ok(Err(pos + msg_header_len - buf.len()));
+        };
+        let u24 = |b: &[u8], i: usize| -> u32 {
+            // Callers pass `i + 3 <= b.len()` (fixed offsets into a slice of known length).
+            match b.get(i..i + 3) {
+                Some(&[x, y, z]) => u32::from_be_bytes([0, x, y, z]),
+                _ => 0,
+            }
+        };
+        let mut h = Header {
+            fmt,
+            csid,
+            len: 0,
+            timestamp_field: 0,
+            length: 0,
+            type_id: 0,
+            stream_id: 0,
+            extended: false,
+        };
+        if fmt <= 2 {
+            h.timestamp_field = u24(mh, 0);
+            h.extended = h.timestamp_field == 0x00FF_FFFF;
+        }
+        if fmt <= 1 {
+            h.length = u24(mh, 3);
+            h.type_id = mh.get(6).copied().unwrap_or(0);
+        }
+        if fmt == 0 {
+            if let Some(&[a, b, c, d]) = mh.get(7..11) {
+                h.stream_id = u32::from_le_bytes([a, b, c, d]);
+            }
+        }
+        pos += msg_header_len;
+        let extended = if fmt == 3 {
+            self.streams.get(&csid).is_some_and(|s| s.extended)
+        } else {
+            h.extended
+        };
+        if extended {
+            let Some(&[a, b, c, d]) = buf.get(pos..pos + 4) else {
+                return Ok(Err(pos + 4 - buf.len()));
+            };
+            pos += 4;
+            if fmt <= 2 {
+                h.timestamp_field = u32::from_be_bytes([a, b, c, d]);
+            }
+            // A type 3 chunk's extended timestamp repeats the one of its header; ignored.
+        }
+        h.len = pos;
+        debug_assert!(h.len <= MAX_HEADER_LEN);
+        Ok(Ok(h))
+    }
+}
+
+fn len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Encodes chunks the way the RTMP specification describes them. For tests: the session's
+/// outbound side uses `rml_rtmp`'s serializer.
+#[cfg(test)]
+pub(crate) mod encode {
+    /// One chunk with an explicit header type; `payload` is this chunk's part of the message.
+    pub(crate) fn chunk(
+        fmt: u8,
+        csid: u32,
+        timestamp: u32,
+        length: u32,
+        type_id: u8,
+        stream_id: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        match csid {
+            2..=63 => out.push((fmt << 6) | csid as u8),
+            64..=319 => out.extend_from_slice(&[fmt << 6, (csid - 64) as u8]),
+            _ => {
+                let c = csid - 64;
+                out.extend_from_slice(&[(fmt << 6) | 1, (c & 0xff) as u8, (c >> 8) as u8]);
+            }
+        }
+        let ext = timestamp >= 0x00FF_FFFF;
+        let field = if ext { 0x00FF_FFFF } else { timestamp };
+        if fmt <= 2 {
+            out.extend_from_slice(&field.to_be_bytes()[1..]);
+        }
+        if fmt <= 1 {
+            out.extend_from_slice(&length.to_be_bytes()[1..]);
+            out.push(type_id);
+        }
+        if fmt == 0 {
+            out.extend_from_slice(&stream_id.to_le_bytes());
+        }
+        if ext {
+            out.extend_from_slice(&timestamp.to_be_bytes());
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A whole message as a type 0 chunk followed by type 3 continuations.
+    pub(crate) fn message(
+        csid: u32,
+        timestamp: u32,
+        type_id: u8,
+        stream_id: u32,
+        payload: &[u8],
+        chunk_size: usize,
+    ) -> Vec<u8> {
+        let mut parts = payload.chunks(chunk_size.max(1));
+        let first = parts.next().unwrap_or(&[]);
+        let len = payload.len() as u32;
+        let mut out = chunk(0, csid, timestamp, len, type_id, stream_id, first);
+        for p in parts {
+            out.extend(chunk(3, csid, timestamp, len, type_id, stream_id, p));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::encode::{chunk, message};
+    use super::*;
+
+    fn decode_all(d: &mut ChunkDecoder, bytes: &[u8]) -> Result<Vec<Message>, ChunkError> {
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        loop {
+            match d.decode(&mut buf)? {
+                Decoded::Message(m) => out.push(m),
+                Decoded::Chunk => {}
+                Decoded::NeedMore(_) => return Ok(out),
+            }
+        }
+    }
+
+    #[test]
+    fn single_chunk_message_is_a_slice_of_the_input() {
+        let bytes = message(4, 1000, 8, 1, b"\xaf\x01abc", 128);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let base = buf.as_ptr() as usize;
+        let mut d = ChunkDecoder::new(3073);
+        let Decoded::Message(m) = d.decode(&mut buf).unwrap() else {
+            panic!("expected a message")
+        };
+        assert_eq!(
+            (m.csid, m.type_id, m.stream_id, m.timestamp, m.offset),
+            (4, 8, 1, 1000, 3073)
+        );
+        assert_eq!(&m.payload[..], b"\xaf\x01abc");
+        assert_eq!(m.payload.as_ptr() as usize, base + 12, "payload was copied");
+        assert_eq!(d.offset(), 3073 + bytes.len() as u64);
+    }
+
+    #[test]
+    fn reassembles_interleaved_chunk_streams() {
+        let video: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let v = message(6, 40, 9, 1, &video, 128);
+        // Split the video message after its first chunk (1 + 11 + 128 bytes) and put a whole
+        // audio message in between: legal RTMP, and it broke rml_rtmp's shared buffer.
+        let (v1, v2) = v.split_at(140);
+        let mut bytes = v1.to_vec();
+        bytes.extend(message(4, 41, 8, 1, b"audio", 128));
+        bytes.extend_from_slice(v2);
+        let msgs = decode_all(&mut ChunkDecoder::new(0), &bytes).unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!((msgs[0].type_id, &msgs[0].payload[..]), (8, &b"audio"[..]));
+        assert_eq!((msgs[1].type_id, msgs[1].timestamp), (9, 40));
+        assert_eq!(&msgs[1].payload[..], &video[..]);
+        assert_eq!(msgs[1].offset, 0);
+    }
+
+    #[test]
+    fn reassembles_messages_larger_than_the_initial_buffer() {
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        for chunk_size in [128, 4096, 70_000] {
+            let mut d = ChunkDecoder::new(0);
+            d.set_chunk_size(chunk_size as u32).unwrap();
+            let msgs = decode_all(&mut d, &message(6, 0, 9, 1, &big, chunk_size)).unwrap();
+            assert_eq!(msgs.len(), 1);
+            assert!(msgs[0].payload == big);
+            assert_eq!(d.reassembling, 0);
+        }
+    }
+
+    #[test]
+    fn header_types_carry_deltas() {
+        let mut b = chunk(0, 5, 100, 2, 9, 1, b"aa");
+        b.extend(chunk(1, 5, 20, 3, 8, 0, b"bbb")); // delta 20, new length/type
+        b.extend(chunk(2, 5, 5, 0, 0, 0, b"ccc")); // delta 5, same length
+        b.extend(chunk(3, 5, 0, 0, 0, 0, b"ddd")); // repeats delta 5
+        let msgs = decode_all(&mut ChunkDecoder::new(0), &b).unwrap();
+        let got: Vec<_> = msgs
+            .iter()
+            .map(|m| (m.timestamp, m.type_id, m.stream_id, m.payload.len()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (100, 9, 1, 2),
+                (120, 8, 1, 3),
+                (125, 8, 1, 3),
+                (130, 8, 1, 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn extended_timestamps() {
+        let payload = vec![7u8; 200];
+        // Type 0 with an extended timestamp, continued by a type 3 chunk that repeats it.
+        let b = message(3, 0x0123_4567, 20, 0, &payload, 128);
+        let msgs = decode_all(&mut ChunkDecoder::new(0), &b).unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].timestamp, 0x0123_4567);
+        assert_eq!(msgs[0].payload.len(), 200);
+        // A type 1 header whose extended delta is below 0xFFFFFF (rml_rtmp panics here).
+        let mut b = chunk(0, 3, 1, 1, 20, 0, b"x");
+        b.extend(chunk(1, 3, 0x00FF_FFFF, 1, 20, 0, b"y"));
+        let mut with_small_ext = chunk(0, 3, 1, 1, 20, 0, b"x");
+        with_small_ext.extend_from_slice(&[0x43, 0xff, 0xff, 0xff, 0, 0, 1, 20, 0, 0, 0, 1, b'y']);
+        let msgs = decode_all(&mut ChunkDecoder::new(0), &with_small_ext).unwrap();
+        assert_eq!(msgs[1].timestamp, 2);
+        let msgs = decode_all(&mut ChunkDecoder::new(0), &b).unwrap();
+        assert_eq!(msgs[1].timestamp, 0x0100_0000);
+    }
+
+    #[test]
+    fn two_and_three_byte_chunk_stream_ids() {
+        let mut b = message(100, 1, 8, 1, b"a", 128);
+        b.extend(message(5000, 2, 9, 1, b"b", 128));
+        let msgs = decode_all(&mut ChunkDecoder::new(0), &b).unwrap();
+        assert_eq!((msgs[0].csid, msgs[1].csid), (100, 5000));
+    }
+
+    #[test]
+    fn zero_length_message() {
+        let b = message(3, 1, 20, 0, b"", 128);
+        let msgs = decode_all(&mut ChunkDecoder::new(0), &b).unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert!(msgs[0].payload.is_empty());
+    }
+
+    #[test]
+    fn need_more_is_exact_once_the_header_is_complete() {
+        let b = message(4, 0, 8, 1, b"hello", 128);
+        let mut d = ChunkDecoder::new(0);
+        for cut in 0..b.len() {
+            let mut buf = BytesMut::from(&b[..cut]);
+            match d.decode(&mut buf).unwrap() {
+                Decoded::NeedMore(n) => {
+                    assert!(n >= 1 && cut + n <= b.len(), "cut {cut}: need {n}");
+                    if cut >= 12 {
+                        assert_eq!(cut + n, b.len());
+                    }
+                }
+                other => panic!("cut {cut}: {other:?}"),
+            }
+            assert_eq!(buf.len(), cut, "nothing consumed");
+        }
+    }
+
+    #[test]
+    fn errors() {
+        let mut d = ChunkDecoder::new(10);
+        let b = chunk(1, 4, 0, 1, 8, 0, b"x");
+        assert_eq!(
+            decode_all(&mut d, &b),
+            Err(ChunkError::NoPreviousHeader {
+                offset: 10,
+                fmt: 1,
+                csid: 4
+            })
+        );
+
+        // A new type 0 message while the previous one on the same csid is incomplete.
+        let mut b = chunk(0, 4, 0, 300, 9, 1, &[0; 128]);
+        b.extend(chunk(0, 4, 0, 1, 9, 1, b"x"));
+        assert!(matches!(
+            decode_all(&mut ChunkDecoder::new(0), &b),
+            Err(ChunkError::InterruptedMessage { missing: 172, .. })
+        ));
+
+        let mut d = ChunkDecoder::new(0);
+        assert!(d.set_chunk_size(0).is_err());
+        assert!(d.set_chunk_size(0x8000_0000).is_err());
+        d.set_chunk_size(0x7FFF_FFFF).unwrap();
+        assert_eq!(d.chunk_size(), MAX_MESSAGE_LEN);
+
+        let mut b = Vec::new();
+        for csid in 3..(3 + MAX_CHUNK_STREAMS as u32 + 1) {
+            b.extend(message(csid, 0, 8, 1, b"a", 128));
+        }
+        assert!(matches!(
+            decode_all(&mut ChunkDecoder::new(0), &b),
+            Err(ChunkError::TooManyChunkStreams { .. })
+        ));
+
+        // Two nearly-maximal messages started at once.
+        let mut b = chunk(0, 4, 0, MAX_MESSAGE_LEN, 9, 1, &[0; 128]);
+        b.extend(chunk(0, 5, 0, MAX_MESSAGE_LEN, 9, 1, &[0; 128]));
+        assert!(matches!(
+            decode_all(&mut ChunkDecoder::new(0), &b),
+            Err(ChunkError::ReassemblyLimit { .. })
+        ));
+    }
+
+    #[test]
+    fn abort_drops_the_partial_message() {
+        let mut d = ChunkDecoder::new(0);
+        let b = chunk(0, 4, 0, 300, 9, 1, &[0; 128]);
+        assert!(decode_all(&mut d, &b).unwrap().is_empty());
+        d.abort(4);
+        let b = message(4, 0, 9, 1, b"fresh", 128);
+        let msgs = decode_all(&mut d, &b).unwrap();
+        assert_eq!(&msgs[0].payload[..], b"fresh");
+    }
+
+    proptest! {
+        #[test]
+        fn messages_round_trip_at_any_chunk_size(
+            msgs in proptest::collection::vec(
+                (2u32..400, any::<u32>(), 1u8..30, any::<u32>(), proptest::collection::vec(any::<u8>(), 0..600)),
+                1..8,
+            ),
+            chunk_size in 1usize..700,
+        ) {
+            let mut d = ChunkDecoder::new(0);
+            d.set_chunk_size(chunk_size as u32).unwrap();
+            let mut bytes = Vec::new();
+            for (csid, ts, ty, sid, p) in &msgs {
+                bytes.extend(message(*csid, *ts, *ty, *sid, p, chunk_size));
+            }
+            let got = decode_all(&mut d, &bytes).unwrap();
+            prop_assert_eq!(got.len(), msgs.len());
+            for (m, (csid, ts, ty, sid, p)) in got.iter().zip(&msgs) {
+                prop_assert_eq!((m.csid, m.timestamp, m.type_id, m.stream_id), (*csid, *ts, *ty, *sid));
+                prop_assert_eq!(&m.payload[..], &p[..]);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_all(&mut ChunkDecoder::new(0), &bytes);
+        }
+    }
+}

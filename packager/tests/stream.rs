@@ -1,0 +1,231 @@
+//! The packager driven with virtual time: exact assertions on chunks, parts, segments and the
+//! rendered playlists (golden files under `tests/golden/`; regenerate with `ZEROCAST_BLESS=1`
+//! and review the diff).
+
+use bytes::Bytes;
+use zerocast_core::codec::{aac::AacConfig, avc::AvcConfig};
+use zerocast_core::{AudioCodec, Frame, Timescale, Timestamp, Track, TrackId, VideoCodec};
+use zerocast_packager::{check, Event, Packager, PackagerConfig, Skip};
+
+/// avcC of a 1280x720 libx264 stream.
+const AVCC: &[u8] = &[
+    0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x18, 0x67, 0x64, 0x00, 0x1f, 0xac, 0xb4, 0x02, 0x80,
+    0x2d, 0xd8, 0x08, 0x80, 0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x1e, 0x47, 0x8c, 0x19, 0x50,
+    0x01, 0x00, 0x04, 0x68, 0xef, 0x0f, 0xcb, 0xfd, 0xf8, 0xf8, 0x00,
+];
+const T0: i64 = 1_700_000_000_000;
+
+fn tracks() -> (Track, Track) {
+    let v = Track::Video {
+        id: TrackId::VIDEO,
+        timescale: Timescale::VIDEO,
+        codec: VideoCodec::Avc(AvcConfig::parse(Bytes::from_static(AVCC)).unwrap()),
+    };
+    let a = Track::Audio {
+        id: TrackId::AUDIO,
+        timescale: Timescale::new(48_000).unwrap(),
+        codec: AudioCodec::Aac(AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap()),
+    };
+    (v, a)
+}
+
+#[derive(Default, Debug)]
+struct Seen {
+    inits: u32,
+    parts_started: u64,
+    parts_done: u64,
+    segments: Vec<(u64, u64, u64)>,
+    samples: usize,
+    playlists: Vec<String>,
+}
+
+fn drain(p: &mut Packager, seen: &mut Seen) {
+    while let Some(ev) = p.poll_event() {
+        match ev {
+            Event::Init { .. } => seen.inits += 1,
+            Event::PartStarted { .. } => seen.parts_started += 1,
+            Event::Chunk { fragment, .. } => seen.samples += fragment.payloads.len(),
+            Event::PartDone { .. } => {
+                seen.parts_done += 1;
+                let mut s = String::new();
+                p.playlist().render(&mut s, Skip::No).unwrap();
+                seen.playlists.push(s);
+            }
+            Event::SegmentDone {
+                msn,
+                first_part,
+                last_part,
+            } => seen.segments.push((msn, first_part, last_part)),
+            _ => {}
+        }
+    }
+}
+
+/// Feeds `secs` seconds of 30 fps video (keyframe every `gop` frames) and 48 kHz AAC, starting
+/// at media time `start_ms`, in arrival order. Returns frames fed.
+fn feed(p: &mut Packager, seen: &mut Seen, start_ms: i64, secs: i64, gop: i64) -> usize {
+    let (v, a) = tracks();
+    p.handle_track(v);
+    p.handle_track(a);
+    drain(p, seen);
+    let mut fed = 0;
+    let frames = secs * 30;
+    let mut audio_n = 0i64;
+    for n in 0..frames {
+        let ms = start_ms + n * 1000 / 30;
+        // Audio frames whose time has come (1024 samples at 48 kHz = 21.333 ms).
+        while audio_n * 1024 * 1000 / 48_000 <= n * 1000 / 30 {
+            let ams = start_ms + audio_n * 1024 * 1000 / 48_000;
+            let ts = Timestamp::from_millis(ams).rescale(Timescale::new(48_000).unwrap());
+            p.handle_frame(
+                Frame {
+                    track: TrackId::AUDIO,
+                    dts: ts,
+                    pts: ts,
+                    keyframe: true,
+                    data: Bytes::from_static(&[0x21; 10]),
+                },
+                T0 + ams,
+            );
+            fed += 1;
+            audio_n += 1;
+            drain(p, seen);
+        }
+        let dts = Timestamp::new((start_ms * 90) + n * 3000, Timescale::VIDEO);
+        let pts = Timestamp::new(dts.ticks() + 6000, Timescale::VIDEO);
+        p.handle_frame(
+            Frame {
+                track: TrackId::VIDEO,
+                dts,
+                pts,
+                keyframe: n % gop == 0,
+                data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
+            },
+            T0 + ms,
+        );
+        fed += 1;
+        drain(p, seen);
+    }
+    fed
+}
+
+fn golden(name: &str, text: &str) {
+    let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("ZEROCAST_BLESS").is_some() {
+        std::fs::write(&path, text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{path} missing: run with ZEROCAST_BLESS=1 and review it"));
+    assert_eq!(
+        text, want,
+        "golden file {name} differs (ZEROCAST_BLESS=1 regenerates it)"
+    );
+}
+
+#[test]
+fn parts_and_segments_keep_their_invariants() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut seen = Seen::default();
+    let fed = feed(&mut p, &mut seen, 0, 10, 60);
+    assert_eq!(seen.inits, 1);
+    // 10 s at 2 s GOPs: segments 0..=3 closed by the keyframes at 2, 4, 6, 8 s.
+    assert_eq!(seen.segments.len(), 4, "{:?}", seen.segments);
+    for (i, pl) in seen.playlists.iter().enumerate() {
+        let parsed = check::parse(pl).unwrap();
+        assert_eq!(
+            check::violations(&parsed),
+            Vec::<String>::new(),
+            "version {i}:\n{pl}"
+        );
+        if i > 0 {
+            let prev = check::parse(&seen.playlists[i - 1]).unwrap();
+            assert!(check::transition_violations(&prev, &parsed).is_empty());
+        }
+    }
+    // Segment boundaries are contiguous part ranges of 10 parts (2 s / 0.2 s).
+    for w in seen.segments.windows(2) {
+        assert_eq!(w[1].1, w[0].2 + 1);
+    }
+    assert!(
+        seen.segments.iter().all(|s| s.2 - s.1 + 1 == 10),
+        "{:?}",
+        seen.segments
+    );
+    // After the end, every frame fed is in exactly one chunk, except the audio frame that came
+    // before the first keyframe.
+    p.handle_end();
+    drain(&mut p, &mut seen);
+    assert_eq!(p.dropped_frames(), 1);
+    assert_eq!(
+        seen.samples + 1,
+        fed,
+        "every frame fed comes out exactly once"
+    );
+    assert_eq!(seen.parts_started, seen.parts_done);
+    let mut text = String::new();
+    p.playlist().render(&mut text, Skip::No).unwrap();
+    assert!(text.ends_with("#EXT-X-ENDLIST\n"));
+    golden("ended.m3u8", &text);
+}
+
+#[test]
+fn live_playlist_golden_and_delta() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut seen = Seen::default();
+    feed(&mut p, &mut seen, 0, 31, 60);
+    let mut full = String::new();
+    p.playlist().render(&mut full, Skip::No).unwrap();
+    golden("live.m3u8", &full);
+    let mut delta = String::new();
+    p.playlist().render(&mut delta, Skip::Yes).unwrap();
+    golden("live_delta.m3u8", &delta);
+    let d = check::parse(&delta).unwrap();
+    assert!(d.skipped > 0);
+    assert_eq!(check::violations(&d), Vec::<String>::new());
+}
+
+#[test]
+fn publisher_reconnect_continues_after_discontinuity() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut seen = Seen::default();
+    feed(&mut p, &mut seen, 0, 4, 60);
+    p.handle_discontinuity();
+    drain(&mut p, &mut seen);
+    // The new publisher starts its clock at 0 again.
+    feed(&mut p, &mut seen, 0, 4, 60);
+    assert_eq!(
+        seen.inits, 1,
+        "same configuration: the init segment is reused"
+    );
+    let mut text = String::new();
+    p.playlist().render(&mut text, Skip::No).unwrap();
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+    let parsed = check::parse(&text).unwrap();
+    assert_eq!(check::violations(&parsed), Vec::<String>::new(), "{text}");
+    golden("reconnect.m3u8", &text);
+}
+
+#[test]
+fn waits_for_a_keyframe_and_drops_what_came_before() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut seen = Seen::default();
+    let (v, a) = tracks();
+    p.handle_track(v);
+    p.handle_track(a);
+    for n in 0..5 {
+        let dts = Timestamp::new(n * 3000, Timescale::VIDEO);
+        p.handle_frame(
+            Frame {
+                track: TrackId::VIDEO,
+                dts,
+                pts: dts,
+                keyframe: false,
+                data: Bytes::from_static(&[1]),
+            },
+            T0,
+        );
+    }
+    drain(&mut p, &mut seen);
+    assert_eq!(seen.inits, 0);
+    assert_eq!(p.dropped_frames(), 5);
+}
