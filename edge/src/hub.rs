@@ -97,8 +97,6 @@ pub struct Stats {
     pub audio_frames: AtomicU64,
     /// Current HTTP viewers (connections that requested this stream in the last request).
     pub viewers: AtomicUsize,
-    /// Bytes sent to viewers.
-    pub bytes_out: AtomicU64,
     /// Media time span seen, ms (first and last video DTS) for frame rate and bitrate.
     first_ms: AtomicU64,
     last_ms: AtomicU64,

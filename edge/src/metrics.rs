@@ -40,9 +40,9 @@ impl Kind {
 }
 
 /// Upper bounds of the histogram buckets, in microseconds.
-const BUCKETS_US: [u64; 14] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 2_500_000,
+const BUCKETS_US: [u64; 20] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 35_000, 50_000, 75_000, 100_000, 150_000,
+    200_000, 250_000, 300_000, 500_000, 1_000_000, 2_500_000, 10_000_000,
 ];
 
 /// A fixed-bucket latency histogram (Prometheus `histogram`).
