@@ -1,27 +1,81 @@
 #!/usr/bin/env bash
 # Reproduces docs/performance.md: one 2.5 Mb/s 720p30 stream published by ffmpeg, N LL-HLS
-# viewers from zerocast-load, the server's CPU and RSS sampled from /proc.
+# viewers from zerocast-load, the server's CPU and RSS sampled from /proc, and the server-added
+# latency from its /metrics histograms.
 # Usage: benches/scripts/hls-load.sh [viewers=1000] [seconds=20] [driver=auto]
+# Environment:
+#   ZEROCAST_BIN       server binary (default target/release/zerocast)
+#   ZEROCAST_LOAD_BIN  load generator (default target/release/zerocast-load)
+#   NO_BUILD=1         skip `cargo build` (e.g. when both binaries are given)
+#   RTMP_PORT, HTTP_PORT  listen ports (default 19361, 18091)
+#   SERVER_LOG         server stderr (default /tmp/zerocast-load-server.log)
+#   QUIET=1            first wait (up to 10 min) until the machine is idle: on a shared machine
+#                      other processes' CPU is the largest source of noise
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 viewers="${1:-1000}"; seconds="${2:-20}"; driver="${3:-auto}"
-rtmp=19361; http=18091
-cargo build --release -q -p zerocast-edge -p zerocast-benches
+rtmp="${RTMP_PORT:-19361}"; http="${HTTP_PORT:-18091}"
+server_bin="${ZEROCAST_BIN:-target/release/zerocast}"
+load_bin="${ZEROCAST_LOAD_BIN:-target/release/zerocast-load}"
+if [[ -z "${NO_BUILD:-}" ]]; then
+  cargo build --release -q -p zerocast-edge
+  cargo build --release -q -p zerocast-benches
+fi
 ulimit -n 16384 || true
-"${ZEROCAST_BIN:-target/release/zerocast}" serve --rtmp 127.0.0.1:$rtmp --http 127.0.0.1:$http --driver "$driver" \
-  2> /tmp/zerocast-load-server.log &
+
+# Busy and steal jiffies summed over all cores, from /proc/stat.
+machine() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $9}' /proc/stat; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+if [[ -n "${QUIET:-}" ]]; then
+  for _ in $(seq 120); do
+    read -r b0 _ < <(machine); sleep 3; read -r b1 _ < <(machine)
+    (( (b1 - b0) * 100 / (3 * $(getconf CLK_TCK)) < 10 )) && break
+  done
+fi
+server=; ff=
+trap 'kill $ff $server 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+"$server_bin" serve --rtmp 127.0.0.1:"$rtmp" --http 127.0.0.1:"$http" --driver "$driver" \
+  2> "${SERVER_LOG:-/tmp/zerocast-load-server.log}" &
 server=$!
-trap 'kill $server $ff 2>/dev/null || true' EXIT
 sleep 0.5
-ffmpeg -hide_banner -loglevel error -re -f lavfi -i testsrc2=size=1280x720:rate=30 \
+ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=1280x720:rate=30 \
   -f lavfi -i sine=frequency=440:sample_rate=48000 -c:v libx264 -preset veryfast \
   -tune zerolatency -g 60 -b:v 2300k -maxrate 2500k -bufsize 2500k -c:a aac -b:a 128k \
-  -f flv rtmp://127.0.0.1:$rtmp/live/demo &
+  -f flv rtmp://127.0.0.1:"$rtmp"/live/demo &
 ff=$!
 sleep 4
-target/release/zerocast-load hls --url http://127.0.0.1:$http/live/demo/index.m3u8 \
-  --viewers "$viewers" --duration "$seconds" --server-pid $server
+status=0
+hz=$(getconf CLK_TCK)
+read -r m0 st0 < <(machine); s0=$(ticks "$server"); f0=$(ticks "$ff"); w0=$(date +%s.%N)
+"$load_bin" hls --url http://127.0.0.1:"$http"/live/demo/index.m3u8 \
+  --viewers "$viewers" --duration "$seconds" --server-pid "$server" || status=$?
+read -r m1 st1 < <(machine); s1=$(ticks "$server"); f1=$(ticks "$ff"); w1=$(date +%s.%N)
+pct() { echo "scale=1; $1 * 100 / $hz / ($w1 - $w0)" | bc -l; }
+echo "  machine busy          $(pct $((m1 - m0))) % of one core over $(nproc) cores (steal $(pct $((st1 - st0)))):" \
+  "server $(pct $((s1 - s0))), ffmpeg encoder $(pct $((f1 - f0))), the rest load generator and others"
+metrics=$(curl -s http://127.0.0.1:"$http"/metrics)
 echo
-echo "server-added latency (from /metrics):"
-curl -s http://127.0.0.1:$http/metrics | grep -E '^zerocast_(chunk|part)_latency_seconds_(bucket|count|sum)' \
+echo "server-added latency (from /metrics, whole run including warm-up):"
+echo "$metrics" | grep -E '^zerocast_(chunk|part)_latency_seconds_(bucket|count|sum)' \
   | awk '{print "  " $0}'
+# p50/p99 from the cumulative buckets: the upper bound of the first bucket holding the quantile.
+echo "$metrics" | awk '
+  /^zerocast_(chunk|part)_latency_seconds_bucket/ {
+    name = $1; sub(/_bucket.*/, "", name)
+    le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le)
+    n[name]++; les[name, n[name]] = le; cum[name, n[name]] = $2
+  }
+  /^zerocast_(chunk|part)_latency_seconds_count/ { c = $1; sub(/_count.*/, "", c); total[c] = $2 }
+  END {
+    for (m in n) {
+      line = sprintf("  %s: count %d", m, total[m])
+      split("0.5 0.99", qs, " ")
+      for (k = 1; k <= 2; k++) {
+        q = qs[k]; want = q * total[m]; ans = "-"
+        for (i = 1; i <= n[m]; i++) if (cum[m, i] >= want) { ans = les[m, i]; break }
+        line = line sprintf(", p%g <= %s s", q * 100, ans)
+      }
+      print line
+    }
+  }'
+exit "$status"

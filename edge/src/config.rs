@@ -63,6 +63,15 @@ pub struct Config {
     pub block_limit: u32,
     /// Directory for everything the embedded backends persist.
     pub data_dir: PathBuf,
+    /// Social API listen address (`/api/v1`).
+    pub api: SocketAddr,
+    /// Run the social API inside `zerocast serve`.
+    pub social: bool,
+    /// HS256 secret for bearer tokens; by default a random secret kept in `data-dir/jwt-secret`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<String>,
+    /// This instance's node id (0-1023): message ids and the outbox.
+    pub node_id: u16,
 }
 
 impl Default for Config {
@@ -79,6 +88,10 @@ impl Default for Config {
             ended_linger: 30_000,
             block_limit: 3,
             data_dir: PathBuf::from("zerocast-data"),
+            api: ([0, 0, 0, 0], 8090).into(),
+            social: true,
+            jwt_secret: None,
+            node_id: 0,
         }
     }
 }
@@ -146,6 +159,12 @@ pub struct Overrides {
     /// Data directory for the embedded backends [default: ./zerocast-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Social API listen address [default: 0.0.0.0:8090].
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
+    /// Node id of this instance, 0-1023 [default: 0].
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<u16>,
 }
 
 impl Config {
@@ -209,6 +228,12 @@ impl Config {
         var!("ZEROCAST_ENDED_LINGER", self.ended_linger);
         var!("ZEROCAST_BLOCK_LIMIT", self.block_limit);
         var!("ZEROCAST_DATA_DIR", self.data_dir);
+        var!("ZEROCAST_API", self.api);
+        var!("ZEROCAST_SOCIAL", self.social);
+        var!("ZEROCAST_NODE_ID", self.node_id);
+        if let Some(v) = get("ZEROCAST_JWT_SECRET") {
+            self.jwt_secret = Some(v);
+        }
         Ok(())
     }
 
@@ -237,6 +262,12 @@ impl Config {
         if let Some(v) = &f.data_dir {
             self.data_dir = v.clone();
         }
+        if let Some(v) = f.api {
+            self.api = v;
+        }
+        if let Some(v) = f.node_id {
+            self.node_id = v;
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -248,6 +279,14 @@ impl Config {
         if self.segment_target < 2 * self.part_target || self.segment_target > 60_000 {
             return Err(ConfigError::Invalid(
                 "segment-target must be at least two part targets and at most 60000 ms".into(),
+            ));
+        }
+        if self.node_id >= 1024 {
+            return Err(ConfigError::Invalid("node-id must be below 1024".into()));
+        }
+        if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(ConfigError::Invalid(
+                "jwt-secret must be at least 16 bytes".into(),
             ));
         }
         if self.playlist_window < 3 {
@@ -277,6 +316,24 @@ impl Config {
                 part_segments: 4,
             },
         }
+    }
+
+    /// The social API's settings (reads or creates `data-dir/jwt-secret` when no secret is set).
+    pub fn social_config(&self) -> Result<zerocast_social::SocialConfig, ConfigError> {
+        let secret =
+            match &self.jwt_secret {
+                Some(s) => s.clone().into_bytes(),
+                None => zerocast_social::config::secret_from_data_dir(&self.data_dir).map_err(
+                    |source| ConfigError::Read {
+                        path: self.data_dir.join("jwt-secret"),
+                        source,
+                    },
+                )?,
+            };
+        let mut c = zerocast_social::SocialConfig::new(self.data_dir.clone(), secret);
+        c.api = self.api;
+        c.node = self.node_id;
+        Ok(c)
     }
 
     /// The effective configuration as TOML, for `zerocast config`.

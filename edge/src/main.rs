@@ -19,6 +19,19 @@ enum Command {
     Serve(Overrides),
     /// Prints the effective configuration (file, then ZEROCAST_* environment, then flags).
     Config(Overrides),
+    /// Runs only the social API (messages, chat) on its embedded defaults.
+    Social(Overrides),
+    /// Prints a bearer token for a user (signed with the configured or data-dir secret).
+    Token {
+        /// The user id (a UUID).
+        #[arg(long)]
+        user: uuid::Uuid,
+        /// Lifetime: 30s, 90m, 24h, 7d [default: 24h].
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        #[command(flatten)]
+        flags: Overrides,
+    },
 }
 
 fn main() -> ExitCode {
@@ -31,7 +44,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let (Command::Serve(flags) | Command::Config(flags)) = &cli.command;
+    let (Command::Serve(flags)
+    | Command::Config(flags)
+    | Command::Social(flags)
+    | Command::Token { flags, .. }) = &cli.command;
     let config = match Config::load(flags) {
         Ok(c) => c,
         Err(e) => {
@@ -48,12 +64,42 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Serve(_) => match zerocast_edge::server::run(config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("zerocast: {e}");
-                ExitCode::FAILURE
+        Command::Serve(_) => exit(zerocast_edge::server::run(config)),
+        Command::Social(_) => exit(zerocast_edge::server::run_social(config)),
+        Command::Token { user, ttl, .. } => {
+            let Some(ttl) = zerocast_social::auth::parse_ttl(&ttl) else {
+                eprintln!("zerocast: --ttl {ttl:?}: expected e.g. 30s, 90m, 24h, 7d");
+                return ExitCode::from(2);
+            };
+            let social = match config.social_config() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("zerocast: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let keys = zerocast_social::auth::Keys::new(&social.jwt_secret);
+            let token = keys.issue(
+                zerocast_social::model::UserId(user),
+                zerocast_social::now_ms() / 1000,
+                ttl,
+            );
+            // The token on stdout is this subcommand's whole job.
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{token}");
             }
-        },
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn exit(r: Result<(), zerocast_edge::server::ServeError>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zerocast: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -34,6 +34,9 @@ pub enum ServeError {
     /// Installing the signal mask failed.
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    /// The social API could not start.
+    #[error("social API: {0}")]
+    Social(String),
 }
 
 /// The driver actually used.
@@ -47,9 +50,117 @@ pub fn resolve_driver(requested: Driver) -> Result<Driver, ServeError> {
     }
 }
 
+/// The social API running on its own small tokio runtime.
+#[derive(Debug)]
+pub struct SocialHandle {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SocialHandle {
+    /// Stops the API (graceful: in-flight requests finish, sockets get 1001) and waits up to
+    /// `limit` for it.
+    pub fn stop(mut self, limit: Duration) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let deadline = Instant::now() + limit;
+        if let Some(t) = self.thread.take() {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Starts the social API (embedded store and bus) on a tokio runtime of its own thread; returns
+/// once it listens.
+pub fn start_social(config: &Config) -> Result<SocialHandle, ServeError> {
+    use zerocast_social::{bus::InProcessBus, store::embedded::EmbeddedStore, SocialServer};
+    let cfg = config
+        .social_config()
+        .map_err(|e| ServeError::Social(e.to_string()))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let thread = std::thread::Builder::new()
+        .name("zerocast-social".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("zerocast-social")
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let store = match EmbeddedStore::open(&cfg.data_dir.join("messages"), cfg.node) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("opening the message store: {e}")));
+                        return;
+                    }
+                };
+                let listener = match tokio::net::TcpListener::bind(cfg.api).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("binding {}: {e}", cfg.api)));
+                        return;
+                    }
+                };
+                tracing::info!(api = %cfg.api, "social API listening");
+                let _ = ready_tx.send(Ok(()));
+                let server =
+                    SocialServer::new(cfg, Arc::new(store), Arc::new(InProcessBus::default()));
+                if let Err(e) = server
+                    .run(listener, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                {
+                    tracing::error!("social API: {e}");
+                }
+            });
+        })
+        .map_err(ServeError::Worker)?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(SocialHandle {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => Err(ServeError::Social(e)),
+        Err(_) => Err(ServeError::Social(
+            "the social thread ended at start".into(),
+        )),
+    }
+}
+
+/// Runs only the social API until SIGINT or SIGTERM (`zerocast social`).
+pub fn run_social(config: Config) -> Result<(), ServeError> {
+    let mask = block_signals()?;
+    let social = start_social(&config)?;
+    let sig = wait_signal(&mask);
+    tracing::info!(signal = sig, "shutting down");
+    social.stop(Duration::from_millis(900));
+    tracing::info!("stopped");
+    Ok(())
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(config: Config) -> Result<(), ServeError> {
     let mask = block_signals()?;
+    let social = if config.social {
+        Some(start_social(&config)?)
+    } else {
+        None
+    };
     let driver = resolve_driver(config.driver)?;
     let workers = config.worker_count();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -109,9 +220,14 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let sig = wait_signal(&mask);
     tracing::info!(signal = sig, "shutting down");
     ctx.shutdown();
+    let social_stop =
+        social.map(|s| std::thread::spawn(move || s.stop(Duration::from_millis(700))));
     // Workers give in-flight responses up to 700 ms, so the process exits within a second.
     for h in handles {
         let _ = h.join();
+    }
+    if let Some(t) = social_stop {
+        let _ = t.join();
     }
     tracing::info!(open = ctx.connections.load(Ordering::Relaxed), "stopped");
     Ok(())

@@ -33,6 +33,7 @@ impl Server {
     pub fn start(driver: &str, extra: &[&str]) -> Server {
         let rtmp = free_port();
         let http = free_port();
+        let api = free_port();
         let log = std::env::temp_dir().join(format!("zerocast-test-{http}.log"));
         let logf = std::fs::File::create(&log).unwrap();
         let data = std::env::temp_dir().join(format!("zerocast-test-data-{http}"));
@@ -40,6 +41,7 @@ impl Server {
             .args(["serve", "--rtmp", &format!("127.0.0.1:{rtmp}")])
             .args(["--http", &format!("127.0.0.1:{http}")])
             .args(["--driver", driver, "--workers", "2"])
+            .args(["--api", &format!("127.0.0.1:{api}")])
             .args(["--data-dir", data.to_str().unwrap()])
             .args(extra)
             .env("ZEROCAST_LOG", "info")

@@ -1,0 +1,166 @@
+//! The social API in the real binary: `zerocast token` and `zerocast social`, and `kill -9`
+//! during a burst of sends loses no acknowledged message.
+
+// Tests print what they measured; that is their report.
+#![allow(clippy::print_stdout)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::free_port;
+
+fn token(data: &Path, user: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+        .args(["token", "--user", user, "--ttl", "1h", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn start(data: &Path, port: u16) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+        .args([
+            "social",
+            "--api",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "social API did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// One request; returns (status, body).
+fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    Ok((
+        status,
+        out.split_once("\r\n\r\n").map_or("", |x| x.1).to_owned(),
+    ))
+}
+
+fn message_id(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v["message"]["id"].as_str().map(str::to_owned)
+}
+
+#[test]
+fn kill_9_during_a_burst_loses_no_acknowledged_message() {
+    let data = std::env::temp_dir().join(format!("zerocast-kill9-{}", free_port()));
+    let _ = std::fs::remove_dir_all(&data);
+    // Eight senders (the per-user rate limit is 10/s with bursts of 20) to one recipient.
+    let b = uuid::Uuid::new_v4().to_string();
+    let tb = token(&data, &b);
+    let senders_tokens: Vec<String> = (0..8)
+        .map(|_| token(&data, &uuid::Uuid::new_v4().to_string()))
+        .collect();
+    let port = free_port();
+    let mut server = start(&data, port);
+
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..8)
+        .map(|t| {
+            let (acked, stop, b) = (acked.clone(), stop.clone(), b.clone());
+            let ta = senders_tokens[t].clone();
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = format!(
+                        r#"{{"to":"{b}","content":"burst {t}/{i}","client_id":"{t}-{i}"}}"#
+                    );
+                    // Only a complete 201 response is an acknowledgement.
+                    if let Ok((201, body)) =
+                        call(port, "POST", "/api/v1/messages", &ta, Some(&body))
+                    {
+                        if let Some(id) = message_id(&body) {
+                            acked.lock().unwrap().push(id);
+                        }
+                    } else {
+                        // Rate-limited (429) or the server is gone: back off a little.
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 300 {
+        assert!(Instant::now() < deadline, "the burst did not get going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.kill().unwrap(); // SIGKILL, mid-burst
+    server.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    let mut server = start(&data, port);
+    let mut missing = Vec::new();
+    for id in &acked {
+        let (status, _) = call(port, "GET", &format!("/api/v1/messages/{id}"), &tb, None).unwrap();
+        if status != 200 {
+            missing.push(id.clone());
+        }
+    }
+    let (status, unread) = call(port, "GET", "/api/v1/unread", &tb, None).unwrap();
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&unread).unwrap();
+    let stored = v["total"].as_u64().unwrap_or(0) as usize;
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    println!(
+        "kill -9 after {} acknowledged sends: {} stored after restart, {} acknowledged missing",
+        acked.len(),
+        stored,
+        missing.len()
+    );
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert!(stored >= acked.len());
+}

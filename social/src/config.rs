@@ -1,0 +1,76 @@
+//! Social plane settings (filled from zerocast's one configuration).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of the social API.
+#[derive(Debug, Clone)]
+pub struct SocialConfig {
+    /// Listen address of the API (`/api/v1`).
+    pub api: SocketAddr,
+    /// HS256 secret for bearer tokens.
+    pub jwt_secret: Vec<u8>,
+    /// Where the embedded store lives.
+    pub data_dir: PathBuf,
+    /// This instance's node id (message ids, outbox).
+    pub node: u16,
+    /// Largest message content, bytes of UTF-8.
+    pub max_message_bytes: usize,
+    /// Largest WebSocket message accepted, bytes.
+    pub max_frame_bytes: usize,
+    /// Messages a user may send per second, sustained.
+    pub rate_per_sec: f64,
+    /// Messages a user may send in a burst.
+    pub rate_burst: f64,
+    /// Frames queued toward one WebSocket before it is closed as too slow.
+    pub outbound_queue: usize,
+    /// A socket write that takes longer than this drops the client.
+    pub write_timeout: Duration,
+    /// Server ping interval.
+    pub ping_interval: Duration,
+    /// A socket silent (no frame, no pong) for this long is closed.
+    pub idle_timeout: Duration,
+    /// Messages kept per live-chat room and sent on join.
+    pub room_history: usize,
+}
+
+impl SocialConfig {
+    /// Defaults for `data_dir` and `jwt_secret`.
+    pub fn new(data_dir: PathBuf, jwt_secret: Vec<u8>) -> Self {
+        Self {
+            api: ([0, 0, 0, 0], 8090).into(),
+            jwt_secret,
+            data_dir,
+            node: 0,
+            max_message_bytes: 4096,
+            max_frame_bytes: 16 * 1024,
+            rate_per_sec: 10.0,
+            rate_burst: 20.0,
+            outbound_queue: 256,
+            write_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            room_history: 200,
+        }
+    }
+}
+
+/// Reads the token secret from `data_dir/jwt-secret`, creating a random one on first use, so
+/// `zerocast token` and `zerocast serve` agree without configuration.
+pub fn secret_from_data_dir(data_dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let path = data_dir.join("jwt-secret");
+    match std::fs::read(&path) {
+        Ok(s) if !s.is_empty() => Ok(s),
+        _ => {
+            std::fs::create_dir_all(data_dir)?;
+            let mut bytes = [0u8; 32];
+            for chunk in bytes.chunks_mut(16) {
+                chunk.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+            }
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(&path, &hex)?;
+            Ok(hex.into_bytes())
+        }
+    }
+}

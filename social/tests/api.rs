@@ -1,0 +1,636 @@
+//! The social API over real loopback sockets: a server instance in this process (embedded
+//! store in a temp dir, in-process bus), REST over raw HTTP/1.1, WebSockets via
+//! tokio-tungstenite.
+
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message as Ws;
+use uuid::Uuid;
+use zerocast_social::auth::Keys;
+use zerocast_social::bus::InProcessBus;
+use zerocast_social::model::UserId;
+use zerocast_social::store::embedded::EmbeddedStore;
+use zerocast_social::{SocialConfig, SocialServer};
+
+const SECRET: &[u8] = b"test-secret-0123456789";
+
+struct Api {
+    addr: std::net::SocketAddr,
+    keys: Keys,
+    _dir: TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn start(tune: impl FnOnce(&mut SocialConfig)) -> Api {
+    let dir = std::env::temp_dir().join(format!("zerocast-social-test-{}", Uuid::new_v4()));
+    let mut cfg = SocialConfig::new(dir.clone(), SECRET.to_vec());
+    cfg.rate_per_sec = 1000.0;
+    cfg.rate_burst = 1000.0;
+    tune(&mut cfg);
+    let store = EmbeddedStore::open(&dir.join("messages"), cfg.node).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = SocialServer::new(cfg, Arc::new(store), Arc::new(InProcessBus::default()));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(listener, async {
+        let _ = rx.await;
+    }));
+    Api {
+        addr,
+        keys: Keys::new(SECRET),
+        _dir: TempDir(dir),
+        stop: Some(tx),
+    }
+}
+
+fn user() -> UserId {
+    UserId(Uuid::new_v4())
+}
+
+impl Api {
+    fn token(&self, u: UserId) -> String {
+        self.keys.issue(u, zerocast_social::now_ms() / 1000, 3600)
+    }
+
+    /// One request on a fresh connection; returns status and JSON body (Null when empty).
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let mut s = TcpStream::connect(self.addr).await.unwrap();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            ));
+        } else {
+            req.push_str("\r\n");
+        }
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(rest)
+        } else {
+            rest.to_owned()
+        };
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    async fn send(
+        &self,
+        from: UserId,
+        to: UserId,
+        content: &str,
+        client_id: Option<&str>,
+    ) -> (u16, Value) {
+        let body = json!({"to": to, "content": content, "client_id": client_id}).to_string();
+        self.call(
+            "POST",
+            "/api/v1/messages",
+            Some(&self.token(from)),
+            Some(&body),
+        )
+        .await
+    }
+
+    async fn ws(&self, u: UserId, since: Option<&str>) -> Socket {
+        let mut url = format!(
+            "ws://{}/api/v1/ws?access_token={}",
+            self.addr,
+            self.token(u)
+        );
+        if let Some(s) = since {
+            url.push_str(&format!("&since={s}"));
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        Socket(ws)
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+struct Socket(tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>);
+
+impl Socket {
+    async fn send(&mut self, v: Value) {
+        self.0.send(Ws::Text(v.to_string().into())).await.unwrap();
+    }
+
+    /// The next JSON text frame of type `kind` (others skipped), within 5 s.
+    async fn expect(&mut self, kind: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.0.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {kind} frame within 5 s"))
+                .expect("socket open")
+                .expect("frame");
+            if let Ws::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == kind {
+                    return v;
+                }
+            }
+        }
+    }
+
+    /// The close code the server sends, within `secs`.
+    async fn closed_with(&mut self, secs: u64) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, self.0.next()).await {
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Ws::Close(f)))) => return f.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_users_exchange_messages_end_to_end() {
+    let api = start(|_| {}).await;
+    let (a, b) = (user(), user());
+    let mut wa = api.ws(a, None).await;
+    let mut wb = api.ws(b, None).await;
+    wa.send(json!({"type": "send", "to": b, "content": "hello b", "client_id": "c1"}))
+        .await;
+    let ack = wa.expect("ack").await;
+    assert_eq!(ack["client_id"], "c1");
+    let id = ack["id"].as_str().unwrap().to_owned();
+    let got = wb.expect("message").await;
+    assert_eq!(got["message"]["id"], id);
+    assert_eq!(got["message"]["content"], "hello b");
+    assert_eq!(got["message"]["from"], json!(a));
+
+    // Typing reaches the peer.
+    wb.send(json!({"type": "typing", "to": a})).await;
+    assert_eq!(wa.expect("typing").await["from"], json!(b));
+
+    let (s, unread) = api
+        .call("GET", "/api/v1/unread", Some(&api.token(b)), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(unread["total"], 1);
+    let (s, convs) = api
+        .call("GET", "/api/v1/conversations", Some(&api.token(b)), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(convs["conversations"][0]["peer"], json!(a));
+    assert_eq!(convs["conversations"][0]["unread"], 1);
+
+    // B reads; A gets the receipt; B's unread count is back to 0.
+    let body = json!({"up_to": id}).to_string();
+    let (s, _) = api
+        .call(
+            "POST",
+            &format!("/api/v1/conversations/{a}/read"),
+            Some(&api.token(b)),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let receipt = wa.expect("read").await;
+    assert_eq!(receipt["reader"], json!(b));
+    assert_eq!(receipt["up_to"], id);
+    let (_, unread) = api
+        .call("GET", "/api/v1/unread", Some(&api.token(b)), None)
+        .await;
+    assert_eq!(unread["total"], 0);
+
+    // Edit and delete reach both sides; the tombstone stays visible as deleted.
+    let (s, _) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/messages/{id}"),
+            Some(&api.token(a)),
+            Some(r#"{"content":"hello, b"}"#),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(wb.expect("edited").await["message"]["content"], "hello, b");
+    let (s, _) = api
+        .call(
+            "DELETE",
+            &format!("/api/v1/messages/{id}"),
+            Some(&api.token(b)),
+            None,
+        )
+        .await;
+    assert_eq!(s, 403, "only the sender deletes");
+    let (s, _) = api
+        .call(
+            "DELETE",
+            &format!("/api/v1/messages/{id}"),
+            Some(&api.token(a)),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(wb.expect("deleted").await["message"]["deleted"], true);
+    let (_, h) = api
+        .call(
+            "GET",
+            &format!("/api/v1/conversations/{a}/messages"),
+            Some(&api.token(b)),
+            None,
+        )
+        .await;
+    assert_eq!(h["messages"][0]["deleted"], true);
+    assert_eq!(h["messages"][0]["content"], "");
+}
+
+#[tokio::test]
+async fn history_pages_return_every_message_once_and_resends_are_idempotent() {
+    let api = start(|_| {}).await;
+    let (a, b) = (user(), user());
+    let mut sent = Vec::new();
+    for i in 0..130 {
+        let (s, v) = api
+            .send(a, b, &format!("m{i}"), Some(&format!("k{i}")))
+            .await;
+        assert_eq!(s, 201);
+        sent.push(v["message"]["id"].as_str().unwrap().to_owned());
+    }
+    // The same client id again: the same message, 200, nothing new.
+    let (s, v) = api.send(a, b, "m7 again", Some("k7")).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["message"]["id"], sent[7]);
+    assert_eq!(v["message"]["content"], "m7");
+
+    let mut seen = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let mut path = format!("/api/v1/conversations/{a}/messages?limit=25");
+        if let Some(b) = &before {
+            path.push_str(&format!("&before={b}"));
+        }
+        let (s, page) = api.call("GET", &path, Some(&api.token(b)), None).await;
+        assert_eq!(s, 200);
+        for m in page["messages"].as_array().unwrap() {
+            seen.push(m["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_before"].as_str() {
+            Some(n) => before = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    seen.reverse();
+    assert_eq!(seen, sent, "every message exactly once, in order");
+    let (s, _) = api
+        .call(
+            "GET",
+            &format!("/api/v1/conversations/{a}/messages?limit=101"),
+            Some(&api.token(b)),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test]
+async fn since_recovers_exactly_the_missed_messages() {
+    let api = start(|_| {}).await;
+    let (a, b) = (user(), user());
+    let mut wb = api.ws(b, None).await;
+    let (_, v) = api.send(a, b, "before", None).await;
+    let last = v["message"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(wb.expect("message").await["message"]["id"], last);
+    drop(wb); // forced disconnect
+    let mut missed = Vec::new();
+    for i in 0..7 {
+        let (_, v) = api.send(a, b, &format!("missed {i}"), None).await;
+        missed.push(v["message"]["id"].clone());
+    }
+    let mut wb = api.ws(b, Some(&last)).await;
+    let mut replayed = Vec::new();
+    loop {
+        let f = wb.expect_any().await;
+        match f["type"].as_str() {
+            Some("message") => replayed.push(f["message"]["id"].clone()),
+            Some("live") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(replayed, missed);
+    // Live again: a new message arrives once.
+    let (_, v) = api.send(a, b, "after", None).await;
+    assert_eq!(
+        wb.expect("message").await["message"]["id"],
+        v["message"]["id"]
+    );
+}
+
+impl Socket {
+    async fn expect_any(&mut self) -> Value {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(5), self.0.next())
+                .await
+                .expect("a frame within 5 s")
+                .expect("open")
+                .expect("frame");
+            if let Ws::Text(t) = m {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn strangers_get_404_and_bad_input_gets_clear_errors() {
+    let api = start(|_| {}).await;
+    let (a, b, c) = (user(), user(), user());
+    let (_, v) = api.send(a, b, "private", None).await;
+    let id = v["message"]["id"].as_str().unwrap().to_owned();
+    let tc = api.token(c);
+    let (s, e) = api
+        .call("GET", &format!("/api/v1/messages/{id}"), Some(&tc), None)
+        .await;
+    assert_eq!(s, 404, "{e}");
+    assert_eq!(e["error"]["code"], "not_found");
+    let (s, _) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/messages/{id}"),
+            Some(&tc),
+            Some(r#"{"content":"x"}"#),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = api
+        .call("DELETE", &format!("/api/v1/messages/{id}"), Some(&tc), None)
+        .await;
+    assert_eq!(s, 404);
+    let body = json!({"up_to": id}).to_string();
+    let (s, _) = api
+        .call(
+            "POST",
+            &format!("/api/v1/conversations/{a}/read"),
+            Some(&tc),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, h) = api
+        .call(
+            "GET",
+            &format!("/api/v1/conversations/{a}/messages"),
+            Some(&tc),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(h["messages"], json!([]), "c's conversation with a is empty");
+
+    // A bystander stays connected and served through all of this.
+    let mut wb = api.ws(b, None).await;
+
+    let big = "x".repeat(4097);
+    let (s, e) = api.send(a, b, &big, None).await;
+    assert_eq!(s, 413);
+    assert_eq!(e["error"]["code"], "message_too_large");
+    let (s, e) = api
+        .call(
+            "POST",
+            "/api/v1/messages",
+            Some(&api.token(a)),
+            Some("{\"to\": "),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(e["error"]["code"], "invalid_json");
+    let expired = api.keys.issue(a, 1_000_000, 60);
+    let (s, e) = api
+        .call("GET", "/api/v1/unread", Some(&expired), None)
+        .await;
+    assert_eq!(s, 401);
+    assert_eq!(e["error"]["message"], "token expired");
+    let (s, _) = api.call("GET", "/api/v1/unread", None, None).await;
+    assert_eq!(s, 401);
+    let url = format!("ws://{}/api/v1/ws?access_token={expired}", api.addr);
+    let err = tokio_tungstenite::connect_async(url).await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+
+    // Over the socket: malformed JSON and an oversized message get error frames, the socket
+    // stays usable.
+    let mut wa = api.ws(a, None).await;
+    wa.0.send(Ws::Text("{nope".into())).await.unwrap();
+    assert_eq!(wa.expect("error").await["code"], "bad_frame");
+    wa.send(json!({"type": "send", "to": b, "content": big, "client_id": "big"}))
+        .await;
+    let e = wa.expect("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["client_id"].as_str()),
+        (Some("message_too_large"), Some("big"))
+    );
+    wa.send(json!({"type": "send", "to": b, "content": "still here", "client_id": "ok"}))
+        .await;
+    assert_eq!(wa.expect("ack").await["client_id"], "ok");
+    assert_eq!(
+        wb.expect("message").await["message"]["content"],
+        "still here"
+    );
+
+    // A frame over the size limit closes that socket with 1009; the others keep going.
+    wa.0.send(Ws::Text("y".repeat(64 * 1024).into()))
+        .await
+        .unwrap();
+    assert_eq!(wa.closed_with(5).await, Some(1009));
+    let (s, _) = api.send(c, b, "c still works", None).await;
+    assert_eq!(s, 201);
+    assert_eq!(
+        wb.expect("message").await["message"]["content"],
+        "c still works"
+    );
+
+    let (s, doc) = api.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(s, 200);
+    assert!(doc["paths"]["/api/v1/ws"].is_object());
+}
+
+#[tokio::test]
+async fn rate_limit_answers_with_an_error_frame() {
+    let api = start(|c| {
+        c.rate_per_sec = 1.0;
+        c.rate_burst = 3.0;
+    })
+    .await;
+    let (a, b) = (user(), user());
+    let mut wa = api.ws(a, None).await;
+    for i in 0..4 {
+        wa.send(json!({"type": "send", "to": b, "content": "x", "client_id": format!("r{i}")}))
+            .await;
+    }
+    for _ in 0..3 {
+        wa.expect("ack").await;
+    }
+    let e = wa.expect("error").await;
+    assert_eq!(e["code"], "rate_limited");
+    assert_eq!(e["client_id"], "r3");
+}
+
+#[tokio::test]
+async fn a_client_that_cannot_keep_up_is_closed_with_4001_and_recovers_with_since() {
+    let api = start(|c| {
+        c.outbound_queue = 8;
+        c.write_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let (a, b) = (user(), user());
+    let slow = api.ws(b, None).await;
+    // B does not read; A floods big messages until B's socket buffers and queue are full.
+    let big = "z".repeat(4000);
+    let mut last = String::new();
+    for i in 0..1500 {
+        let (s, v) = api.send(a, b, &big, Some(&format!("f{i}"))).await;
+        assert_eq!(s, 201);
+        last = v["message"]["id"].as_str().unwrap().to_owned();
+    }
+    let mut slow = slow;
+    assert_eq!(slow.closed_with(20).await, Some(4001));
+    // Reconnecting with since=0 replays everything, in order, ending at the last message.
+    let mut wb = api.ws(b, Some("0")).await;
+    let mut n = 0;
+    let mut newest = Value::Null;
+    loop {
+        let f = wb.expect_any().await;
+        match f["type"].as_str() {
+            Some("message") => {
+                n += 1;
+                newest = f["message"]["id"].clone();
+            }
+            Some("live") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(n, 1500);
+    assert_eq!(newest, json!(last));
+}
+
+#[tokio::test]
+async fn live_chat_fans_out_with_history_slow_mode_and_bans() {
+    let api = start(|_| {}).await;
+    let (owner, v1, v2) = (user(), user(), user());
+    let (s, _) = api
+        .call(
+            "POST",
+            "/api/v1/rooms/demo/claim",
+            Some(&api.token(owner)),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let mut w1 = api.ws(v1, None).await;
+    w1.send(json!({"type": "subscribe", "room": "demo"})).await;
+    w1.expect("subscribed").await;
+    w1.send(json!({"type": "chat", "room": "demo", "content": "first!", "client_id": "x"}))
+        .await;
+    w1.expect("chat_ack").await;
+    assert_eq!(w1.expect("chat").await["message"]["content"], "first!");
+    // A later subscriber gets the history on join, then live messages.
+    let mut w2 = api.ws(v2, None).await;
+    w2.send(json!({"type": "subscribe", "room": "demo"})).await;
+    let sub = w2.expect("subscribed").await;
+    assert_eq!(sub["history"][0]["content"], "first!");
+    // Slow mode: a second message within N s is refused with an error frame.
+    let (s, _) = api
+        .call(
+            "PUT",
+            "/api/v1/rooms/demo/slow-mode",
+            Some(&api.token(v1)),
+            Some(r#"{"seconds":30}"#),
+        )
+        .await;
+    assert_eq!(s, 403, "only the owner sets slow mode");
+    let (s, _) = api
+        .call(
+            "PUT",
+            "/api/v1/rooms/demo/slow-mode",
+            Some(&api.token(owner)),
+            Some(r#"{"seconds":30}"#),
+        )
+        .await;
+    assert_eq!(s, 200);
+    w2.send(json!({"type": "chat", "room": "demo", "content": "one"}))
+        .await;
+    assert_eq!(w1.expect("chat").await["message"]["content"], "one");
+    w2.send(json!({"type": "chat", "room": "demo", "content": "two"}))
+        .await;
+    assert_eq!(w2.expect("error").await["code"], "slow_mode");
+    // The owner times v1 out.
+    let body = json!({"user": v1, "seconds": 600}).to_string();
+    let (s, _) = api
+        .call(
+            "POST",
+            "/api/v1/rooms/demo/bans",
+            Some(&api.token(owner)),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, e) = api
+        .call(
+            "POST",
+            "/api/v1/rooms/demo/messages",
+            Some(&api.token(v1)),
+            Some(r#"{"content":"hi"}"#),
+        )
+        .await;
+    assert_eq!(s, 403);
+    assert_eq!(e["error"]["code"], "banned");
+}
