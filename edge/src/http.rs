@@ -253,21 +253,12 @@ async fn route(ctx: &Ctx, req: &Request, viewing: &mut Option<Viewer>) -> Respon
 
 async fn multivariant_playlist(ctx: &Ctx, s: &Arc<Stream>) -> Response {
     // A player may ask right after the publisher connected: wait (bounded) for the first part.
-    let deadline = Instant::now() + ctx.block_limit(s);
-    loop {
-        let seen = s.playlist.seq();
-        let ready = lock(&s.media).playlist.is_some();
-        if ready {
-            break;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero()
-            || monoio::time::timeout(left, s.playlist.changed(seen))
-                .await
-                .is_err()
-        {
-            return Response::text(503, "stream is not ready yet");
-        }
+    let ready = wait_for(s, ctx.block_limit(s), || {
+        lock(&s.media).playlist.is_some().then_some(())
+    })
+    .await;
+    if ready.is_none() {
+        return Response::text(503, "stream is not ready yet");
     }
     let tracks = lock(&s.media).tracks.clone();
     let mut text = String::new();
@@ -346,19 +337,35 @@ async fn media_file(ctx: &Ctx, s: &Arc<Stream>, file: &str, query: &str) -> Resp
 
 /// Finds part `id`, waiting (bounded) when it is the next one to be produced.
 async fn part(ctx: &Ctx, s: &Arc<Stream>, id: u64) -> Option<Arc<PartMedia>> {
-    let deadline = Instant::now() + ctx.block_limit(s);
+    wait_for(s, ctx.block_limit(s), || {
+        let m = lock(&s.media);
+        if let Some(pm) = m.parts.get(&id) {
+            return Some(Some(pm.clone()));
+        }
+        let next = m.playlist.as_ref().map_or(0, |p| p.next_part_id());
+        // Only the hinted part (and the one after it) is worth waiting for.
+        if m.ended || id < next || id > next + 1 {
+            return Some(None);
+        }
+        None
+    })
+    .await
+    .flatten()
+}
+
+/// Re-evaluates `check` after every playlist change until it returns `Some`, for at most
+/// `limit`; `None` when the time is up. The sequence number is read before each check, so a
+/// change between the check and the wait is never missed.
+async fn wait_for<T>(
+    s: &Stream,
+    limit: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + limit;
     loop {
         let seen = s.playlist.seq();
-        {
-            let m = lock(&s.media);
-            if let Some(pm) = m.parts.get(&id) {
-                return Some(pm.clone());
-            }
-            let next = m.playlist.as_ref().map_or(0, |p| p.next_part_id());
-            // Only the hinted part (and the one after it) is worth waiting for.
-            if m.ended || id < next || id > next + 1 {
-                return None;
-            }
+        if let Some(v) = check() {
+            return Some(v);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero()
@@ -376,24 +383,18 @@ async fn media_playlist(ctx: &Ctx, s: &Arc<Stream>, query: &str) -> Response {
         Ok(q) => q,
         Err(e) => return Response::text(400, &e.to_string()),
     };
-    let deadline = Instant::now() + ctx.block_limit(s);
-    loop {
-        let seen = s.playlist.seq();
-        let pl = lock(&s.media).playlist.clone();
-        let state = pl.as_ref().map(|p| p.reload(&q));
-        match state {
-            Some(Reload::Ready) => break,
-            Some(Reload::BadRequest(why)) => return Response::text(400, why),
-            Some(Reload::Wait) | None => {}
+    let answer = wait_for(s, ctx.block_limit(s), || {
+        match lock(&s.media).playlist.as_ref().map(|p| p.reload(&q)) {
+            Some(Reload::Ready) => Some(Ok(())),
+            Some(Reload::BadRequest(why)) => Some(Err(why)),
+            Some(Reload::Wait) | None => None,
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero()
-            || monoio::time::timeout(left, s.playlist.changed(seen))
-                .await
-                .is_err()
-        {
-            return Response::text(503, "the requested part did not arrive in time");
-        }
+    })
+    .await;
+    match answer {
+        Some(Ok(())) => {}
+        Some(Err(why)) => return Response::text(400, why),
+        None => return Response::text(503, "the requested part did not arrive in time"),
     }
     let skip = if q.skip == Skip::No {
         Skip::No
