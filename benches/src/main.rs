@@ -12,12 +12,19 @@
 //!   merges Stats ◀── join ── …                                 ┘
 //! ```
 //!
-//! Exit status: 0 when the run saw no errors, 1 when it saw some, 2 on bad arguments or setup.
-//! It does not play media, fetch segments or preload hints, or check media bytes.
+//! `zerocast-load chat` runs N WebSocket clients of the social API, each its own user, sending
+//! direct messages to each other at a fixed total rate (see `chat`). It reports send → ack and
+//! send → delivery latency, losses (acked but never delivered), errors by kind, and the CPU and
+//! memory of the server and of itself.
+//!
+//! Exit status: 0 when the run saw no errors (and, for `chat`, no losses), 1 when it saw some,
+//! 2 on bad arguments or setup. `hls` does not play media, fetch segments or preload hints, or
+//! check media bytes.
 
 // This binary's output is its report table; printing to stdout is its job.
 #![allow(clippy::print_stdout)]
 
+mod chat;
 mod client;
 mod hls;
 mod procfs;
@@ -25,6 +32,7 @@ mod stats;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -46,6 +54,8 @@ struct Cli {
 enum Command {
     /// LL-HLS viewers following one live stream with blocking playlist reloads.
     Hls(HlsArgs),
+    /// WebSocket clients of the social API sending direct messages to each other.
+    Chat(ChatArgs),
 }
 
 #[derive(Debug, Args)]
@@ -76,10 +86,51 @@ struct HlsArgs {
     max_samples: usize,
 }
 
+#[derive(Debug, Args)]
+struct ChatArgs {
+    /// WebSocket endpoint of the social API (ws:// only).
+    #[arg(long, default_value = "ws://127.0.0.1:8090/api/v1/ws")]
+    url: String,
+    /// File holding the server's token secret (DATA_DIR/jwt-secret), used as is.
+    #[arg(long, conflicts_with = "secret", required_unless_present = "secret")]
+    secret_file: Option<PathBuf>,
+    /// The server's token secret.
+    #[arg(long)]
+    secret: Option<String>,
+    /// Concurrent clients, each its own user with one WebSocket.
+    #[arg(long, default_value_t = 100)]
+    clients: u64,
+    /// Messages per second in total, spread evenly over time and over the clients.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Seconds to send for (after every client is connected).
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Server process to report CPU and RSS for.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Connect and write timeout, seconds; connecting all clients may take 3 times this.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// Connections opened at a time while connecting.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// Tokio worker threads (default: the number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Most latency samples kept per measure (u32 microseconds each) for the percentiles.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_samples: usize,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Hls(args) => hls_load(&args),
+        Command::Chat(args) => chat::run(&args).map(|report| {
+            print!("{}", report.render());
+            report.failures()
+        }),
     };
     match res {
         Ok(0) => ExitCode::SUCCESS,
@@ -196,14 +247,7 @@ fn hls_load(args: &HlsArgs) -> anyhow::Result<u64> {
     total.sort_samples();
 
     let wall = finished - wall0;
-    // % of one core over the wall time: (total, user, system).
-    let cpu = |a: Option<procfs::CpuTime>, b: Option<procfs::CpuTime>| {
-        let (a, b) = a.zip(b)?;
-        let pct = |d: Duration| d.as_secs_f64() / wall.as_secs_f64() * 100.0;
-        let user = pct(b.user.saturating_sub(a.user));
-        let system = pct(b.system.saturating_sub(a.system));
-        Some((user + system, user, system))
-    };
+    let cpu = |a, b| cpu_share(a, b, wall);
     let report = Report {
         url: &args.url,
         viewers: args.viewers,
@@ -217,6 +261,57 @@ fn hls_load(args: &HlsArgs) -> anyhow::Result<u64> {
     };
     print!("{}", report.render());
     Ok(total.errors_total())
+}
+
+/// % of one core used between two readings `wall` apart: (total, user, system).
+fn cpu_share(
+    a: Option<procfs::CpuTime>,
+    b: Option<procfs::CpuTime>,
+    wall: Duration,
+) -> Option<(f64, f64, f64)> {
+    let (a, b) = a.zip(b)?;
+    let pct = |d: Duration| d.as_secs_f64() / wall.as_secs_f64().max(1e-9) * 100.0;
+    let user = pct(b.user.saturating_sub(a.user));
+    let system = pct(b.system.saturating_sub(a.system));
+    Some((user + system, user, system))
+}
+
+/// A [`cpu_share`] for a table.
+fn fmt_cpu((total, user, system): (f64, f64, f64)) -> String {
+    format!("{total:.1} % of one core (user {user:.1}, system {system:.1})")
+}
+
+/// A latency for a table, `-` when there is none.
+fn fmt_ms(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
+    )
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// `title`, then one aligned `key  value` line per row, then the first error of each kind.
+fn render_table<'a>(
+    title: &str,
+    rows: &[(String, String)],
+    first_errors: impl Iterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 2;
+    let mut out = format!("{title}\n");
+    for (k, v) in rows {
+        let _ = writeln!(out, "  {k:<width$}{v}");
+    }
+    let mut details = first_errors.peekable();
+    if details.peek().is_some() {
+        out.push_str("first error of each kind:\n");
+        for (kind, detail) in details {
+            let _ = writeln!(out, "  {kind}: {detail}");
+        }
+    }
+    out
 }
 
 /// Everything the final table shows.
@@ -240,13 +335,7 @@ impl Report<'_> {
     fn render(&self) -> String {
         let s = self.stats;
         let secs = self.ran.as_secs_f64().max(1e-9);
-        let ms = |d: Option<Duration>| {
-            d.map_or_else(
-                || "-".to_owned(),
-                |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
-            )
-        };
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let ms = fmt_ms;
         let mut rows: Vec<(String, String)> = vec![
             (
                 "viewers".into(),
@@ -299,9 +388,7 @@ impl Report<'_> {
         for (kind, n, _) in s.errors() {
             rows.push((format!("  {}", kind.label()), n.to_string()));
         }
-        let cpu = |(total, user, system): (f64, f64, f64)| {
-            format!("{total:.1} % of one core (user {user:.1}, system {system:.1})")
-        };
+        let cpu = fmt_cpu;
         if let Some(c) = self.server_cpu {
             rows.push(("server CPU".into(), cpu(c)));
         }
@@ -315,19 +402,11 @@ impl Report<'_> {
             rows.push(("load generator CPU".into(), cpu(c)));
         }
 
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 2;
-        let mut out = format!("zerocast-load hls {}\n", self.url);
-        for (k, v) in &rows {
-            let _ = writeln!(out, "  {k:<width$}{v}");
-        }
-        let mut details = s.errors().filter_map(|(k, _, d)| Some((k, d?))).peekable();
-        if details.peek().is_some() {
-            out.push_str("first error of each kind:\n");
-            for (kind, detail) in details {
-                let _ = writeln!(out, "  {}: {detail}", kind.label());
-            }
-        }
-        out
+        render_table(
+            &format!("zerocast-load hls {}", self.url),
+            &rows,
+            s.errors().filter_map(|(k, _, d)| Some((k.label(), d?))),
+        )
     }
 }
 

@@ -72,6 +72,14 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// This instance's node id (0-1023): message ids and the outbox.
     pub node_id: u16,
+    /// Kafka bootstrap servers for the social event bus (in-process bus when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_brokers: Option<String>,
+    /// Kafka topic of the social events.
+    pub kafka_topic: String,
+    /// ScyllaDB contact points for messages (embedded store when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scylla_uri: Option<String>,
 }
 
 impl Default for Config {
@@ -92,6 +100,9 @@ impl Default for Config {
             social: true,
             jwt_secret: None,
             node_id: 0,
+            kafka_brokers: None,
+            kafka_topic: "zerocast.social.events".into(),
+            scylla_uri: None,
         }
     }
 }
@@ -234,6 +245,15 @@ impl Config {
         if let Some(v) = get("ZEROCAST_JWT_SECRET") {
             self.jwt_secret = Some(v);
         }
+        if let Some(v) = get("ZEROCAST_KAFKA_BROKERS") {
+            self.kafka_brokers = Some(v).filter(|v| !v.trim().is_empty());
+        }
+        if let Some(v) = get("ZEROCAST_KAFKA_TOPIC") {
+            self.kafka_topic = v;
+        }
+        if let Some(v) = get("ZEROCAST_SCYLLA_URI") {
+            self.scylla_uri = Some(v).filter(|v| !v.trim().is_empty());
+        }
         Ok(())
     }
 
@@ -333,6 +353,9 @@ impl Config {
         let mut c = zerocast_social::SocialConfig::new(self.data_dir.clone(), secret);
         c.api = self.api;
         c.node = self.node_id;
+        c.kafka_brokers = self.kafka_brokers.clone();
+        c.kafka_topic = self.kafka_topic.clone();
+        c.scylla_uri = self.scylla_uri.clone();
         Ok(c)
     }
 

@@ -79,7 +79,7 @@ impl SocialHandle {
 /// Starts the social API (embedded store and bus) on a tokio runtime of its own thread; returns
 /// once it listens.
 pub fn start_social(config: &Config) -> Result<SocialHandle, ServeError> {
-    use zerocast_social::{bus::InProcessBus, store::embedded::EmbeddedStore, SocialServer};
+    use zerocast_social::SocialServer;
     let cfg = config
         .social_config()
         .map_err(|e| ServeError::Social(e.to_string()))?;
@@ -101,10 +101,10 @@ pub fn start_social(config: &Config) -> Result<SocialHandle, ServeError> {
                 }
             };
             rt.block_on(async move {
-                let store = match EmbeddedStore::open(&cfg.data_dir.join("messages"), cfg.node) {
-                    Ok(s) => s,
+                let (store, bus) = match zerocast_social::server::open_backends(&cfg).await {
+                    Ok(b) => b,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("opening the message store: {e}")));
+                        let _ = ready_tx.send(Err(format!("opening the social backends: {e}")));
                         return;
                     }
                 };
@@ -117,8 +117,7 @@ pub fn start_social(config: &Config) -> Result<SocialHandle, ServeError> {
                 };
                 tracing::info!(api = %cfg.api, "social API listening");
                 let _ = ready_tx.send(Ok(()));
-                let server =
-                    SocialServer::new(cfg, Arc::new(store), Arc::new(InProcessBus::default()));
+                let server = SocialServer::new(cfg, store, bus);
                 if let Err(e) = server
                     .run(listener, async {
                         let _ = stop_rx.await;

@@ -30,7 +30,17 @@ fn token(data: &Path, user: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-fn start(data: &Path, port: u16) -> Child {
+/// The server process, killed when the test ends (also when it fails).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(data: &Path, port: u16) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_zerocast"))
         .args([
             "social",
@@ -48,7 +58,7 @@ fn start(data: &Path, port: u16) -> Child {
         assert!(Instant::now() < deadline, "social API did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
+    Proc(child)
 }
 
 /// One request; returns (status, body).
@@ -132,15 +142,15 @@ fn kill_9_during_a_burst_loses_no_acknowledged_message() {
         assert!(Instant::now() < deadline, "the burst did not get going");
         std::thread::sleep(Duration::from_millis(5));
     }
-    server.kill().unwrap(); // SIGKILL, mid-burst
-    server.wait().unwrap();
+    server.0.kill().unwrap(); // SIGKILL, mid-burst
+    server.0.wait().unwrap();
     stop.store(true, Ordering::Relaxed);
     for s in senders {
         s.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
 
-    let mut server = start(&data, port);
+    let _server = start(&data, port);
     let mut missing = Vec::new();
     for id in &acked {
         let (status, _) = call(port, "GET", &format!("/api/v1/messages/{id}"), &tb, None).unwrap();
@@ -152,8 +162,6 @@ fn kill_9_during_a_burst_loses_no_acknowledged_message() {
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&unread).unwrap();
     let stored = v["total"].as_u64().unwrap_or(0) as usize;
-    let _ = server.kill();
-    let _ = server.wait();
     let _ = std::fs::remove_dir_all(&data);
     println!(
         "kill -9 after {} acknowledged sends: {} stored after restart, {} acknowledged missing",

@@ -109,6 +109,8 @@ pub async fn run_relay(
 ) {
     let mut after = 0;
     let mut backoff = Duration::from_millis(50);
+    // One warning per outage, one line when it ends.
+    let mut outage = false;
     loop {
         let batch = match store.outbox_read(node, after, 512).await {
             Ok(b) => b,
@@ -129,6 +131,9 @@ pub async fn run_relay(
         let events: Vec<Event> = batch.into_iter().map(|(_, e)| e).collect();
         match bus.publish(&events).await {
             Ok(()) => {
+                if std::mem::take(&mut outage) {
+                    tracing::info!("event bus back: outbox draining");
+                }
                 backoff = Duration::from_millis(50);
                 after = last;
                 if let Err(e) = store.outbox_ack(node, last).await {
@@ -136,10 +141,9 @@ pub async fn run_relay(
                 }
             }
             Err(e) => {
-                tracing::warn!(
-                    "event bus unavailable, {} events held in the outbox: {e}",
-                    events.len()
-                );
+                if !std::mem::replace(&mut outage, true) {
+                    tracing::warn!("event bus unavailable, events wait in the outbox: {e}");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.notified() => return,

@@ -33,6 +33,13 @@ pub struct SocialConfig {
     pub idle_timeout: Duration,
     /// Messages kept per live-chat room and sent on join.
     pub room_history: usize,
+    /// Kafka bootstrap servers; the in-process bus when `None`.
+    pub kafka_brokers: Option<String>,
+    /// Kafka topic of the social events.
+    pub kafka_topic: String,
+    /// ScyllaDB contact points (`host:port,...` or `scylla://...`); the embedded store when
+    /// `None`.
+    pub scylla_uri: Option<String>,
 }
 
 impl SocialConfig {
@@ -52,6 +59,9 @@ impl SocialConfig {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             room_history: 200,
+            kafka_brokers: None,
+            kafka_topic: "zerocast.social.events".into(),
+            scylla_uri: None,
         }
     }
 }

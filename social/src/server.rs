@@ -340,16 +340,53 @@ impl SocialServer {
     }
 }
 
-/// Opens the embedded backends under `config.data_dir` and serves until `shutdown`.
+/// Opens the configured backends: ScyllaDB when `scylla_uri` is set, else the embedded store
+/// under `data_dir/messages`; Kafka when `kafka_brokers` is set, else the in-process bus.
+pub async fn open_backends(
+    config: &SocialConfig,
+) -> std::io::Result<(Arc<dyn Store>, Arc<dyn EventBus>)> {
+    use crate::store::scylla::{ScyllaOptions, ScyllaStore, ScyllaUri, DEFAULT_KEYSPACE};
+    let io = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let store: Arc<dyn Store> = match config.scylla_uri.as_deref().map(str::trim) {
+        Some(uri) if !uri.is_empty() => {
+            let uri = ScyllaUri::parse(uri).map_err(|e| io(&e))?;
+            let opts = ScyllaOptions::from_env().map_err(|e| io(&e))?;
+            let s = ScyllaStore::connect_with(&uri, DEFAULT_KEYSPACE, config.node, opts)
+                .await
+                .map_err(|e| io(&e))?;
+            tracing::info!("message store: ScyllaDB");
+            Arc::new(s)
+        }
+        _ => {
+            let dir = config.data_dir.join("messages");
+            let s = EmbeddedStore::open(&dir, config.node).map_err(|e| io(&e))?;
+            tracing::info!(dir = %dir.display(), "message store: embedded");
+            Arc::new(s)
+        }
+    };
+    let bus: Arc<dyn EventBus> = match config.kafka_brokers.as_deref().map(str::trim) {
+        Some(brokers) if !brokers.is_empty() => {
+            let group = format!("zerocast-{}-{}", config.node, Uuid::new_v4());
+            let b = crate::kafka::KafkaBus::connect(brokers, &config.kafka_topic, &group)
+                .await
+                .map_err(|e| io(&e))?;
+            tracing::info!(topic = %config.kafka_topic, "event bus: Kafka");
+            Arc::new(b)
+        }
+        _ => Arc::new(InProcessBus::default()),
+    };
+    Ok((store, bus))
+}
+
+/// Opens the configured backends, listens on `config.api` and serves until `shutdown`.
 pub async fn serve(
     config: SocialConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let store = EmbeddedStore::open(&config.data_dir.join("messages"), config.node)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let (store, bus) = open_backends(&config).await?;
     let listener = TcpListener::bind(config.api).await?;
     tracing::info!(api = %config.api, "social API listening");
-    SocialServer::new(config, Arc::new(store), Arc::new(InProcessBus::default()))
+    SocialServer::new(config, store, bus)
         .run(listener, shutdown)
         .await
 }

@@ -76,8 +76,14 @@ pub(crate) async fn upgrade(
         None => return ApiError::from(crate::auth::AuthError::Missing).into_response(),
     };
     let max = st.config.max_frame_bytes;
+    // Per-socket buffers sized to the frame limit, not tungstenite's 128 KiB default (which
+    // dominated the memory of thousands of idle sockets). A frame just over the limit is read
+    // whole and answered with 1009; a far larger one may leave unread bytes, and the close then
+    // reaches the peer as a TCP reset.
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(2 * max)
+        .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| run(socket, st, user, q.since))
 }
 
@@ -378,14 +384,16 @@ async fn handle(st: &AppState, conn: &Conn, rooms: &Mutex<HashSet<String>>, fram
             }
         }
         ClientFrame::Typing { to } => {
-            // Ephemeral: rate-limited like a message would be wasteful; one bucket is shared.
-            let _ = st
-                .bus
-                .publish_ephemeral(BusMessage::Typing {
-                    from: me,
-                    to: UserId(to),
-                })
-                .await;
+            // Ephemeral and best effort: never let a slow bus stall this socket's reads.
+            let bus = st.bus.clone();
+            tokio::spawn(async move {
+                let _ = bus
+                    .publish_ephemeral(BusMessage::Typing {
+                        from: me,
+                        to: UserId(to),
+                    })
+                    .await;
+            });
         }
         ClientFrame::Subscribe { room } => match st.rooms.history(&room) {
             Ok(history) => {

@@ -487,7 +487,7 @@ async fn strangers_get_404_and_bad_input_gets_clear_errors() {
     );
 
     // A frame over the size limit closes that socket with 1009; the others keep going.
-    wa.0.send(Ws::Text("y".repeat(64 * 1024).into()))
+    wa.0.send(Ws::Text("y".repeat(20 * 1024).into()))
         .await
         .unwrap();
     assert_eq!(wa.closed_with(5).await, Some(1009));

@@ -530,11 +530,17 @@ impl Writer {
             None => 0,
         };
         let mut b = self.db.batch();
-        for g in sp
-            .outbox
-            .range(outbox_key(node, 0)..=outbox_key(node, up_to))
-        {
-            b.remove(&sp.outbox, g.key().map_err(backend)?);
+        // Everything up to `acked_before` is already gone: start after it, so the scan does not
+        // walk the tombstones of every record ever acknowledged (it did, and the writer thread's
+        // CPU grew with the number of messages sent).
+        let from = acked_before.saturating_add(1);
+        if from <= up_to {
+            for g in sp
+                .outbox
+                .range(outbox_key(node, from)..=outbox_key(node, up_to))
+            {
+                b.remove(&sp.outbox, g.key().map_err(backend)?);
+            }
         }
         if up_to > acked_before {
             b.insert(&sp.meta, acked_key(node), up_to.to_be_bytes());

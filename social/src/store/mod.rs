@@ -11,6 +11,7 @@ use crate::model::{
 
 pub mod conformance;
 pub mod embedded;
+pub mod scylla;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

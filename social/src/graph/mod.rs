@@ -1,0 +1,188 @@
+//! The follow graph: profiles, follow edges, and the queries built on them.
+//!
+//! One trait, [`GraphStore`], with an embedded default (keyspaces in the same fjall database as
+//! messages: forward, backward, counts) and Neo4j at scale. Every backend passes the same
+//! conformance suite ([`conformance`]). Reads go through a [`crate::cache`] in the server.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::model::UserId;
+
+pub mod conformance;
+
+/// A user's public profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The user.
+    pub id: UserId,
+    /// Display name, 1-64 characters.
+    pub display_name: String,
+    /// Avatar URL (http or https), optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+    /// Free text, at most 512 bytes.
+    #[serde(default)]
+    pub bio: String,
+    /// Last change, Unix ms.
+    pub updated_at: u64,
+}
+
+/// One follow edge as seen from one side: the other account and when the follow happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edge {
+    /// The account on the other side.
+    pub user: UserId,
+    /// When the follow was made, Unix ms.
+    pub since: u64,
+}
+
+/// Where a page of edges continues: strictly older than `(since, user)` in newest-first order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// `since` of the last edge of the previous page.
+    pub since: u64,
+    /// `user` of the last edge of the previous page.
+    pub user: UserId,
+}
+
+impl Cursor {
+    /// The cursor after `e`.
+    pub fn after(e: &Edge) -> Self {
+        Self {
+            since: e.since,
+            user: e.user,
+        }
+    }
+
+    /// `since.user-uuid`, for URLs.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.since, self.user.0)
+    }
+
+    /// The inverse of [`encode`](Self::encode).
+    pub fn decode(s: &str) -> Option<Self> {
+        let (a, b) = s.split_once('.')?;
+        Some(Self {
+            since: a.parse().ok()?,
+            user: UserId(uuid::Uuid::parse_str(b).ok()?),
+        })
+    }
+}
+
+/// Follower and following counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Counts {
+    /// Accounts following the user.
+    pub followers: u64,
+    /// Accounts the user follows.
+    pub following: u64,
+}
+
+/// A recommended account and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// The account.
+    pub user: UserId,
+    /// Distinct accounts the caller follows that follow it (0 for the popular fallback).
+    pub paths: u64,
+    /// Its follower count (used to break ties and for the fallback).
+    pub followers: u64,
+}
+
+/// Why a graph operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// Following yourself.
+    #[error("cannot follow yourself")]
+    SelfFollow,
+    /// The backend failed.
+    #[error("graph backend: {0}")]
+    Backend(String),
+}
+
+/// Limits of the recommendation walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecommendLimits {
+    /// At most this many of the caller's followings are expanded (the most recent ones).
+    pub max_followings: usize,
+    /// From each of them, at most this many of their followings are read (the most recent):
+    /// this caps the fan-out through very large accounts.
+    pub max_fanout: usize,
+}
+
+impl Default for RecommendLimits {
+    fn default() -> Self {
+        Self {
+            max_followings: 1000,
+            max_fanout: 1000,
+        }
+    }
+}
+
+/// The follow graph's storage.
+///
+/// Contract, checked by [`conformance`]:
+/// - `follow`/`unfollow` are idempotent (the bool says whether anything changed) and atomic
+///   with the counts, also under concurrent duplicates; following yourself is `SelfFollow`.
+/// - `followers`/`following` are newest first, paged by [`Cursor`] (exclusive), every edge once.
+/// - `friends` are accounts followed in both directions, newest-followed first.
+/// - `common_following(a, b)` are accounts both follow, most-followed first, then by id.
+/// - `recommendations` are friends-of-friends (accounts followed by accounts the user follows)
+///   ranked by the number of distinct paths, then by follower count, then by id, excluding the
+///   user and accounts they already follow, within [`RecommendLimits`]. Only a user who
+///   follows nobody gets the `popular` fallback (with `paths` 0).
+/// - `popular` are accounts by follower count, descending, then by id.
+#[async_trait]
+pub trait GraphStore: Send + Sync + 'static {
+    /// Creates or replaces a profile.
+    async fn put_profile(&self, p: Profile) -> Result<(), GraphError>;
+    /// Profiles of `ids`, in order (`None` where there is none).
+    async fn profiles(&self, ids: &[UserId]) -> Result<Vec<Option<Profile>>, GraphError>;
+    /// `from` follows `to` at `now_ms`; `true` if the edge is new.
+    async fn follow(&self, from: UserId, to: UserId, now_ms: u64) -> Result<bool, GraphError>;
+    /// `from` stops following `to`; `true` if there was an edge.
+    async fn unfollow(&self, from: UserId, to: UserId) -> Result<bool, GraphError>;
+    /// Whether `from` follows `to`.
+    async fn is_following(&self, from: UserId, to: UserId) -> Result<bool, GraphError>;
+    /// Who follows `user`, newest first.
+    async fn followers(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Edge>, GraphError>;
+    /// Whom `user` follows, newest first.
+    async fn following(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Edge>, GraphError>;
+    /// Follower and following counts.
+    async fn counts(&self, user: UserId) -> Result<Counts, GraphError>;
+    /// Accounts that follow `user` and that `user` follows, newest-followed first.
+    async fn friends(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Edge>, GraphError>;
+    /// Accounts both `a` and `b` follow.
+    async fn common_following(
+        &self,
+        a: UserId,
+        b: UserId,
+        limit: usize,
+    ) -> Result<Vec<UserId>, GraphError>;
+    /// Friend-of-friend recommendations for `user`.
+    async fn recommendations(
+        &self,
+        user: UserId,
+        limit: usize,
+        limits: RecommendLimits,
+    ) -> Result<Vec<Recommendation>, GraphError>;
+    /// The most followed accounts.
+    async fn popular(&self, limit: usize) -> Result<Vec<Recommendation>, GraphError>;
+}
