@@ -80,6 +80,9 @@ pub struct Config {
     /// ScyllaDB contact points for messages (embedded store when unset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scylla_uri: Option<String>,
+    /// Redis URL for the follower cache (in-process cache when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
 }
 
 impl Default for Config {
@@ -103,6 +106,7 @@ impl Default for Config {
             kafka_brokers: None,
             kafka_topic: "zerocast.social.events".into(),
             scylla_uri: None,
+            redis_url: None,
         }
     }
 }
@@ -254,6 +258,9 @@ impl Config {
         if let Some(v) = get("ZEROCAST_SCYLLA_URI") {
             self.scylla_uri = Some(v).filter(|v| !v.trim().is_empty());
         }
+        if let Some(v) = get("ZEROCAST_REDIS_URL") {
+            self.redis_url = Some(v).filter(|v| !v.trim().is_empty());
+        }
         Ok(())
     }
 
@@ -356,6 +363,7 @@ impl Config {
         c.kafka_brokers = self.kafka_brokers.clone();
         c.kafka_topic = self.kafka_topic.clone();
         c.scylla_uri = self.scylla_uri.clone();
+        c.redis_url = self.redis_url.clone();
         Ok(c)
     }
 

@@ -101,7 +101,7 @@ pub fn start_social(config: &Config) -> Result<SocialHandle, ServeError> {
                 }
             };
             rt.block_on(async move {
-                let (store, bus) = match zerocast_social::server::open_backends(&cfg).await {
+                let backends = match zerocast_social::server::open_backends(&cfg).await {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("opening the social backends: {e}")));
@@ -117,7 +117,7 @@ pub fn start_social(config: &Config) -> Result<SocialHandle, ServeError> {
                 };
                 tracing::info!(api = %cfg.api, "social API listening");
                 let _ = ready_tx.send(Ok(()));
-                let server = SocialServer::new(cfg, store, bus);
+                let server = SocialServer::new(cfg, backends);
                 if let Err(e) = server
                     .run(listener, async {
                         let _ = stop_rx.await;

@@ -40,6 +40,8 @@ pub struct SocialConfig {
     /// ScyllaDB contact points (`host:port,...` or `scylla://...`); the embedded store when
     /// `None`.
     pub scylla_uri: Option<String>,
+    /// Redis URL for the follower cache; an in-process cache when `None`.
+    pub redis_url: Option<String>,
 }
 
 impl SocialConfig {
@@ -62,6 +64,7 @@ impl SocialConfig {
             kafka_brokers: None,
             kafka_topic: "zerocast.social.events".into(),
             scylla_uri: None,
+            redis_url: None,
         }
     }
 }

@@ -20,9 +20,11 @@
 
 pub mod auth;
 pub mod bus;
+pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod graph;
+mod graph_api;
 pub mod hub;
 pub mod id;
 pub mod kafka;

@@ -62,6 +62,19 @@ pub async fn document() -> Json<Value> {
                 ],
                 "responses": {"101": {"description": "switching protocols"}, "401": {"$ref": "#/components/responses/Error"}}
             }},
+            "/api/v1/users/me/profile": {"put": op("Create or update my profile", Some("Profile"), &[], "200")},
+            "/api/v1/users/me/following/{id}": {
+                "put": op("Follow a user (idempotent; following yourself is 400)", None, &[("id", "path", "user id")], "200"),
+                "delete": op("Unfollow a user (idempotent)", None, &[("id", "path", "user id")], "200")
+            },
+            "/api/v1/users/{id}": {"get": op("A user's profile and counts", None, &[("id", "path", "user id")], "200")},
+            "/api/v1/users/{id}/counts": {"get": op("Follower and following counts", None, &[("id", "path", "user id")], "200")},
+            "/api/v1/users/{id}/followers": {"get": op("Followers, newest first; page with cursor=next_cursor", None, &[("id", "path", "user id"), ("cursor", "query", "next_cursor of the previous page"), ("limit", "query", "1-100, default 50")], "200")},
+            "/api/v1/users/{id}/following": {"get": op("Accounts the user follows, newest first", None, &[("id", "path", "user id"), ("cursor", "query", "next_cursor of the previous page"), ("limit", "query", "1-100, default 50")], "200")},
+            "/api/v1/users/{id}/following/{other}": {"get": op("Whether the user follows other", None, &[("id", "path", "user id"), ("other", "path", "user id")], "200")},
+            "/api/v1/users/{id}/friends": {"get": op("Accounts followed in both directions", None, &[("id", "path", "user id"), ("cursor", "query", "next_cursor"), ("limit", "query", "1-100")], "200")},
+            "/api/v1/users/{id}/common-following/{other}": {"get": op("Accounts both users follow, most followed first", None, &[("id", "path", "user id"), ("other", "path", "user id"), ("limit", "query", "1-100, default 20")], "200")},
+            "/api/v1/recommendations": {"get": op("Accounts to follow: friends of friends ranked by distinct paths, with the reason; popular accounts for users who follow nobody", None, &[("limit", "query", "1-100, default 20")], "200")},
             "/api/v1/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}}
         },
         "components": {
@@ -77,6 +90,10 @@ pub async fn document() -> Json<Value> {
                 "EditMessage": {"type": "object", "required": ["content"], "properties": {"content": {"type": "string"}}},
                 "MarkRead": {"type": "object", "required": ["up_to"], "properties": {"up_to": {"type": "string"}}},
                 "ChatMessage": {"type": "object", "required": ["content"], "properties": {"content": {"type": "string"}}},
+                "Profile": {"type": "object", "required": ["display_name"], "properties": {
+                    "display_name": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "avatar_url": {"type": "string", "format": "uri", "maxLength": 512},
+                    "bio": {"type": "string", "maxLength": 512}}},
                 "SlowMode": {"type": "object", "required": ["seconds"], "properties": {"seconds": {"type": "integer", "minimum": 0, "maximum": 3600}}},
                 "Ban": {"type": "object", "required": ["user"], "properties": {"user": {"type": "string", "format": "uuid"}, "seconds": {"type": "integer", "description": "a timeout; omit for a ban"}}},
                 "Message": {"type": "object", "properties": {

@@ -20,8 +20,12 @@ use uuid::Uuid;
 
 use crate::auth::{AuthError, Keys};
 use crate::bus::{BusMessage, EventBus, InProcessBus};
+use crate::cache::moka::{MokaCache, MokaConfig};
+use crate::cache::redis::{RedisCache, RedisConfig};
+use crate::cache::{CachedGraph, FollowerCache};
 use crate::chat::{ChatError, ChatMessage, Rooms};
 use crate::config::SocialConfig;
+use crate::graph::GraphStore;
 use crate::hub::{Frame, Hub};
 use crate::id::{IdGenerator, MessageId};
 use crate::model::{ConversationId, Event, NewMessage, Page, UserId};
@@ -40,6 +44,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Events between instances.
     pub bus: Arc<dyn EventBus>,
+    /// The follow graph (behind its cache).
+    pub graph: Arc<dyn GraphStore>,
     /// This instance's sockets.
     pub hub: Hub,
     /// Live-chat rooms.
@@ -57,6 +63,12 @@ pub struct AppState {
 impl std::fmt::Debug for dyn Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Store")
+    }
+}
+
+impl std::fmt::Debug for dyn GraphStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GraphStore")
     }
 }
 
@@ -234,8 +246,9 @@ pub struct SocialServer {
 }
 
 impl SocialServer {
-    /// An instance over `store` and `bus`.
-    pub fn new(config: SocialConfig, store: Arc<dyn Store>, bus: Arc<dyn EventBus>) -> Self {
+    /// An instance over its backends.
+    pub fn new(config: SocialConfig, backends: Backends) -> Self {
+        let Backends { store, bus, graph } = backends;
         let state = AppState {
             keys: Keys::new(&config.jwt_secret),
             hub: Hub::new(),
@@ -246,6 +259,7 @@ impl SocialServer {
             stop: Arc::new(Notify::new()),
             store,
             bus,
+            graph,
             config,
         };
         Self {
@@ -288,6 +302,7 @@ impl SocialServer {
                 axum::routing::delete(room_unban),
             )
             .route("/api/v1/ws", get(crate::ws::upgrade))
+            .merge(crate::graph_api::routes())
             .fallback(|| async {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
             })
@@ -340,13 +355,43 @@ impl SocialServer {
     }
 }
 
+/// The backends of one instance.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    /// Messages and their outbox.
+    pub store: Arc<dyn Store>,
+    /// Events between instances.
+    pub bus: Arc<dyn EventBus>,
+    /// The follow graph, already wrapped in its cache.
+    pub graph: Arc<dyn GraphStore>,
+}
+
+impl Backends {
+    /// The embedded defaults over one embedded store: messages and graph in `store`, the
+    /// in-process bus, an in-process (moka) follower cache.
+    pub fn embedded(store: EmbeddedStore) -> Self {
+        let graph: Arc<dyn GraphStore> = Arc::new(store.clone());
+        Self {
+            store: Arc::new(store),
+            bus: Arc::new(InProcessBus::default()),
+            graph: Arc::new(CachedGraph::new(
+                graph,
+                Arc::new(MokaCache::new(MokaConfig::default())),
+            )),
+        }
+    }
+}
+
 /// Opens the configured backends: ScyllaDB when `scylla_uri` is set, else the embedded store
-/// under `data_dir/messages`; Kafka when `kafka_brokers` is set, else the in-process bus.
-pub async fn open_backends(
-    config: &SocialConfig,
-) -> std::io::Result<(Arc<dyn Store>, Arc<dyn EventBus>)> {
+/// under `data_dir/messages` (which also holds the follow graph unless `ZEROCAST_NEO4J_URI`
+/// selects Neo4j); Kafka when `kafka_brokers`
+/// is set, else the in-process bus; Redis for the follower cache when `redis_url` is set, else
+/// an in-process cache.
+pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
     use crate::store::scylla::{ScyllaOptions, ScyllaStore, ScyllaUri, DEFAULT_KEYSPACE};
     let io = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let dir = config.data_dir.join("messages");
+    let embedded = EmbeddedStore::open(&dir, config.node).map_err(|e| io(&e))?;
     let store: Arc<dyn Store> = match config.scylla_uri.as_deref().map(str::trim) {
         Some(uri) if !uri.is_empty() => {
             let uri = ScyllaUri::parse(uri).map_err(|e| io(&e))?;
@@ -358,10 +403,8 @@ pub async fn open_backends(
             Arc::new(s)
         }
         _ => {
-            let dir = config.data_dir.join("messages");
-            let s = EmbeddedStore::open(&dir, config.node).map_err(|e| io(&e))?;
             tracing::info!(dir = %dir.display(), "message store: embedded");
-            Arc::new(s)
+            Arc::new(embedded.clone())
         }
     };
     let bus: Arc<dyn EventBus> = match config.kafka_brokers.as_deref().map(str::trim) {
@@ -375,7 +418,30 @@ pub async fn open_backends(
         }
         _ => Arc::new(InProcessBus::default()),
     };
-    Ok((store, bus))
+    let graph: Arc<dyn GraphStore> =
+        match crate::graph::neo4j::Neo4jSettings::from_env().map_err(|e| io(&e))? {
+            Some(s) => {
+                let g = s.connect().await.map_err(|e| io(&e))?;
+                tracing::info!("follow graph: Neo4j");
+                Arc::new(g)
+            }
+            None => Arc::new(embedded),
+        };
+    let cache: Arc<dyn FollowerCache> = match config.redis_url.as_deref().map(str::trim) {
+        Some(url) if !url.is_empty() => {
+            let c = RedisCache::connect(url, RedisConfig::default())
+                .await
+                .map_err(|e| io(&e))?;
+            tracing::info!("follower cache: Redis with a near-cache");
+            Arc::new(c)
+        }
+        _ => Arc::new(MokaCache::new(MokaConfig::default())),
+    };
+    Ok(Backends {
+        store,
+        bus,
+        graph: Arc::new(CachedGraph::new(graph, cache)),
+    })
 }
 
 /// Opens the configured backends, listens on `config.api` and serves until `shutdown`.
@@ -383,10 +449,10 @@ pub async fn serve(
     config: SocialConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (store, bus) = open_backends(&config).await?;
+    let backends = open_backends(&config).await?;
     let listener = TcpListener::bind(config.api).await?;
     tracing::info!(api = %config.api, "social API listening");
-    SocialServer::new(config, store, bus)
+    SocialServer::new(config, backends)
         .run(listener, shutdown)
         .await
 }

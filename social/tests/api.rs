@@ -5,7 +5,6 @@
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -15,8 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message as Ws;
 use uuid::Uuid;
 use zerocast_social::auth::Keys;
-use zerocast_social::bus::InProcessBus;
 use zerocast_social::model::UserId;
+use zerocast_social::server::Backends;
 use zerocast_social::store::embedded::EmbeddedStore;
 use zerocast_social::{SocialConfig, SocialServer};
 
@@ -54,7 +53,7 @@ async fn start(tune: impl FnOnce(&mut SocialConfig)) -> Api {
     let store = EmbeddedStore::open(&dir.join("messages"), cfg.node).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = SocialServer::new(cfg, Arc::new(store), Arc::new(InProcessBus::default()));
+    let server = SocialServer::new(cfg, Backends::embedded(store));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run(listener, async {
         let _ = rx.await;

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use zerocast_social::auth::Keys;
 use zerocast_social::kafka::KafkaBus;
 use zerocast_social::model::UserId;
+use zerocast_social::server::Backends;
 use zerocast_social::store::embedded::EmbeddedStore;
 use zerocast_social::{SocialConfig, SocialServer};
 
@@ -57,7 +58,9 @@ async fn instance(
         .expect("kafka bus");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = SocialServer::new(cfg, Arc::new(store), Arc::new(bus));
+    let mut backends = Backends::embedded(store);
+    backends.bus = Arc::new(bus);
+    let server = SocialServer::new(cfg, backends);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run(listener, async {
         let _ = rx.await;

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::UserId;
 
 pub mod conformance;
+pub mod embedded;
+pub mod neo4j;
 
 /// A user's public profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,10 @@
 //! | `outbox`   | node (2) \| seq (8)                | [`Event`] JSON                  |
 //! | `meta`     | `b"outbox_acked"` \| node (2)      | highest acknowledged seq (8)    |
 //!
+//! The follow graph ([`crate::graph::embedded`]) keeps its keyspaces (`fwd`, `bwd`, `edges`,
+//! `gcounts`, `profiles`, `popular`) in the same database, and its follow/unfollow/profile
+//! writes go through the same writer thread and group commit; see that module for its layout.
+//!
 //! `conv` is [`ConversationId::to_bytes`]. Outbox sequence numbers are per node and strictly
 //! increase, also across restarts and after every record was acknowledged (`meta` keeps the
 //! acknowledged high-water mark, so the next seq is `max(last outbox key, acked) + 1`).
@@ -151,7 +155,7 @@ struct Stats {
 }
 
 /// The keyspaces (see the layout in the module docs).
-struct Spaces {
+pub(crate) struct Spaces {
     messages: Keyspace,
     by_id: Keyspace,
     inbox: Keyspace,
@@ -160,6 +164,18 @@ struct Spaces {
     reads: Keyspace,
     outbox: Keyspace,
     meta: Keyspace,
+    /// Graph: `from | !since | to` → ().
+    pub(crate) fwd: Keyspace,
+    /// Graph: `to | !since | from` → ().
+    pub(crate) bwd: Keyspace,
+    /// Graph: `from | to` → since.
+    pub(crate) edges: Keyspace,
+    /// Graph: `user` → followers | following.
+    pub(crate) gcounts: Keyspace,
+    /// Graph: `user` → profile JSON.
+    pub(crate) profiles: Keyspace,
+    /// Graph: `!followers | user` → ().
+    pub(crate) popular: Keyspace,
 }
 
 /// A change to apply on the writer thread; returns what to do once the group is synced.
@@ -173,7 +189,7 @@ struct Done {
 }
 
 /// State owned by the writer thread.
-struct Writer {
+pub(crate) struct Writer {
     db: Database,
     sp: Arc<Spaces>,
     stats: Arc<Stats>,
@@ -267,6 +283,12 @@ impl Spaces {
             reads: ks("reads")?,
             outbox: ks("outbox")?,
             meta: ks("meta")?,
+            fwd: ks("fwd")?,
+            bwd: ks("bwd")?,
+            edges: ks("edges")?,
+            gcounts: ks("gcounts")?,
+            profiles: ks("profiles")?,
+            popular: ks("popular")?,
         })
     }
 
@@ -352,6 +374,22 @@ impl Spaces {
 }
 
 impl Writer {
+    /// The keyspaces (for the graph's writer jobs).
+    pub(crate) fn spaces(&self) -> Arc<Spaces> {
+        Arc::clone(&self.sp)
+    }
+
+    /// A new empty batch on the database.
+    pub(crate) fn batch(&self) -> OwnedWriteBatch {
+        self.db.batch()
+    }
+
+    /// Commits `batch` atomically without an outbox event (the graph's writes). The caller's
+    /// answer must still wait for the group's fsync (`needs_sync`) to be durable.
+    pub(crate) fn commit_plain(&mut self, batch: OwnedWriteBatch) -> Result<(), StoreError> {
+        self.commit(batch, 0, None)
+    }
+
     fn last_seq(&mut self, node: u16) -> Result<u64, StoreError> {
         if let Some(s) = self.seqs.get(&node) {
             return Ok(*s);
@@ -635,7 +673,7 @@ impl EmbeddedStore {
 
     /// Runs `f` on the writer thread; answers once its group is durable. `f` returns the value
     /// and whether the answer must wait for the group's fsync.
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Writer) -> Result<(T, bool), StoreError> + Send + 'static,
@@ -663,7 +701,7 @@ impl EmbeddedStore {
     }
 
     /// Runs the read `f` on the blocking pool.
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Spaces) -> Result<T, StoreError> + Send + 'static,

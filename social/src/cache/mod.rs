@@ -1,0 +1,927 @@
+//! The follower cache: [`CachedGraph`] wraps any [`GraphStore`] and serves its hot reads from a
+//! [`FollowerCache`], either in-process ([`MokaCache`], the default) or Redis shared by every
+//! instance ([`RedisCache`], when `ZEROCAST_REDIS_URL` is set; see [`open`]).
+//!
+//! ```text
+//! reads:  CachedGraph ─► FollowerCache ─hit──────────────────────────────► caller
+//!                             │ miss (one loader per key per instance)
+//!                             └─► GraphStore ─► conditional fill ─► caller
+//! writes: CachedGraph ─► GraphStore (durable) ─► FollowerCache::invalidate(both sides, counts)
+//!                                                   └─ Redis: atomic DEL + PUBLISH social:invalidate
+//!                                                        └─► every instance drops its near-cache entry
+//! ```
+//!
+//! # What is cached
+//!
+//! | key (Redis name)           | value                                               | filled from |
+//! | -------------------------- | --------------------------------------------------- | ----------- |
+//! | `social:followers:{id}`    | first page of followers (≤ page size, default 1000 edges: id and `since`) and whether that is the whole list | `followers(id, None, page + 1)` |
+//! | `social:followings:{id}`   | the same for the accounts `id` follows              | `following(id, None, page + 1)` |
+//! | `social:counts:{id}`       | follower and following counts                       | `counts(id)` |
+//! | `social:profile:{id}`      | the profile, or "none" (negative entries are cached too) | `profiles(&[id])` |
+//! | `social:lease:{kind}:{id}` | fill lease (Redis only, see below), 30 s TTL         | — |
+//!
+//! Lists hold ids only; profiles live under their own keys, so a profile edit invalidates one
+//! key. Very large lists are not cached whole: only their first page, which is what
+//! `followers`/`following` with no cursor and `limit ≤ page size` return. Deeper pages,
+//! `is_following`, `friends`, `common_following`, `recommendations` and `popular` go to the
+//! store every time (they are either cursor-dependent or computed over many lists).
+//!
+//! Values are JSON. Entries live 24 h plus a random jitter of up to 1 h (so a cold start does not
+//! expire everything at once); the per-instance near-cache in front of Redis keeps entries at
+//! most 60 s.
+//!
+//! # Consistency guarantees
+//!
+//! Assumption: once a store write has returned, every later store read sees it (the embedded
+//! store and a single Neo4j leader both do).
+//!
+//! - **Same instance, read your writes.** When `follow`, `unfollow` or `put_profile` returns
+//!   (successfully or not), every read *started* afterwards on the same instance reflects it.
+//!   Writes go to the store first, then invalidate: the instance's own entries are dropped
+//!   before the call returns, and a load that was already running is neither returned to later
+//!   readers (loads are shared per key *and* invalidation stamp) nor cached (the fill guard
+//!   below discards it). A read concurrent with the write may return either state.
+//! - **Other instances (Redis).** The shared Redis entry is deleted before the write returns, so
+//!   another instance that has no near-cache entry sees the write at once. One that does sees it
+//!   as soon as the `social:invalidate` message reaches it (pub/sub delivery, normally well under
+//!   a millisecond on a LAN). That is the only window in which a reader may see the state from
+//!   before a completed write. If the subscription is lost (Redis restart, dropped connection,
+//!   failed keep-alive ping), the near-cache is cleared and not used until the subscription is
+//!   back, so missed messages cannot leave stale entries; the 60 s near TTL is a last safety net.
+//! - **Fills never resurrect old state.** A fill that loaded from the store before an
+//!   invalidation is discarded. In-process, every entry is stamped with the key's invalidation
+//!   counter read before the load, and an entry whose stamp is out of date is never served. In
+//!   Redis, a miss takes a *lease* (`SET social:lease:… <random token>` in the same script as the
+//!   `GET`), an invalidation deletes the value and the lease atomically, and the fill is a script
+//!   that `SET`s the value only if the lease still holds this loader's token. A lease token
+//!   rather than a version counter: if Redis evicts or expires the bookkeeping key mid-load, a
+//!   version counter would compare "absent" with "absent" and accept a stale fill, while a
+//!   missing lease fails closed.
+//! - **Redis outage.** On any Redis error (or a reply slower than the operation timeout) the
+//!   cache logs one warning for the episode, clears the near-cache and serves every read from
+//!   the store, without filling anything, until a background probe gets an answer again. Writes
+//!   made during the outage record their keys; the probe first replays those invalidations (or,
+//!   beyond 100 000 keys, deletes every cache key) and only then resumes caching, logging one
+//!   line. So a Redis that comes back with its data (a pause, a partition) does not serve what
+//!   those writes changed. Limit: while this instance cannot reach Redis, *other* instances that
+//!   still can may serve the entries this instance's writes should have invalidated, until the
+//!   replay.
+//!
+//! # Stampedes
+//!
+//! Concurrent misses on one key on one instance run one store load; the others wait for it
+//! ([`flight`]). Instances do not coordinate loads with each other: N instances missing the same
+//! key at once make at most N loads (and the lease lets exactly one of them fill, or none if an
+//! invalidation intervened).
+//!
+//! # Metrics
+//!
+//! Hits, misses, fills, discarded stale fills, errors and store bypasses are counted per key kind
+//! ([`FollowerCache::stats`], [`FollowerCache::render_prometheus`] for `/metrics`).
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::future::{join_all, BoxFuture};
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{
+    Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits, Recommendation,
+};
+use crate::model::UserId;
+
+mod flight;
+pub mod moka;
+pub mod redis;
+
+pub use self::moka::{MokaCache, MokaConfig};
+pub use self::redis::{RedisCache, RedisConfig};
+
+/// The environment variable that selects the Redis cache.
+pub const REDIS_URL_ENV: &str = "ZEROCAST_REDIS_URL";
+
+/// Default number of edges cached per list (the first page).
+pub const DEFAULT_PAGE_SIZE: usize = 1000;
+
+/// Default lifetime of a cache entry, before jitter.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Default maximum jitter added to [`DEFAULT_TTL`].
+pub const DEFAULT_TTL_JITTER: Duration = Duration::from_secs(3600);
+
+/// What a cache key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    /// First page of a user's followers.
+    Followers,
+    /// First page of the accounts a user follows.
+    Followings,
+    /// A user's counts.
+    Counts,
+    /// A user's profile.
+    Profile,
+}
+
+impl KeyKind {
+    /// Every kind, in metrics order.
+    pub const ALL: [KeyKind; 4] = [
+        KeyKind::Followers,
+        KeyKind::Followings,
+        KeyKind::Counts,
+        KeyKind::Profile,
+    ];
+
+    /// The kind's name in keys and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Followers => "followers",
+            KeyKind::Followings => "followings",
+            KeyKind::Counts => "counts",
+            KeyKind::Profile => "profile",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        KeyKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// One cache entry's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    /// What it holds.
+    pub kind: KeyKind,
+    /// Whose.
+    pub user: UserId,
+}
+
+impl CacheKey {
+    /// Followers list of `user`.
+    pub fn followers(user: UserId) -> Self {
+        Self {
+            kind: KeyKind::Followers,
+            user,
+        }
+    }
+
+    /// Followings list of `user`.
+    pub fn followings(user: UserId) -> Self {
+        Self {
+            kind: KeyKind::Followings,
+            user,
+        }
+    }
+
+    /// Counts of `user`.
+    pub fn counts(user: UserId) -> Self {
+        Self {
+            kind: KeyKind::Counts,
+            user,
+        }
+    }
+
+    /// Profile of `user`.
+    pub fn profile(user: UserId) -> Self {
+        Self {
+            kind: KeyKind::Profile,
+            user,
+        }
+    }
+
+    /// The Redis key: `social:{kind}:{uuid}`.
+    pub fn redis_key(&self) -> String {
+        format!("social:{}:{}", self.kind.as_str(), self.user.0)
+    }
+
+    /// The inverse of [`redis_key`](Self::redis_key).
+    pub fn parse_redis_key(s: &str) -> Option<Self> {
+        let rest = s.strip_prefix("social:")?;
+        let (kind, id) = rest.split_once(':')?;
+        Some(Self {
+            kind: KeyKind::parse(kind)?,
+            user: UserId(uuid::Uuid::parse_str(id).ok()?),
+        })
+    }
+
+    /// The keys a follow or unfollow between `from` and `to` changes.
+    pub fn for_edge(from: UserId, to: UserId) -> [CacheKey; 4] {
+        [
+            CacheKey::followings(from),
+            CacheKey::followers(to),
+            CacheKey::counts(from),
+            CacheKey::counts(to),
+        ]
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "social:{}:{}", self.kind.as_str(), self.user.0)
+    }
+}
+
+/// The first page of a follower or following list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgePage {
+    /// Newest first, at most the page size.
+    pub edges: Vec<Edge>,
+    /// Whether `edges` is the whole list.
+    pub complete: bool,
+}
+
+/// A cached value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheValue {
+    /// A followers or followings first page.
+    Edges(EdgePage),
+    /// Counts.
+    Counts(Counts),
+    /// A profile, or `None` when the user has none.
+    Profile(Option<Profile>),
+}
+
+impl CacheValue {
+    /// Cost units for capacity bounds: one per edge, plus one.
+    fn weight(&self) -> u32 {
+        match self {
+            CacheValue::Edges(p) => u32::try_from(p.edges.len())
+                .unwrap_or(u32::MAX)
+                .saturating_add(1),
+            _ => 1,
+        }
+    }
+}
+
+/// The load a cache runs on a miss. It is polled at most once, and only on a miss.
+pub type LoadFuture = BoxFuture<'static, Result<CacheValue, GraphError>>;
+
+/// A read-through cache of the follow graph's hot reads.
+///
+/// Both implementations: one load per key per instance at a time, fills guarded against racing
+/// invalidations, TTL with jitter, and counters per [`KeyKind`]. All methods are cancel-safe: a
+/// cancelled `get_or_load` leaves its load to the other waiters (or to the next caller) and
+/// never caches a value an invalidation has overtaken.
+#[async_trait]
+pub trait FollowerCache: Send + Sync + fmt::Debug + 'static {
+    /// The value for `key`: from the cache, else from `load` (shared with concurrent callers
+    /// for the same key) and then cached unless an invalidation of `key` happened since the
+    /// lookup began. A cache failure is never an error here: the value then comes from `load`.
+    async fn get_or_load(
+        &self,
+        key: CacheKey,
+        load: LoadFuture,
+    ) -> Result<Arc<CacheValue>, GraphError>;
+
+    /// Drops `keys` everywhere (this instance at once, others through Redis pub/sub). Call it
+    /// after the store write that changed them has completed.
+    async fn invalidate(&self, keys: &[CacheKey]);
+
+    /// Counters and state.
+    fn stats(&self) -> CacheStats;
+
+    /// Appends the counters in Prometheus text format.
+    fn render_prometheus(&self, out: &mut String) {
+        self.stats().render_prometheus(out);
+    }
+}
+
+/// Counters of one key kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindStats {
+    /// Reads served from the cache (near-cache or Redis).
+    pub hits: u64,
+    /// Of `hits`, those served by the in-process near-cache in front of Redis.
+    pub near_hits: u64,
+    /// Reads that went to the store (including `bypassed`).
+    pub misses: u64,
+    /// Values written to the cache after a load.
+    pub fills: u64,
+    /// Loads whose fill was refused because an invalidation overtook them.
+    pub stale_discards: u64,
+    /// Cache errors (Redis errors and timeouts, undecodable entries).
+    pub errors: u64,
+    /// Of `misses`, reads served by the store without trying the cache (Redis outage).
+    pub bypassed: u64,
+}
+
+/// A snapshot of a cache's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStats {
+    /// `"moka"` or `"redis"`.
+    pub backend: String,
+    /// Followers lists.
+    pub followers: KindStats,
+    /// Followings lists.
+    pub followings: KindStats,
+    /// Counts.
+    pub counts: KindStats,
+    /// Profiles.
+    pub profile: KindStats,
+    /// Keys invalidated by this instance.
+    pub invalidations: u64,
+    /// Invalidation messages received from Redis pub/sub (all instances, including this one).
+    pub remote_invalidations: u64,
+    /// Redis outage episodes (one warning is logged per episode).
+    pub outages: u64,
+    /// Whether the backend is currently answering (always true for moka).
+    pub available: bool,
+}
+
+impl CacheStats {
+    /// The counters of `kind`.
+    pub fn kind(&self, kind: KeyKind) -> &KindStats {
+        match kind {
+            KeyKind::Followers => &self.followers,
+            KeyKind::Followings => &self.followings,
+            KeyKind::Counts => &self.counts,
+            KeyKind::Profile => &self.profile,
+        }
+    }
+
+    /// Sum over every kind.
+    pub fn total(&self) -> KindStats {
+        let mut t = KindStats::default();
+        for k in KeyKind::ALL {
+            let s = self.kind(k);
+            t.hits += s.hits;
+            t.near_hits += s.near_hits;
+            t.misses += s.misses;
+            t.fills += s.fills;
+            t.stale_discards += s.stale_discards;
+            t.errors += s.errors;
+            t.bypassed += s.bypassed;
+        }
+        t
+    }
+
+    /// Hits over lookups, 0 when there were none.
+    pub fn hit_rate(&self) -> f64 {
+        let t = self.total();
+        let n = t.hits + t.misses;
+        if n == 0 {
+            0.0
+        } else {
+            t.hits as f64 / n as f64
+        }
+    }
+
+    /// Appends the counters in Prometheus text format.
+    pub fn render_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        type Field = fn(&KindStats) -> u64;
+        let per_kind: [(&str, &str, Field); 7] = [
+            ("hits", "Follower-cache reads served from the cache.", |s| {
+                s.hits
+            }),
+            (
+                "near_hits",
+                "Follower-cache hits served by the in-process near-cache.",
+                |s| s.near_hits,
+            ),
+            (
+                "misses",
+                "Follower-cache reads served by the graph store.",
+                |s| s.misses,
+            ),
+            (
+                "fills",
+                "Follower-cache entries written after a load.",
+                |s| s.fills,
+            ),
+            (
+                "stale_discards",
+                "Follower-cache fills refused because an invalidation overtook them.",
+                |s| s.stale_discards,
+            ),
+            ("errors", "Follower-cache backend errors.", |s| s.errors),
+            (
+                "bypassed",
+                "Follower-cache reads sent to the store during an outage.",
+                |s| s.bypassed,
+            ),
+        ];
+        let b = &self.backend;
+        for (name, help, field) in per_kind {
+            let _ = writeln!(out, "# HELP zerocast_social_cache_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE zerocast_social_cache_{name}_total counter");
+            for k in KeyKind::ALL {
+                let _ = writeln!(
+                    out,
+                    "zerocast_social_cache_{name}_total{{backend=\"{b}\",kind=\"{}\"}} {}",
+                    k.as_str(),
+                    field(self.kind(k))
+                );
+            }
+        }
+        let scalars: [(&str, &str, &str, u64); 4] = [
+            (
+                "invalidations_total",
+                "counter",
+                "Follower-cache keys invalidated by this instance.",
+                self.invalidations,
+            ),
+            (
+                "remote_invalidations_total",
+                "counter",
+                "Follower-cache invalidation messages received over Redis pub/sub.",
+                self.remote_invalidations,
+            ),
+            (
+                "outages_total",
+                "counter",
+                "Follower-cache backend outage episodes.",
+                self.outages,
+            ),
+            (
+                "up",
+                "gauge",
+                "Whether the follower-cache backend is answering.",
+                u64::from(self.available),
+            ),
+        ];
+        for (name, ty, help, v) in scalars {
+            let _ = writeln!(out, "# HELP zerocast_social_cache_{name} {help}");
+            let _ = writeln!(out, "# TYPE zerocast_social_cache_{name} {ty}");
+            let _ = writeln!(out, "zerocast_social_cache_{name}{{backend=\"{b}\"}} {v}");
+        }
+    }
+}
+
+/// Why a cache could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The Redis URL does not parse (the URL itself is not repeated: it may hold a password).
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(#[source] ::redis::RedisError),
+}
+
+/// The cache the server should use: [`RedisCache`] when `redis_url` is `Some` (non-empty),
+/// otherwise an in-process [`MokaCache`]. An unreachable Redis is not an error: the cache starts
+/// in outage mode (store only) and recovers when Redis answers.
+pub async fn open(redis_url: Option<&str>) -> Result<Arc<dyn FollowerCache>, CacheError> {
+    match redis_url.filter(|u| !u.is_empty()) {
+        Some(url) => Ok(Arc::new(
+            RedisCache::connect(url, RedisConfig::default()).await?,
+        )),
+        None => Ok(Arc::new(MokaCache::new(MokaConfig::default()))),
+    }
+}
+
+/// [`open`] with the URL from `ZEROCAST_REDIS_URL`.
+pub async fn from_env() -> Result<Arc<dyn FollowerCache>, CacheError> {
+    let url = std::env::var(REDIS_URL_ENV).ok();
+    open(url.as_deref()).await
+}
+
+/// A [`GraphStore`] whose hot reads go through a [`FollowerCache`].
+///
+/// Cached: `followers`/`following` with no cursor and `limit ≤ page size`, `counts`, and
+/// `profiles`. Everything else goes to the store. Writes go to the store, then invalidate.
+#[derive(Clone)]
+pub struct CachedGraph {
+    store: Arc<dyn GraphStore>,
+    cache: Arc<dyn FollowerCache>,
+    page: usize,
+}
+
+impl fmt::Debug for CachedGraph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedGraph")
+            .field("cache", &self.cache)
+            .field("page", &self.page)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CachedGraph {
+    /// `store` behind `cache`, caching first pages of [`DEFAULT_PAGE_SIZE`] edges.
+    pub fn new(store: Arc<dyn GraphStore>, cache: Arc<dyn FollowerCache>) -> Self {
+        Self {
+            store,
+            cache,
+            page: DEFAULT_PAGE_SIZE,
+        }
+    }
+
+    /// Caches the first `page` edges of each list instead (at least 1). Every instance sharing
+    /// a Redis must use the same value.
+    pub fn with_page_size(mut self, page: usize) -> Self {
+        self.page = page.max(1);
+        self
+    }
+
+    /// The wrapped store.
+    pub fn store(&self) -> &Arc<dyn GraphStore> {
+        &self.store
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Arc<dyn FollowerCache> {
+        &self.cache
+    }
+
+    /// The cache's counters.
+    pub fn stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    async fn first_page(&self, key: CacheKey, limit: usize) -> Result<Vec<Edge>, GraphError> {
+        let store = self.store.clone();
+        let page = self.page;
+        let load: LoadFuture = Box::pin(async move {
+            let want = page.saturating_add(1);
+            let mut edges = if key.kind == KeyKind::Followers {
+                store.followers(key.user, None, want).await?
+            } else {
+                store.following(key.user, None, want).await?
+            };
+            let complete = edges.len() <= page;
+            edges.truncate(page);
+            Ok(CacheValue::Edges(EdgePage { edges, complete }))
+        });
+        match &*self.cache.get_or_load(key, load).await? {
+            CacheValue::Edges(p) => Ok(p.edges.iter().take(limit).copied().collect()),
+            _ => Err(mismatch(key)),
+        }
+    }
+
+    async fn profile(&self, user: UserId) -> Result<Option<Profile>, GraphError> {
+        let store = self.store.clone();
+        let load: LoadFuture = Box::pin(async move {
+            let mut v = store.profiles(&[user]).await?;
+            Ok(CacheValue::Profile(v.pop().flatten()))
+        });
+        let key = CacheKey::profile(user);
+        match &*self.cache.get_or_load(key, load).await? {
+            CacheValue::Profile(p) => Ok(p.clone()),
+            _ => Err(mismatch(key)),
+        }
+    }
+}
+
+fn mismatch(key: CacheKey) -> GraphError {
+    GraphError::Backend(format!("cache entry {key} holds another kind of value"))
+}
+
+#[async_trait]
+impl GraphStore for CachedGraph {
+    async fn put_profile(&self, p: Profile) -> Result<(), GraphError> {
+        let key = CacheKey::profile(p.id);
+        let r = self.store.put_profile(p).await;
+        // Also after an error: a backend error may come after the write was applied.
+        self.cache.invalidate(&[key]).await;
+        r
+    }
+
+    async fn profiles(&self, ids: &[UserId]) -> Result<Vec<Option<Profile>>, GraphError> {
+        join_all(ids.iter().map(|id| self.profile(*id)))
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    async fn follow(&self, from: UserId, to: UserId, now_ms: u64) -> Result<bool, GraphError> {
+        let r = self.store.follow(from, to, now_ms).await;
+        if !matches!(r, Err(GraphError::SelfFollow)) {
+            // Also when nothing changed or on a backend error: cheap, and it heals an entry
+            // left stale by a crash between an earlier write and its invalidation.
+            self.cache.invalidate(&CacheKey::for_edge(from, to)).await;
+        }
+        r
+    }
+
+    async fn unfollow(&self, from: UserId, to: UserId) -> Result<bool, GraphError> {
+        let r = self.store.unfollow(from, to).await;
+        self.cache.invalidate(&CacheKey::for_edge(from, to)).await;
+        r
+    }
+
+    async fn is_following(&self, from: UserId, to: UserId) -> Result<bool, GraphError> {
+        self.store.is_following(from, to).await
+    }
+
+    async fn followers(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Edge>, GraphError> {
+        if after.is_none() && limit <= self.page {
+            self.first_page(CacheKey::followers(user), limit).await
+        } else {
+            self.store.followers(user, after, limit).await
+        }
+    }
+
+    async fn following(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Edge>, GraphError> {
+        if after.is_none() && limit <= self.page {
+            self.first_page(CacheKey::followings(user), limit).await
+        } else {
+            self.store.following(user, after, limit).await
+        }
+    }
+
+    async fn counts(&self, user: UserId) -> Result<Counts, GraphError> {
+        let store = self.store.clone();
+        let load: LoadFuture =
+            Box::pin(async move { Ok(CacheValue::Counts(store.counts(user).await?)) });
+        let key = CacheKey::counts(user);
+        match &*self.cache.get_or_load(key, load).await? {
+            CacheValue::Counts(c) => Ok(*c),
+            _ => Err(mismatch(key)),
+        }
+    }
+
+    async fn friends(
+        &self,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Edge>, GraphError> {
+        self.store.friends(user, after, limit).await
+    }
+
+    async fn common_following(
+        &self,
+        a: UserId,
+        b: UserId,
+        limit: usize,
+    ) -> Result<Vec<UserId>, GraphError> {
+        self.store.common_following(a, b, limit).await
+    }
+
+    async fn recommendations(
+        &self,
+        user: UserId,
+        limit: usize,
+        limits: RecommendLimits,
+    ) -> Result<Vec<Recommendation>, GraphError> {
+        self.store.recommendations(user, limit, limits).await
+    }
+
+    async fn popular(&self, limit: usize) -> Result<Vec<Recommendation>, GraphError> {
+        self.store.popular(limit).await
+    }
+}
+
+// ---- shared machinery of both caches ----
+
+/// Per-kind atomic counters.
+#[derive(Debug, Default)]
+struct Counters {
+    kinds: [KindCounters; 4],
+    invalidations: AtomicU64,
+    remote_invalidations: AtomicU64,
+    outages: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct KindCounters {
+    hits: AtomicU64,
+    near_hits: AtomicU64,
+    misses: AtomicU64,
+    fills: AtomicU64,
+    stale_discards: AtomicU64,
+    errors: AtomicU64,
+    bypassed: AtomicU64,
+}
+
+impl KindCounters {
+    fn snapshot(&self) -> KindStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        KindStats {
+            hits: l(&self.hits),
+            near_hits: l(&self.near_hits),
+            misses: l(&self.misses),
+            fills: l(&self.fills),
+            stale_discards: l(&self.stale_discards),
+            errors: l(&self.errors),
+            bypassed: l(&self.bypassed),
+        }
+    }
+}
+
+impl Counters {
+    fn kind(&self, k: KeyKind) -> &KindCounters {
+        &self.kinds[k.index()] // index() < 4 by construction of KeyKind
+    }
+
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self, backend: &str, available: bool) -> CacheStats {
+        CacheStats {
+            backend: backend.to_owned(),
+            followers: self.kind(KeyKind::Followers).snapshot(),
+            followings: self.kind(KeyKind::Followings).snapshot(),
+            counts: self.kind(KeyKind::Counts).snapshot(),
+            profile: self.kind(KeyKind::Profile).snapshot(),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+            remote_invalidations: self.remote_invalidations.load(Ordering::Relaxed),
+            outages: self.outages.load(Ordering::Relaxed),
+            available,
+        }
+    }
+}
+
+/// Invalidation stamps: a global epoch and a striped per-key counter.
+///
+/// An entry is stamped with `stamp(key)` read *before* its value was loaded, and is served only
+/// while `stamp(key)` still equals that. Invalidating a key bumps its stripe; clearing
+/// everything bumps the epoch. Two keys sharing a stripe (1 in 65 536) only cost each other an
+/// extra miss. Because validity is checked on every read, no lock is needed between "check the
+/// stamp" and "insert": an entry inserted after its stamp went out of date is simply dead.
+#[derive(Debug)]
+struct Stamps {
+    epoch: AtomicU64,
+    stripes: Box<[AtomicU64]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+const STRIPES: usize = 1 << 16;
+
+impl Stamps {
+    fn new() -> Self {
+        Self {
+            epoch: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            hasher: Default::default(),
+        }
+    }
+
+    fn stripe(&self, key: &CacheKey) -> &AtomicU64 {
+        let i = (self.hasher.hash_one(key) as usize) & (STRIPES - 1);
+        &self.stripes[i] // i < STRIPES == stripes.len()
+    }
+
+    fn stamp(&self, key: &CacheKey) -> Stamp {
+        // Epoch first: a clear that bumps the epoch after we read it makes the stamp stale.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        Stamp {
+            epoch,
+            gen: self.stripe(key).load(Ordering::SeqCst),
+        }
+    }
+
+    fn bump(&self, key: &CacheKey) {
+        self.stripe(key).fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn bump_all(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// See [`Stamps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Stamp {
+    epoch: u64,
+    gen: u64,
+}
+
+/// A cache entry with its stamp.
+#[derive(Debug, Clone)]
+struct Stamped {
+    stamp: Stamp,
+    value: Arc<CacheValue>,
+    ttl: Duration,
+}
+
+/// Where a shared load's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The shared cache (Redis).
+    Cache,
+    /// The store.
+    Store,
+}
+
+/// A shared load's result (errors as text: the waiters each get a copy).
+type Loaded = Result<(Arc<CacheValue>, Source), String>;
+
+fn error_text(e: GraphError) -> String {
+    match e {
+        GraphError::Backend(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// `base` plus a uniformly random duration below `jitter`.
+fn jittered(base: Duration, jitter: Duration) -> Duration {
+    let j = jitter.as_millis() as u64;
+    if j == 0 {
+        return base;
+    }
+    let r = (uuid::Uuid::new_v4().as_u128() as u64) % j;
+    base + Duration::from_millis(r)
+}
+
+/// Moka weigher for [`Stamped`] entries.
+fn weigh(_k: &CacheKey, v: &Stamped) -> u32 {
+    v.value.weight()
+}
+
+/// Moka expiry: each entry's own (jittered) TTL.
+#[derive(Debug)]
+struct PerEntryTtl;
+
+impl ::moka::Expiry<CacheKey, Stamped> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Stamped,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        value: &Stamped,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_keys_round_trip() {
+        let u = UserId(uuid::Uuid::new_v4());
+        for k in KeyKind::ALL {
+            let key = CacheKey { kind: k, user: u };
+            assert_eq!(CacheKey::parse_redis_key(&key.redis_key()), Some(key));
+            assert_eq!(key.to_string(), key.redis_key());
+        }
+        assert_eq!(
+            CacheKey::followers(u).redis_key(),
+            format!("social:followers:{}", u.0)
+        );
+        assert_eq!(CacheKey::parse_redis_key("social:lease:followers:x"), None);
+        assert_eq!(CacheKey::parse_redis_key("*"), None);
+    }
+
+    #[test]
+    fn stamps_change_on_bump() {
+        let s = Stamps::new();
+        let k = CacheKey::counts(UserId(uuid::Uuid::new_v4()));
+        let a = s.stamp(&k);
+        s.bump(&k);
+        let b = s.stamp(&k);
+        assert_ne!(a, b);
+        s.bump_all();
+        assert_ne!(b, s.stamp(&k));
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_secs(10), Duration::from_secs(2));
+            assert!(d >= Duration::from_secs(10) && d < Duration::from_secs(12));
+        }
+        assert_eq!(
+            jittered(Duration::from_secs(3), Duration::ZERO),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn prometheus_has_every_kind() {
+        let mut s = CacheStats {
+            backend: "moka".into(),
+            available: true,
+            ..Default::default()
+        };
+        s.followers.hits = 3;
+        let mut out = String::new();
+        s.render_prometheus(&mut out);
+        assert!(
+            out.contains("zerocast_social_cache_hits_total{backend=\"moka\",kind=\"followers\"} 3")
+        );
+        assert!(out.contains("kind=\"profile\""));
+        assert!(out.contains("zerocast_social_cache_up{backend=\"moka\"} 1"));
+    }
+}

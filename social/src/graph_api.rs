@@ -1,0 +1,331 @@
+//! The follow-graph routes under `/api/v1`: profiles, follow/unfollow, lists, counts, friends,
+//! common followings and recommendations.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::graph::{Cursor, Edge, GraphError, Profile, RecommendLimits};
+use crate::model::UserId;
+use crate::server::{ApiError, AppState, Auth, Body};
+
+/// Most edges or users one request returns.
+const MAX_LIMIT: usize = 100;
+
+impl From<GraphError> for ApiError {
+    fn from(e: GraphError) -> Self {
+        match e {
+            GraphError::SelfFollow => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "self_follow",
+                "cannot follow yourself",
+            ),
+            other => {
+                tracing::error!("graph: {other}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "graph",
+                    "graph storage unavailable",
+                )
+            }
+        }
+    }
+}
+
+/// The graph routes (merged into the API router).
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/users/me/profile", put(put_profile))
+        .route(
+            "/api/v1/users/me/following/{id}",
+            put(follow).delete(unfollow),
+        )
+        .route("/api/v1/users/{id}", get(user))
+        .route("/api/v1/users/{id}/counts", get(counts))
+        .route("/api/v1/users/{id}/followers", get(followers))
+        .route("/api/v1/users/{id}/following", get(following))
+        .route("/api/v1/users/{id}/following/{other}", get(is_following))
+        .route("/api/v1/users/{id}/friends", get(friends))
+        .route(
+            "/api/v1/users/{id}/common-following/{other}",
+            get(common_following),
+        )
+        .route("/api/v1/recommendations", get(recommendations))
+}
+
+fn user_id(s: &str) -> Result<UserId, ApiError> {
+    uuid::Uuid::parse_str(s).map(UserId).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_user",
+            format!("{s:?} is not a user id"),
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ProfileBody {
+    display_name: String,
+    #[serde(default)]
+    avatar_url: Option<String>,
+    #[serde(default)]
+    bio: Option<String>,
+}
+
+async fn put_profile(
+    State(st): State<Arc<AppState>>,
+    Auth(me): Auth,
+    Body(b): Body<ProfileBody>,
+) -> Result<Json<Value>, ApiError> {
+    let bad = |code, msg: &str| ApiError::new(StatusCode::BAD_REQUEST, code, msg);
+    let name = b.display_name.trim();
+    if name.is_empty() || name.chars().count() > 64 {
+        return Err(bad(
+            "invalid_display_name",
+            "display_name must be 1 to 64 characters",
+        ));
+    }
+    if let Some(url) = &b.avatar_url {
+        if url.len() > 512 || !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(bad(
+                "invalid_avatar_url",
+                "avatar_url must be an http(s) URL of at most 512 bytes",
+            ));
+        }
+    }
+    let bio = b.bio.unwrap_or_default();
+    if bio.len() > 512 {
+        return Err(bad("invalid_bio", "bio must be at most 512 bytes"));
+    }
+    let p = Profile {
+        id: me,
+        display_name: name.to_owned(),
+        avatar_url: b.avatar_url,
+        bio,
+        updated_at: crate::now_ms(),
+    };
+    st.graph.put_profile(p.clone()).await?;
+    Ok(Json(json!({ "profile": p })))
+}
+
+async fn user(
+    State(st): State<Arc<AppState>>,
+    Auth(_): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = user_id(&id)?;
+    let profile = st.graph.profiles(&[id]).await?.pop().flatten();
+    let Some(profile) = profile else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such user",
+        ));
+    };
+    let counts = st.graph.counts(id).await?;
+    Ok(Json(json!({ "profile": profile, "counts": counts })))
+}
+
+async fn follow(
+    State(st): State<Arc<AppState>>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let to = user_id(&id)?;
+    let created = st.graph.follow(me, to, crate::now_ms()).await?;
+    Ok(Json(json!({ "following": true, "created": created })))
+}
+
+async fn unfollow(
+    State(st): State<Arc<AppState>>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let to = user_id(&id)?;
+    if to == me {
+        return Err(GraphError::SelfFollow.into());
+    }
+    let removed = st.graph.unfollow(me, to).await?;
+    Ok(Json(json!({ "following": false, "removed": removed })))
+}
+
+async fn counts(
+    State(st): State<Arc<AppState>>,
+    Auth(_): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let c = st.graph.counts(user_id(&id)?).await?;
+    Ok(Json(
+        json!({ "followers": c.followers, "following": c.following }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+fn page(q: Result<Query<PageQuery>, QueryRejection>) -> Result<(Option<Cursor>, usize), ApiError> {
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_limit",
+            "limit must be 1 to 100",
+        ));
+    }
+    let cursor = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(Cursor::decode(c).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_cursor",
+                "cursor is not one this API returned",
+            )
+        })?),
+    };
+    Ok((cursor, limit))
+}
+
+/// A page of edges with the profiles of the accounts in it and the next cursor.
+async fn edge_page(st: &AppState, edges: Vec<Edge>, limit: usize) -> Result<Json<Value>, ApiError> {
+    let ids: Vec<UserId> = edges.iter().map(|e| e.user).collect();
+    let profiles = st.graph.profiles(&ids).await?;
+    let users: Vec<Value> = edges
+        .iter()
+        .zip(profiles)
+        .map(|(e, p)| json!({ "id": e.user, "since": e.since, "profile": p }))
+        .collect();
+    let next = if edges.len() == limit {
+        edges.last().map(|e| Cursor::after(e).encode())
+    } else {
+        None
+    };
+    Ok(Json(json!({ "users": users, "next_cursor": next })))
+}
+
+async fn followers(
+    State(st): State<Arc<AppState>>,
+    Auth(_): Auth,
+    Path(id): Path<String>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (cursor, limit) = page(q)?;
+    let edges = st.graph.followers(user_id(&id)?, cursor, limit).await?;
+    edge_page(&st, edges, limit).await
+}
+
+async fn following(
+    State(st): State<Arc<AppState>>,
+    Auth(_): Auth,
+    Path(id): Path<String>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (cursor, limit) = page(q)?;
+    let edges = st.graph.following(user_id(&id)?, cursor, limit).await?;
+    edge_page(&st, edges, limit).await
+}
+
+async fn friends(
+    State(st): State<Arc<AppState>>,
+    Auth(_): Auth,
+    Path(id): Path<String>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (cursor, limit) = page(q)?;
+    let edges = st.graph.friends(user_id(&id)?, cursor, limit).await?;
+    edge_page(&st, edges, limit).await
+}
+
+async fn is_following(
+    State(st): State<Arc<AppState>>,
+    Auth(_): Auth,
+    Path((a, b)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let f = st.graph.is_following(user_id(&a)?, user_id(&b)?).await?;
+    Ok(Json(json!({ "following": f })))
+}
+
+#[derive(Debug, Deserialize)]
+struct LimitQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+fn limit(q: Result<Query<LimitQuery>, QueryRejection>) -> Result<usize, ApiError> {
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_limit",
+            "limit must be 1 to 100",
+        ));
+    }
+    Ok(limit)
+}
+
+async fn common_following(
+    State(st): State<Arc<AppState>>,
+    Auth(_): Auth,
+    Path((a, b)): Path<(String, String)>,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = limit(q)?;
+    let ids = st
+        .graph
+        .common_following(user_id(&a)?, user_id(&b)?, limit)
+        .await?;
+    let profiles = st.graph.profiles(&ids).await?;
+    let users: Vec<Value> = ids
+        .iter()
+        .zip(profiles)
+        .map(|(id, p)| json!({ "id": id, "profile": p }))
+        .collect();
+    Ok(Json(json!({ "users": users })))
+}
+
+async fn recommendations(
+    State(st): State<Arc<AppState>>,
+    Auth(me): Auth,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = limit(q)?;
+    let recs = st
+        .graph
+        .recommendations(me, limit, RecommendLimits::default())
+        .await?;
+    let ids: Vec<UserId> = recs.iter().map(|r| r.user).collect();
+    let profiles = st.graph.profiles(&ids).await?;
+    let out: Vec<Value> = recs
+        .iter()
+        .zip(profiles)
+        .map(|(r, p)| {
+            let reason = match r.paths {
+                0 => "popular on zerocast".to_owned(),
+                1 => "followed by 1 person you follow".to_owned(),
+                n => format!("followed by {n} people you follow"),
+            };
+            json!({
+                "id": r.user,
+                "profile": p,
+                "reason": reason,
+                "paths": r.paths,
+                "followers": r.followers,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "recommendations": out })))
+}
