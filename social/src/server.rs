@@ -46,6 +46,8 @@ pub struct AppState {
     pub bus: Arc<dyn EventBus>,
     /// The follow graph (behind its cache).
     pub graph: Arc<dyn GraphStore>,
+    /// The follower cache in front of `graph` (for its counters).
+    pub cache: Arc<dyn FollowerCache>,
     /// This instance's sockets.
     pub hub: Hub,
     /// Live-chat rooms.
@@ -248,7 +250,12 @@ pub struct SocialServer {
 impl SocialServer {
     /// An instance over its backends.
     pub fn new(config: SocialConfig, backends: Backends) -> Self {
-        let Backends { store, bus, graph } = backends;
+        let Backends {
+            store,
+            bus,
+            graph,
+            cache,
+        } = backends;
         let state = AppState {
             keys: Keys::new(&config.jwt_secret),
             hub: Hub::new(),
@@ -260,6 +267,7 @@ impl SocialServer {
             store,
             bus,
             graph,
+            cache,
             config,
         };
         Self {
@@ -280,6 +288,7 @@ impl SocialServer {
                 get(|| async { Json(json!({"ok": true})) }),
             )
             .route("/api/v1/openapi.json", get(crate::openapi::document))
+            .route("/metrics", get(metrics))
             .route("/api/v1/messages", post(send))
             .route(
                 "/api/v1/messages/{id}",
@@ -364,6 +373,8 @@ pub struct Backends {
     pub bus: Arc<dyn EventBus>,
     /// The follow graph, already wrapped in its cache.
     pub graph: Arc<dyn GraphStore>,
+    /// That cache.
+    pub cache: Arc<dyn FollowerCache>,
 }
 
 impl Backends {
@@ -371,13 +382,12 @@ impl Backends {
     /// in-process bus, an in-process (moka) follower cache.
     pub fn embedded(store: EmbeddedStore) -> Self {
         let graph: Arc<dyn GraphStore> = Arc::new(store.clone());
+        let cache: Arc<dyn FollowerCache> = Arc::new(MokaCache::new(MokaConfig::default()));
         Self {
             store: Arc::new(store),
             bus: Arc::new(InProcessBus::default()),
-            graph: Arc::new(CachedGraph::new(
-                graph,
-                Arc::new(MokaCache::new(MokaConfig::default())),
-            )),
+            graph: Arc::new(CachedGraph::new(graph, cache.clone())),
+            cache,
         }
     }
 }
@@ -440,7 +450,8 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
     Ok(Backends {
         store,
         bus,
-        graph: Arc::new(CachedGraph::new(graph, cache)),
+        graph: Arc::new(CachedGraph::new(graph, cache.clone())),
+        cache,
     })
 }
 
@@ -614,6 +625,24 @@ pub(crate) async fn post_chat(
 }
 
 // ---- REST handlers ----
+
+/// Prometheus text: sockets, slow-consumer closes, follower-cache counters.
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(4096);
+    let _ = writeln!(out, "# TYPE zerocast_ws_connections gauge");
+    let _ = writeln!(out, "zerocast_ws_connections {}", st.hub.connections());
+    let _ = writeln!(out, "# TYPE zerocast_ws_slow_closes_total counter");
+    let _ = writeln!(
+        out,
+        "zerocast_ws_slow_closes_total {}",
+        st.hub
+            .slow_closes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    st.cache.stats().render_prometheus(&mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
 
 #[derive(Debug, Deserialize)]
 struct SendBody {

@@ -19,7 +19,8 @@ use zerocast_social::cache::{
     CacheStats, CachedGraph, FollowerCache, KeyKind, MokaCache, MokaConfig, RedisCache, RedisConfig,
 };
 use zerocast_social::graph::{
-    Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits, Recommendation,
+    conformance, Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits,
+    Recommendation,
 };
 use zerocast_social::model::UserId;
 use zerocast_social::store::embedded::EmbeddedStore;
@@ -426,6 +427,15 @@ async fn moka_writes_are_visible_to_the_next_read() {
     assert_matches_store(&g, &*store, &[a, b, c]).await;
 }
 
+/// The whole graph conformance suite (including the brute-force comparison) through the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moka_cached_graph_passes_the_graph_conformance_suite() {
+    let (store, _dir) = embedded();
+    let cache = Arc::new(MokaCache::new(MokaConfig::default()));
+    conformance::run(Arc::new(CachedGraph::new(store, cache.clone()))).await;
+    assert!(cache.stats().total().hits > 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moka_fill_racing_an_invalidation_is_never_cached() {
     let (store, _dir) = embedded();
@@ -595,6 +605,18 @@ async fn redis_writes_on_one_instance_are_seen_on_both() {
     assert!(cb.stats().remote_invalidations > 0 && ca.stats().remote_invalidations > 0);
     assert_eq!(ca.stats().outages + cb.stats().outages, 0);
     eprintln!("slowest cross-instance convergence (pub/sub window): {worst:?}");
+}
+
+/// The whole graph conformance suite through the Redis cache (one instance; the cross-instance
+/// cases are the tests that follow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cached_graph_passes_the_graph_conformance_suite() {
+    let server = RedisServer::start();
+    let (store, _dir) = embedded();
+    let cache = redis_cache(&server).await;
+    conformance::run(Arc::new(graph(store, &cache))).await;
+    let s = cache.stats();
+    assert!(s.total().hits > 0 && s.outages == 0, "{s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,7 +41,9 @@
 //!   Writes go to the store first, then invalidate: the instance's own entries are dropped
 //!   before the call returns, and a load that was already running is neither returned to later
 //!   readers (loads are shared per key *and* invalidation stamp) nor cached (the fill guard
-//!   below discards it). A read concurrent with the write may return either state.
+//!   below discards it). A read concurrent with the write may return either state. The write
+//!   and its invalidation run on their own task, so a caller that is dropped mid-way (a client
+//!   disconnecting) cannot leave a completed write uninvalidated.
 //! - **Other instances (Redis).** The shared Redis entry is deleted before the write returns, so
 //!   another instance that has no near-cache entry sees the write at once. One that does sees it
 //!   as soon as the `social:invalidate` message reaches it (pub/sub delivery, normally well under
@@ -70,10 +72,10 @@
 //!
 //! # Stampedes
 //!
-//! Concurrent misses on one key on one instance run one store load; the others wait for it
-//! ([`flight`]). Instances do not coordinate loads with each other: N instances missing the same
-//! key at once make at most N loads (and the lease lets exactly one of them fill, or none if an
-//! invalidation intervened).
+//! Concurrent misses on one key on one instance run one store load, on its own task; the others
+//! wait for it. `profiles(ids)` looks each id up separately, concurrently. Instances do not
+//! coordinate loads with each other: N instances missing the same key at once make at most N
+//! loads, and the lease lets at most one of them fill (none if an invalidation intervened).
 //!
 //! # Metrics
 //!
@@ -269,9 +271,11 @@ pub type LoadFuture = BoxFuture<'static, Result<CacheValue, GraphError>>;
 /// A read-through cache of the follow graph's hot reads.
 ///
 /// Both implementations: one load per key per instance at a time, fills guarded against racing
-/// invalidations, TTL with jitter, and counters per [`KeyKind`]. All methods are cancel-safe: a
-/// cancelled `get_or_load` leaves its load to the other waiters (or to the next caller) and
-/// never caches a value an invalidation has overtaken.
+/// invalidations, TTL with jitter, and counters per [`KeyKind`]. `get_or_load` is cancel-safe:
+/// the load runs on its own task, so a cancelled caller leaves it to finish (and fill, unless an
+/// invalidation overtook it) for the other waiters. A cancelled `invalidate` may have dropped
+/// only some of its keys, so [`CachedGraph`] runs each write and its invalidation on a task of
+/// their own, which a disconnecting client cannot cut short.
 #[async_trait]
 pub trait FollowerCache: Send + Sync + fmt::Debug + 'static {
     /// The value for `key`: from the cache, else from `load` (shared with concurrent callers
@@ -557,6 +561,27 @@ impl CachedGraph {
         }
     }
 
+    /// Runs the store write, then invalidates `keys`, on a task of its own: a caller dropped
+    /// mid-way (a client that disconnects) cannot leave a completed write uninvalidated. The
+    /// keys are invalidated whatever the outcome, also when nothing changed or on a backend
+    /// error (which may come after the write was applied): it is cheap, and it heals an entry
+    /// left stale by a crash between an earlier write and its invalidation.
+    async fn write<T, F, Fut>(&self, op: F, keys: Vec<CacheKey>) -> Result<T, GraphError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<dyn GraphStore>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, GraphError>> + Send + 'static,
+    {
+        let (store, cache) = (self.store.clone(), self.cache.clone());
+        tokio::spawn(async move {
+            let r = op(store).await;
+            cache.invalidate(&keys).await;
+            r
+        })
+        .await
+        .unwrap_or_else(|e| Err(GraphError::Backend(format!("graph write task failed: {e}"))))
+    }
+
     async fn profile(&self, user: UserId) -> Result<Option<Profile>, GraphError> {
         let store = self.store.clone();
         let load: LoadFuture = Box::pin(async move {
@@ -579,10 +604,11 @@ fn mismatch(key: CacheKey) -> GraphError {
 impl GraphStore for CachedGraph {
     async fn put_profile(&self, p: Profile) -> Result<(), GraphError> {
         let key = CacheKey::profile(p.id);
-        let r = self.store.put_profile(p).await;
-        // Also after an error: a backend error may come after the write was applied.
-        self.cache.invalidate(&[key]).await;
-        r
+        self.write(
+            move |store| async move { store.put_profile(p).await },
+            vec![key],
+        )
+        .await
     }
 
     async fn profiles(&self, ids: &[UserId]) -> Result<Vec<Option<Profile>>, GraphError> {
@@ -593,19 +619,24 @@ impl GraphStore for CachedGraph {
     }
 
     async fn follow(&self, from: UserId, to: UserId, now_ms: u64) -> Result<bool, GraphError> {
-        let r = self.store.follow(from, to, now_ms).await;
-        if !matches!(r, Err(GraphError::SelfFollow)) {
-            // Also when nothing changed or on a backend error: cheap, and it heals an entry
-            // left stale by a crash between an earlier write and its invalidation.
-            self.cache.invalidate(&CacheKey::for_edge(from, to)).await;
+        if from == to {
+            return Err(GraphError::SelfFollow);
         }
-        r
+        let keys = CacheKey::for_edge(from, to).to_vec();
+        self.write(
+            move |store| async move { store.follow(from, to, now_ms).await },
+            keys,
+        )
+        .await
     }
 
     async fn unfollow(&self, from: UserId, to: UserId) -> Result<bool, GraphError> {
-        let r = self.store.unfollow(from, to).await;
-        self.cache.invalidate(&CacheKey::for_edge(from, to)).await;
-        r
+        let keys = CacheKey::for_edge(from, to).to_vec();
+        self.write(
+            move |store| async move { store.unfollow(from, to).await },
+            keys,
+        )
+        .await
     }
 
     async fn is_following(&self, from: UserId, to: UserId) -> Result<bool, GraphError> {

@@ -50,7 +50,7 @@ pub struct MokaCache {
 struct Inner {
     cache: ::moka::future::Cache<CacheKey, Stamped>,
     stamps: Stamps,
-    flights: SingleFlight<(CacheKey, Stamp), Loaded>,
+    flights: SingleFlight<(CacheKey, Stamp)>,
     counters: Counters,
     cfg: MokaConfig,
 }
@@ -121,7 +121,7 @@ impl FollowerCache for MokaCache {
         let make = move || -> BoxFuture<'static, Loaded> {
             Box::pin(async move { inner.load_and_fill(key, stamp, load).await })
         };
-        let (out, _) = self.inner.flights.run((key, stamp), make).await;
+        let out = self.inner.flights.run((key, stamp), make).await;
         out.map(|(v, _)| v).map_err(GraphError::Backend)
     }
 
@@ -212,5 +212,45 @@ mod tests {
             })
         );
         assert_eq!(c.stats().counts.stale_discards, 1);
+    }
+
+    #[tokio::test]
+    async fn cancelled_caller_leaves_the_load_to_finish_and_fill() {
+        let c = MokaCache::new(MokaConfig::default());
+        let k = CacheKey::counts(UserId(uuid::Uuid::new_v4()));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let slow: LoadFuture = Box::pin(async move {
+            let _ = started_tx.send(());
+            let _ = rx.await;
+            Ok(CacheValue::Counts(Counts {
+                followers: 5,
+                following: 0,
+            }))
+        });
+        let c2 = c.clone();
+        let t = tokio::spawn(async move { c2.get_or_load(k, slow).await });
+        started_rx.await.unwrap();
+        t.abort();
+        let _ = t.await;
+        let _ = tx.send(());
+        for _ in 0..100 {
+            if c.stats().counts.fills == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let v = c.get_or_load(k, counts(9)).await.unwrap();
+        assert_eq!(
+            *v,
+            CacheValue::Counts(Counts {
+                followers: 5,
+                following: 0
+            })
+        );
+        assert_eq!(
+            format!("{:?}", c.inner.flights),
+            "SingleFlight { inflight: 0 }"
+        );
     }
 }

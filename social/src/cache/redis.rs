@@ -219,7 +219,7 @@ struct Inner {
     conn: ConnectionManager,
     near: ::moka::future::Cache<CacheKey, Stamped>,
     stamps: Stamps,
-    flights: SingleFlight<(CacheKey, Stamp), Loaded>,
+    flights: SingleFlight<(CacheKey, Stamp)>,
     counters: Counters,
     /// In an outage: serve from the store. Written only with `pending` locked.
     down: AtomicBool,
@@ -437,8 +437,7 @@ impl Inner {
                     self.down.store(false, Ordering::SeqCst);
                     break;
                 }
-                std::mem::take(&mut *p);
-                Pending::default()
+                std::mem::take(&mut *p)
             };
             let keys: Vec<CacheKey> = batch.keys.iter().copied().collect();
             let r = if batch.purge {
@@ -611,7 +610,7 @@ impl FollowerCache for RedisCache {
         let make = move || -> BoxFuture<'static, Loaded> {
             Box::pin(async move { shared.through(key, stamp, use_near, load).await })
         };
-        let (out, _) = inner.flights.run((key, stamp), make).await;
+        let out = inner.flights.run((key, stamp), make).await;
         match out {
             Ok((v, Source::Cache)) => {
                 Counters::bump(&c.hits);
