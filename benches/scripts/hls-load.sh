@@ -29,11 +29,11 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 if [[ -n "${QUIET:-}" ]]; then
   for _ in $(seq 120); do
     read -r b0 _ < <(machine); sleep 3; read -r b1 _ < <(machine)
-    (( (b1 - b0) * 100 / (3 * $(getconf CLK_TCK)) < 10 )) && break
+    if (( (b1 - b0) * 100 / (3 * $(getconf CLK_TCK)) < 10 )); then break; fi
   done
 fi
 server=; ff=
-trap 'kill $ff $server 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+trap 'kill $ff 2>/dev/null || true; wait $ff 2>/dev/null || true; kill $server 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 "$server_bin" serve --rtmp 127.0.0.1:"$rtmp" --http 127.0.0.1:"$http" --driver "$driver" \
   2> "${SERVER_LOG:-/tmp/zerocast-load-server.log}" &
 server=$!
@@ -47,12 +47,17 @@ sleep 4
 status=0
 hz=$(getconf CLK_TCK)
 read -r m0 st0 < <(machine); s0=$(ticks "$server"); f0=$(ticks "$ff"); w0=$(date +%s.%N)
-"$load_bin" hls --url http://127.0.0.1:"$http"/live/demo/index.m3u8 \
-  --viewers "$viewers" --duration "$seconds" --server-pid "$server" || status=$?
+# The load generator runs under a shell that reports its CPU (children time) on fd 3.
+lg_ticks=$(mktemp)
+bash -c '"$0" "$@"; rc=$?; awk "{print \$16 + \$17}" /proc/$$/stat >&3; exit $rc' \
+  "$load_bin" hls --url http://127.0.0.1:"$http"/live/demo/index.m3u8 \
+  --viewers "$viewers" --duration "$seconds" --server-pid "$server" 3> "$lg_ticks" || status=$?
 read -r m1 st1 < <(machine); s1=$(ticks "$server"); f1=$(ticks "$ff"); w1=$(date +%s.%N)
-pct() { echo "scale=1; $1 * 100 / $hz / ($w1 - $w0)" | bc -l; }
+l=$(cat "$lg_ticks"); rm -f "$lg_ticks"
+pct() { awk -v t="$1" -v hz="$hz" -v w="$(echo "$w1 - $w0" | bc -l)" 'BEGIN {printf "%.1f", t * 100 / hz / w}'; }
 echo "  machine busy          $(pct $((m1 - m0))) % of one core over $(nproc) cores (steal $(pct $((st1 - st0)))):" \
-  "server $(pct $((s1 - s0))), ffmpeg encoder $(pct $((f1 - f0))), the rest load generator and others"
+  "server $(pct $((s1 - s0))), ffmpeg encoder $(pct $((f1 - f0))), load generator $(pct "${l:-0}")," \
+  "other processes and unattributed kernel work $(pct $((m1 - m0 - s1 + s0 - f1 + f0 - ${l:-0})))"
 metrics=$(curl -s http://127.0.0.1:"$http"/metrics)
 echo
 echo "server-added latency (from /metrics, whole run including warm-up):"

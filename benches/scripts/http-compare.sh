@@ -79,8 +79,9 @@ quiet() { # wait up to 10 min for the machine to be idle (other processes are th
   local b0 b1
   for _ in $(seq 120); do
     b0=$(machine); sleep 3; b1=$(machine)
-    (( (b1 - b0) * 100 / (3 * hz) < 10 )) && return
+    if (( (b1 - b0) * 100 / (3 * hz) < 10 )); then return 0; fi
   done
+  echo "(the machine did not become idle within 10 min; running anyway)" >&2
 }
 run() { # name pid url connections
   local name=$1 pid=$2 u=$3 c=$4 t0 t1 f0 f1 m0 m1 w0 w1 out wrk_ticks

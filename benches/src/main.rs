@@ -17,6 +17,14 @@
 //! send → delivery latency, losses (acked but never delivered), errors by kind, and the CPU and
 //! memory of the server and of itself.
 //!
+//! `zerocast-load graph` builds a follow graph through the social API (N users with profiles,
+//! M follow edges whose targets are Zipf-distributed, so a few accounts have very many
+//! followers) and then loads it for S seconds with C workers: mostly follower and following
+//! list pages and counts of Zipf-chosen (popular) accounts, some recommendations, and a trickle
+//! of follows and unfollows (see `graph`). It reports build throughput, latency per request
+//! kind, the server's follower-cache hit rate (from its `/metrics`), and the CPU and memory of
+//! the server and of itself.
+//!
 //! Exit status: 0 when the run saw no errors (and, for `chat`, no losses), 1 when it saw some,
 //! 2 on bad arguments or setup. `hls` does not play media, fetch segments or preload hints, or
 //! check media bytes.
@@ -26,6 +34,7 @@
 
 mod chat;
 mod client;
+mod graph;
 mod hls;
 mod procfs;
 mod stats;
@@ -56,6 +65,8 @@ enum Command {
     Hls(HlsArgs),
     /// WebSocket clients of the social API sending direct messages to each other.
     Chat(ChatArgs),
+    /// Builds a power-law follow graph through the social API, then reads and changes it.
+    Graph(GraphArgs),
 }
 
 #[derive(Debug, Args)]
@@ -123,11 +134,71 @@ struct ChatArgs {
     max_samples: usize,
 }
 
+#[derive(Debug, Args)]
+struct GraphArgs {
+    /// Base URL of the social API (http:// only).
+    #[arg(long, default_value = "http://127.0.0.1:8090")]
+    api: String,
+    /// File holding the server's token secret (DATA_DIR/jwt-secret), used as is.
+    #[arg(long, conflicts_with = "secret", required_unless_present = "secret")]
+    secret_file: Option<PathBuf>,
+    /// The server's token secret.
+    #[arg(long)]
+    secret: Option<String>,
+    /// Users, each with a profile; user ids come from --seed.
+    #[arg(long, default_value_t = 10_000)]
+    users: u32,
+    /// Follow edges (distinct, no self-follows); targets are Zipf-distributed.
+    #[arg(long, default_value_t = 100_000)]
+    edges: u64,
+    /// Seconds of mixed reads and writes after the build.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Concurrent requests (one keep-alive connection each), in the build and the run.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seed of the user ids and the edges: the same seed, users and edges give the same graph.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Zipf exponent of the follow targets and of the accounts read.
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// Follows and unfollows per thousand requests of the run (the trickle; the rest are reads).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    write_permille: u64,
+    /// Reuse a graph built before with the same --seed, --users and --edges.
+    #[arg(long)]
+    skip_build: bool,
+    /// Before the run, read every user's first pages and counts once (the cache's steady state;
+    /// without it the run starts from a cold cache and the long tail of accounts misses).
+    #[arg(long)]
+    warm: bool,
+    /// Most seconds the build may take; what is not done by then counts as errors.
+    #[arg(long, default_value_t = 1800)]
+    build_timeout: u64,
+    /// Server process to report CPU and RSS for.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Connect, read and write timeout, seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// Tokio worker threads (default: the number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Most latency samples kept per request kind (u32 microseconds each).
+    #[arg(long, default_value_t = 2_000_000)]
+    max_samples: usize,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Hls(args) => hls_load(&args),
         Command::Chat(args) => chat::run(&args).map(|report| {
+            print!("{}", report.render());
+            report.failures()
+        }),
+        Command::Graph(args) => graph::run(&args).map(|report| {
             print!("{}", report.render());
             report.failures()
         }),
@@ -140,6 +211,22 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The token secret from `--secret` or `--secret-file` (the file's bytes as they are, as the
+/// server reads them).
+fn read_secret(file: Option<&std::path::Path>, secret: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let bytes = match (file, secret) {
+        (_, Some(s)) => s.as_bytes().to_vec(),
+        (Some(path), None) => {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        (None, None) => bail!("give --secret-file or --secret"),
+    };
+    if bytes.is_empty() {
+        bail!("the token secret is empty");
+    }
+    Ok(bytes)
 }
 
 /// `http://host[:port]/path` → (address, Host header, path).
