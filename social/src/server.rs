@@ -356,6 +356,11 @@ impl SocialServer {
         self.start_background();
         let stop = self.state.stop.clone();
         let app = self.router();
+        // Small frames (acks, pushes) must not wait for Nagle behind the peer's delayed ACK.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
