@@ -970,30 +970,8 @@ mod tests {
     /// A short run against an in-process social server on its embedded defaults.
     #[test]
     fn end_to_end_against_the_social_server() {
-        let dir = std::env::temp_dir().join(format!("zerocast-chat-load-{}", Uuid::new_v4()));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let mut config = zerocast_social::SocialConfig::new(dir.clone(), b"test-secret".to_vec());
-        config.api = ([127, 0, 0, 1], port).into();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(zerocast_social::serve(config, async {
-                let _ = stop_rx.await;
-            }))
-        });
-        // Wait for the listener.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let server = crate::TestSocialServer::start("test-secret");
+        let port = server.port;
         let args = ChatArgs {
             url: format!("ws://127.0.0.1:{port}/api/v1/ws"),
             secret_file: None,
@@ -1015,9 +993,7 @@ mod tests {
             ..args
         })
         .unwrap();
-        let _ = stop_tx.send(());
-        let _ = server.join();
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(server);
         let text = report.render();
         assert_eq!(report.failures(), 0, "{text}");
         assert_eq!(report.state.sent, 20, "{text}");

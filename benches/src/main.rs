@@ -497,6 +497,68 @@ impl Report<'_> {
     }
 }
 
+/// An in-process social server on the embedded defaults, for the load generators' own tests.
+#[cfg(test)]
+pub(crate) struct TestSocialServer {
+    /// Its port on 127.0.0.1.
+    pub(crate) port: u16,
+    dir: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+#[cfg(test)]
+impl TestSocialServer {
+    /// Starts one with token secret `secret` and waits until it listens.
+    pub(crate) fn start(secret: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("zerocast-load-test-{}", uuid::Uuid::new_v4()));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let mut config =
+            zerocast_social::SocialConfig::new(dir.clone(), secret.as_bytes().to_vec());
+        config.api = ([127, 0, 0, 1], port).into();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            rt.block_on(zerocast_social::serve(config, async {
+                let _ = stop_rx.await;
+            }))
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Self {
+            port,
+            dir,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestSocialServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
