@@ -4,202 +4,15 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message as Ws;
-use uuid::Uuid;
-use zerocast_social::auth::Keys;
-use zerocast_social::model::UserId;
-use zerocast_social::server::Backends;
-use zerocast_social::store::embedded::EmbeddedStore;
-use zerocast_social::{SocialConfig, SocialServer};
 
-const SECRET: &[u8] = b"test-secret-0123456789";
-
-struct Api {
-    addr: std::net::SocketAddr,
-    keys: Keys,
-    _dir: TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-async fn start(tune: impl FnOnce(&mut SocialConfig)) -> Api {
-    let dir = std::env::temp_dir().join(format!("zerocast-social-test-{}", Uuid::new_v4()));
-    let mut cfg = SocialConfig::new(dir.clone(), SECRET.to_vec());
-    cfg.rate_per_sec = 1000.0;
-    cfg.rate_burst = 1000.0;
-    tune(&mut cfg);
-    let store = EmbeddedStore::open(&dir.join("messages"), cfg.node).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = SocialServer::new(cfg, Backends::embedded(store));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(listener, async {
-        let _ = rx.await;
-    }));
-    Api {
-        addr,
-        keys: Keys::new(SECRET),
-        _dir: TempDir(dir),
-        stop: Some(tx),
-    }
-}
-
-fn user() -> UserId {
-    UserId(Uuid::new_v4())
-}
-
-impl Api {
-    fn token(&self, u: UserId) -> String {
-        self.keys.issue(u, zerocast_social::now_ms() / 1000, 3600)
-    }
-
-    /// One request on a fresh connection; returns status and JSON body (Null when empty).
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> (u16, Value) {
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-        if let Some(t) = token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
-        if let Some(b) = body {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-                b.len()
-            ));
-        } else {
-            req.push_str("\r\n");
-        }
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-            .await
-            .unwrap()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out);
-        let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(rest)
-        } else {
-            rest.to_owned()
-        };
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-    }
-
-    async fn send(
-        &self,
-        from: UserId,
-        to: UserId,
-        content: &str,
-        client_id: Option<&str>,
-    ) -> (u16, Value) {
-        let body = json!({"to": to, "content": content, "client_id": client_id}).to_string();
-        self.call(
-            "POST",
-            "/api/v1/messages",
-            Some(&self.token(from)),
-            Some(&body),
-        )
-        .await
-    }
-
-    async fn ws(&self, u: UserId, since: Option<&str>) -> Socket {
-        let mut url = format!(
-            "ws://{}/api/v1/ws?access_token={}",
-            self.addr,
-            self.token(u)
-        );
-        if let Some(s) = since {
-            url.push_str(&format!("&since={s}"));
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("ws connect");
-        Socket(ws)
-    }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
-}
-
-struct Socket(tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>);
-
-impl Socket {
-    async fn send(&mut self, v: Value) {
-        self.0.send(Ws::Text(v.to_string().into())).await.unwrap();
-    }
-
-    /// The next JSON text frame of type `kind` (others skipped), within 5 s.
-    async fn expect(&mut self, kind: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let m = tokio::time::timeout_at(deadline, self.0.next())
-                .await
-                .unwrap_or_else(|_| panic!("no {kind} frame within 5 s"))
-                .expect("socket open")
-                .expect("frame");
-            if let Ws::Text(t) = m {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if v["type"] == kind {
-                    return v;
-                }
-            }
-        }
-    }
-
-    /// The close code the server sends, within `secs`.
-    async fn closed_with(&mut self, secs: u64) -> Option<u16> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            match tokio::time::timeout_at(deadline, self.0.next()).await {
-                Err(_) => return None,
-                Ok(None) | Ok(Some(Err(_))) => return None,
-                Ok(Some(Ok(Ws::Close(f)))) => return f.map(|f| u16::from(f.code)),
-                Ok(Some(Ok(_))) => {}
-            }
-        }
-    }
-}
+use common::{start, user};
 
 #[tokio::test]
 async fn two_users_exchange_messages_end_to_end() {
@@ -373,21 +186,6 @@ async fn since_recovers_exactly_the_missed_messages() {
         wb.expect("message").await["message"]["id"],
         v["message"]["id"]
     );
-}
-
-impl Socket {
-    async fn expect_any(&mut self) -> Value {
-        loop {
-            let m = tokio::time::timeout(Duration::from_secs(5), self.0.next())
-                .await
-                .expect("a frame within 5 s")
-                .expect("open")
-                .expect("frame");
-            if let Ws::Text(t) = m {
-                return serde_json::from_str(&t).unwrap();
-            }
-        }
-    }
 }
 
 #[tokio::test]

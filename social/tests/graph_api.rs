@@ -1,83 +1,14 @@
 //! The follow-graph API over real loopback sockets: one server instance in this process over
 //! the embedded store and its in-process follower cache.
 
-use std::time::Duration;
+mod common;
 
-use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use uuid::Uuid;
-use zerocast_social::auth::Keys;
-use zerocast_social::model::UserId;
-use zerocast_social::server::Backends;
-use zerocast_social::store::embedded::EmbeddedStore;
-use zerocast_social::{SocialConfig, SocialServer};
+use serde_json::json;
 
-const SECRET: &[u8] = b"graph-test-secret-0123";
+use common::user;
 
-struct Api {
-    addr: std::net::SocketAddr,
-    keys: Keys,
-    dir: std::path::PathBuf,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn start() -> Api {
-    let dir = std::env::temp_dir().join(format!("zerocast-graph-api-{}", Uuid::new_v4()));
-    let cfg = SocialConfig::new(dir.clone(), SECRET.to_vec());
-    let store = EmbeddedStore::open(&dir.join("messages"), 0).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = SocialServer::new(cfg, Backends::embedded(store));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(listener, async {
-        let _ = rx.await;
-    }));
-    Api {
-        addr,
-        keys: Keys::new(SECRET),
-        dir,
-        _stop: tx,
-    }
-}
-
-fn user() -> UserId {
-    UserId(Uuid::new_v4())
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        who: UserId,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let token = self.keys.issue(who, zerocast_social::now_ms() / 1000, 3600);
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = Vec::new();
-        tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
-            .await
-            .unwrap()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out);
-        let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = text.split_once("\r\n\r\n").map_or("", |x| x.1);
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
-    }
+async fn start() -> common::Api {
+    common::start(|_| {}).await
 }
 
 #[tokio::test]
@@ -85,7 +16,7 @@ async fn follow_is_idempotent_under_concurrent_duplicates_and_counted() {
     let api = std::sync::Arc::new(start().await);
     let (a, b) = (user(), user());
     let (s, e) = api
-        .call("PUT", &format!("/api/v1/users/me/following/{a}"), a, None)
+        .call_as("PUT", &format!("/api/v1/users/me/following/{a}"), a, None)
         .await;
     assert_eq!(s, 400);
     assert_eq!(e["error"]["code"], "self_follow");
@@ -94,7 +25,7 @@ async fn follow_is_idempotent_under_concurrent_duplicates_and_counted() {
         .map(|_| {
             let api = api.clone();
             tokio::spawn(async move {
-                api.call("PUT", &format!("/api/v1/users/me/following/{b}"), a, None)
+                api.call_as("PUT", &format!("/api/v1/users/me/following/{b}"), a, None)
                     .await
             })
         })
@@ -107,14 +38,14 @@ async fn follow_is_idempotent_under_concurrent_duplicates_and_counted() {
     }
     assert_eq!(created, 1, "exactly one of the duplicates created the edge");
     let (_, c) = api
-        .call("GET", &format!("/api/v1/users/{b}/counts"), a, None)
+        .call_as("GET", &format!("/api/v1/users/{b}/counts"), a, None)
         .await;
     assert_eq!(
         (c["followers"].as_u64(), c["following"].as_u64()),
         (Some(1), Some(0))
     );
     let (_, f) = api
-        .call("GET", &format!("/api/v1/users/{a}/following/{b}"), b, None)
+        .call_as("GET", &format!("/api/v1/users/{a}/following/{b}"), b, None)
         .await;
     assert_eq!(f["following"], true);
 
@@ -122,7 +53,7 @@ async fn follow_is_idempotent_under_concurrent_duplicates_and_counted() {
         .map(|_| {
             let api = api.clone();
             tokio::spawn(async move {
-                api.call(
+                api.call_as(
                     "DELETE",
                     &format!("/api/v1/users/me/following/{b}"),
                     a,
@@ -141,11 +72,11 @@ async fn follow_is_idempotent_under_concurrent_duplicates_and_counted() {
     assert_eq!(removed, 1);
     // The cached counts were invalidated: the next read is right.
     let (_, c) = api
-        .call("GET", &format!("/api/v1/users/{b}/counts"), a, None)
+        .call_as("GET", &format!("/api/v1/users/{b}/counts"), a, None)
         .await;
     assert_eq!(c["followers"], 0);
     let (_, f) = api
-        .call("GET", &format!("/api/v1/users/{a}/following/{b}"), b, None)
+        .call_as("GET", &format!("/api/v1/users/{a}/following/{b}"), b, None)
         .await;
     assert_eq!(f["following"], false);
 }
@@ -158,7 +89,7 @@ async fn followers_pages_return_every_edge_once_and_reads_reflect_changes() {
     for _ in 0..75 {
         let f = user();
         let (s, _) = api
-            .call(
+            .call_as(
                 "PUT",
                 &format!("/api/v1/users/me/following/{star}"),
                 f,
@@ -170,7 +101,7 @@ async fn followers_pages_return_every_edge_once_and_reads_reflect_changes() {
     }
     // Read once (fills the cache), then change the graph and read again.
     let first = api
-        .call(
+        .call_as(
             "GET",
             &format!("/api/v1/users/{star}/followers?limit=10"),
             star,
@@ -179,7 +110,7 @@ async fn followers_pages_return_every_edge_once_and_reads_reflect_changes() {
         .await;
     assert_eq!(first.0, 200);
     let late = user();
-    api.call(
+    api.call_as(
         "PUT",
         &format!("/api/v1/users/me/following/{star}"),
         late,
@@ -188,7 +119,7 @@ async fn followers_pages_return_every_edge_once_and_reads_reflect_changes() {
     .await;
     fans.push(late);
     let (_, again) = api
-        .call(
+        .call_as(
             "GET",
             &format!("/api/v1/users/{star}/followers?limit=10"),
             star,
@@ -205,7 +136,7 @@ async fn followers_pages_return_every_edge_once_and_reads_reflect_changes() {
     let mut cursor = String::new();
     loop {
         let path = format!("/api/v1/users/{star}/followers?limit=20{cursor}");
-        let (s, page) = api.call("GET", &path, star, None).await;
+        let (s, page) = api.call_as("GET", &path, star, None).await;
         assert_eq!(s, 200, "{page}");
         for u in page["users"].as_array().unwrap() {
             seen.push(u["id"].as_str().unwrap().to_owned());
@@ -223,7 +154,7 @@ async fn followers_pages_return_every_edge_once_and_reads_reflect_changes() {
     assert_eq!(seen[0], late.0.to_string(), "newest first");
 
     let (s, _) = api
-        .call(
+        .call_as(
             "GET",
             &format!("/api/v1/users/{star}/followers?cursor=garbage"),
             star,
@@ -232,7 +163,7 @@ async fn followers_pages_return_every_edge_once_and_reads_reflect_changes() {
         .await;
     assert_eq!(s, 400);
     let (s, _) = api
-        .call(
+        .call_as(
             "GET",
             &format!("/api/v1/users/{star}/followers?limit=1000"),
             star,
@@ -248,7 +179,7 @@ async fn profiles_friends_common_and_recommendations() {
     let (me, x, y, z, w) = (user(), user(), user(), user(), user());
     for (who, name) in [(me, "Me"), (x, "X"), (y, "Y"), (z, "Zed"), (w, "W")] {
         let (s, _) = api
-            .call(
+            .call_as(
                 "PUT",
                 "/api/v1/users/me/profile",
                 who,
@@ -258,7 +189,7 @@ async fn profiles_friends_common_and_recommendations() {
         assert_eq!(s, 200);
     }
     let (s, _) = api
-        .call(
+        .call_as(
             "PUT",
             "/api/v1/users/me/profile",
             me,
@@ -268,10 +199,10 @@ async fn profiles_friends_common_and_recommendations() {
     assert_eq!(s, 400);
     // A profile edit is visible at once (its own cache key).
     let (_, u) = api
-        .call("GET", &format!("/api/v1/users/{z}"), me, None)
+        .call_as("GET", &format!("/api/v1/users/{z}"), me, None)
         .await;
     assert_eq!(u["profile"]["display_name"], "Zed");
-    api.call(
+    api.call_as(
         "PUT",
         "/api/v1/users/me/profile",
         z,
@@ -279,21 +210,21 @@ async fn profiles_friends_common_and_recommendations() {
     )
     .await;
     let (_, u) = api
-        .call("GET", &format!("/api/v1/users/{z}"), me, None)
+        .call_as("GET", &format!("/api/v1/users/{z}"), me, None)
         .await;
     assert_eq!(u["profile"]["display_name"], "Z");
     let (s, _) = api
-        .call("GET", &format!("/api/v1/users/{}", user()), me, None)
+        .call_as("GET", &format!("/api/v1/users/{}", user()), me, None)
         .await;
     assert_eq!(s, 404);
 
     // me -> x, me -> y; x -> z, y -> z, x -> w; z -> me (so z and me are friends once me -> z).
     for (a, b) in [(me, x), (me, y), (x, z), (y, z), (x, w), (z, me), (y, w)] {
-        api.call("PUT", &format!("/api/v1/users/me/following/{b}"), a, None)
+        api.call_as("PUT", &format!("/api/v1/users/me/following/{b}"), a, None)
             .await;
     }
     let (_, r) = api
-        .call("GET", "/api/v1/recommendations?limit=10", me, None)
+        .call_as("GET", "/api/v1/recommendations?limit=10", me, None)
         .await;
     let recs = r["recommendations"].as_array().unwrap();
     assert_eq!(recs.len(), 2, "{r}");
@@ -306,18 +237,18 @@ async fn profiles_friends_common_and_recommendations() {
     );
     // A newcomer who follows nobody gets popular accounts.
     let (_, r) = api
-        .call("GET", "/api/v1/recommendations?limit=3", user(), None)
+        .call_as("GET", "/api/v1/recommendations?limit=3", user(), None)
         .await;
     assert_eq!(r["recommendations"][0]["reason"], "popular on zerocast");
 
-    api.call("PUT", &format!("/api/v1/users/me/following/{z}"), me, None)
+    api.call_as("PUT", &format!("/api/v1/users/me/following/{z}"), me, None)
         .await;
     let (_, f) = api
-        .call("GET", &format!("/api/v1/users/{me}/friends"), me, None)
+        .call_as("GET", &format!("/api/v1/users/{me}/friends"), me, None)
         .await;
     assert_eq!(f["users"][0]["id"], json!(z));
     let (_, c) = api
-        .call(
+        .call_as(
             "GET",
             &format!("/api/v1/users/{x}/common-following/{y}"),
             me,
