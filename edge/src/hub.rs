@@ -93,8 +93,6 @@ pub struct Stats {
     pub bytes_in: AtomicU64,
     /// Video frames received.
     pub video_frames: AtomicU64,
-    /// Audio frames received.
-    pub audio_frames: AtomicU64,
     /// Current HTTP viewers (connections that requested this stream in the last request).
     pub viewers: AtomicUsize,
     /// Media time span seen, ms (first and last video DTS) for frame rate and bitrate.
@@ -194,10 +192,6 @@ impl Stream {
                 st.first_ms.store(ms, Ordering::Relaxed);
             }
             st.last_ms.store(ms, Ordering::Relaxed);
-        } else {
-            st.audio_frames.fetch_add(1, Ordering::Relaxed);
-        }
-        if video {
             let mut a = lock(&self.arrivals);
             a.pending = a.current.take();
             a.current = Some(Instant::now());

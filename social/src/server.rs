@@ -406,7 +406,16 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
     use crate::store::scylla::{ScyllaOptions, ScyllaStore, ScyllaUri, DEFAULT_KEYSPACE};
     let io = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
     let dir = config.data_dir.join("messages");
-    let embedded = EmbeddedStore::open(&dir, config.node).map_err(|e| io(&e))?;
+    // Opened once, and only if a role uses it (messages or the graph).
+    let mut embedded: Option<EmbeddedStore> = None;
+    let mut open_embedded = || -> std::io::Result<EmbeddedStore> {
+        if let Some(e) = &embedded {
+            return Ok(e.clone());
+        }
+        let e = EmbeddedStore::open(&dir, config.node).map_err(|e| io(&e))?;
+        embedded = Some(e.clone());
+        Ok(e)
+    };
     let store: Arc<dyn Store> = match config.scylla_uri.as_deref().map(str::trim) {
         Some(uri) if !uri.is_empty() => {
             let uri = ScyllaUri::parse(uri).map_err(|e| io(&e))?;
@@ -419,7 +428,7 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
         }
         _ => {
             tracing::info!(dir = %dir.display(), "message store: embedded");
-            Arc::new(embedded.clone())
+            Arc::new(open_embedded()?)
         }
     };
     let bus: Arc<dyn EventBus> = match config.kafka_brokers.as_deref().map(str::trim) {
@@ -440,7 +449,7 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
                 tracing::info!("follow graph: Neo4j");
                 Arc::new(g)
             }
-            None => Arc::new(embedded),
+            None => Arc::new(open_embedded()?),
         };
     let cache: Arc<dyn FollowerCache> = match config.redis_url.as_deref().map(str::trim) {
         Some(url) if !url.is_empty() => {

@@ -10,36 +10,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+mod common;
+
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
-use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Message as Ws;
+use serde_json::json;
 use uuid::Uuid;
-use zerocast_social::auth::Keys;
 use zerocast_social::kafka::KafkaBus;
 use zerocast_social::model::UserId;
 use zerocast_social::server::Backends;
 use zerocast_social::store::embedded::EmbeddedStore;
-use zerocast_social::{SocialConfig, SocialServer};
 
-const SECRET: &[u8] = b"test-secret-0123456789";
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Instance {
-    addr: std::net::SocketAddr,
-    keys: Keys,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
+use common::Api;
 
 async fn instance(
     dir: &std::path::Path,
@@ -47,141 +29,16 @@ async fn instance(
     node: u16,
     brokers: &str,
     topic: &str,
-) -> Instance {
-    let mut cfg = SocialConfig::new(dir.to_path_buf(), SECRET.to_vec());
+) -> Api {
+    let mut cfg = common::test_config(dir);
     cfg.node = node;
-    cfg.rate_per_sec = 1000.0;
-    cfg.rate_burst = 1000.0;
     let group = format!("zerocast-{node}-{}", Uuid::new_v4());
     let bus = KafkaBus::connect(brokers, topic, &group)
         .await
         .expect("kafka bus");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let mut backends = Backends::embedded(store);
     backends.bus = Arc::new(bus);
-    let server = SocialServer::new(cfg, backends);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(listener, async {
-        let _ = rx.await;
-    }));
-    Instance {
-        addr,
-        keys: Keys::new(SECRET),
-        _stop: tx,
-    }
-}
-
-impl Instance {
-    fn token(&self, u: UserId) -> String {
-        self.keys.issue(u, zerocast_social::now_ms() / 1000, 3600)
-    }
-
-    /// One request on a fresh connection; status and JSON body.
-    async fn call(&self, method: &str, path: &str, user: UserId, body: &str) -> (u16, Value) {
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.token(user),
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-            .await
-            .unwrap()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out);
-        let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(rest)
-        } else {
-            rest.to_owned()
-        };
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-    }
-
-    async fn ws(&self, u: UserId) -> Socket {
-        let url = format!(
-            "ws://{}/api/v1/ws?access_token={}",
-            self.addr,
-            self.token(u)
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("ws connect");
-        Socket(ws)
-    }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
-}
-
-struct Socket(tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>);
-
-impl Socket {
-    async fn send(&mut self, v: Value) {
-        self.0.send(Ws::Text(v.to_string().into())).await.unwrap();
-    }
-
-    /// The next JSON frame of type `kind` (others skipped), within `secs`.
-    async fn expect_within(&mut self, kind: &str, secs: u64) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let m = tokio::time::timeout_at(deadline, self.0.next())
-                .await
-                .unwrap_or_else(|_| panic!("no {kind} frame within {secs} s"))
-                .expect("socket open")
-                .expect("frame");
-            if let Ws::Text(t) = m {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if v["type"] == kind {
-                    return v;
-                }
-            }
-        }
-    }
-
-    async fn expect(&mut self, kind: &str) -> Value {
-        self.expect_within(kind, 10).await
-    }
-
-    /// The next `message` frame whose content is `content` (others skipped).
-    async fn expect_message(&mut self, content: &str) -> Value {
-        loop {
-            let m = self.expect("message").await;
-            if m["message"]["content"] == content {
-                return m;
-            }
-        }
-    }
-
-    /// `message` frames for message `id` arriving within `window`.
-    async fn count_message(&mut self, id: &str, window: Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + window;
-        let mut n = 0;
-        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, self.0.next()).await {
-            if let Ws::Text(t) = m {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                n += usize::from(v["type"] == "message" && v["message"]["id"] == id);
-            }
-        }
-        n
-    }
+    common::start_with(cfg, backends).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,14 +60,14 @@ async fn two_instances_sharing_a_store_and_a_topic_deliver_across_instances() {
     };
 
     let dir = std::env::temp_dir().join(format!("zerocast-kafka-two-{}", Uuid::new_v4()));
-    let _cleanup = TempDir(dir.clone());
+    let _cleanup = common::TempDir(dir.clone());
     let store = EmbeddedStore::open(&dir.join("messages"), 1).unwrap();
     let one = instance(&dir, store.clone(), 1, &brokers, &topic).await;
     let two = instance(&dir, store.with_node(2), 2, &brokers, &topic).await;
 
     let (a, b) = (UserId(Uuid::new_v4()), UserId(Uuid::new_v4()));
-    let mut wa = one.ws(a).await;
-    let mut wb = two.ws(b).await;
+    let mut wa = one.ws(a, None).await;
+    let mut wb = two.ws(b, None).await;
 
     // A on instance 1 sends; A gets the ack, B gets the message on instance 2.
     let t = Instant::now();
@@ -228,11 +85,11 @@ async fn two_instances_sharing_a_store_and_a_topic_deliver_across_instances() {
     // B reads on instance 2 (REST); the receipt reaches A on instance 1.
     let t = Instant::now();
     let (s, _) = two
-        .call(
+        .call_as(
             "POST",
             &format!("/api/v1/conversations/{a}/read"),
             b,
-            &json!({"up_to": id}).to_string(),
+            Some(json!({"up_to": id})),
         )
         .await;
     assert_eq!(s, 200);
@@ -243,11 +100,11 @@ async fn two_instances_sharing_a_store_and_a_topic_deliver_across_instances() {
 
     // B replies over REST on instance 2; A gets it on instance 1. Typing crosses too.
     let (s, sent) = two
-        .call(
+        .call_as(
             "POST",
             "/api/v1/messages",
             b,
-            &json!({"to": a, "content": "hello from two"}).to_string(),
+            Some(json!({"to": a, "content": "hello from two"})),
         )
         .await;
     assert!(s == 200 || s == 201, "{s} {sent}");

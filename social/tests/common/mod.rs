@@ -23,7 +23,7 @@ pub const SECRET: &[u8] = b"test-secret-0123456789";
 pub struct Api {
     pub addr: std::net::SocketAddr,
     pub keys: Keys,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -43,16 +43,30 @@ impl Drop for Api {
     }
 }
 
-pub async fn start(tune: impl FnOnce(&mut SocialConfig)) -> Api {
-    let dir = std::env::temp_dir().join(format!("zerocast-social-test-{}", Uuid::new_v4()));
-    let mut cfg = SocialConfig::new(dir.clone(), SECRET.to_vec());
+/// A config for tests: rate limits out of the way.
+pub fn test_config(dir: &std::path::Path) -> SocialConfig {
+    let mut cfg = SocialConfig::new(dir.to_path_buf(), SECRET.to_vec());
     cfg.rate_per_sec = 1000.0;
     cfg.rate_burst = 1000.0;
+    cfg
+}
+
+/// A server on the embedded defaults in a fresh temp dir (removed with the `Api`).
+pub async fn start(tune: impl FnOnce(&mut SocialConfig)) -> Api {
+    let dir = std::env::temp_dir().join(format!("zerocast-social-test-{}", Uuid::new_v4()));
+    let mut cfg = test_config(&dir);
     tune(&mut cfg);
     let store = EmbeddedStore::open(&dir.join("messages"), cfg.node).unwrap();
+    let mut api = start_with(cfg, Backends::embedded(store)).await;
+    api._dir = Some(TempDir(dir));
+    api
+}
+
+/// A server over the given backends on a loopback port.
+pub async fn start_with(cfg: SocialConfig, backends: Backends) -> Api {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = SocialServer::new(cfg, Backends::embedded(store));
+    let server = SocialServer::new(cfg, backends);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run(listener, async {
         let _ = rx.await;
@@ -60,7 +74,7 @@ pub async fn start(tune: impl FnOnce(&mut SocialConfig)) -> Api {
     Api {
         addr,
         keys: Keys::new(SECRET),
-        _dir: TempDir(dir),
+        _dir: None,
         stop: Some(tx),
     }
 }
@@ -170,13 +184,18 @@ impl Socket {
         self.0.send(Ws::Text(v.to_string().into())).await.unwrap();
     }
 
-    /// The next JSON text frame of type `kind` (others skipped), within 5 s.
+    /// The next JSON text frame of type `kind` (others skipped), within 10 s.
     pub async fn expect(&mut self, kind: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        self.expect_within(kind, 10).await
+    }
+
+    /// The next JSON text frame of type `kind` (others skipped), within `secs`.
+    pub async fn expect_within(&mut self, kind: &str, secs: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
             let m = tokio::time::timeout_at(deadline, self.0.next())
                 .await
-                .unwrap_or_else(|_| panic!("no {kind} frame within 5 s"))
+                .unwrap_or_else(|_| panic!("no {kind} frame within {secs} s"))
                 .expect("socket open")
                 .expect("frame");
             if let Ws::Text(t) = m {
@@ -186,6 +205,29 @@ impl Socket {
                 }
             }
         }
+    }
+
+    /// The next `message` frame whose content is `content` (others skipped).
+    pub async fn expect_message(&mut self, content: &str) -> Value {
+        loop {
+            let m = self.expect("message").await;
+            if m["message"]["content"] == content {
+                return m;
+            }
+        }
+    }
+
+    /// `message` frames for message `id` arriving within `window`.
+    pub async fn count_message(&mut self, id: &str, window: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut n = 0;
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, self.0.next()).await {
+            if let Ws::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                n += usize::from(v["type"] == "message" && v["message"]["id"] == id);
+            }
+        }
+        n
     }
 
     /// The close code the server sends, within `secs`.
