@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 use zerocast_social::auth::Keys;
-use zerocast_social::model::UserId;
+use zerocast_social::id::UserId;
 
 use crate::procfs::{self, Pid};
 use crate::stats::Stats;

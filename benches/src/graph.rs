@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 use zerocast_social::auth::Keys;
-use zerocast_social::model::UserId;
+use zerocast_social::id::UserId;
 
 use crate::client::{ClientError, Response};
 use crate::procfs::{self, CpuTime, Pid};

@@ -80,9 +80,33 @@ pub struct Config {
     /// ScyllaDB contact points for messages (embedded store when unset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scylla_uri: Option<String>,
+    /// ScyllaDB keyspace replication on creation: `3`, or `dc1:3,dc2:3` (default RF 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scylla_replication: Option<String>,
+    /// ScyllaDB consistency: quorum, local_quorum, each_quorum or all (default quorum).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scylla_consistency: Option<String>,
     /// Redis URL for the follower cache (in-process cache when unset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// Neo4j server for the follow graph, `bolt://host:7687` (embedded graph when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neo4j_uri: Option<String>,
+    /// Neo4j user (default `neo4j`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neo4j_user: Option<String>,
+    /// Neo4j password (default empty, for a server without auth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neo4j_password: Option<String>,
+    /// Neo4j database (default: the server's default database).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neo4j_database: Option<String>,
+    /// Deadline of one Neo4j operation, milliseconds (default 2000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neo4j_timeout_ms: Option<u64>,
+    /// Neo4j connection pool size, 1-1024 (default 16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neo4j_max_connections: Option<u64>,
 }
 
 impl Default for Config {
@@ -106,7 +130,15 @@ impl Default for Config {
             kafka_brokers: None,
             kafka_topic: "zerocast.social.events".into(),
             scylla_uri: None,
+            scylla_replication: None,
+            scylla_consistency: None,
             redis_url: None,
+            neo4j_uri: None,
+            neo4j_user: None,
+            neo4j_password: None,
+            neo4j_database: None,
+            neo4j_timeout_ms: None,
+            neo4j_max_connections: None,
         }
     }
 }
@@ -180,6 +212,18 @@ pub struct Overrides {
     /// Node id of this instance, 0-1023 [default: 0].
     #[arg(long, value_name = "N")]
     pub node_id: Option<u16>,
+    /// Kafka bootstrap servers for the social event bus [default: in-process bus].
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub kafka_brokers: Option<String>,
+    /// ScyllaDB contact points for messages [default: embedded store].
+    #[arg(long, value_name = "URI")]
+    pub scylla_uri: Option<String>,
+    /// Neo4j server for the follow graph [default: embedded graph].
+    #[arg(long, value_name = "URI")]
+    pub neo4j_uri: Option<String>,
+    /// Redis URL for the follower cache [default: in-process cache].
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
 }
 
 impl Config {
@@ -249,18 +293,32 @@ impl Config {
         if let Some(v) = get("ZEROCAST_JWT_SECRET") {
             self.jwt_secret = Some(v);
         }
-        if let Some(v) = get("ZEROCAST_KAFKA_BROKERS") {
-            self.kafka_brokers = Some(v).filter(|v| !v.trim().is_empty());
-        }
         if let Some(v) = get("ZEROCAST_KAFKA_TOPIC") {
             self.kafka_topic = v;
         }
-        if let Some(v) = get("ZEROCAST_SCYLLA_URI") {
-            self.scylla_uri = Some(v).filter(|v| !v.trim().is_empty());
+        // Optional settings: an empty variable unsets the key.
+        macro_rules! opt {
+            ($name:literal, $field:expr) => {
+                if let Some(v) = get($name) {
+                    $field = if v.trim().is_empty() {
+                        None
+                    } else {
+                        Some(parse($name, &v)?)
+                    };
+                }
+            };
         }
-        if let Some(v) = get("ZEROCAST_REDIS_URL") {
-            self.redis_url = Some(v).filter(|v| !v.trim().is_empty());
-        }
+        opt!("ZEROCAST_KAFKA_BROKERS", self.kafka_brokers);
+        opt!("ZEROCAST_SCYLLA_URI", self.scylla_uri);
+        opt!("ZEROCAST_SCYLLA_REPLICATION", self.scylla_replication);
+        opt!("ZEROCAST_SCYLLA_CONSISTENCY", self.scylla_consistency);
+        opt!("ZEROCAST_REDIS_URL", self.redis_url);
+        opt!("ZEROCAST_NEO4J_URI", self.neo4j_uri);
+        opt!("ZEROCAST_NEO4J_USER", self.neo4j_user);
+        opt!("ZEROCAST_NEO4J_PASSWORD", self.neo4j_password);
+        opt!("ZEROCAST_NEO4J_DATABASE", self.neo4j_database);
+        opt!("ZEROCAST_NEO4J_TIMEOUT_MS", self.neo4j_timeout_ms);
+        opt!("ZEROCAST_NEO4J_MAX_CONNECTIONS", self.neo4j_max_connections);
         Ok(())
     }
 
@@ -294,6 +352,19 @@ impl Config {
         }
         if let Some(v) = f.node_id {
             self.node_id = v;
+        }
+        let set = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        if f.kafka_brokers.is_some() {
+            self.kafka_brokers = set(&f.kafka_brokers);
+        }
+        if f.scylla_uri.is_some() {
+            self.scylla_uri = set(&f.scylla_uri);
+        }
+        if f.neo4j_uri.is_some() {
+            self.neo4j_uri = set(&f.neo4j_uri);
+        }
+        if f.redis_url.is_some() {
+            self.redis_url = set(&f.redis_url);
         }
     }
 
@@ -357,20 +428,89 @@ impl Config {
                     },
                 )?,
             };
+        Ok(self.social_config_with_secret(secret))
+    }
+
+    /// The social API's settings with this token secret.
+    pub fn social_config_with_secret(&self, secret: Vec<u8>) -> zerocast_social::SocialConfig {
         let mut c = zerocast_social::SocialConfig::new(self.data_dir.clone(), secret);
         c.api = self.api;
         c.node = self.node_id;
         c.kafka_brokers = self.kafka_brokers.clone();
         c.kafka_topic = self.kafka_topic.clone();
         c.scylla_uri = self.scylla_uri.clone();
+        c.scylla_replication = self.scylla_replication.clone();
+        c.scylla_consistency = self.scylla_consistency.clone();
         c.redis_url = self.redis_url.clone();
-        Ok(c)
+        c.neo4j_uri = self.neo4j_uri.clone();
+        c.neo4j_user = self.neo4j_user.clone();
+        c.neo4j_password = self.neo4j_password.clone();
+        c.neo4j_database = self.neo4j_database.clone();
+        c.neo4j_timeout_ms = self.neo4j_timeout_ms;
+        c.neo4j_max_connections = self.neo4j_max_connections;
+        c
     }
 
-    /// The effective configuration as TOML, for `zerocast config`.
+    /// The effective configuration as TOML, for `zerocast config`, with secrets redacted: the
+    /// token secret, the Neo4j password and any password inside a backend URI.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut shown = self.clone();
+        let hide = |v: &mut Option<String>| {
+            if v.is_some() {
+                *v = Some(REDACTED.to_owned());
+            }
+        };
+        hide(&mut shown.jwt_secret);
+        hide(&mut shown.neo4j_password);
+        for uri in [
+            &mut shown.kafka_brokers,
+            &mut shown.scylla_uri,
+            &mut shown.redis_url,
+            &mut shown.neo4j_uri,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *uri = redact_uri(uri);
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// What `zerocast config` prints instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// `scheme://user:password@host...` with the password replaced by [`REDACTED`] (in each of a
+/// comma-separated list); anything without userinfo is returned as it is.
+fn redact_uri(uri: &str) -> String {
+    uri.split(',')
+        .map(|one| {
+            let (scheme, rest) = match one.split_once("://") {
+                Some((s, r)) => (Some(s), r),
+                None => (None, one),
+            };
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let redacted = match rest[..authority_end].rfind('@') {
+                Some(at) => {
+                    let userinfo = &rest[..at];
+                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                    let hidden = if userinfo.contains(':') || scheme.is_none() {
+                        format!("{user}:{REDACTED}")
+                    } else {
+                        // `redis://secret@host`: Redis reads a lone userinfo as the password.
+                        REDACTED.to_owned()
+                    };
+                    format!("{hidden}{}", &rest[at..])
+                }
+                None => rest.to_owned(),
+            };
+            match scheme {
+                Some(s) => format!("{s}://{redacted}"),
+                None => redacted,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -401,6 +541,66 @@ mod tests {
             .is_err());
         c.part_target = 10;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn backend_keys_from_file_env_and_flags() {
+        let mut c: Config = toml::from_str(
+            "neo4j-uri = \"bolt://graph:7687\"\nneo4j-user = \"app\"\nneo4j-timeout-ms = 500\n\
+             scylla-uri = \"scylla1:9042\"\nscylla-consistency = \"local_quorum\"\n",
+        )
+        .unwrap();
+        c.apply_env(|k| match k {
+            "ZEROCAST_NEO4J_PASSWORD" => Some("hunter2".into()),
+            "ZEROCAST_NEO4J_MAX_CONNECTIONS" => Some("32".into()),
+            "ZEROCAST_SCYLLA_URI" => Some(String::new()),
+            _ => None,
+        })
+        .unwrap();
+        c.apply_flags(&Overrides {
+            redis_url: Some("redis://cache:6379/".into()),
+            ..Overrides::default()
+        });
+        assert!(c
+            .clone()
+            .apply_env(|k| (k == "ZEROCAST_NEO4J_TIMEOUT_MS").then(|| "soon".into()))
+            .is_err());
+        let s = c.social_config_with_secret(b"0123456789abcdef".to_vec());
+        assert_eq!(s.neo4j_uri.as_deref(), Some("bolt://graph:7687"));
+        assert_eq!(s.neo4j_user.as_deref(), Some("app"));
+        assert_eq!(s.neo4j_password.as_deref(), Some("hunter2"));
+        assert_eq!(s.neo4j_timeout_ms, Some(500));
+        assert_eq!(s.neo4j_max_connections, Some(32));
+        assert_eq!(s.scylla_uri, None, "an empty variable unsets the key");
+        assert_eq!(s.scylla_consistency.as_deref(), Some("local_quorum"));
+        assert_eq!(s.redis_url.as_deref(), Some("redis://cache:6379/"));
+    }
+
+    #[test]
+    fn printed_config_hides_secrets() {
+        let c = Config {
+            jwt_secret: Some("a-very-secret-token-key".into()),
+            neo4j_password: Some("hunter2".into()),
+            redis_url: Some("redis://:pa55@cache:6379/0".into()),
+            scylla_uri: Some("scylla://app:pw@db1:9042,db2:9042".into()),
+            kafka_brokers: Some("k1:9092,k2:9092".into()),
+            ..Config::default()
+        };
+        let text = c.to_toml();
+        for secret in ["a-very-secret-token-key", "hunter2", "pa55", "pw@"] {
+            assert!(!text.contains(secret), "{secret} shown in:\n{text}");
+        }
+        assert!(text.contains("redis://:<redacted>@cache:6379/0"), "{text}");
+        assert!(
+            text.contains("scylla://app:<redacted>@db1:9042,db2:9042"),
+            "{text}"
+        );
+        assert!(text.contains("k1:9092,k2:9092"), "{text}");
+        assert_eq!(
+            redact_uri("redis://secret@host/"),
+            "redis://<redacted>@host/"
+        );
+        assert_eq!(redact_uri("bolt://graph:7687"), "bolt://graph:7687");
     }
 
     #[test]

@@ -26,11 +26,16 @@ enum Command {
         /// The user id (a UUID).
         #[arg(long)]
         user: uuid::Uuid,
-        /// Lifetime: 30s, 90m, 24h, 7d [default: 24h].
+        /// Lifetime: 30s, 90m, 24h, 7d.
         #[arg(long, default_value = "24h")]
         ttl: String,
-        #[command(flatten)]
-        flags: Overrides,
+        /// Config file (default: ./zerocast.toml when it exists); its `jwt-secret` signs.
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+        /// Data directory whose `jwt-secret` signs when no secret is configured
+        /// [default: ./zerocast-data].
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -44,10 +49,21 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let (Command::Serve(flags)
-    | Command::Config(flags)
-    | Command::Social(flags)
-    | Command::Token { flags, .. }) = &cli.command;
+    let token_flags;
+    let flags = match &cli.command {
+        Command::Serve(f) | Command::Config(f) | Command::Social(f) => f,
+        Command::Token {
+            config, data_dir, ..
+        } => {
+            // Only what decides the signing secret.
+            token_flags = Overrides {
+                config: config.clone(),
+                data_dir: data_dir.clone(),
+                ..Overrides::default()
+            };
+            &token_flags
+        }
+    };
     let config = match Config::load(flags) {
         Ok(c) => c,
         Err(e) => {
@@ -80,7 +96,7 @@ fn main() -> ExitCode {
             };
             let keys = zerocast_social::auth::Keys::new(&social.jwt_secret);
             let token = keys.issue(
-                zerocast_social::model::UserId(user),
+                zerocast_social::id::UserId(user),
                 zerocast_social::now_ms() / 1000,
                 ttl,
             );

@@ -101,7 +101,7 @@ pub fn start_social(config: &Config) -> Result<SocialHandle, ServeError> {
                 }
             };
             rt.block_on(async move {
-                let backends = match zerocast_social::server::open_backends(&cfg).await {
+                let backends = match zerocast_social::backends::open_backends(&cfg).await {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("opening the social backends: {e}")));

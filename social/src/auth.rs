@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::model::UserId;
+use crate::id::UserId;
 
 /// Allowed clock skew, seconds.
 const LEEWAY: u64 = 30;

@@ -40,8 +40,26 @@ pub struct SocialConfig {
     /// ScyllaDB contact points (`host:port,...` or `scylla://...`); the embedded store when
     /// `None`.
     pub scylla_uri: Option<String>,
+    /// ScyllaDB keyspace replication when it is created (`3`, or `dc1:3,dc2:3` for
+    /// NetworkTopologyStrategy); SimpleStrategy RF 1 when `None`.
+    pub scylla_replication: Option<String>,
+    /// ScyllaDB consistency (`quorum`, `local_quorum`, `each_quorum`, `all`); quorum when
+    /// `None`.
+    pub scylla_consistency: Option<String>,
     /// Redis URL for the follower cache; an in-process cache when `None`.
     pub redis_url: Option<String>,
+    /// Neo4j server for the follow graph (`bolt://host:7687`); the embedded graph when `None`.
+    pub neo4j_uri: Option<String>,
+    /// Neo4j user (`neo4j` when `None`).
+    pub neo4j_user: Option<String>,
+    /// Neo4j password (empty when `None`).
+    pub neo4j_password: Option<String>,
+    /// Neo4j database (the server's default when `None`).
+    pub neo4j_database: Option<String>,
+    /// Deadline of one Neo4j operation, ms (2000 when `None`).
+    pub neo4j_timeout_ms: Option<u64>,
+    /// Neo4j connection pool size (16 when `None`).
+    pub neo4j_max_connections: Option<u64>,
 }
 
 impl SocialConfig {
@@ -64,7 +82,15 @@ impl SocialConfig {
             kafka_brokers: None,
             kafka_topic: "zerocast.social.events".into(),
             scylla_uri: None,
+            scylla_replication: None,
+            scylla_consistency: None,
             redis_url: None,
+            neo4j_uri: None,
+            neo4j_user: None,
+            neo4j_password: None,
+            neo4j_database: None,
+            neo4j_timeout_ms: None,
+            neo4j_max_connections: None,
         }
     }
 }

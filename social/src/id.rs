@@ -1,4 +1,5 @@
-//! Time-ordered 64-bit message ids (Snowflake layout).
+//! Identities: users ([`UserId`], the `sub` of their token) and time-ordered 64-bit message
+//! ids ([`MessageId`], Snowflake layout).
 //!
 //! ```text
 //!  63      22 21      12 11        0
@@ -12,6 +13,18 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+/// A user, as the `sub` of their token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub Uuid);
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// 2024-01-01T00:00:00Z in Unix milliseconds.
 pub const EPOCH_MS: u64 = 1_704_067_200_000;

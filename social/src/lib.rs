@@ -1,42 +1,53 @@
-//! # zerocast-social: direct messages and live-stream chat
+//! # zerocast-social: direct messages, live-stream chat, and the follow graph
 //!
 //! The social plane of zerocast, on tokio and axum. It uses no media crate.
 //!
 //! ```text
-//! client ─REST/WebSocket─► server (axum) ─► MessageStore::append (durable, + outbox record)
-//!                                                  │
-//!                              outbox relay ◄──────┘ (in order, acked after publish)
-//!                                   │
-//!                                   ▼
-//!                              EventBus (in-process, or Kafka keyed by conversation)
-//!                                   │ every instance consumes
-//!                                   ▼
-//!                          hub: push to each connected device of the users concerned
+//! client ─REST/WebSocket─► api ─► messaging::Messaging::send ─► MessageStore::append
+//!                                                          (durable, + outbox record)
+//!                                                                      │
+//!                               events::relay ◄────────────────────────┘ (in order, acked
+//!                                      │                                  after publish)
+//!                                      ▼
+//!                               EventBus (in-process, or Kafka keyed by conversation)
+//!                                      │ every instance consumes
+//!                                      ▼
+//!                          realtime::fanout: push to each connected socket concerned
 //! ```
 //!
+//! Organised by feature; the API depends on the domain, never the reverse:
+//!
+//! | module | owns | may call |
+//! | --- | --- | --- |
+//! | [`api`] | routes, errors, extractors, WebSocket protocol, `/metrics` | every feature below |
+//! | [`messaging`] | direct messages, read markers, unread counts, their stores | [`limits`] |
+//! | [`chat`] | live-chat rooms: history, owner, slow mode, bans | [`limits`], [`events`] |
+//! | [`graph`] | profiles, follows, recommendations, the follower cache | — |
+//! | [`events`] | the bus between instances, the outbox relay | [`messaging`] (model, outbox) |
+//! | [`realtime`] | this instance's sockets and the fan-out to them | [`events`], [`chat`] |
+//! | [`backends`] | opening the configured engine of each role | the stores, caches and buses |
+//!
 //! Every role has an embedded default so `zerocast serve` needs nothing installed: an LSM store
-//! (fjall) with group-committed fsync, and an in-process event bus. Identity is a bearer JWT
-//! (HS256) whose `sub` is the user id.
+//! (fjall) with group-committed fsync, an in-process event bus and an in-process follower
+//! cache. The scale-out engines are cargo features, all on by default: `scylla` (messages),
+//! `kafka` (events; builds librdkafka from C), `neo4j` (graph), `redis` (follower cache). The
+//! `testing` feature compiles the conformance suites each backend must pass (tests only).
+//! Identity is a bearer JWT (HS256) whose `sub` is the user id.
 
+pub mod api;
 pub mod auth;
-pub mod bus;
-pub mod cache;
+pub mod backends;
 pub mod chat;
 pub mod config;
+pub mod events;
 pub mod graph;
-mod graph_api;
-pub mod hub;
 pub mod id;
-pub mod kafka;
-pub mod model;
-pub mod openapi;
-pub mod ratelimit;
-pub mod server;
-pub mod store;
-mod ws;
+pub mod limits;
+pub mod messaging;
+pub mod realtime;
 
+pub use api::{serve, SocialServer};
 pub use config::SocialConfig;
-pub use server::{serve, SocialServer};
 
 /// Wall-clock now, Unix milliseconds.
 pub fn now_ms() -> u64 {

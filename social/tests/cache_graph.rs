@@ -3,6 +3,7 @@
 //! one load per key, first-page caching of large lists, and Redis killed / paused mid-run.
 //!
 //! Every Redis test starts its own `redis-server` on a free port (no persistence), killed on drop.
+#![cfg(feature = "redis")]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,15 +16,15 @@ use async_trait::async_trait;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use uuid::Uuid;
-use zerocast_social::cache::{
+use zerocast_social::graph::cache::{
     CacheStats, CachedGraph, FollowerCache, KeyKind, MokaCache, MokaConfig, RedisCache, RedisConfig,
 };
+use zerocast_social::graph::store::conformance;
 use zerocast_social::graph::{
-    conformance, Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits,
-    Recommendation,
+    Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits, Recommendation,
 };
-use zerocast_social::model::UserId;
-use zerocast_social::store::embedded::EmbeddedStore;
+use zerocast_social::id::UserId;
+use zerocast_social::messaging::store::embedded::EmbeddedStore;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures

@@ -10,12 +10,12 @@ use async_trait::async_trait;
 use futures_util::stream::{self, StreamExt};
 use tempfile::TempDir;
 use uuid::Uuid;
+use zerocast_social::graph::store::conformance;
 use zerocast_social::graph::{
-    conformance, Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits,
-    Recommendation,
+    Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits, Recommendation,
 };
-use zerocast_social::model::UserId;
-use zerocast_social::store::embedded::EmbeddedStore;
+use zerocast_social::id::UserId;
+use zerocast_social::messaging::store::embedded::EmbeddedStore;
 
 /// A temp dir on the target disk (not tmpfs), so fsyncs cost what they cost.
 fn tmp() -> TempDir {

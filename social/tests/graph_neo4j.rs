@@ -5,13 +5,14 @@
 //! fresh random user ids, so a shared database is fine (it leaves its test users behind).
 //! Without the variable it prints one line and passes: this machine has no Neo4j. The other
 //! tests here need no server.
+#![cfg(feature = "neo4j")]
 #![allow(clippy::print_stdout)] // tests report what they did
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zerocast_social::graph::conformance;
-use zerocast_social::graph::neo4j::{Neo4jGraph, Neo4jOptions, Neo4jSettings, URI_ENV};
+use zerocast_social::graph::store::conformance;
+use zerocast_social::graph::store::neo4j::{Neo4jGraph, Neo4jOptions, Neo4jSettings, URI_ENV};
 use zerocast_social::graph::GraphError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The outage test needs to stop brokers, so it always runs on a mock cluster.
-
+#![cfg(feature = "kafka")]
 #![allow(clippy::print_stdout)]
 
 use std::collections::HashMap;
@@ -19,11 +19,12 @@ use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use tokio::sync::broadcast;
 use uuid::Uuid;
-use zerocast_social::bus::{BusMessage, EventBus};
 use zerocast_social::chat::ChatMessage;
+use zerocast_social::events::bus::{BusMessage, EventBus};
+use zerocast_social::events::kafka::{KafkaBus, KafkaOptions};
 use zerocast_social::id::MessageId;
-use zerocast_social::kafka::{KafkaBus, KafkaOptions};
-use zerocast_social::model::{ConversationId, Event, Message, UserId};
+use zerocast_social::id::UserId;
+use zerocast_social::messaging::model::{ConversationId, Event, Message};
 
 /// Where the brokers are; keeps the mock cluster (if any) alive.
 struct Kafka {

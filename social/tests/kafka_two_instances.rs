@@ -4,7 +4,7 @@
 //! two `SocialServer`s on their own loopback ports, each with its own `KafkaBus` on
 //! librdkafka's mock cluster (or `ZEROCAST_KAFKA_BROKERS`, see `tests/kafka_bus.rs`). Users
 //! connect by WebSocket to different instances.
-
+#![cfg(feature = "kafka")]
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -16,10 +16,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use serde_json::json;
 use uuid::Uuid;
-use zerocast_social::kafka::KafkaBus;
-use zerocast_social::model::UserId;
-use zerocast_social::server::Backends;
-use zerocast_social::store::embedded::EmbeddedStore;
+use zerocast_social::backends::Backends;
+use zerocast_social::events::kafka::KafkaBus;
+use zerocast_social::id::UserId;
+use zerocast_social::messaging::store::embedded::EmbeddedStore;
 
 use common::Api;
 

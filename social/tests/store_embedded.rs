@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use uuid::Uuid;
+use zerocast_social::id::UserId;
 use zerocast_social::id::{IdGenerator, MessageId};
-use zerocast_social::model::{ConversationId, Event, NewMessage, Page, UserId};
-use zerocast_social::store::embedded::EmbeddedStore;
-use zerocast_social::store::{conformance, Appended, MessageStore, Outbox};
+use zerocast_social::messaging::model::{ConversationId, Event, NewMessage, Page};
+use zerocast_social::messaging::store::embedded::EmbeddedStore;
+use zerocast_social::messaging::store::{conformance, Appended, MessageStore, Outbox};
 
 /// The kill -9 child runs when this names its store directory.
 const CHILD_ENV: &str = "ZEROCAST_STORE_CHILD";

@@ -4,10 +4,11 @@
 //! `scylla://[user:pass@]host:port`); it uses a fresh keyspace `zerocast_test_<random>` (any
 //! keyspace in the URI is ignored) and drops it afterwards. Without the variable it prints one
 //! line and passes: this machine has no ScyllaDB.
+#![cfg(feature = "scylla")]
 #![allow(clippy::print_stdout)] // tests report what they did
 
-use zerocast_social::store::conformance;
-use zerocast_social::store::scylla::{ScyllaOptions, ScyllaStore, ScyllaUri};
+use zerocast_social::messaging::store::conformance;
+use zerocast_social::messaging::store::scylla::{ScyllaOptions, ScyllaStore, ScyllaUri};
 
 const URI_ENV: &str = "ZEROCAST_SCYLLA_URI";
 /// Outbox nodes no running server should use.
@@ -71,7 +72,10 @@ async fn unreachable_server_is_a_backend_error() {
         .await
         .expect_err("no server");
     assert!(
-        matches!(err, zerocast_social::store::StoreError::Backend(_)),
+        matches!(
+            err,
+            zerocast_social::messaging::store::StoreError::Backend(_)
+        ),
         "{err:?}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(30));

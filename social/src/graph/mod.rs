@@ -1,17 +1,22 @@
 //! The follow graph: profiles, follow edges, and the queries built on them.
 //!
-//! One trait, [`GraphStore`], with an embedded default (keyspaces in the same fjall database as
-//! messages: forward, backward, counts) and Neo4j at scale. Every backend passes the same
-//! conformance suite ([`conformance`]). Reads go through a [`crate::cache`] in the server.
+//! One trait, [`GraphStore`], with its backends in [`store`]: an embedded default (keyspaces in
+//! the same fjall database as messages: forward, backward, counts) and Neo4j at scale (feature
+//! `neo4j`). Every backend passes the same conformance suite (`store::conformance`, feature
+//! `testing`). Reads go through the follower cache ([`cache`]: in-process moka, or Redis with
+//! feature `redis`), and [`service`] holds the rules the API applies before writing.
+//!
+//! Owns: profiles, follow edges, counts, recommendations. Calls nothing else in the crate but
+//! [`crate::id`] (and the embedded message store's database, which it shares).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::model::UserId;
+use crate::id::UserId;
 
-pub mod conformance;
-pub mod embedded;
-pub mod neo4j;
+pub mod cache;
+pub mod service;
+pub mod store;
 
 /// A user's public profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,7 +130,7 @@ impl Default for RecommendLimits {
 
 /// The follow graph's storage.
 ///
-/// Contract, checked by [`conformance`]:
+/// Contract, checked by the conformance suite (`store::conformance`, feature `testing`):
 /// - `follow`/`unfollow` are idempotent (the bool says whether anything changed) and atomic
 ///   with the counts, also under concurrent duplicates; following yourself is `SelfFollow`.
 /// - `followers`/`following` are newest first, paged by [`Cursor`] (exclusive), every edge once.
@@ -187,4 +192,10 @@ pub trait GraphStore: Send + Sync + 'static {
     ) -> Result<Vec<Recommendation>, GraphError>;
     /// The most followed accounts.
     async fn popular(&self, limit: usize) -> Result<Vec<Recommendation>, GraphError>;
+}
+
+impl std::fmt::Debug for dyn GraphStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GraphStore")
+    }
 }

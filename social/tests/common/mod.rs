@@ -13,9 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message as Ws;
 use uuid::Uuid;
 use zerocast_social::auth::Keys;
-use zerocast_social::model::UserId;
-use zerocast_social::server::Backends;
-use zerocast_social::store::embedded::EmbeddedStore;
+use zerocast_social::backends::Backends;
+use zerocast_social::id::UserId;
+use zerocast_social::messaging::store::embedded::EmbeddedStore;
 use zerocast_social::{SocialConfig, SocialServer};
 
 pub const SECRET: &[u8] = b"test-secret-0123456789";

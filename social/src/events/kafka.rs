@@ -20,7 +20,7 @@
 //! # Delivery guarantees
 //!
 //! - **At least once, from the outbox.** Durable events reach the bus only through the outbox
-//!   relay ([`crate::bus::run_relay`]). [`EventBus::publish`] returns `Ok` only once every event
+//!   relay ([`crate::events::relay::run_relay`]). [`EventBus::publish`] returns `Ok` only once every event
 //!   of the batch is acknowledged by all in-sync replicas (`acks=all`, idempotent producer);
 //!   otherwise `Err`, the outbox keeps the batch and the relay sends all of it again. Events of
 //!   a batch that got through the first time are then on the topic **twice**: consumers must be
@@ -65,8 +65,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use crate::bus::{BusError, BusMessage, EventBus};
-use crate::model::{ConversationId, Event};
+use super::bus::{BusError, BusMessage, EventBus};
+use crate::messaging::model::{ConversationId, Event};
 
 /// How to reach the topic, and the few knobs worth turning.
 #[derive(Debug, Clone)]

@@ -1,16 +1,20 @@
 //! Message storage behind one trait, with an embedded default and a scale-out backend.
 //!
-//! Every backend passes the same conformance suite ([`conformance`]).
+//! Every backend passes the same conformance suite (`conformance`, compiled with the `testing`
+//! feature for the tests only). ScyllaDB is behind the `scylla` feature.
 
 use async_trait::async_trait;
 
 use crate::id::MessageId;
-use crate::model::{
-    ConversationId, ConversationSummary, Message, NewMessage, Page, Unread, UserId,
+use crate::id::UserId;
+use crate::messaging::model::{
+    ConversationId, ConversationSummary, Message, NewMessage, Page, Unread,
 };
 
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod embedded;
+#[cfg(feature = "scylla")]
 pub mod scylla;
 
 /// Why a store operation failed.
@@ -48,7 +52,7 @@ impl Appended {
 
 /// Durable message storage.
 ///
-/// Contract, checked by [`conformance`]:
+/// Contract, checked by the conformance suite (`conformance`, feature `testing`):
 /// - `append` returns only once the message (and its outbox event, for stores that keep the
 ///   outbox) is durable: it survives `kill -9` of the process. It is idempotent by
 ///   `(from, client_id)`.
@@ -101,7 +105,7 @@ pub trait MessageStore: Send + Sync + 'static {
     ) -> Result<Vec<Message>, StoreError>;
 }
 
-/// Durable outbox records: every change a store makes writes its [`crate::model::Event`] in the
+/// Durable outbox records: every change a store makes writes its [`crate::messaging::model::Event`] in the
 /// same atomic write, into the outbox of the node (server instance) that made it. That node
 /// relays them to the event bus in order and acknowledges them, so a bus outage delays events
 /// but loses none.
@@ -113,7 +117,7 @@ pub trait Outbox: Send + Sync + 'static {
         node: u16,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, crate::model::Event)>, StoreError>;
+    ) -> Result<Vec<(u64, crate::messaging::model::Event)>, StoreError>;
     /// Forgets `node`'s records up to and including `up_to`.
     async fn outbox_ack(&self, node: u16, up_to: u64) -> Result<(), StoreError>;
 }
@@ -122,3 +126,9 @@ pub trait Outbox: Send + Sync + 'static {
 pub trait Store: MessageStore + Outbox {}
 
 impl<T: MessageStore + Outbox> Store for T {}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits};
-use crate::model::UserId;
+use crate::graph::{Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits};
+use crate::id::UserId;
 
 fn user() -> UserId {
     UserId(Uuid::new_v4())

@@ -16,7 +16,7 @@
 //! | `outbox`   | node (2) \| seq (8)                | [`Event`] JSON                  |
 //! | `meta`     | `b"outbox_acked"` \| node (2)      | highest acknowledged seq (8)    |
 //!
-//! The follow graph ([`crate::graph::embedded`]) keeps its keyspaces (`fwd`, `bwd`, `edges`,
+//! The follow graph ([`crate::graph::store::embedded`]) keeps its keyspaces (`fwd`, `bwd`, `edges`,
 //! `gcounts`, `profiles`, `popular`) in the same database, and its follow/unfollow/profile
 //! writes go through the same writer thread and group commit; see that module for its layout.
 //!
@@ -89,8 +89,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Appended, MessageStore, Outbox, StoreError};
 use crate::id::MessageId;
-use crate::model::{
-    ConversationId, ConversationSummary, Event, Message, NewMessage, Page, Unread, UnreadIn, UserId,
+use crate::id::UserId;
+use crate::messaging::model::{
+    ConversationId, ConversationSummary, Event, Message, NewMessage, Page, Unread, UnreadIn,
 };
 
 /// `unread` scans at most this many messages after the read marker in each conversation.

@@ -98,10 +98,10 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{
+use crate::graph::{
     Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits, Recommendation,
 };
-use crate::model::UserId;
+use crate::id::UserId;
 
 /// The Bolt port used when the URI names none.
 pub const DEFAULT_PORT: u16 = 7687;

@@ -3,8 +3,8 @@
 //! Instantiate it per backend from a test:
 //!
 //! ```no_run
-//! # async fn t(store: zerocast_social::store::embedded::EmbeddedStore) {
-//! zerocast_social::store::conformance::run(&store, 1).await;
+//! # async fn t(store: zerocast_social::messaging::store::embedded::EmbeddedStore) {
+//! zerocast_social::messaging::store::conformance::run(&store, 1).await;
 //! # }
 //! ```
 //!
@@ -21,8 +21,9 @@ use futures_util::future::join_all;
 use uuid::Uuid;
 
 use super::{Appended, MessageStore, Outbox, StoreError};
+use crate::id::UserId;
 use crate::id::{IdGenerator, MessageId};
-use crate::model::{ConversationId, Event, Message, NewMessage, Page, UserId};
+use crate::messaging::model::{ConversationId, Event, Message, NewMessage, Page};
 
 /// Runs every check of the suite against `store`, whose changes go to `node`'s outbox.
 pub async fn run<S: MessageStore + Outbox>(store: &S, node: u16) {

@@ -113,9 +113,10 @@ use scylla::value::{CqlValue, Row};
 use uuid::Uuid;
 
 use super::{Appended, MessageStore, Outbox, StoreError};
+use crate::id::UserId;
 use crate::id::{IdGenerator, MessageId};
-use crate::model::{
-    ConversationId, ConversationSummary, Event, Message, NewMessage, Page, Unread, UnreadIn, UserId,
+use crate::messaging::model::{
+    ConversationId, ConversationSummary, Event, Message, NewMessage, Page, Unread, UnreadIn,
 };
 
 /// Width of a `messages` / `inbox` time bucket: 10 days.
@@ -370,14 +371,19 @@ impl Default for ScyllaOptions {
 }
 
 impl ScyllaOptions {
-    /// Defaults, then `ZEROCAST_SCYLLA_REPLICATION` (`3` or `dc1:3,dc2:3`) and
-    /// `ZEROCAST_SCYLLA_CONSISTENCY` (`quorum` or `local_quorum`) when set.
+    /// Defaults, then the process environment; see [`from_lookup`](Self::from_lookup).
     pub fn from_env() -> Result<Self, StoreError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Defaults, then `ZEROCAST_SCYLLA_REPLICATION` (`3` or `dc1:3,dc2:3`) and
+    /// `ZEROCAST_SCYLLA_CONSISTENCY` (`quorum` or `local_quorum`) read through `get`, when set.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, StoreError> {
         let mut o = Self::default();
-        if let Ok(r) = std::env::var("ZEROCAST_SCYLLA_REPLICATION") {
+        if let Some(r) = get("ZEROCAST_SCYLLA_REPLICATION") {
             o.replication = Replication::parse(&r)?;
         }
-        if let Ok(c) = std::env::var("ZEROCAST_SCYLLA_CONSISTENCY") {
+        if let Some(c) = get("ZEROCAST_SCYLLA_CONSISTENCY") {
             o = o.with_consistency(&c)?;
         }
         Ok(o)

@@ -19,12 +19,14 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::bus::BusMessage;
-use crate::hub::{Conn, ConnRx, Frame};
-use crate::id::MessageId;
-use crate::model::UserId;
-use crate::server::{bearer, post_chat, send_message, ApiError, AppState};
-use crate::store::Appended;
+use super::error::ApiError;
+use super::extract::bearer;
+use super::state::AppState;
+use crate::auth::AuthError;
+use crate::events::bus::BusMessage;
+use crate::id::{MessageId, UserId};
+use crate::messaging::store::Appended;
+use crate::realtime::{Conn, ConnRx, Frame};
 
 /// Close codes (also in docs/social.md).
 pub(crate) mod close {
@@ -73,7 +75,7 @@ pub(crate) async fn upgrade(
     let user = match token.map(|t| st.keys.verify(&t, crate::now_ms() / 1000)) {
         Some(Ok(u)) => u,
         Some(Err(e)) => return ApiError::from(e).into_response(),
-        None => return ApiError::from(crate::auth::AuthError::Missing).into_response(),
+        None => return ApiError::from(AuthError::Missing).into_response(),
     };
     let max = st.config.max_frame_bytes;
     // Per-socket buffers sized to the frame limit, not tungstenite's 128 KiB default (which
@@ -88,7 +90,7 @@ pub(crate) async fn upgrade(
 }
 
 async fn run(socket: WebSocket, st: Arc<AppState>, user: UserId, since: Option<MessageId>) {
-    let (conn, rx) = st.hub.register(user, st.config.outbound_queue);
+    let (conn, rx) = st.conns.register(user, st.config.outbound_queue);
     let rooms = Arc::new(Mutex::new(HashSet::new()));
     let (sink, stream) = socket.split();
     let last_seen = Arc::new(std::sync::Mutex::new(Instant::now()));
@@ -117,7 +119,7 @@ async fn run(socket: WebSocket, st: Arc<AppState>, user: UserId, since: Option<M
         _ = &mut writer => {}
     }
     let rooms = rooms.lock().await.clone();
-    st.hub.unregister(&conn, &rooms);
+    st.conns.unregister(&conn, &rooms);
 }
 
 async fn write_loop(
@@ -137,7 +139,7 @@ async fn write_loop(
     let mut replayed = since.unwrap_or_default();
     if let Some(mut after) = since {
         loop {
-            let page = match st.store.since(user, after, REPLAY_PAGE).await {
+            let page = match st.messaging.store().since(user, after, REPLAY_PAGE).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!("replay for {user}: {e}");
@@ -180,7 +182,7 @@ async fn write_loop(
             }
             _ = q.kick.notified() => {
                 if q.slow.load(Ordering::Relaxed) {
-                    st.hub.slow_closes.fetch_add(1, Ordering::Relaxed);
+                    st.conns.slow_closes.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(%user, "websocket closed: outbound queue full (slow consumer)");
                     sink.close_slow().await;
                     return;
@@ -344,7 +346,8 @@ fn reply(conn: &Conn, v: serde_json::Value) {
     conn.send(&Frame::new(&v));
 }
 
-fn error_frame(e: &ApiError, client_id: Option<&str>) -> serde_json::Value {
+fn error_frame(e: impl Into<ApiError>, client_id: Option<&str>) -> serde_json::Value {
+    let e = e.into();
     json!({"type": "error", "code": e.code(), "message": e.message(), "client_id": client_id})
 }
 
@@ -357,7 +360,7 @@ async fn handle(st: &AppState, conn: &Conn, rooms: &Mutex<HashSet<String>>, fram
             client_id,
         } => {
             let cid = client_id.clone();
-            match send_message(st, me, UserId(to), content, client_id).await {
+            match st.messaging.send(me, UserId(to), content, client_id).await {
                 Ok(a) => {
                     let m = a.message();
                     reply(
@@ -371,16 +374,16 @@ async fn handle(st: &AppState, conn: &Conn, rooms: &Mutex<HashSet<String>>, fram
                         }),
                     );
                 }
-                Err(e) => reply(conn, error_frame(&e, cid.as_deref())),
+                Err(e) => reply(conn, error_frame(e, cid.as_deref())),
             }
         }
         ClientFrame::Read { peer, up_to } => {
-            match crate::server::do_mark_read(st, me, UserId(peer), up_to).await {
+            match st.messaging.mark_read(me, UserId(peer), up_to).await {
                 Ok(marker) => reply(
                     conn,
                     json!({"type": "read_ack", "peer": peer, "up_to": marker}),
                 ),
-                Err(e) => reply(conn, error_frame(&e, None)),
+                Err(e) => reply(conn, error_frame(e, None)),
             }
         }
         ClientFrame::Typing { to } => {
@@ -395,20 +398,20 @@ async fn handle(st: &AppState, conn: &Conn, rooms: &Mutex<HashSet<String>>, fram
                     .await;
             });
         }
-        ClientFrame::Subscribe { room } => match st.rooms.history(&room) {
+        ClientFrame::Subscribe { room } => match st.chat.rooms().history(&room) {
             Ok(history) => {
-                st.hub.join(&room, conn);
+                st.conns.join(&room, conn);
                 rooms.lock().await.insert(room.clone());
-                let settings = st.rooms.settings(&room).unwrap_or_default();
+                let settings = st.chat.rooms().settings(&room).unwrap_or_default();
                 reply(
                     conn,
                     json!({"type": "subscribed", "room": room, "history": history, "settings": settings}),
                 );
             }
-            Err(e) => reply(conn, error_frame(&ApiError::from(e), None)),
+            Err(e) => reply(conn, error_frame(e, None)),
         },
         ClientFrame::Unsubscribe { room } => {
-            st.hub.leave(&room, conn);
+            st.conns.leave(&room, conn);
             rooms.lock().await.remove(&room);
             reply(conn, json!({"type": "unsubscribed", "room": room}));
         }
@@ -416,12 +419,12 @@ async fn handle(st: &AppState, conn: &Conn, rooms: &Mutex<HashSet<String>>, fram
             room,
             content,
             client_id,
-        } => match post_chat(st, me, &room, content).await {
+        } => match st.chat.post(me, &room, content, crate::now_ms()).await {
             Ok(m) => reply(
                 conn,
                 json!({"type": "chat_ack", "client_id": client_id, "id": m.id, "room": room}),
             ),
-            Err(e) => reply(conn, error_frame(&e, client_id.as_deref())),
+            Err(e) => reply(conn, error_frame(e, client_id.as_deref())),
         },
         ClientFrame::Ping => reply(conn, json!({"type": "pong"})),
     }

@@ -39,11 +39,19 @@ use tokio::task::JoinHandle;
 
 use super::flight::{lock, SingleFlight};
 use super::{
-    error_text, jittered, weigh, CacheError, CacheKey, CacheStats, CacheValue, Counters,
-    FollowerCache, LoadFuture, Loaded, Source, Stamp, Stamped, Stamps, DEFAULT_TTL,
-    DEFAULT_TTL_JITTER,
+    error_text, jittered, weigh, CacheKey, CacheStats, CacheValue, Counters, FollowerCache,
+    LoadFuture, Loaded, Source, Stamp, Stamped, Stamps, DEFAULT_TTL, DEFAULT_TTL_JITTER,
 };
 use crate::graph::GraphError;
+
+/// Why a Redis cache could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The Redis URL does not parse (the URL itself is not repeated: it may hold a password).
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(#[source] ::redis::RedisError),
+}
 
 /// Settings of a [`RedisCache`].
 #[derive(Debug, Clone)]

@@ -1,22 +1,12 @@
-//! The values the social plane stores and sends.
+//! The values of direct messaging: conversations, messages, read state, and the events the
+//! outbox keeps and the event bus carries.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::id::MessageId;
-
-/// A user, as the `sub` of their token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct UserId(pub Uuid);
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+use crate::id::{MessageId, UserId};
 
 /// A one-to-one conversation: the two participants, smaller id first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

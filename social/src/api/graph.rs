@@ -5,41 +5,22 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::graph::{Cursor, Edge, GraphError, Profile, RecommendLimits};
-use crate::model::UserId;
-use crate::server::{ApiError, AppState, Auth, Body};
+use super::error::ApiError;
+use super::extract::{self, user_id, Auth, Body};
+use super::state::AppState;
+use crate::graph::{service, Cursor, Edge, GraphError, RecommendLimits};
+use crate::id::UserId;
 
 /// Most edges or users one request returns.
 const MAX_LIMIT: usize = 100;
 
-impl From<GraphError> for ApiError {
-    fn from(e: GraphError) -> Self {
-        match e {
-            GraphError::SelfFollow => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "self_follow",
-                "cannot follow yourself",
-            ),
-            other => {
-                tracing::error!("graph: {other}");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "graph",
-                    "graph storage unavailable",
-                )
-            }
-        }
-    }
-}
-
 /// The graph routes (merged into the API router).
-pub(crate) fn routes() -> Router<Arc<AppState>> {
+pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/users/me/profile", put(put_profile))
         .route(
@@ -59,16 +40,6 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/recommendations", get(recommendations))
 }
 
-fn user_id(s: &str) -> Result<UserId, ApiError> {
-    uuid::Uuid::parse_str(s).map(UserId).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_user",
-            format!("{s:?} is not a user id"),
-        )
-    })
-}
-
 #[derive(Debug, Deserialize)]
 struct ProfileBody {
     display_name: String,
@@ -83,33 +54,7 @@ async fn put_profile(
     Auth(me): Auth,
     Body(b): Body<ProfileBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let bad = |code, msg: &str| ApiError::new(StatusCode::BAD_REQUEST, code, msg);
-    let name = b.display_name.trim();
-    if name.is_empty() || name.chars().count() > 64 {
-        return Err(bad(
-            "invalid_display_name",
-            "display_name must be 1 to 64 characters",
-        ));
-    }
-    if let Some(url) = &b.avatar_url {
-        if url.len() > 512 || !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(bad(
-                "invalid_avatar_url",
-                "avatar_url must be an http(s) URL of at most 512 bytes",
-            ));
-        }
-    }
-    let bio = b.bio.unwrap_or_default();
-    if bio.len() > 512 {
-        return Err(bad("invalid_bio", "bio must be at most 512 bytes"));
-    }
-    let p = Profile {
-        id: me,
-        display_name: name.to_owned(),
-        avatar_url: b.avatar_url,
-        bio,
-        updated_at: crate::now_ms(),
-    };
+    let p = service::profile(me, &b.display_name, b.avatar_url, b.bio, crate::now_ms())?;
     st.graph.put_profile(p.clone()).await?;
     Ok(Json(json!({ "profile": p })))
 }
@@ -122,11 +67,7 @@ async fn user(
     let id = user_id(&id)?;
     let profile = st.graph.profiles(&[id]).await?.pop().flatten();
     let Some(profile) = profile else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such user",
-        ));
+        return Err(ApiError::not_found("no such user"));
     };
     let counts = st.graph.counts(id).await?;
     Ok(Json(json!({ "profile": profile, "counts": counts })))
@@ -175,24 +116,12 @@ struct PageQuery {
 }
 
 fn page(q: Result<Query<PageQuery>, QueryRejection>) -> Result<(Option<Cursor>, usize), ApiError> {
-    let Query(q) =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_limit",
-            "limit must be 1 to 100",
-        ));
-    }
+    let q = extract::query(q)?;
+    let limit = extract::limit(q.limit, 50, MAX_LIMIT)?;
     let cursor = match q.cursor.as_deref() {
         None | Some("") => None,
         Some(c) => Some(Cursor::decode(c).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_cursor",
-                "cursor is not one this API returned",
-            )
+            ApiError::bad("invalid_cursor", "cursor is not one this API returned")
         })?),
     };
     Ok((cursor, limit))
@@ -264,17 +193,7 @@ struct LimitQuery {
 }
 
 fn limit(q: Result<Query<LimitQuery>, QueryRejection>) -> Result<usize, ApiError> {
-    let Query(q) =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_limit",
-            "limit must be 1 to 100",
-        ));
-    }
-    Ok(limit)
+    extract::limit(extract::query(q)?.limit, 20, MAX_LIMIT)
 }
 
 async fn common_following(

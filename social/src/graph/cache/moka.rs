@@ -142,7 +142,7 @@ impl FollowerCache for MokaCache {
 mod tests {
     use super::*;
     use crate::graph::Counts;
-    use crate::model::UserId;
+    use crate::id::UserId;
 
     fn counts(n: u64) -> LoadFuture {
         Box::pin(async move {

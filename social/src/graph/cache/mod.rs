@@ -1,6 +1,7 @@
 //! The follower cache: [`CachedGraph`] wraps any [`GraphStore`] and serves its hot reads from a
 //! [`FollowerCache`], either in-process ([`MokaCache`], the default) or Redis shared by every
-//! instance ([`RedisCache`], when `ZEROCAST_REDIS_URL` is set; see [`open`]).
+//! instance (`redis::RedisCache`, feature `redis`, when `redis-url` is configured; see
+//! [`crate::backends`]).
 //!
 //! ```text
 //! reads:  CachedGraph ─► FollowerCache ─hit──────────────────────────────► caller
@@ -95,17 +96,16 @@ use serde::{Deserialize, Serialize};
 use crate::graph::{
     Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits, Recommendation,
 };
-use crate::model::UserId;
+use crate::id::UserId;
 
 mod flight;
 pub mod moka;
+#[cfg(feature = "redis")]
 pub mod redis;
 
 pub use self::moka::{MokaCache, MokaConfig};
-pub use self::redis::{RedisCache, RedisConfig};
-
-/// The environment variable that selects the Redis cache.
-pub const REDIS_URL_ENV: &str = "ZEROCAST_REDIS_URL";
+#[cfg(feature = "redis")]
+pub use self::redis::{CacheError, RedisCache, RedisConfig};
 
 /// Default number of edges cached per list (the first page).
 pub const DEFAULT_PAGE_SIZE: usize = 1000;
@@ -462,33 +462,6 @@ impl CacheStats {
     }
 }
 
-/// Why a cache could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CacheError {
-    /// The Redis URL does not parse (the URL itself is not repeated: it may hold a password).
-    #[error("invalid Redis URL: {0}")]
-    InvalidUrl(#[source] ::redis::RedisError),
-}
-
-/// The cache the server should use: [`RedisCache`] when `redis_url` is `Some` (non-empty),
-/// otherwise an in-process [`MokaCache`]. An unreachable Redis is not an error: the cache starts
-/// in outage mode (store only) and recovers when Redis answers.
-pub async fn open(redis_url: Option<&str>) -> Result<Arc<dyn FollowerCache>, CacheError> {
-    match redis_url.filter(|u| !u.is_empty()) {
-        Some(url) => Ok(Arc::new(
-            RedisCache::connect(url, RedisConfig::default()).await?,
-        )),
-        None => Ok(Arc::new(MokaCache::new(MokaConfig::default()))),
-    }
-}
-
-/// [`open`] with the URL from `ZEROCAST_REDIS_URL`.
-pub async fn from_env() -> Result<Arc<dyn FollowerCache>, CacheError> {
-    let url = std::env::var(REDIS_URL_ENV).ok();
-    open(url.as_deref()).await
-}
-
 /// A [`GraphStore`] whose hot reads go through a [`FollowerCache`].
 ///
 /// Cached: `followers`/`following` with no cursor and `limit ≤ page size`, `counts`, and
@@ -816,6 +789,8 @@ impl Stamps {
         self.stripe(key).fetch_add(1, Ordering::SeqCst);
     }
 
+    // Only a shared cache (Redis) needs to invalidate everything at once.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn bump_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
@@ -840,6 +815,7 @@ struct Stamped {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     /// The shared cache (Redis).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Cache,
     /// The store.
     Store,

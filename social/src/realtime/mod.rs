@@ -1,4 +1,8 @@
-//! Connected WebSockets of this instance, by user and by chat room.
+//! Realtime delivery: the WebSockets connected to this instance, by user and by chat room
+//! ([`Connections`]), and the fan-out of what arrives on the event bus to them ([`fanout`]).
+//!
+//! Owns: the connection registry and each connection's bounded outbound queue. Calls: the
+//! event bus's message type and the chat service (fan-out only); never the API.
 //!
 //! Each connection has a bounded outbound queue. Delivery never waits: a frame that does not
 //! fit marks the connection as too slow, and its socket task closes it with close code 4001;
@@ -10,7 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Notify};
 
-use crate::model::UserId;
+use crate::id::{MessageId, UserId};
+
+pub mod fanout;
 
 /// A text frame, serialised once and shared by every recipient.
 #[derive(Debug, Clone)]
@@ -18,7 +24,7 @@ pub struct Frame {
     /// The JSON text.
     pub text: Arc<str>,
     /// For a new-message frame, the message id (lets a recovering socket skip what it replayed).
-    pub created: Option<crate::id::MessageId>,
+    pub created: Option<MessageId>,
 }
 
 impl Frame {
@@ -31,7 +37,7 @@ impl Frame {
     }
 }
 
-/// The hub's side of one connection.
+/// The registry's side of one connection.
 #[derive(Debug, Clone)]
 pub struct Conn {
     /// Process-unique id.
@@ -74,7 +80,7 @@ pub struct ConnRx {
 
 /// Connections by user and room.
 #[derive(Debug, Default)]
-pub struct Hub {
+pub struct Connections {
     next: AtomicU64,
     users: Mutex<HashMap<UserId, HashMap<u64, Conn>>>,
     rooms: Mutex<HashMap<String, HashMap<u64, Conn>>>,
@@ -82,8 +88,8 @@ pub struct Hub {
     pub slow_closes: AtomicU64,
 }
 
-impl Hub {
-    /// An empty hub.
+impl Connections {
+    /// No connections.
     pub fn new() -> Self {
         Self::default()
     }
@@ -186,13 +192,13 @@ mod tests {
 
     #[test]
     fn a_full_queue_marks_the_connection_slow() {
-        let hub = Hub::new();
+        let conns = Connections::new();
         let u = UserId(uuid::Uuid::new_v4());
-        let (_c, rx) = hub.register(u, 2);
+        let (_c, rx) = conns.register(u, 2);
         let f = Frame::new(&serde_json::json!({"type": "x"}));
-        assert_eq!(hub.to_user(u, &f), 1);
-        assert_eq!(hub.to_user(u, &f), 1);
-        assert_eq!(hub.to_user(u, &f), 0);
+        assert_eq!(conns.to_user(u, &f), 1);
+        assert_eq!(conns.to_user(u, &f), 1);
+        assert_eq!(conns.to_user(u, &f), 0);
         assert!(rx.slow.load(Ordering::Relaxed));
     }
 }

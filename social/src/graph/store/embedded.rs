@@ -22,7 +22,7 @@
 //! # Writes: atomicity and durability
 //!
 //! `follow`, `unfollow` and `put_profile` run on the store's single writer thread (see
-//! [`crate::store::embedded`]). A follow checks `edges` and, if the edge is new, commits ONE
+//! [`crate::messaging::store::embedded`]). A follow checks `edges` and, if the edge is new, commits ONE
 //! batch holding the `fwd`, `bwd` and `edges` entries, both `gcounts` records, and the target's
 //! `popular` entry moved from its old count to its new one; unfollow removes the same entries in
 //! one batch. Because the writer thread serialises every write, the check-and-write is atomic:
@@ -64,12 +64,12 @@ use std::ops::Bound;
 use async_trait::async_trait;
 use fjall::Keyspace;
 
-use super::{
+use crate::graph::{
     Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits, Recommendation,
 };
-use crate::model::UserId;
-use crate::store::embedded::{EmbeddedStore, Spaces, Writer};
-use crate::store::StoreError;
+use crate::id::UserId;
+use crate::messaging::store::embedded::{EmbeddedStore, Spaces, Writer};
+use crate::messaging::store::StoreError;
 
 /// Every list query returns at most this many entries (larger limits are clamped).
 pub const MAX_PAGE: usize = 10_000;

@@ -1,4 +1,4 @@
-//! Live-stream chat rooms: one per stream name, kept in memory.
+//! Live-stream chat rooms: one per stream name, kept in this instance's memory.
 //!
 //! A room keeps its last messages (sent on join), its owner (the first user to claim it), slow
 //! mode (one message per N seconds per user) and bans/timeouts set by the owner.
@@ -8,8 +8,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::MessageId;
-use crate::model::UserId;
+use crate::id::{MessageId, UserId};
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +41,13 @@ pub enum ChatError {
     /// Room names are stream names: 1-128 of `[A-Za-z0-9_.-]`.
     #[error("invalid room name")]
     BadName,
+    /// Slow mode is at most [`MAX_SLOW_MODE_SECS`].
+    #[error("slow mode is at most {MAX_SLOW_MODE_SECS} seconds")]
+    BadSlowMode,
 }
+
+/// The longest slow mode an owner may set.
+pub const MAX_SLOW_MODE_SECS: u64 = 3600;
 
 /// Room settings, as the API shows them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -161,6 +166,9 @@ impl Rooms {
         by: UserId,
         secs: u64,
     ) -> Result<RoomSettings, ChatError> {
+        if secs > MAX_SLOW_MODE_SECS {
+            return Err(ChatError::BadSlowMode);
+        }
         self.with(room, |r| {
             if r.settings.owner != Some(by) {
                 return Err(ChatError::NotOwner);
@@ -230,6 +238,10 @@ mod tests {
             Err(ChatError::Banned(_))
         ));
         assert!(rooms.admit("demo", viewer, 20_000).is_ok());
+        assert_eq!(
+            rooms.set_slow_mode("demo", owner, MAX_SLOW_MODE_SECS + 1),
+            Err(ChatError::BadSlowMode)
+        );
         for i in 0..5 {
             rooms.record(&ChatMessage {
                 id: MessageId(i),

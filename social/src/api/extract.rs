@@ -1,0 +1,106 @@
+//! Extractors and parsers shared by the handlers: the authenticated caller ([`Auth`]), JSON
+//! bodies and queries whose rejections are [`ApiError`]s, and ids in paths.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::state::AppState;
+use crate::auth::AuthError;
+use crate::id::{MessageId, UserId};
+
+/// The authenticated caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Auth(pub UserId);
+
+/// The bearer token of a request, from `Authorization: Bearer` or the `access_token` query
+/// parameter (browsers cannot set headers on WebSocket requests).
+pub fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(t) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+        {
+            return Some(t.trim().to_owned());
+        }
+    }
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("access_token=").map(str::to_owned))
+}
+
+impl FromRequestParts<Arc<AppState>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers, parts.uri.query()).ok_or(AuthError::Missing)?;
+        Ok(Auth(st.keys.verify(&token, crate::now_ms() / 1000)?))
+    }
+}
+
+/// `Json<T>` whose rejections are API errors with JSON bodies.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(JsonRejection::JsonDataError(e)) => {
+                Err(ApiError::bad("invalid_body", e.body_text()))
+            }
+            Err(JsonRejection::JsonSyntaxError(e)) => {
+                Err(ApiError::bad("invalid_json", e.body_text()))
+            }
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content_type",
+                "expected Content-Type: application/json",
+            )),
+            Err(e) => Err(ApiError::new(e.status(), "invalid_body", e.body_text())),
+        }
+    }
+}
+
+/// A query string, or a 400 `invalid_query` saying what is wrong with it.
+pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad("invalid_query", e.body_text()))
+}
+
+/// A path or body field that is a user id.
+pub fn user_id(s: &str) -> Result<UserId, ApiError> {
+    Uuid::parse_str(s)
+        .map(UserId)
+        .map_err(|_| ApiError::bad("invalid_user", format!("{s:?} is not a user id")))
+}
+
+/// A path field that is a message id.
+pub fn message_id(s: &str) -> Result<MessageId, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::bad("invalid_id", format!("{s:?} is not a message id")))
+}
+
+/// `limit` within `1..=max`, `default` when absent.
+pub fn limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::bad(
+            "invalid_limit",
+            format!("limit must be 1 to {max}"),
+        ));
+    }
+    Ok(limit)
+}

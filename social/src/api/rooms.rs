@@ -1,0 +1,115 @@
+//! Live-chat room routes: settings, history, posting, and the owner's moderation (claim, slow
+//! mode, bans and timeouts).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::extract::{user_id, Auth, Body};
+use super::state::AppState;
+
+/// The room routes (merged into the API router).
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/rooms/{room}", get(room_settings))
+        .route(
+            "/api/v1/rooms/{room}/messages",
+            get(room_history).post(room_post),
+        )
+        .route("/api/v1/rooms/{room}/claim", post(room_claim))
+        .route("/api/v1/rooms/{room}/slow-mode", put(room_slow_mode))
+        .route("/api/v1/rooms/{room}/bans", post(room_ban))
+        .route("/api/v1/rooms/{room}/bans/{user}", delete(room_unban))
+}
+
+async fn room_settings(
+    State(st): State<Arc<AppState>>,
+    Auth(_): Auth,
+    Path(room): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let settings = st.chat.rooms().settings(&room)?;
+    Ok(Json(json!({ "room": room, "settings": settings })))
+}
+
+async fn room_history(
+    State(st): State<Arc<AppState>>,
+    Auth(_): Auth,
+    Path(room): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let messages = st.chat.rooms().history(&room)?;
+    Ok(Json(json!({ "room": room, "messages": messages })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatBody {
+    content: String,
+}
+
+async fn room_post(
+    State(st): State<Arc<AppState>>,
+    Auth(me): Auth,
+    Path(room): Path<String>,
+    Body(b): Body<ChatBody>,
+) -> Result<Response, ApiError> {
+    let m = st.chat.post(me, &room, b.content, crate::now_ms()).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "message": m }))).into_response())
+}
+
+async fn room_claim(
+    State(st): State<Arc<AppState>>,
+    Auth(me): Auth,
+    Path(room): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let settings = st.chat.rooms().claim(&room, me)?;
+    Ok(Json(json!({ "room": room, "settings": settings })))
+}
+
+#[derive(Debug, Deserialize)]
+struct SlowBody {
+    seconds: u64,
+}
+
+async fn room_slow_mode(
+    State(st): State<Arc<AppState>>,
+    Auth(me): Auth,
+    Path(room): Path<String>,
+    Body(b): Body<SlowBody>,
+) -> Result<Json<Value>, ApiError> {
+    let settings = st.chat.rooms().set_slow_mode(&room, me, b.seconds)?;
+    Ok(Json(json!({ "room": room, "settings": settings })))
+}
+
+#[derive(Debug, Deserialize)]
+struct BanBody {
+    user: String,
+    /// A timeout of this many seconds; absent for a ban.
+    #[serde(default)]
+    seconds: Option<u64>,
+}
+
+async fn room_ban(
+    State(st): State<Arc<AppState>>,
+    Auth(me): Auth,
+    Path(room): Path<String>,
+    Body(b): Body<BanBody>,
+) -> Result<StatusCode, ApiError> {
+    let user = user_id(&b.user)?;
+    st.chat.ban(&room, me, user, b.seconds, crate::now_ms())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn room_unban(
+    State(st): State<Arc<AppState>>,
+    Auth(me): Auth,
+    Path((room, user)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    st.chat.rooms().unban(&room, me, user_id(&user)?)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,39 @@
+//! [`AppState`]: what every handler and socket of one instance shares.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::auth::Keys;
+use crate::chat::service::Chat;
+use crate::config::SocialConfig;
+use crate::events::bus::EventBus;
+use crate::graph::cache::FollowerCache;
+use crate::graph::GraphStore;
+use crate::messaging::service::Messaging;
+use crate::realtime::Connections;
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct AppState {
+    /// Settings.
+    pub config: SocialConfig,
+    /// Token keys.
+    pub keys: Keys,
+    /// Direct messages.
+    pub messaging: Messaging,
+    /// Live chat.
+    pub chat: Chat,
+    /// The follow graph (behind its cache).
+    pub graph: Arc<dyn GraphStore>,
+    /// The follower cache in front of `graph` (for its counters).
+    pub cache: Arc<dyn FollowerCache>,
+    /// Events between instances (typing notices go straight to it).
+    pub bus: Arc<dyn EventBus>,
+    /// This instance's sockets.
+    pub conns: Connections,
+    /// Wakes the outbox relay (the messaging service fires it after each change).
+    pub relay_wake: Arc<Notify>,
+    /// Stops background tasks and sockets.
+    pub stop: Arc<Notify>,
+}
