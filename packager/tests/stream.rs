@@ -320,3 +320,137 @@ fn video_configuration_change_starts_a_new_init_at_the_next_keyframe() {
     assert_eq!(p.dropped_frames(), 1);
     assert_eq!(seen.samples + 1, fed);
 }
+
+#[test]
+fn audio_only_stream() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut seen = Seen::default();
+    let (_, a) = tracks();
+    p.handle_track(a.clone());
+    drain(&mut p, &mut seen);
+    // 6 s of 48 kHz AAC (1024 samples = 21.333 ms a frame).
+    let frames = 6 * 48_000 / 1024;
+    for n in 0..frames {
+        let ts = Timestamp::new(n * 1024, Timescale::new(48_000).unwrap());
+        p.handle_frame(
+            Frame {
+                track: TrackId::AUDIO,
+                dts: ts,
+                pts: ts,
+                keyframe: true,
+                data: Bytes::from_static(&[0x21; 10]),
+            },
+            T0 + ts.as_millis(),
+        );
+        drain(&mut p, &mut seen);
+    }
+    // The packager waits one second for a video track before starting without one.
+    let waited = p.dropped_frames();
+    assert_eq!(
+        waited, 47,
+        "frames in the first 1000 ms: 0, 21.3, ..., 981.3 ms"
+    );
+    assert_eq!(seen.init_versions, [1]);
+    assert_eq!(p.tracks(), &[a]);
+
+    p.handle_end();
+    drain(&mut p, &mut seen);
+    assert_eq!(
+        seen.samples as i64 + waited as i64,
+        frames,
+        "every frame once"
+    );
+    let text = render(&p);
+    let parsed = check::parse(&text).unwrap();
+    assert_eq!(check::violations(&parsed), Vec::<String>::new(), "{text}");
+    // Every audio frame is a sync sample: every part is independent; chunks of 4 frames.
+    let parts: Vec<_> = parsed.segments.iter().flat_map(|s| &s.parts).collect();
+    assert!(!parts.is_empty());
+    assert!(parts.iter().all(|p| p.independent), "{text}");
+    // Segments close once they reach 90% of the 2 s target, on a chunk boundary.
+    for seg in &parsed.segments[..parsed.segments.len() - 1] {
+        let d = seg.duration.unwrap();
+        assert!(
+            (1.8..1.8 + 4.0 * 1024.0 / 48_000.0).contains(&d),
+            "{d}\n{text}"
+        );
+    }
+    let total: f64 = parsed.segments.iter().filter_map(|s| s.duration).sum();
+    let want = (frames - waited as i64) as f64 * 1024.0 / 48_000.0;
+    assert!(
+        (total - want).abs() < 1e-3,
+        "{total} s listed, {want} s fed"
+    );
+}
+
+#[test]
+fn audio_only_configuration_change_starts_a_new_init_at_once() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut seen = Seen::default();
+    let scale = Timescale::new(48_000).unwrap();
+    let (_, a) = tracks();
+    p.handle_track(a);
+    let frame = |n: i64| Frame {
+        track: TrackId::AUDIO,
+        dts: Timestamp::new(n * 1024, scale),
+        pts: Timestamp::new(n * 1024, scale),
+        keyframe: true,
+        data: Bytes::from_static(&[0x21; 10]),
+    };
+    for n in 0..100 {
+        p.handle_frame(frame(n), T0);
+    }
+    drain(&mut p, &mut seen);
+    assert_eq!(seen.init_versions, [1]);
+    // Mono now (AudioSpecificConfig 0x11 0x88: AAC-LC, 48 kHz, one channel).
+    let mono = Track::Audio {
+        id: TrackId::AUDIO,
+        timescale: scale,
+        codec: AudioCodec::Aac(AacConfig::parse(Bytes::from_static(&[0x11, 0x88])).unwrap()),
+    };
+    p.handle_track(mono.clone());
+    p.handle_frame(frame(100), T0);
+    drain(&mut p, &mut seen);
+    // No keyframe to wait for: the very next frame starts init 2.
+    assert_eq!(seen.init_versions, [1, 2]);
+    assert_eq!(p.tracks(), &[mono]);
+}
+
+#[test]
+fn frames_after_the_end_are_ignored() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut seen = Seen::default();
+    feed(&mut p, &mut seen, 0, 1, 30);
+    p.handle_end();
+    drain(&mut p, &mut seen);
+    let ended = render(&p);
+    let version = p.playlist().version();
+    feed(&mut p, &mut seen, 1000, 1, 30);
+    p.handle_discontinuity();
+    p.handle_end();
+    assert!(p.poll_event().is_none());
+    assert_eq!(render(&p), ended);
+    assert_eq!(p.playlist().version(), version);
+}
+
+#[test]
+fn audio_configuration_change_waits_for_the_next_video_keyframe() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut seen = Seen::default();
+    let mut fed = feed(&mut p, &mut seen, 0, 2, 30);
+    let (v, _) = tracks();
+    let mono = Track::Audio {
+        id: TrackId::AUDIO,
+        timescale: Timescale::new(48_000).unwrap(),
+        codec: AudioCodec::Aac(AacConfig::parse(Bytes::from_static(&[0x11, 0x88])).unwrap()),
+    };
+    // From 2 s on the audio is mono. The audio frame at 2000 ms arrives before the video
+    // keyframe at 2000 ms: it has no init segment to go in and is dropped.
+    fed += feed_tracks(&mut p, &mut seen, (v.clone(), mono.clone()), 2000, 2, 30);
+    assert_eq!(seen.init_versions, [1, 2]);
+    assert_eq!(p.tracks(), &[v, mono]);
+    p.handle_end();
+    drain(&mut p, &mut seen);
+    assert_eq!(p.dropped_frames(), 2);
+    assert_eq!(seen.samples + 2, fed);
+}
