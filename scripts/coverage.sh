@@ -11,7 +11,9 @@
 #
 # Each crate is measured by its own tests only (its unit tests and its tests/*.rs; doctests need
 # nightly under tarpaulin and are not run), and only the lines of its own src/ count: a crate's
-# coverage does not go up because another crate's tests happen to call it.
+# coverage does not go up because another crate's tests happen to call it. --follow-exec traces
+# the workspace binaries a test starts (the edge tests run the `zerocast` server as a child
+# process via CARGO_BIN_EXE_zerocast); other programs (ffmpeg, redis-server) run untraced.
 #
 # Builds go to $CARGO_TARGET_DIR/tarpaulin (default target/tarpaulin), apart from the normal
 # build so that neither invalidates the other; it is kept between runs like any cargo target
@@ -79,6 +81,7 @@ for crate in "${crates[@]}"; do
     --engine ptrace \
     --packages "$package" \
     --lib --tests \
+    --follow-exec \
     --locked \
     --include-files "$crate/src/*" \
     --target-dir "$target" \
