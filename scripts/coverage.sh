@@ -92,7 +92,7 @@ for crate in "${crates[@]}"; do
     -- --test-threads="$threads" \
     >"$log" 2>&1; then
     # Summary line: "87.50% coverage, 350/400 lines covered"
-    summary="$(grep -E '^[0-9.]+% coverage, [0-9]+/[0-9]+ lines covered' "$log" | tail -n 1)"
+    summary="$(grep -E '^[0-9.]+% coverage, [0-9]+/[0-9]+ lines covered' "$log" | tail -n 1 || true)"
     covered="$(sed -E 's/.* ([0-9]+)\/([0-9]+) lines covered.*/\1/' <<<"$summary")"
     total="$(sed -E 's/.* ([0-9]+)\/([0-9]+) lines covered.*/\2/' <<<"$summary")"
     if [ -z "$summary" ] || [ "$total" -eq 0 ]; then
