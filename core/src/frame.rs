@@ -29,3 +29,24 @@ impl Frame {
         self.pts.ticks() - self.dts.ticks()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Timescale;
+
+    #[test]
+    fn composition_offset_is_pts_minus_dts() {
+        let frame = |dts, pts| Frame {
+            track: TrackId::VIDEO,
+            dts: Timestamp::new(dts, Timescale::VIDEO),
+            pts: Timestamp::new(pts, Timescale::VIDEO),
+            keyframe: false,
+            data: Bytes::new(),
+        };
+        assert_eq!(frame(3000, 9000).composition_offset(), 6000);
+        assert_eq!(frame(-3000, -3000).composition_offset(), 0);
+        // pts before dts is not clamped: fMP4 (trun version 1) stores signed offsets.
+        assert_eq!(frame(6000, 3000).composition_offset(), -3000);
+    }
+}

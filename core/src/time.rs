@@ -115,4 +115,52 @@ mod tests {
     fn zero_timescale_is_refused() {
         assert!(Timescale::new(0).is_none());
     }
+
+    #[test]
+    fn accessors_and_display() {
+        let t = Timestamp::new(-3003, Timescale::VIDEO);
+        assert_eq!((t.ticks(), t.scale().ticks()), (-3003, 90_000));
+        assert_eq!(t.to_string(), "-3003/90000");
+        assert_eq!(t.as_secs_f64(), -3003.0 / 90_000.0);
+        assert_eq!(Timestamp::from_millis(1500).as_secs_f64(), 1.5);
+        assert_eq!(Timescale::new(48_000).map(Timescale::ticks), Some(48_000));
+    }
+
+    #[test]
+    fn as_millis_floors_toward_negative_infinity() {
+        assert_eq!(Timestamp::new(89, Timescale::VIDEO).as_millis(), 0);
+        assert_eq!(Timestamp::new(90, Timescale::VIDEO).as_millis(), 1);
+        assert_eq!(Timestamp::new(-1, Timescale::VIDEO).as_millis(), -1);
+        assert_eq!(Timestamp::new(-90, Timescale::VIDEO).as_millis(), -1);
+        assert_eq!(Timestamp::new(-91, Timescale::VIDEO).as_millis(), -2);
+    }
+
+    #[test]
+    fn rescale_keeps_same_scale_rounds_halves_away_and_saturates() {
+        let t = Timestamp::new(7, Timescale::VIDEO);
+        assert_eq!(t.rescale(Timescale::VIDEO), t);
+        let two = Timescale::new(2).unwrap();
+        // 1/2 s and -1/2 s in a 1 Hz clock: halves round away from zero.
+        let one = Timescale::new(1).unwrap();
+        assert_eq!(Timestamp::new(1, two).rescale(one).ticks(), 1);
+        assert_eq!(Timestamp::new(-1, two).rescale(one).ticks(), -1);
+        // i64::MAX seconds in a 90 kHz clock does not fit: clamped, not wrapped.
+        let max = Timestamp::new(i64::MAX, one).rescale(Timescale::VIDEO);
+        assert_eq!(max.ticks(), i64::MAX);
+        let min = Timestamp::new(i64::MIN, one).rescale(Timescale::VIDEO);
+        assert_eq!(min.ticks(), i64::MIN);
+    }
+
+    proptest::proptest! {
+        /// Milliseconds survive a trip through any finer clock (and back).
+        #[test]
+        fn millis_round_trip_through_finer_clocks(
+            ms in -(1i64 << 40)..(1i64 << 40),
+            scale in 1000u32..=192_000,
+        ) {
+            let to = Timescale::new(scale).unwrap();
+            let there = Timestamp::from_millis(ms).rescale(to);
+            proptest::prop_assert_eq!(there.rescale(Timescale::MILLIS).ticks(), ms);
+        }
+    }
 }

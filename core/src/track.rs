@@ -156,3 +156,77 @@ impl Track {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::codec::captures;
+
+    fn hevc() -> VideoCodec {
+        let record = captures::video_sequence_start(captures::HEVC_AAC_FLV, b"hvc1");
+        VideoCodec::Hevc(HevcConfig::parse(record).unwrap())
+    }
+
+    fn av1() -> VideoCodec {
+        let record = captures::video_sequence_start(captures::AV1_AAC_FLV, b"av01");
+        VideoCodec::Av1(Av1Config::parse(record).unwrap())
+    }
+
+    fn aac() -> AudioCodec {
+        let record = captures::aac_sequence_header(captures::AV1_AAC_FLV);
+        AudioCodec::Aac(AacConfig::parse(record).unwrap())
+    }
+
+    #[test]
+    fn video_codecs_of_the_captures() {
+        // (codec, name, CODECS, size)
+        let avc = VideoCodec::Avc(
+            AvcConfig::parse(Bytes::from_static(&[
+                0x01, 0x42, 0xc0, 0x0d, 0xff, 0xe1, 0x00, 0x18, 0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01,
+                0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0x20,
+                0xf1, 0x42, 0xa4, 0x80,
+            ]))
+            .unwrap(),
+        );
+        let cases = [
+            (avc, "h264", "avc1.42c00d", (320, 240)),
+            (hevc(), "hevc", "hvc1.1.6.L63.90", (640, 360)),
+            (av1(), "av1", "av01.0.01M.08", (640, 360)),
+        ];
+        for (codec, name, codecs, size) in cases {
+            assert_eq!(codec.name(), name);
+            assert_eq!(codec.codec_string(), codecs);
+            assert_eq!(codec.dimensions(), Some(size));
+        }
+    }
+
+    #[test]
+    fn tracks_answer_for_their_codec() {
+        let video = Track::Video {
+            id: TrackId::VIDEO,
+            timescale: Timescale::VIDEO,
+            codec: av1(),
+        };
+        assert_eq!(video.id(), TrackId(1));
+        assert_eq!(video.timescale(), Timescale::VIDEO);
+        assert_eq!(video.kind(), TrackKind::Video);
+        assert_eq!(video.codec_string(), "av01.0.01M.08");
+
+        let codec = aac();
+        assert_eq!(
+            (codec.name(), codec.sample_rate(), codec.channels()),
+            ("aac", 48_000, 1)
+        );
+        let audio = Track::Audio {
+            id: TrackId::AUDIO,
+            timescale: Timescale::new(codec.sample_rate()).unwrap(),
+            codec,
+        };
+        assert_eq!(audio.id(), TrackId(2));
+        assert_eq!(audio.timescale().ticks(), 48_000);
+        assert_eq!(audio.kind(), TrackKind::Audio);
+        assert_eq!(audio.codec_string(), "mp4a.40.2");
+    }
+}

@@ -318,4 +318,197 @@ mod tests {
         let v = violations(&parse(text).unwrap());
         assert_eq!(v.len(), 2, "{v:?}");
     }
+
+    /// A live playlist of three 2 s segments and an open one, rendered by `MediaPlaylist`.
+    fn live() -> String {
+        let mut pl = MediaPlaylist::new(PlaylistConfig::default());
+        for s in 0..3 {
+            for i in 0..10 {
+                pl.push_part(0.2, i == 0, 1_700_000_000_000 + s * 2000, 1, false);
+            }
+            pl.close_segment();
+        }
+        pl.push_part(0.2, true, 1_700_000_006_000, 1, false);
+        let mut text = String::new();
+        pl.render(&mut text, Skip::No).unwrap();
+        text
+    }
+
+    /// `live()` with the first occurrence of `from` replaced by `to` (which must be there).
+    fn edit(from: &str, to: &str) -> String {
+        let text = live();
+        assert!(text.contains(from), "{from:?} not in\n{text}");
+        text.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn parse_refuses_what_it_cannot_read() {
+        let cases = [
+            (edit("#EXTM3U\n", ""), "first line is not #EXTM3U"),
+            (
+                edit("#EXT-X-VERSION:6", "#EXT-X-VERSION:six"),
+                "bad version",
+            ),
+            (
+                edit("#EXT-X-TARGETDURATION:2", "#EXT-X-TARGETDURATION:-2"),
+                "bad target duration",
+            ),
+            (
+                edit("#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-MEDIA-SEQUENCE:x"),
+                "bad media sequence",
+            ),
+            (
+                edit("PART-TARGET=0.2", "PART-TARGET=fast"),
+                "bad PART-TARGET: \"fast\"",
+            ),
+            (
+                edit("PART-HOLD-BACK=0.6", "PART-HOLD-BACK=?"),
+                "bad PART-HOLD-BACK: \"?\"",
+            ),
+            (
+                edit("CAN-SKIP-UNTIL=12", "CAN-SKIP-UNTIL=?"),
+                "bad CAN-SKIP-UNTIL: \"?\"",
+            ),
+            (edit("#EXTINF:2,", "#EXTINF:two,"), "bad EXTINF: \"two\""),
+            (
+                edit("DURATION=0.2,URI", "LENGTH=0.2,URI"),
+                "part without DURATION",
+            ),
+            (
+                edit(",URI=\"part0.m4s\"", ",X=\"part0.m4s\""),
+                "part without URI",
+            ),
+            (
+                edit("#EXTM3U\n", "#EXTM3U\n#EXT-X-SKIP:SKIPPED=1\n"),
+                "bad EXT-X-SKIP",
+            ),
+        ];
+        for (text, err) in cases {
+            assert_eq!(parse(&text), Err(err.to_owned()), "{text}");
+        }
+    }
+
+    #[test]
+    fn violations_name_each_broken_promise() {
+        let live = parse(&live()).unwrap();
+        assert_eq!(violations(&live), Vec::<String>::new());
+        let cases = [
+            (
+                edit("#EXT-X-TARGETDURATION:2\n", ""),
+                "no EXT-X-TARGETDURATION",
+            ),
+            (
+                edit("#EXT-X-PART-INF:PART-TARGET=0.2\n", ""),
+                "no EXT-X-PART-INF",
+            ),
+            (edit("#EXT-X-VERSION:6\n", ""), "no EXT-X-VERSION"),
+            (
+                edit("CAN-BLOCK-RELOAD=YES", "CAN-BLOCK-RELOAD=NO"),
+                "CAN-BLOCK-RELOAD is not YES",
+            ),
+            (
+                edit("PART-HOLD-BACK=0.6", "PART-HOLD-BACK=0.4"),
+                "PART-HOLD-BACK Some(0.4) below 3 x PART-TARGET 0.2",
+            ),
+            (
+                edit("CAN-SKIP-UNTIL=12", "CAN-SKIP-UNTIL=6"),
+                "CAN-SKIP-UNTIL Some(6.0) below 6 x TARGETDURATION 2",
+            ),
+            (
+                edit("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part31.m4s\"\n", ""),
+                "live playlist without EXT-X-PRELOAD-HINT",
+            ),
+            (
+                edit("#EXT-X-MAP:URI=\"init1.mp4\"\n", ""),
+                "segment 0 has no EXT-X-MAP",
+            ),
+            (
+                edit("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n", ""),
+                "first segment has no EXT-X-PROGRAM-DATE-TIME",
+            ),
+            (
+                edit("#EXTINF:2,", "#EXTINF:3,"),
+                "segment 0 lasts 3 s > TARGETDURATION 2",
+            ),
+            (
+                edit("#EXTINF:2,", "#EXTINF:2.5,"),
+                "segment 0 lasts 2.5 s but its parts sum to",
+            ),
+            (
+                edit(
+                    "#EXT-X-PART:DURATION=0.2,URI=\"part1.m4s\"",
+                    "#EXT-X-PART:DURATION=0.3,URI=\"part1.m4s\"",
+                ),
+                "part 1 of segment 0 lasts 0.3 s > PART-TARGET 0.2",
+            ),
+            (
+                edit("URI=\"part30.m4s\",INDEPENDENT=YES", "URI=\"part30.m4s\""),
+                "segment 3 does not open with an independent part",
+            ),
+        ];
+        for (text, want) in cases {
+            let v = violations(&parse(&text).unwrap());
+            assert!(
+                v.iter().any(|m| m.starts_with(want)),
+                "want {want:?}, got {v:?}\n{text}"
+            );
+        }
+        // An ended playlist needs no preload hint.
+        let ended = edit(
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part31.m4s\"\n",
+            "#EXT-X-ENDLIST\n",
+        );
+        assert_eq!(violations(&parse(&ended).unwrap()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn transition_violations_between_versions() {
+        let prev = parse(&live()).unwrap();
+        assert_eq!(transition_violations(&prev, &prev), Vec::<String>::new());
+        let cases = [
+            (
+                edit("#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-MEDIA-SEQUENCE:1"),
+                edit("#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-MEDIA-SEQUENCE:0"),
+                "media sequence went back from 1 to 0",
+            ),
+            (
+                live(),
+                edit("#EXT-X-TARGETDURATION:2", "#EXT-X-TARGETDURATION:3"),
+                "target duration changed from Some(2) to Some(3)",
+            ),
+            (
+                live(),
+                edit("seg1.m4s", "seg1b.m4s"),
+                "segment 1 changed between versions",
+            ),
+            (
+                edit(
+                    "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part31.m4s\"\n",
+                    "#EXT-X-ENDLIST\n",
+                ),
+                live(),
+                "an ended playlist came back to life",
+            ),
+        ];
+        for (a, b, want) in cases {
+            // (Moving the media sequence back also renumbers, so "changes", every segment.)
+            let v = transition_violations(&parse(&a).unwrap(), &parse(&b).unwrap());
+            assert_eq!(v.first(), Some(&want.to_owned()), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn next_part_after_a_complete_segment_is_the_next_msn() {
+        let text = edit(
+            "#EXT-X-PART:DURATION=0.2,URI=\"part30.m4s\",INDEPENDENT=YES\n",
+            "",
+        );
+        let p = parse(&text).unwrap();
+        // Segments 0..=2 complete, nothing of segment 3 listed.
+        assert_eq!(p.segments.len(), 3);
+        assert_eq!(p.next_part(), Some((3, 0)));
+        assert_eq!(p.last_part(), Some((2, 9)));
+        assert_eq!(ParsedPlaylist::default().next_part(), None);
+        assert_eq!(ParsedPlaylist::default().last_part(), None);
+    }
 }

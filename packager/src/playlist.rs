@@ -544,4 +544,89 @@ mod tests {
         assert_eq!(full.matches("#EXTINF").count(), 20);
         assert!(delta.contains("#EXT-X-VERSION:9"));
     }
+
+    #[test]
+    fn reload_before_the_first_part() {
+        let p = MediaPlaylist::new(PlaylistConfig::default());
+        assert_eq!(p.reload(&q(None, None)), Reload::Ready);
+        assert_eq!(p.reload(&q(Some(0), None)), Reload::Wait);
+        // Up to two segments ahead, within the advance part limit (3 / 0.2 s = 15 parts).
+        assert_eq!(p.reload(&q(Some(2), Some(15))), Reload::Wait);
+        assert!(matches!(
+            p.reload(&q(Some(2), Some(16))),
+            Reload::BadRequest(_)
+        ));
+        assert!(matches!(p.reload(&q(Some(3), None)), Reload::BadRequest(_)));
+        // Nothing to list but the header; no preload hint before the first part.
+        let mut text = String::new();
+        p.render(&mut text, Skip::No).unwrap();
+        assert!(!text.contains("#EXT-X-PRELOAD-HINT"), "{text}");
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:0\n"), "{text}");
+    }
+
+    #[test]
+    fn reload_when_the_last_segment_is_complete() {
+        let p = playlist_with(2, 10); // segments 0 and 1 complete, no open segment
+        assert_eq!(p.reload(&q(Some(1), None)), Reload::Ready);
+        assert_eq!(p.reload(&q(Some(1), Some(9))), Reload::Ready);
+        // Segment 1 ended with 10 parts: part 10 of it will never exist, the next part opens
+        // segment 2, so the request waits for that.
+        assert_eq!(p.reload(&q(Some(1), Some(10))), Reload::Wait);
+        assert_eq!(p.reload(&q(Some(2), None)), Reload::Wait);
+        assert_eq!(p.reload(&q(Some(2), Some(0))), Reload::Wait);
+    }
+
+    #[test]
+    fn advance_part_limit_is_three_for_parts_of_a_second_or_more() {
+        let mut p = MediaPlaylist::new(PlaylistConfig {
+            part_target: 1.0,
+            segment_target: 4.0,
+            ..PlaylistConfig::default()
+        });
+        assert_eq!(p.config().part_target, 1.0);
+        p.push_part(1.0, true, 0, 0, false);
+        assert_eq!(p.reload(&q(Some(0), Some(3))), Reload::Wait);
+        assert!(matches!(
+            p.reload(&q(Some(0), Some(4))),
+            Reload::BadRequest(_)
+        ));
+        assert_eq!(p.part_hold_back(), 3.0);
+        assert_eq!(p.target_duration(), 4);
+    }
+
+    #[test]
+    fn discontinuities_that_slide_out_are_counted() {
+        let mut p = MediaPlaylist::new(PlaylistConfig {
+            window: 3,
+            part_segments: 1,
+            ..PlaylistConfig::default()
+        });
+        let mut versions = vec![p.version()];
+        // Segments 0..=5; 1 and 4 follow a publisher change.
+        for s in 0..6 {
+            p.push_part(2.0, true, 1_700_000_000_000 + s * 2000, 1, s == 1 || s == 4);
+            versions.push(p.version());
+            p.close_segment();
+            versions.push(p.version());
+        }
+        assert!(versions.windows(2).all(|w| w[1] > w[0]), "{versions:?}");
+        // The window holds 3..=5: segment 1's discontinuity slid out, segment 4's is listed.
+        assert_eq!(p.media_sequence(), 3);
+        let mut text = String::new();
+        p.render(&mut text, Skip::No).unwrap();
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+        assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+        let seg4 = text.find("seg4.m4s").unwrap();
+        let disc = text.find("#EXT-X-DISCONTINUITY\n").unwrap();
+        let seg3 = text.find("seg3.m4s").unwrap();
+        assert!(seg3 < disc && disc < seg4, "{text}");
+        // Only the newest segment keeps its parts.
+        assert_eq!(text.matches("#EXT-X-PART:").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn pdt_before_1970() {
+        assert_eq!(Pdt(-1).to_string(), "1969-12-31T23:59:59.999Z");
+        assert_eq!(Pdt(-86_400_000).to_string(), "1969-12-31T00:00:00.000Z");
+    }
 }

@@ -61,7 +61,8 @@ impl Query {
             let start = pos;
             pos += pair.len() + 1;
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let vpos = start + key.len() + 1;
+            // Where the value starts; for a directive without `=`, the end of the directive.
+            let vpos = start + pair.len() - value.len();
             match key {
                 "_HLS_msn" => {
                     if q.msn.is_some() {
@@ -140,7 +141,56 @@ mod tests {
         }
     }
 
+    #[test]
+    fn errors_name_the_directive_and_where_its_value_is() {
+        let cases = [
+            (
+                "_HLS_part=1&_HLS_part=2",
+                QueryError::Duplicate { name: "_HLS_part" },
+            ),
+            (
+                "_HLS_skip=YES&_HLS_skip=v2",
+                QueryError::Duplicate { name: "_HLS_skip" },
+            ),
+            (
+                "t=1&_HLS_part=x",
+                QueryError::InvalidValue {
+                    name: "_HLS_part",
+                    pos: 14,
+                },
+            ),
+            (
+                "_HLS_msn=3&_HLS_skip",
+                QueryError::InvalidValue {
+                    name: "_HLS_skip",
+                    pos: 20, // the end of the query, not one past it
+                },
+            ),
+        ];
+        for (query, err) in cases {
+            assert_eq!(Query::parse(query), Err(err), "{query}");
+        }
+        let q = Query::parse("_HLS_skip=v2&_HLS_msn=3").unwrap();
+        assert_eq!((q.msn, q.part, q.skip), (Some(3), None, Skip::V2));
+    }
+
     proptest::proptest! {
+        /// An error points into the query (at most at its end), so a log can show the spot.
+        #[test]
+        fn error_positions_are_within_the_query(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "_HLS_msn", "_HLS_part", "_HLS_skip", "=", "&", "1", "x", "YES", "v2", "-",
+                ]),
+                0..12,
+            )
+        ) {
+            let query = parts.concat();
+            if let Err(QueryError::InvalidValue { pos, .. }) = Query::parse(&query) {
+                proptest::prop_assert!(pos <= query.len(), "{query:?}: {pos}");
+            }
+        }
+
         #[test]
         fn round_trip(msn in proptest::option::of(0u64..u64::MAX), part in proptest::option::of(proptest::num::u32::ANY)) {
             let mut s = String::from("x=1");

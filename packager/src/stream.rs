@@ -246,6 +246,10 @@ impl Packager {
         };
         if is_video && in_init(&self.video) {
             self.handle_video(frame);
+        } else if is_video && self.reinit && frame.keyframe {
+            // The video configuration changed: its first keyframe closes the segment and
+            // starts the new init segment (frames before it cannot be decoded with either).
+            self.handle_video(frame);
         } else if is_audio && in_init(&self.audio) {
             self.handle_audio(frame);
         } else if is_audio && self.reinit && !self.has_video() {

@@ -32,6 +32,8 @@ fn tracks() -> (Track, Track) {
 #[derive(Default, Debug)]
 struct Seen {
     inits: u32,
+    /// Init segment versions, in order.
+    init_versions: Vec<u32>,
     parts_started: u64,
     parts_done: u64,
     segments: Vec<(u64, u64, u64)>,
@@ -42,7 +44,10 @@ struct Seen {
 fn drain(p: &mut Packager, seen: &mut Seen) {
     while let Some(ev) = p.poll_event() {
         match ev {
-            Event::Init { .. } => seen.inits += 1,
+            Event::Init { version, .. } => {
+                seen.inits += 1;
+                seen.init_versions.push(version);
+            }
             Event::PartStarted { .. } => seen.parts_started += 1,
             Event::Chunk { fragment, .. } => seen.samples += fragment.payloads.len(),
             Event::PartDone { .. } => {
@@ -64,7 +69,18 @@ fn drain(p: &mut Packager, seen: &mut Seen) {
 /// Feeds `secs` seconds of 30 fps video (keyframe every `gop` frames) and 48 kHz AAC, starting
 /// at media time `start_ms`, in arrival order. Returns frames fed.
 fn feed(p: &mut Packager, seen: &mut Seen, start_ms: i64, secs: i64, gop: i64) -> usize {
-    let (v, a) = tracks();
+    feed_tracks(p, seen, tracks(), start_ms, secs, gop)
+}
+
+/// [`feed`] with the given (video, audio) tracks.
+fn feed_tracks(
+    p: &mut Packager,
+    seen: &mut Seen,
+    (v, a): (Track, Track),
+    start_ms: i64,
+    secs: i64,
+    gop: i64,
+) -> usize {
     p.handle_track(v);
     p.handle_track(a);
     drain(p, seen);
@@ -228,4 +244,213 @@ fn waits_for_a_keyframe_and_drops_what_came_before() {
     drain(&mut p, &mut seen);
     assert_eq!(seen.inits, 0);
     assert_eq!(p.dropped_frames(), 5);
+}
+
+/// avcC of a 1920x1080 libx264 stream (`ffmpeg -f lavfi -i testsrc2=size=1920x1080 -c:v libx264
+/// -frames:v 1 out.mp4`).
+const AVCC_1080P: &[u8] = &[
+    0x01, 0x64, 0x00, 0x28, 0xff, 0xe1, 0x00, 0x1b, 0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78,
+    0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xc8, 0x3c,
+    0x60, 0xc6, 0x58, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0, 0xfd, 0xf8, 0xf8, 0x00,
+];
+
+fn render(p: &Packager) -> String {
+    let mut text = String::new();
+    p.playlist().render(&mut text, Skip::No).unwrap();
+    text
+}
+
+#[test]
+fn video_configuration_change_starts_a_new_init_at_the_next_keyframe() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut seen = Seen::default();
+    // 3 s of 720p with a keyframe every second, then the publisher switches to 1080p: its
+    // first frame after the new sequence header is a keyframe, at 3 s.
+    let mut fed = feed(&mut p, &mut seen, 0, 3, 30);
+    assert_eq!(seen.init_versions, [1]);
+    let (_, a) = tracks();
+    let v1080 = Track::Video {
+        id: TrackId::VIDEO,
+        timescale: Timescale::VIDEO,
+        codec: VideoCodec::Avc(AvcConfig::parse(Bytes::from_static(AVCC_1080P)).unwrap()),
+    };
+    fed += feed_tracks(&mut p, &mut seen, (v1080.clone(), a), 3000, 3, 30);
+    assert_eq!(seen.init_versions, [1, 2]);
+    assert_eq!(
+        p.tracks()[0],
+        v1080,
+        "the new init segment carries the new configuration"
+    );
+
+    let text = render(&p);
+    let parsed = check::parse(&text).unwrap();
+    assert_eq!(check::violations(&parsed), Vec::<String>::new(), "{text}");
+    // The segment open at the switch closes there, even though it is short of the target.
+    let maps: Vec<_> = parsed
+        .segments
+        .iter()
+        .map(|s| s.map.as_deref().unwrap())
+        .collect();
+    let switch = maps.iter().position(|m| *m == "init2.mp4").unwrap();
+    assert!(maps[..switch].iter().all(|m| *m == "init1.mp4"), "{text}");
+    assert!(maps[switch..].iter().all(|m| *m == "init2.mp4"), "{text}");
+    let first_new = &parsed.segments[switch];
+    assert!(first_new.parts.first().unwrap().independent);
+    // Same publisher, same timeline: a new map, not a discontinuity.
+    assert!(!text.contains("#EXT-X-DISCONTINUITY"), "{text}");
+    let before: f64 = parsed.segments[..switch]
+        .iter()
+        .filter_map(|s| s.duration)
+        .sum();
+    assert!(
+        (before - 3.0).abs() < 1e-3,
+        "media before the switch lasts 3 s: {before}"
+    );
+
+    // The same configuration again changes nothing; 720p again is init 3, at the keyframe at 6 s.
+    p.handle_track(v1080);
+    drain(&mut p, &mut seen);
+    assert_eq!(seen.init_versions, [1, 2]);
+    fed += feed(&mut p, &mut seen, 6000, 1, 30);
+    assert_eq!(seen.init_versions, [1, 2, 3]);
+    p.handle_end();
+    drain(&mut p, &mut seen);
+    // Every frame comes out once but the audio frame before the very first keyframe: each new
+    // configuration opened with a keyframe, so nothing was dropped at the switches.
+    assert_eq!(p.dropped_frames(), 1);
+    assert_eq!(seen.samples + 1, fed);
+}
+
+#[test]
+fn audio_only_stream() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut seen = Seen::default();
+    let (_, a) = tracks();
+    p.handle_track(a.clone());
+    drain(&mut p, &mut seen);
+    // 6 s of 48 kHz AAC (1024 samples = 21.333 ms a frame).
+    let frames = 6 * 48_000 / 1024;
+    for n in 0..frames {
+        let ts = Timestamp::new(n * 1024, Timescale::new(48_000).unwrap());
+        p.handle_frame(
+            Frame {
+                track: TrackId::AUDIO,
+                dts: ts,
+                pts: ts,
+                keyframe: true,
+                data: Bytes::from_static(&[0x21; 10]),
+            },
+            T0 + ts.as_millis(),
+        );
+        drain(&mut p, &mut seen);
+    }
+    // The packager waits one second for a video track before starting without one.
+    let waited = p.dropped_frames();
+    assert_eq!(
+        waited, 47,
+        "frames in the first 1000 ms: 0, 21.3, ..., 981.3 ms"
+    );
+    assert_eq!(seen.init_versions, [1]);
+    assert_eq!(p.tracks(), &[a]);
+
+    p.handle_end();
+    drain(&mut p, &mut seen);
+    assert_eq!(
+        seen.samples as i64 + waited as i64,
+        frames,
+        "every frame once"
+    );
+    let text = render(&p);
+    let parsed = check::parse(&text).unwrap();
+    assert_eq!(check::violations(&parsed), Vec::<String>::new(), "{text}");
+    // Every audio frame is a sync sample: every part is independent; chunks of 4 frames.
+    let parts: Vec<_> = parsed.segments.iter().flat_map(|s| &s.parts).collect();
+    assert!(!parts.is_empty());
+    assert!(parts.iter().all(|p| p.independent), "{text}");
+    // Segments close once they reach 90% of the 2 s target, on a chunk boundary.
+    for seg in &parsed.segments[..parsed.segments.len() - 1] {
+        let d = seg.duration.unwrap();
+        assert!(
+            (1.8..1.8 + 4.0 * 1024.0 / 48_000.0).contains(&d),
+            "{d}\n{text}"
+        );
+    }
+    let total: f64 = parsed.segments.iter().filter_map(|s| s.duration).sum();
+    let want = (frames - waited as i64) as f64 * 1024.0 / 48_000.0;
+    assert!(
+        (total - want).abs() < 1e-3,
+        "{total} s listed, {want} s fed"
+    );
+}
+
+#[test]
+fn audio_only_configuration_change_starts_a_new_init_at_once() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut seen = Seen::default();
+    let scale = Timescale::new(48_000).unwrap();
+    let (_, a) = tracks();
+    p.handle_track(a);
+    let frame = |n: i64| Frame {
+        track: TrackId::AUDIO,
+        dts: Timestamp::new(n * 1024, scale),
+        pts: Timestamp::new(n * 1024, scale),
+        keyframe: true,
+        data: Bytes::from_static(&[0x21; 10]),
+    };
+    for n in 0..100 {
+        p.handle_frame(frame(n), T0);
+    }
+    drain(&mut p, &mut seen);
+    assert_eq!(seen.init_versions, [1]);
+    // Mono now (AudioSpecificConfig 0x11 0x88: AAC-LC, 48 kHz, one channel).
+    let mono = Track::Audio {
+        id: TrackId::AUDIO,
+        timescale: scale,
+        codec: AudioCodec::Aac(AacConfig::parse(Bytes::from_static(&[0x11, 0x88])).unwrap()),
+    };
+    p.handle_track(mono.clone());
+    p.handle_frame(frame(100), T0);
+    drain(&mut p, &mut seen);
+    // No keyframe to wait for: the very next frame starts init 2.
+    assert_eq!(seen.init_versions, [1, 2]);
+    assert_eq!(p.tracks(), &[mono]);
+}
+
+#[test]
+fn frames_after_the_end_are_ignored() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut seen = Seen::default();
+    feed(&mut p, &mut seen, 0, 1, 30);
+    p.handle_end();
+    drain(&mut p, &mut seen);
+    let ended = render(&p);
+    let version = p.playlist().version();
+    feed(&mut p, &mut seen, 1000, 1, 30);
+    p.handle_discontinuity();
+    p.handle_end();
+    assert!(p.poll_event().is_none());
+    assert_eq!(render(&p), ended);
+    assert_eq!(p.playlist().version(), version);
+}
+
+#[test]
+fn audio_configuration_change_waits_for_the_next_video_keyframe() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut seen = Seen::default();
+    let mut fed = feed(&mut p, &mut seen, 0, 2, 30);
+    let (v, _) = tracks();
+    let mono = Track::Audio {
+        id: TrackId::AUDIO,
+        timescale: Timescale::new(48_000).unwrap(),
+        codec: AudioCodec::Aac(AacConfig::parse(Bytes::from_static(&[0x11, 0x88])).unwrap()),
+    };
+    // From 2 s on the audio is mono. The audio frame at 2000 ms arrives before the video
+    // keyframe at 2000 ms: it has no init segment to go in and is dropped.
+    fed += feed_tracks(&mut p, &mut seen, (v.clone(), mono.clone()), 2000, 2, 30);
+    assert_eq!(seen.init_versions, [1, 2]);
+    assert_eq!(p.tracks(), &[v, mono]);
+    p.handle_end();
+    drain(&mut p, &mut seen);
+    assert_eq!(p.dropped_frames(), 2);
+    assert_eq!(seen.samples + 2, fed);
 }

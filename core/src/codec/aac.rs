@@ -82,6 +82,7 @@ impl AacConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{bits::BitWriter, captures};
 
     #[test]
     fn lc_44100_stereo() {
@@ -97,5 +98,89 @@ mod tests {
         ));
         // sampling index 13 is reserved
         assert!(AacConfig::parse(Bytes::from_static(&[0x16, 0x90])).is_err());
+    }
+
+    #[test]
+    fn flv_capture() {
+        let record = captures::aac_sequence_header(captures::HEVC_AAC_FLV);
+        let c = AacConfig::parse(record.clone()).unwrap();
+        // ffmpeg's aac encoder, 48 kHz mono (the sine source), with a trailing SBR sync extension.
+        assert_eq!((c.object_type, c.sample_rate, c.channels), (2, 48000, 1));
+        assert_eq!(c.codec_string(), "mp4a.40.2");
+        assert_eq!(c.samples_per_frame(), 1024);
+        assert_eq!(c.record, record);
+    }
+
+    /// An AudioSpecificConfig header: object type (escaped above 30), rate, channels.
+    fn asc(object_type: u32, rate: Result<u32, u32>, channels: u32) -> Vec<u8> {
+        let mut w = BitWriter::default();
+        if object_type >= 31 {
+            w.put(5, 31).put(6, u64::from(object_type - 32));
+        } else {
+            w.put(5, object_type.into());
+        }
+        match rate {
+            Ok(index) => w.put(4, index.into()),
+            Err(explicit) => w.put(4, 15).put(24, explicit.into()),
+        };
+        w.put(4, channels.into()).take()
+    }
+
+    #[test]
+    fn escaped_object_types_explicit_rates_and_eight_channels() {
+        let c = AacConfig::parse(Bytes::from(asc(42, Ok(3), 2))).unwrap();
+        assert_eq!((c.object_type, c.sample_rate, c.channels), (42, 48000, 2));
+        assert_eq!(c.codec_string(), "mp4a.40.42");
+        let c = AacConfig::parse(Bytes::from(asc(5, Err(37_800), 7))).unwrap();
+        assert_eq!((c.object_type, c.sample_rate, c.channels), (5, 37_800, 8));
+        for (index, rate) in RATES.iter().enumerate() {
+            let c = AacConfig::parse(Bytes::from(asc(2, Ok(index as u32), 1))).unwrap();
+            assert_eq!(c.sample_rate, *rate);
+        }
+    }
+
+    #[test]
+    fn refuses_object_type_zero_zero_rate_and_reserved_indexes() {
+        let invalid = |field| {
+            Err(CodecError::Invalid {
+                record: "AudioSpecificConfig",
+                field,
+                pos: 0,
+            })
+        };
+        assert_eq!(
+            AacConfig::parse(Bytes::from(asc(0, Ok(3), 2))),
+            invalid("audioObjectType")
+        );
+        assert_eq!(
+            AacConfig::parse(Bytes::from(asc(2, Err(0), 2))),
+            invalid("audioObjectType")
+        );
+        for index in [13, 14] {
+            assert_eq!(
+                AacConfig::parse(Bytes::from(asc(2, Ok(index), 2))),
+                Err(CodecError::Invalid {
+                    record: "AudioSpecificConfig",
+                    field: "samplingFrequencyIndex",
+                    pos: 1
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_reported() {
+        for full in [asc(2, Ok(3), 2), asc(42, Ok(3), 2), asc(5, Err(37_800), 7)] {
+            for len in 0..full.len() {
+                let err = AacConfig::parse(Bytes::copy_from_slice(&full[..len])).unwrap_err();
+                assert_eq!(
+                    err,
+                    CodecError::Truncated {
+                        record: "AudioSpecificConfig",
+                        pos: len
+                    }
+                );
+            }
+        }
     }
 }

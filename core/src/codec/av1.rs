@@ -160,6 +160,167 @@ fn parse_sequence_header(body: &[u8]) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{bits::BitWriter, captures};
+
+    /// The frame size fields that end every sequence header: 16-bit width and height.
+    fn frame_size(b: &mut BitWriter, w: u32, h: u32) -> Vec<u8> {
+        b.put(4, 15).put(4, 15).put(16, u64::from(w - 1));
+        b.put(16, u64::from(h - 1)).take()
+    }
+
+    /// A sequence header OBU with a size field around `body`.
+    fn sequence_header_obu(body: &[u8]) -> Vec<u8> {
+        let mut obu = vec![1 << 3 | 2, body.len() as u8];
+        obu.extend_from_slice(body);
+        obu
+    }
+
+    #[test]
+    fn enhanced_flv_capture() {
+        let record = captures::video_sequence_start(captures::AV1_AAC_FLV, b"av01");
+        let c = Av1Config::parse(record.clone()).unwrap();
+        assert_eq!(c.codec_string(), "av01.0.01M.08");
+        assert_eq!(c.dimensions(), Some((640, 360)));
+        assert_eq!((c.bit_depth, c.monochrome, c.tier), (8, false, false));
+        assert_eq!(c.record, record);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_or_a_record_without_size() {
+        let record = captures::video_sequence_start(captures::AV1_AAC_FLV, b"av01");
+        for len in 0..record.len() {
+            match Av1Config::parse(record.slice(..len)) {
+                Err(e) => {
+                    assert!(len < 4, "{len} bytes: {e}");
+                    assert_eq!(
+                        e,
+                        CodecError::Truncated {
+                            record: "AV1CodecConfigurationRecord",
+                            pos: len
+                        }
+                    );
+                }
+                // A cut configOBUs loses the frame size, never gives a wrong one.
+                Ok(c) => assert_eq!(c.dimensions(), None, "{len} bytes"),
+            }
+        }
+    }
+
+    #[test]
+    fn bit_depth_tier_and_monochrome_flags() {
+        // (byte 1, byte 2) -> (profile, bit depth, tier, monochrome, codec string)
+        let cases = [
+            (0x08, 0x40, (0, 10, false, false, "av01.0.08M.10")),
+            (0x48, 0x60, (2, 12, false, false, "av01.2.08M.12")),
+            (0x08, 0x60, (0, 10, false, false, "av01.0.08M.10")),
+            (0x2d, 0x90, (1, 8, true, true, "av01.1.13H.08")),
+        ];
+        for (b1, b2, (profile, depth, tier, mono, codecs)) in cases {
+            let c = Av1Config::parse(Bytes::from(vec![0x81, b1, b2, 0])).unwrap();
+            assert_eq!(
+                (c.profile, c.bit_depth, c.tier, c.monochrome),
+                (profile, depth, tier, mono)
+            );
+            assert_eq!(c.codec_string(), codecs);
+        }
+    }
+
+    #[test]
+    fn reduced_still_picture_header() {
+        // seq_profile 0, still_picture 1, reduced_still_picture_header 1, seq_level_idx 8
+        let mut b = BitWriter::default();
+        b.put(3, 0).put(1, 1).put(1, 1).put(5, 8);
+        let body = frame_size(&mut b, 1920, 1080);
+        let obus = sequence_header_obu(&body);
+        assert_eq!(sequence_header_size(&obus), Some((1920, 1080)));
+    }
+
+    #[test]
+    fn timing_and_decoder_model_info_are_skipped() {
+        let mut b = BitWriter::default();
+        b.put(3, 0).put(1, 0).put(1, 0);
+        b.put(1, 1); // timing_info_present_flag
+        b.put(32, 1001).put(32, 60_000); // num_units_in_display_tick, time_scale
+        b.put(1, 1).put(3, 0b010); // equal_picture_interval, num_ticks_per_picture_minus_1: uvlc 1
+        b.put(1, 1); // decoder_model_info_present_flag
+        b.put(5, 9).put(32, 90_000).put(5, 31).put(5, 31); // buffer_delay_length_minus_1 = 9
+        b.put(1, 1); // initial_display_delay_present_flag
+        b.put(5, 1); // two operating points
+                     // op 0: level 12 (> 7: seq_tier), decoder model (2 x 10 bits + 1), display delay
+        b.put(12, 0x103).put(5, 12).put(1, 1);
+        b.put(1, 1).put(10, 5).put(10, 6).put(1, 0);
+        b.put(1, 1).put(4, 3);
+        // op 1: level 5, no decoder model, no display delay
+        b.put(12, 0).put(5, 5).put(1, 0).put(1, 0);
+        let body = frame_size(&mut b, 3840, 2160);
+        assert_eq!(
+            sequence_header_size(&sequence_header_obu(&body)),
+            Some((3840, 2160))
+        );
+        // Cut anywhere, the header gives no size.
+        for len in 0..body.len() - 1 {
+            assert_eq!(
+                sequence_header_size(&sequence_header_obu(&body[..len])),
+                None,
+                "{len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn uvlc_with_32_leading_zeros_is_refused() {
+        let mut b = BitWriter::default();
+        b.put(5, 0)
+            .put(1, 1)
+            .put(64, 0)
+            .put(1, 1)
+            .put(32, 0)
+            .put(1, 1);
+        let body = frame_size(&mut b, 64, 64);
+        assert_eq!(sequence_header_size(&sequence_header_obu(&body)), None);
+    }
+
+    #[test]
+    fn obu_walk_skips_other_obus_and_extension_headers() {
+        let mut b = BitWriter::default();
+        b.put(3, 0).put(1, 1).put(1, 1).put(5, 0);
+        let seq = frame_size(&mut b, 352, 288);
+        // Temporal delimiter (type 2, empty), padding with an extension header (type 15), then
+        // the sequence header without a size field: it runs to the end.
+        let mut obus = vec![2 << 3 | 2, 0, 15 << 3 | 4 | 2, 0x00, 3, 0xaa, 0xbb, 0xcc];
+        obus.push(1 << 3);
+        obus.extend_from_slice(&seq);
+        assert_eq!(sequence_header_size(&obus), Some((352, 288)));
+
+        // No sequence header at all.
+        assert_eq!(sequence_header_size(&obus[..8]), None);
+        assert_eq!(sequence_header_size(&[]), None);
+        // A size beyond the data, and a LEB128 size that never ends.
+        assert_eq!(sequence_header_size(&[1 << 3 | 2, 40, 0, 0]), None);
+        assert_eq!(
+            sequence_header_size(&[
+                1 << 3 | 2,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0x01
+            ]),
+            None
+        );
+    }
+
+    #[test]
+    fn leb128_values() {
+        assert_eq!(leb128(&[0x00]), Some((0, 1)));
+        assert_eq!(leb128(&[0x96, 0x01]), Some((150, 2)));
+        assert_eq!(leb128(&[0x80]), None);
+        assert_eq!(leb128(&[]), None);
+    }
 
     #[test]
     fn codec_string_and_refusal() {
