@@ -16,7 +16,6 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-mod api;
 pub mod config;
 mod http;
 pub mod hub;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use zerocast_core::Track;
 
-use crate::http::{Body, Response};
+use super::response::{json_string, Body, Response};
 use crate::hub::{lock, Publisher};
 use crate::metrics::Kind;
 use crate::Ctx;
@@ -102,7 +102,7 @@ pub(crate) fn metrics(ctx: &Ctx) -> Response {
         let _ = writeln!(
             s,
             "zerocast_viewers{{stream={}}} {}",
-            crate::http::json_string(&st.name),
+            json_string(&st.name),
             st.stats.viewers.load(Ordering::Relaxed)
         );
     }
@@ -111,7 +111,7 @@ pub(crate) fn metrics(ctx: &Ctx) -> Response {
         let _ = writeln!(
             s,
             "zerocast_bytes_in_total{{stream={}}} {}",
-            crate::http::json_string(&st.name),
+            json_string(&st.name),
             st.stats.bytes_in.load(Ordering::Relaxed)
         );
     }
@@ -124,7 +124,7 @@ pub(crate) fn metrics(ctx: &Ctx) -> Response {
         let _ = writeln!(
             s,
             "zerocast_parts_total{{stream={}}} {parts}",
-            crate::http::json_string(&st.name)
+            json_string(&st.name)
         );
     }
     let _ = writeln!(s, "# TYPE zerocast_bytes_out_total counter");
