@@ -418,8 +418,14 @@ impl Hub {
     }
 
     /// Claims `name` for publisher `conn`: a new stream, or the continuation of one whose
-    /// publisher left within the grace window (after a discontinuity).
-    pub fn claim(&self, name: &str, conn: u64) -> Result<Arc<Stream>, PublishError> {
+    /// publisher left within the grace window (after a discontinuity). `now_unix_ms` is the
+    /// caller's wall clock; it seeds the new instance's epoch (the hub reads no clock).
+    pub fn claim(
+        &self,
+        name: &str,
+        conn: u64,
+        now_unix_ms: i64,
+    ) -> Result<Arc<Stream>, PublishError> {
         if !valid_name(name) {
             return Err(PublishError::BadName(name.to_owned()));
         }
@@ -435,7 +441,7 @@ impl Hub {
                 Publisher::Ended(_) => {}
             }
         }
-        let epoch = format!("{:x}", crate::rtmp::unix_ms() as u64 ^ conn);
+        let epoch = format!("{:x}", now_unix_ms as u64 ^ conn);
         let s = Arc::new(Stream::new(name.to_owned(), self.config, conn, epoch));
         streams.insert(name.to_owned(), s.clone());
         self.streams_started.fetch_add(1, Ordering::Relaxed);

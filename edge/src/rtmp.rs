@@ -126,7 +126,9 @@ impl Conn {
                         "unknown application {app:?}: publish to rtmp://HOST/{APP}/NAME"
                     ))
                 } else {
-                    ctx.hub.claim(&name, self.id).map_err(|e| e.to_string())
+                    ctx.hub
+                        .claim(&name, self.id, unix_ms())
+                        .map_err(|e| e.to_string())
                 };
                 match claim {
                     Ok(stream) => {
@@ -171,8 +173,8 @@ impl Conn {
     }
 }
 
-/// Wall-clock now in Unix milliseconds (for `EXT-X-PROGRAM-DATE-TIME`).
-pub(crate) fn unix_ms() -> i64 {
+/// Wall-clock now in Unix milliseconds (for `EXT-X-PROGRAM-DATE-TIME` and stream epochs).
+fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
