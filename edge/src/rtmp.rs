@@ -89,9 +89,7 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, peer: SocketAddr, ctx: Arc
     }
     .await;
     if let Err(e) = result {
-        ctx.metrics
-            .rtmp_errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics.count_rtmp_error();
         let stream = conn.publishing.as_ref().map_or("-", |s| s.name.as_str());
         tracing::warn!(peer = %conn.peer, stream, "rtmp connection closed: {e}");
     }

@@ -86,7 +86,7 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, ctx: Arc<Ctx>) {
         let mut sent = 0;
         let ok = respond(&mut stream, resp, head, req.keep_alive, &mut sent).await;
         ctx.metrics.observe(kind, started.elapsed());
-        ctx.metrics.bytes_out.fetch_add(sent, Ordering::Relaxed);
+        ctx.metrics.add_bytes_out(sent);
         if ok.is_err() || !req.keep_alive {
             break;
         }
@@ -120,14 +120,14 @@ impl Viewer {
         if slot.as_ref().is_some_and(|v| Arc::ptr_eq(&v.0, stream)) {
             return;
         }
-        stream.stats.viewers.fetch_add(1, Ordering::Relaxed);
+        stream.viewer_joined();
         *slot = Some(Viewer(stream.clone()));
     }
 }
 
 impl Drop for Viewer {
     fn drop(&mut self) {
-        self.0.stats.viewers.fetch_sub(1, Ordering::Relaxed);
+        self.0.viewer_left();
     }
 }
 

@@ -180,6 +180,6 @@ impl std::fmt::Write for StrBuf<'_> {
 }
 
 /// A JSON string literal.
-pub(super) fn json_string(s: &str) -> String {
+fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
