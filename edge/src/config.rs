@@ -61,6 +61,8 @@ pub struct Config {
     pub ended_linger: u64,
     /// Longest a blocking playlist or part request is held, in target durations.
     pub block_limit: u32,
+    /// Streams with series of their own in `/metrics`; further streams share `stream="~other"`.
+    pub metrics_max_streams: usize,
     /// Directory for everything the embedded backends persist.
     pub data_dir: PathBuf,
     /// Social API listen address (`/api/v1`).
@@ -122,6 +124,7 @@ impl Default for Config {
             reconnect_grace: 10_000,
             ended_linger: 30_000,
             block_limit: 3,
+            metrics_max_streams: 1000,
             data_dir: PathBuf::from("zerocast-data"),
             api: ([0, 0, 0, 0], 8090).into(),
             social: true,
@@ -203,6 +206,9 @@ pub struct Overrides {
     /// Publisher reconnect grace window in milliseconds [default: 10000].
     #[arg(long, value_name = "MS")]
     pub reconnect_grace: Option<u64>,
+    /// Streams with their own series in /metrics; more share stream="~other" [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub metrics_max_streams: Option<usize>,
     /// Data directory for the embedded backends [default: ./zerocast-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -286,6 +292,7 @@ impl Config {
         var!("ZEROCAST_RECONNECT_GRACE", self.reconnect_grace);
         var!("ZEROCAST_ENDED_LINGER", self.ended_linger);
         var!("ZEROCAST_BLOCK_LIMIT", self.block_limit);
+        var!("ZEROCAST_METRICS_MAX_STREAMS", self.metrics_max_streams);
         var!("ZEROCAST_DATA_DIR", self.data_dir);
         var!("ZEROCAST_API", self.api);
         var!("ZEROCAST_SOCIAL", self.social);
@@ -343,6 +350,9 @@ impl Config {
         }
         if let Some(v) = f.reconnect_grace {
             self.reconnect_grace = v;
+        }
+        if let Some(v) = f.metrics_max_streams {
+            self.metrics_max_streams = v;
         }
         if let Some(v) = &f.data_dir {
             self.data_dir = v.clone();
@@ -530,6 +540,22 @@ mod tests {
         });
         assert_eq!(c.workers, 7);
         assert_eq!(c.part_target, 300);
+    }
+
+    #[test]
+    fn metrics_max_streams_from_file_env_and_flag() {
+        assert_eq!(Config::default().metrics_max_streams, 1000);
+        let mut c: Config = toml::from_str("metrics-max-streams = 5\n").unwrap();
+        assert_eq!(c.metrics_max_streams, 5);
+        c.apply_env(|k| (k == "ZEROCAST_METRICS_MAX_STREAMS").then(|| "6".to_string()))
+            .unwrap();
+        assert_eq!(c.metrics_max_streams, 6);
+        c.apply_flags(&Overrides {
+            metrics_max_streams: Some(7),
+            ..Overrides::default()
+        });
+        assert_eq!(c.metrics_max_streams, 7);
+        assert!(c.to_toml().contains("metrics-max-streams = 7"));
     }
 
     #[test]

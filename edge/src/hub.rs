@@ -16,7 +16,7 @@ use bytes::Bytes;
 use zerocast_core::{Frame, Track, TrackKind};
 use zerocast_packager::{Event, MediaPlaylist, Packager, PackagerConfig, Skip};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StreamMetrics, StreamSeries};
 use crate::notify::Notify;
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the data here is
@@ -138,6 +138,8 @@ pub struct Stream {
     pub epoch: String,
     /// Arrival times for the server-added latency metrics.
     arrivals: Mutex<Arrivals>,
+    /// This stream's series in `/metrics` (removed when the hub forgets the stream).
+    pub metrics: StreamMetrics,
 }
 
 /// When the frames now being packaged arrived.
@@ -152,8 +154,15 @@ struct Arrivals {
 }
 
 impl Stream {
-    fn new(name: String, config: PackagerConfig, conn: u64, epoch: String) -> Self {
+    fn new(
+        name: String,
+        config: PackagerConfig,
+        conn: u64,
+        epoch: String,
+        metrics: StreamMetrics,
+    ) -> Self {
         Self {
+            metrics,
             epoch,
             arrivals: Mutex::new(Arrivals::default()),
             name,
@@ -180,6 +189,7 @@ impl Stream {
         let st = &self.stats;
         st.bytes_in
             .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
+        self.metrics.add_bytes_in(frame.data.len() as u64);
         let mut p = lock(&self.packager);
         let video = p
             .tracks()
@@ -236,7 +246,7 @@ impl Stream {
                     }
                     Event::Chunk { part, fragment } => {
                         if let (Some(mx), Some(t)) = (metrics, arrivals.pending) {
-                            mx.chunk_latency.observe(now - t);
+                            mx.observe_chunk_latency(now - t);
                         }
                         if let Some(pm) = m.parts.get(&part) {
                             pm.push(std::iter::once(fragment.header).chain(fragment.payloads));
@@ -247,8 +257,9 @@ impl Stream {
                         if let Some(pm) = m.parts.get(&id) {
                             pm.finish();
                         }
+                        self.metrics.part_done();
                         if let (Some(mx), Some(t)) = (metrics, arrivals.part_start.take()) {
-                            mx.part_latency.observe(now - t);
+                            mx.observe_part_latency(now - t);
                         }
                         changed = true;
                         chunk = true;
@@ -323,6 +334,18 @@ impl Stream {
         slot.clone()
     }
 
+    /// A connection started watching this stream.
+    pub fn viewer_joined(&self) {
+        self.stats.viewers.fetch_add(1, Ordering::Relaxed);
+        self.metrics.viewer_joined();
+    }
+
+    /// A connection stopped watching this stream.
+    pub fn viewer_left(&self) {
+        self.stats.viewers.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.viewer_left();
+    }
+
     /// Frames per second measured from video DTS, or the publisher's metadata.
     pub fn frame_rate(&self) -> Option<f64> {
         let st = &self.stats;
@@ -385,18 +408,17 @@ pub struct Hub {
     streams: Mutex<HashMap<String, Arc<Stream>>>,
     config: PackagerConfig,
     next_conn: AtomicU64,
-    /// Streams ever started, for `/metrics`.
-    pub streams_started: AtomicU64,
+    series: StreamSeries,
 }
 
 impl Hub {
-    /// An empty hub.
-    pub fn new(config: PackagerConfig) -> Self {
+    /// An empty hub; each stream gets its metric handles from `series`.
+    pub fn new(config: PackagerConfig, series: StreamSeries) -> Self {
         Self {
             streams: Mutex::new(HashMap::new()),
             config,
             next_conn: AtomicU64::new(1),
-            streams_started: AtomicU64::new(0),
+            series,
         }
     }
 
@@ -418,8 +440,14 @@ impl Hub {
     }
 
     /// Claims `name` for publisher `conn`: a new stream, or the continuation of one whose
-    /// publisher left within the grace window (after a discontinuity).
-    pub fn claim(&self, name: &str, conn: u64) -> Result<Arc<Stream>, PublishError> {
+    /// publisher left within the grace window (after a discontinuity). `now_unix_ms` is the
+    /// caller's wall clock; it seeds the new instance's epoch (the hub reads no clock).
+    pub fn claim(
+        &self,
+        name: &str,
+        conn: u64,
+        now_unix_ms: i64,
+    ) -> Result<Arc<Stream>, PublishError> {
         if !valid_name(name) {
             return Err(PublishError::BadName(name.to_owned()));
         }
@@ -435,10 +463,19 @@ impl Hub {
                 Publisher::Ended(_) => {}
             }
         }
-        let epoch = format!("{:x}", crate::rtmp::unix_ms() as u64 ^ conn);
-        let s = Arc::new(Stream::new(name.to_owned(), self.config, conn, epoch));
-        streams.insert(name.to_owned(), s.clone());
-        self.streams_started.fetch_add(1, Ordering::Relaxed);
+        let epoch = format!("{:x}", now_unix_ms as u64 ^ conn);
+        let metrics = self.series.attach(name);
+        let s = Arc::new(Stream::new(
+            name.to_owned(),
+            self.config,
+            conn,
+            epoch,
+            metrics,
+        ));
+        // An ended instance of the name is replaced (and forgotten) now.
+        if let Some(old) = streams.insert(name.to_owned(), s.clone()) {
+            self.series.detach(&old.metrics);
+        }
         Ok(s)
     }
 
@@ -478,6 +515,7 @@ impl Hub {
                 if let Some(cur) = streams.get(&s.name) {
                     if Arc::ptr_eq(cur, &s) {
                         streams.remove(&s.name);
+                        self.series.detach(&s.metrics);
                     }
                 }
             }
@@ -493,4 +531,104 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::OTHER_STREAMS;
+
+    fn scrape(m: &Metrics) -> String {
+        let mut s = String::new();
+        m.encode(&mut s);
+        s
+    }
+
+    /// Sample lines carrying `stream="NAME"`.
+    fn series(text: &str, stream: &str) -> Vec<String> {
+        let label = format!("stream=\"{stream}\"");
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&label))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn stream_series_are_bounded_and_go_when_the_stream_is_forgotten() {
+        let m = Metrics::new(2);
+        let hub = Hub::new(Config::default().packager(), m.stream_series());
+        let names = ["a", "b", "c", "d"];
+        let streams: Vec<_> = (1..)
+            .zip(names)
+            .map(|(conn, n)| (conn, hub.claim(n, conn, 0).unwrap()))
+            .collect();
+        streams[0].1.viewer_joined();
+        streams[2].1.viewer_joined();
+        streams[3].1.viewer_joined();
+        let text = scrape(&m);
+        assert_eq!(series(&text, "a").len(), 3, "{text}");
+        assert!(
+            text.contains("zerocast_viewers{stream=\"a\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(series(&text, "b").len(), 3, "{text}");
+        // Past the bound of 2: no series of their own, counted together.
+        assert!(
+            series(&text, "c").is_empty() && series(&text, "d").is_empty(),
+            "{text}"
+        );
+        assert_eq!(series(&text, OTHER_STREAMS).len(), 3, "{text}");
+        assert!(
+            text.contains("zerocast_viewers{stream=\"~other\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("zerocast_streams 4\n"), "{text}");
+        assert!(
+            text.contains("zerocast_streams_started_total 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE zerocast_bytes_in counter\n"),
+            "{text}"
+        );
+
+        // The publishers leave; after the grace window the streams end but still answer.
+        for (conn, s) in &streams {
+            hub.release(s, *conn);
+        }
+        let (grace, linger) = (Duration::from_secs(10), Duration::from_secs(30));
+        let ended = Instant::now() + grace;
+        hub.sweep(ended, grace, linger);
+        assert_eq!(series(&scrape(&m), "a").len(), 3);
+
+        // Re-publishing an ended name replaces that instance; the name keeps one set of series.
+        let a2 = hub.claim("a", 9, 0).unwrap();
+        let text = scrape(&m);
+        assert_eq!(series(&text, "a").len(), 3, "{text}");
+        assert!(text.contains("zerocast_streams 4\n"), "{text}");
+        hub.release(&a2, 9);
+        hub.sweep(ended + Duration::from_secs(1), grace, linger);
+
+        // After the linger window the hub forgets them, and their series are gone.
+        hub.sweep(
+            ended + grace + linger + Duration::from_secs(2),
+            grace,
+            linger,
+        );
+        assert!(hub.all().is_empty());
+        let text = scrape(&m);
+        for n in names.into_iter().chain([OTHER_STREAMS]) {
+            assert!(series(&text, n).is_empty(), "{n} still in:\n{text}");
+        }
+        assert!(text.contains("zerocast_streams 0\n"), "{text}");
+        assert!(
+            text.contains("zerocast_streams_started_total 5\n"),
+            "{text}"
+        );
+
+        // The freed places go to new streams.
+        hub.claim("e", 10, 0).unwrap();
+        assert_eq!(series(&scrape(&m), "e").len(), 3);
+    }
 }

@@ -16,7 +16,6 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-mod api;
 pub mod config;
 mod http;
 pub mod hub;
@@ -50,10 +49,11 @@ pub struct Ctx {
 impl Ctx {
     /// Shared state for `config`.
     pub fn new(config: Config) -> Self {
+        let metrics = Metrics::new(config.metrics_max_streams);
         Self {
-            hub: Hub::new(config.packager()),
+            hub: Hub::new(config.packager(), metrics.stream_series()),
             config,
-            metrics: Metrics::default(),
+            metrics,
             shutdown: AtomicBool::new(false),
             shutdown_signal: Notify::new(),
             connections: AtomicUsize::new(0),

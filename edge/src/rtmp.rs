@@ -89,9 +89,7 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, peer: SocketAddr, ctx: Arc
     }
     .await;
     if let Err(e) = result {
-        ctx.metrics
-            .rtmp_errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics.count_rtmp_error();
         let stream = conn.publishing.as_ref().map_or("-", |s| s.name.as_str());
         tracing::warn!(peer = %conn.peer, stream, "rtmp connection closed: {e}");
     }
@@ -126,7 +124,9 @@ impl Conn {
                         "unknown application {app:?}: publish to rtmp://HOST/{APP}/NAME"
                     ))
                 } else {
-                    ctx.hub.claim(&name, self.id).map_err(|e| e.to_string())
+                    ctx.hub
+                        .claim(&name, self.id, unix_ms())
+                        .map_err(|e| e.to_string())
                 };
                 match claim {
                     Ok(stream) => {
@@ -171,8 +171,8 @@ impl Conn {
     }
 }
 
-/// Wall-clock now in Unix milliseconds (for `EXT-X-PROGRAM-DATE-TIME`).
-pub(crate) fn unix_ms() -> i64 {
+/// Wall-clock now in Unix milliseconds (for `EXT-X-PROGRAM-DATE-TIME` and stream epochs).
+fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -6,71 +6,35 @@
 //!
 //! Requests are parsed with `httparse` from one read buffer per connection; keep-alive and
 //! pipelining are handled by parsing the next request from what is left in the buffer.
+//!
+//! This file holds the connection loop, the router and the media handlers. Its children are
+//! leaves it uses: [`request`] parses heads, [`response`] holds `Response` and writes it, and
+//! [`api`] answers `/api/streams` and `/metrics`. `api` uses `response` and nothing here.
+
+mod api;
+mod request;
+mod response;
 
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use monoio::buf::IoBufMut;
 use monoio::io::CancelableAsyncReadRent;
 use monoio::net::TcpStream;
 use zerocast_packager::{multivariant, Query, Reload, Skip};
 
+use self::request::{parse, Method, Request, MAX_HEAD};
+use self::response::{preflight, respond, Body, Response};
 use crate::hub::{lock, PartMedia, Stream};
-use crate::iov::{with_deadline_or, write_all};
+use crate::iov::with_deadline_or;
 use crate::metrics::Kind;
 use crate::Ctx;
 
-/// Largest request head accepted.
-const MAX_HEAD: usize = 16 * 1024;
 /// An idle keep-alive connection is closed after this long.
 const IDLE: Duration = Duration::from_secs(60);
-/// A peer that does not take a write within this long is dropped as too slow.
-const WRITE_DEADLINE: Duration = Duration::from_secs(10);
-
-/// A response before it is written.
-pub(crate) struct Response {
-    status: u16,
-    content_type: &'static str,
-    pub(crate) cache: &'static str,
-    body: Body,
-    kind: Kind,
-}
-
-pub(crate) enum Body {
-    Empty,
-    Full(Vec<Bytes>),
-    /// A part being written: chunked transfer coding until it completes.
-    Live(Arc<Stream>, Arc<PartMedia>),
-}
-
-impl Response {
-    pub(crate) fn new(status: u16, content_type: &'static str, body: Body, kind: Kind) -> Self {
-        Self {
-            status,
-            content_type,
-            cache: "no-cache",
-            body,
-            kind,
-        }
-    }
-
-    fn text(status: u16, msg: &str) -> Self {
-        let body = format!("{{\"error\":{}}}\n", json_string(msg));
-        Self::new(
-            status,
-            "application/json",
-            Body::Full(vec![Bytes::from(body)]),
-            Kind::Other,
-        )
-    }
-
-    fn not_found() -> Self {
-        Self::text(404, "not found")
-    }
-}
 
 /// Serves one HTTP connection until it closes, errs or idles out.
 pub(crate) async fn serve_conn(mut stream: TcpStream, ctx: Arc<Ctx>) {
@@ -122,7 +86,7 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, ctx: Arc<Ctx>) {
         let mut sent = 0;
         let ok = respond(&mut stream, resp, head, req.keep_alive, &mut sent).await;
         ctx.metrics.observe(kind, started.elapsed());
-        ctx.metrics.bytes_out.fetch_add(sent, Ordering::Relaxed);
+        ctx.metrics.add_bytes_out(sent);
         if ok.is_err() || !req.keep_alive {
             break;
         }
@@ -148,64 +112,6 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, ctx: &Ctx) -> io:
     Ok(res? > 0)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Get,
-    Head,
-    Options,
-    Other,
-}
-
-#[derive(Debug)]
-struct Request {
-    method: Method,
-    path: String,
-    query: String,
-    keep_alive: bool,
-    head_len: usize,
-}
-
-/// Parses one request head; `Ok(None)` when more bytes are needed.
-fn parse(buf: &[u8]) -> Result<Option<Request>, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; 48];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err("malformed request"),
-    };
-    let method = match req.method {
-        Some("GET") => Method::Get,
-        Some("HEAD") => Method::Head,
-        Some("OPTIONS") => Method::Options,
-        _ => Method::Other,
-    };
-    let target = req.path.ok_or("no request target")?;
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut keep_alive = req.version == Some(1);
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-            if v.contains("close") {
-                keep_alive = false;
-            } else if v.contains("keep-alive") {
-                keep_alive = true;
-            }
-        } else if (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
-            || h.name.eq_ignore_ascii_case("transfer-encoding")
-        {
-            return Err("request bodies are not accepted");
-        }
-    }
-    Ok(Some(Request {
-        method,
-        path: path.to_owned(),
-        query: query.to_owned(),
-        keep_alive,
-        head_len,
-    }))
-}
-
 /// Counts a connection as a viewer of one stream while it keeps asking for it.
 struct Viewer(Arc<Stream>);
 
@@ -214,22 +120,22 @@ impl Viewer {
         if slot.as_ref().is_some_and(|v| Arc::ptr_eq(&v.0, stream)) {
             return;
         }
-        stream.stats.viewers.fetch_add(1, Ordering::Relaxed);
+        stream.viewer_joined();
         *slot = Some(Viewer(stream.clone()));
     }
 }
 
 impl Drop for Viewer {
     fn drop(&mut self) {
-        self.0.stats.viewers.fetch_sub(1, Ordering::Relaxed);
+        self.0.viewer_left();
     }
 }
 
 async fn route(ctx: &Ctx, req: &Request, viewing: &mut Option<Viewer>) -> Response {
     let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {
-        ["api", "streams"] => crate::api::streams(ctx),
-        ["metrics"] => crate::api::metrics(ctx),
+        ["api", "streams"] => api::streams(ctx),
+        ["metrics"] => api::metrics(ctx),
         ["live", name, "index.m3u8"] => match ctx.hub.get(name) {
             Some(s) => {
                 Viewer::watch(viewing, &s);
@@ -421,147 +327,9 @@ fn numbered(file: &str, prefix: &str, suffix: &str) -> Option<u64> {
     n.parse().ok()
 }
 
-fn preflight() -> Response {
-    Response::new(204, "text/plain", Body::Empty, Kind::Other)
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        204 => "No Content",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
-    }
-}
-
-/// Writes a response, adding the bytes written to `sent`; errors mean the connection is
-/// unusable.
-async fn respond(
-    stream: &mut TcpStream,
-    resp: Response,
-    head_only: bool,
-    keep_alive: bool,
-    sent: &mut u64,
-) -> io::Result<()> {
-    let mut h = BytesMut::with_capacity(256);
-    let _ = std::fmt::Write::write_fmt(
-        &mut StrBuf(&mut h),
-        format_args!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nCache-Control: {}\r\n\
-             Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n\
-             Access-Control-Allow-Headers: *\r\nAccess-Control-Expose-Headers: *\r\n",
-            resp.status,
-            reason(resp.status),
-            resp.content_type,
-            resp.cache
-        ),
-    );
-    if !keep_alive {
-        h.put_slice(b"Connection: close\r\n");
-    }
-    match resp.body {
-        Body::Empty => {
-            h.put_slice(b"Content-Length: 0\r\n\r\n");
-            *sent += h.len() as u64;
-            write_all(stream, &[h.freeze()], WRITE_DEADLINE).await
-        }
-        Body::Full(mut bufs) => {
-            let len: usize = bufs.iter().map(Bytes::len).sum();
-            let _ = std::fmt::Write::write_fmt(
-                &mut StrBuf(&mut h),
-                format_args!("Content-Length: {len}\r\n\r\n"),
-            );
-            if head_only {
-                bufs.clear();
-            }
-            bufs.insert(0, h.freeze());
-            *sent += bufs.iter().map(|b| b.len() as u64).sum::<u64>();
-            write_all(stream, &bufs, WRITE_DEADLINE).await
-        }
-        Body::Live(s, pm) => {
-            h.put_slice(b"Transfer-Encoding: chunked\r\n\r\n");
-            *sent += h.len() as u64;
-            write_all(stream, &[h.freeze()], WRITE_DEADLINE).await?;
-            if head_only {
-                return Ok(());
-            }
-            stream_part(stream, &s, &pm, sent).await
-        }
-    }
-}
-
-/// Sends a part as its chunks arrive, with chunked transfer coding, until it is complete.
-async fn stream_part(
-    stream: &mut TcpStream,
-    s: &Stream,
-    pm: &PartMedia,
-    sent_bytes: &mut u64,
-) -> io::Result<()> {
-    let mut sent = 0;
-    loop {
-        let seen = s.chunks.seq();
-        let (chunks, complete) = pm.chunks_from(sent);
-        if !chunks.is_empty() {
-            sent += chunks.len();
-            let len: usize = chunks.iter().map(Bytes::len).sum();
-            let mut bufs = Vec::with_capacity(chunks.len() + 2);
-            bufs.push(Bytes::from(format!("{len:x}\r\n")));
-            bufs.extend(chunks);
-            bufs.push(Bytes::from_static(b"\r\n"));
-            *sent_bytes += bufs.iter().map(|b| b.len() as u64).sum::<u64>();
-            write_all(stream, &bufs, WRITE_DEADLINE).await?;
-        }
-        if complete {
-            return write_all(stream, &[Bytes::from_static(b"0\r\n\r\n")], WRITE_DEADLINE).await;
-        }
-        // A part never takes longer than a few part targets; bound the wait anyway.
-        if monoio::time::timeout(Duration::from_secs(10), s.chunks.changed(seen))
-            .await
-            .is_err()
-        {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "part stalled"));
-        }
-    }
-}
-
-/// `fmt::Write` into a `BytesMut`.
-struct StrBuf<'a>(&'a mut BytesMut);
-
-impl std::fmt::Write for StrBuf<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.put_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
-/// A JSON string literal.
-pub(crate) fn json_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_requests() {
-        let r = parse(b"GET /live/a/index.m3u8?x=1 HTTP/1.1\r\nHost: h\r\n\r\nGET")
-            .unwrap()
-            .unwrap();
-        assert_eq!(r.path, "/live/a/index.m3u8");
-        assert_eq!(r.query, "x=1");
-        assert!(r.keep_alive);
-        assert_eq!(r.head_len, 48);
-        assert!(parse(b"GET / HTTP/1.1\r\nHost").unwrap().is_none());
-        assert!(parse(b"\x00\x01 / HTTP/1.1\r\n\r\n").is_err());
-        let r = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
-        assert!(!r.keep_alive);
-        assert!(parse(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").is_err());
-    }
 
     #[test]
     fn numbered_names() {

@@ -1,15 +1,14 @@
-//! `GET /api/streams` (JSON) and `GET /metrics` (Prometheus text).
+//! `GET /api/streams` (JSON) and `GET /metrics` (OpenMetrics text).
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use serde::Serialize;
 use zerocast_core::Track;
 
-use crate::http::{Body, Response};
+use super::response::{Body, Response};
 use crate::hub::{lock, Publisher};
-use crate::metrics::Kind;
+use crate::metrics::{self, Kind};
 use crate::Ctx;
 
 #[derive(Serialize)]
@@ -88,55 +87,10 @@ pub(crate) fn streams(ctx: &Ctx) -> Response {
 
 pub(crate) fn metrics(ctx: &Ctx) -> Response {
     let mut s = String::with_capacity(8192);
-    let streams = ctx.hub.all();
-    let _ = writeln!(s, "# TYPE zerocast_streams gauge");
-    let _ = writeln!(s, "zerocast_streams {}", streams.len());
-    let _ = writeln!(s, "# TYPE zerocast_streams_started_total counter");
-    let _ = writeln!(
-        s,
-        "zerocast_streams_started_total {}",
-        ctx.hub.streams_started.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(s, "# TYPE zerocast_viewers gauge");
-    for st in &streams {
-        let _ = writeln!(
-            s,
-            "zerocast_viewers{{stream={}}} {}",
-            crate::http::json_string(&st.name),
-            st.stats.viewers.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(s, "# TYPE zerocast_bytes_in_total counter");
-    for st in &streams {
-        let _ = writeln!(
-            s,
-            "zerocast_bytes_in_total{{stream={}}} {}",
-            crate::http::json_string(&st.name),
-            st.stats.bytes_in.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(s, "# TYPE zerocast_parts_total counter");
-    for st in &streams {
-        let parts = lock(&st.media)
-            .playlist
-            .as_ref()
-            .map_or(0, |p| p.next_part_id());
-        let _ = writeln!(
-            s,
-            "zerocast_parts_total{{stream={}}} {parts}",
-            crate::http::json_string(&st.name)
-        );
-    }
-    let _ = writeln!(s, "# TYPE zerocast_bytes_out_total counter");
-    let _ = writeln!(
-        s,
-        "zerocast_bytes_out_total {}",
-        ctx.metrics.bytes_out.load(Ordering::Relaxed)
-    );
-    ctx.metrics.render(&mut s);
+    ctx.metrics.encode(&mut s);
     let mut r = Response::new(
         200,
-        "text/plain; version=0.0.4",
+        metrics::CONTENT_TYPE,
         Body::Full(vec![Bytes::from(s)]),
         Kind::Other,
     );

@@ -1,0 +1,83 @@
+//! Request heads, parsed with `httparse` from the connection's read buffer.
+
+/// Largest request head accepted.
+pub(super) const MAX_HEAD: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Method {
+    Get,
+    Head,
+    Options,
+    Other,
+}
+
+#[derive(Debug)]
+pub(super) struct Request {
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) query: String,
+    pub(super) keep_alive: bool,
+    pub(super) head_len: usize,
+}
+
+/// Parses one request head; `Ok(None)` when more bytes are needed.
+pub(super) fn parse(buf: &[u8]) -> Result<Option<Request>, &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; 48];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("malformed request"),
+    };
+    let method = match req.method {
+        Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
+        Some("OPTIONS") => Method::Options,
+        _ => Method::Other,
+    };
+    let target = req.path.ok_or("no request target")?;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut keep_alive = req.version == Some(1);
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            if v.contains("close") {
+                keep_alive = false;
+            } else if v.contains("keep-alive") {
+                keep_alive = true;
+            }
+        } else if (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            return Err("request bodies are not accepted");
+        }
+    }
+    Ok(Some(Request {
+        method,
+        path: path.to_owned(),
+        query: query.to_owned(),
+        keep_alive,
+        head_len,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_requests() {
+        let r = parse(b"GET /live/a/index.m3u8?x=1 HTTP/1.1\r\nHost: h\r\n\r\nGET")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.path, "/live/a/index.m3u8");
+        assert_eq!(r.query, "x=1");
+        assert!(r.keep_alive);
+        assert_eq!(r.head_len, 48);
+        assert!(parse(b"GET / HTTP/1.1\r\nHost").unwrap().is_none());
+        assert!(parse(b"\x00\x01 / HTTP/1.1\r\n\r\n").is_err());
+        let r = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!r.keep_alive);
+        assert!(parse(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").is_err());
+    }
+}

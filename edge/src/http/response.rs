@@ -1,0 +1,185 @@
+//! A response before it is written, and writing it: one `writev` of a header `Bytes` and the
+//! shared media `Bytes`, or chunked transfer coding for a part still being written.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use monoio::net::TcpStream;
+
+use crate::hub::{PartMedia, Stream};
+use crate::iov::write_all;
+use crate::metrics::Kind;
+
+/// A peer that does not take a write within this long is dropped as too slow.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A response before it is written.
+pub(super) struct Response {
+    status: u16,
+    content_type: &'static str,
+    pub(super) cache: &'static str,
+    body: Body,
+    pub(super) kind: Kind,
+}
+
+/// What follows the header.
+pub(super) enum Body {
+    /// No body.
+    Empty,
+    /// Complete buffers, written with one `writev`.
+    Full(Vec<Bytes>),
+    /// A part being written: chunked transfer coding until it completes.
+    Live(Arc<Stream>, Arc<PartMedia>),
+}
+
+impl Response {
+    pub(super) fn new(status: u16, content_type: &'static str, body: Body, kind: Kind) -> Self {
+        Self {
+            status,
+            content_type,
+            cache: "no-cache",
+            body,
+            kind,
+        }
+    }
+
+    /// A JSON `{"error": msg}` body.
+    pub(super) fn text(status: u16, msg: &str) -> Self {
+        let body = format!("{{\"error\":{}}}\n", json_string(msg));
+        Self::new(
+            status,
+            "application/json",
+            Body::Full(vec![Bytes::from(body)]),
+            Kind::Other,
+        )
+    }
+
+    pub(super) fn not_found() -> Self {
+        Self::text(404, "not found")
+    }
+}
+
+/// The answer to a CORS preflight.
+pub(super) fn preflight() -> Response {
+    Response::new(204, "text/plain", Body::Empty, Kind::Other)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// Writes a response, adding the bytes written to `sent`; errors mean the connection is
+/// unusable.
+pub(super) async fn respond(
+    stream: &mut TcpStream,
+    resp: Response,
+    head_only: bool,
+    keep_alive: bool,
+    sent: &mut u64,
+) -> io::Result<()> {
+    let mut h = BytesMut::with_capacity(256);
+    let _ = std::fmt::Write::write_fmt(
+        &mut StrBuf(&mut h),
+        format_args!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nCache-Control: {}\r\n\
+             Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n\
+             Access-Control-Allow-Headers: *\r\nAccess-Control-Expose-Headers: *\r\n",
+            resp.status,
+            reason(resp.status),
+            resp.content_type,
+            resp.cache
+        ),
+    );
+    if !keep_alive {
+        h.put_slice(b"Connection: close\r\n");
+    }
+    match resp.body {
+        Body::Empty => {
+            h.put_slice(b"Content-Length: 0\r\n\r\n");
+            *sent += h.len() as u64;
+            write_all(stream, &[h.freeze()], WRITE_DEADLINE).await
+        }
+        Body::Full(mut bufs) => {
+            let len: usize = bufs.iter().map(Bytes::len).sum();
+            let _ = std::fmt::Write::write_fmt(
+                &mut StrBuf(&mut h),
+                format_args!("Content-Length: {len}\r\n\r\n"),
+            );
+            if head_only {
+                bufs.clear();
+            }
+            bufs.insert(0, h.freeze());
+            *sent += bufs.iter().map(|b| b.len() as u64).sum::<u64>();
+            write_all(stream, &bufs, WRITE_DEADLINE).await
+        }
+        Body::Live(s, pm) => {
+            h.put_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            *sent += h.len() as u64;
+            write_all(stream, &[h.freeze()], WRITE_DEADLINE).await?;
+            if head_only {
+                return Ok(());
+            }
+            stream_part(stream, &s, &pm, sent).await
+        }
+    }
+}
+
+/// Sends a part as its chunks arrive, with chunked transfer coding, until it is complete.
+async fn stream_part(
+    stream: &mut TcpStream,
+    s: &Stream,
+    pm: &PartMedia,
+    sent_bytes: &mut u64,
+) -> io::Result<()> {
+    let mut sent = 0;
+    loop {
+        let seen = s.chunks.seq();
+        let (chunks, complete) = pm.chunks_from(sent);
+        if !chunks.is_empty() {
+            sent += chunks.len();
+            let len: usize = chunks.iter().map(Bytes::len).sum();
+            let mut bufs = Vec::with_capacity(chunks.len() + 2);
+            bufs.push(Bytes::from(format!("{len:x}\r\n")));
+            bufs.extend(chunks);
+            bufs.push(Bytes::from_static(b"\r\n"));
+            *sent_bytes += bufs.iter().map(|b| b.len() as u64).sum::<u64>();
+            write_all(stream, &bufs, WRITE_DEADLINE).await?;
+        }
+        if complete {
+            return write_all(stream, &[Bytes::from_static(b"0\r\n\r\n")], WRITE_DEADLINE).await;
+        }
+        // A part never takes longer than a few part targets; bound the wait anyway.
+        if monoio::time::timeout(Duration::from_secs(10), s.chunks.changed(seen))
+            .await
+            .is_err()
+        {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "part stalled"));
+        }
+    }
+}
+
+/// `fmt::Write` into a `BytesMut`.
+struct StrBuf<'a>(&'a mut BytesMut);
+
+impl std::fmt::Write for StrBuf<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
