@@ -44,7 +44,14 @@ def main():
     end = time.time() + seconds
     scrapes, problems, last = 0, 0, {}
     while time.time() < end:
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        try:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+        except OSError as e:
+            if scrapes:
+                print(f"server gone after {scrapes} scrapes ({e})")
+                break
+            time.sleep(0.2)  # not up yet
+            continue
         scrapes += 1
         for key, h in parse(text).items():
             b = sorted(h["buckets"])
@@ -58,9 +65,8 @@ def main():
                 problems += 1
                 print(f"count went back {key}: {last[key]} -> {h['count']}")
             last[key] = h["count"] or 0
-    print(f"{scrapes} scrapes of {url} in {seconds:.0f} s, {len(last)} histograms each, "
-          f"{problems} problems")
-    return 1 if problems else 0
+    print(f"{scrapes} scrapes of {url}, {len(last)} histograms each, {problems} problems")
+    return 1 if problems or not scrapes else 0
 
 
 if __name__ == "__main__":
