@@ -113,3 +113,23 @@ pub fn secret_from_data_dir(data_dir: &std::path::Path) -> std::io::Result<Vec<u
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_made_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("zerocast-secret-{}", uuid::Uuid::new_v4()));
+        let first = secret_from_data_dir(&dir).unwrap();
+        assert_eq!(first.len(), 64);
+        assert!(first.iter().all(u8::is_ascii_hexdigit));
+        assert_eq!(secret_from_data_dir(&dir).unwrap(), first);
+        // An empty file (say, an interrupted first start) is replaced, not used as a secret.
+        std::fs::write(dir.join("jwt-secret"), b"").unwrap();
+        let second = secret_from_data_dir(&dir).unwrap();
+        assert_eq!(second.len(), 64);
+        assert_ne!(second, first);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -79,6 +79,17 @@ pub async fn start_with(cfg: SocialConfig, backends: Backends) -> Api {
     }
 }
 
+/// A client of a server already listening on `addr` (started some other way), whose tokens
+/// are signed with [`SECRET`].
+pub fn client(addr: std::net::SocketAddr) -> Api {
+    Api {
+        addr,
+        keys: Keys::new(SECRET),
+        _dir: None,
+        stop: None,
+    }
+}
+
 pub fn user() -> UserId {
     UserId(Uuid::new_v4())
 }
