@@ -431,3 +431,176 @@ async fn live_chat_fans_out_with_history_slow_mode_and_bans() {
     assert_eq!(s, 403);
     assert_eq!(e["error"]["code"], "banned");
 }
+
+#[tokio::test]
+async fn rooms_over_rest_and_the_error_codes_of_each_refusal() {
+    let api = start(|_| {}).await;
+    let (owner, viewer) = (user(), user());
+    let (to, tv) = (api.token(owner), api.token(viewer));
+    let code = |v: &Value| v["error"]["code"].as_str().unwrap_or_default().to_owned();
+
+    // Rooms: claim, settings, post and history over REST, moderation rules.
+    let (s, _) = api
+        .call("POST", "/api/v1/rooms/show/claim", Some(&to), None)
+        .await;
+    assert_eq!(s, 200);
+    let (s, v) = api
+        .call("POST", "/api/v1/rooms/show/claim", Some(&tv), None)
+        .await;
+    assert_eq!((s, code(&v)), (403, "not_owner".into()));
+    let (s, v) = api.call("GET", "/api/v1/rooms/show", Some(&tv), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["settings"]["owner"], json!(owner));
+    let (s, _) = api
+        .call(
+            "POST",
+            "/api/v1/rooms/show/messages",
+            Some(&tv),
+            Some(r#"{"content":"hey"}"#),
+        )
+        .await;
+    assert_eq!(s, 201);
+    // The history is filled from the bus, asynchronously.
+    let mut history = Value::Null;
+    for _ in 0..100 {
+        history = api
+            .call("GET", "/api/v1/rooms/show/messages", Some(&tv), None)
+            .await
+            .1;
+        if history["messages"][0]["content"] == "hey" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(history["messages"][0]["content"], "hey");
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/rooms/show/slow-mode",
+            Some(&to),
+            Some(r#"{"seconds":3601}"#),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_slow_mode".into()));
+    let ban = json!({"user": viewer}).to_string();
+    let (s, _) = api
+        .call("POST", "/api/v1/rooms/show/bans", Some(&to), Some(&ban))
+        .await;
+    assert_eq!(s, 204);
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/rooms/show/messages",
+            Some(&tv),
+            Some(r#"{"content":"x"}"#),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (403, "banned".into()));
+    let unban = format!("/api/v1/rooms/show/bans/{viewer}");
+    let (s, v) = api.call("DELETE", &unban, Some(&tv), None).await;
+    assert_eq!(
+        (s, code(&v)),
+        (403, "not_owner".into()),
+        "only the owner lifts a ban"
+    );
+    let (s, _) = api.call("DELETE", &unban, Some(&to), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = api
+        .call(
+            "POST",
+            "/api/v1/rooms/show/messages",
+            Some(&tv),
+            Some(r#"{"content":"back"}"#),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, v) = api
+        .call("GET", "/api/v1/rooms/bad%20name", Some(&tv), None)
+        .await;
+    assert_eq!((s, code(&v)), (400, "bad_room".into()));
+
+    // Direct messages: each refusal has its own code.
+    let send = |body: Value| body.to_string();
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/messages",
+            Some(&to),
+            Some(&send(json!({"to": owner, "content": "me"}))),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_recipient".into()));
+    let long = "c".repeat(129);
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/messages",
+            Some(&to),
+            Some(&send(
+                json!({"to": viewer, "content": "x", "client_id": long}),
+            )),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_client_id".into()));
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/messages",
+            Some(&to),
+            Some(&send(json!({"to": viewer, "content": ""}))),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "empty_message".into()));
+    let (s, v) = api
+        .call("POST", "/api/v1/messages", Some(&to), Some("{nope"))
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_json".into()));
+    let (s, v) = api
+        .call("GET", "/api/v1/messages/not-an-id", Some(&to), None)
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_id".into()));
+    let (s, m) = api
+        .call(
+            "POST",
+            "/api/v1/messages",
+            Some(&to),
+            Some(&send(json!({"to": viewer, "content": "hi"}))),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let id = m["message"]["id"].as_str().unwrap().to_owned();
+    let (s, v) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/messages/{id}"),
+            Some(&tv),
+            Some(r#"{"content":"mine now"}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (403, "forbidden".into()),
+        "only the sender edits"
+    );
+    let (s, v) = api
+        .call("GET", "/api/v1/conversations?limit=x", Some(&to), None)
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_query".into()));
+    let (s, v) = api
+        .call("GET", "/api/v1/no/such/route", Some(&to), None)
+        .await;
+    assert_eq!((s, code(&v)), (404, "not_found".into()));
+
+    // /metrics counts the open sockets.
+    let _ws = api.ws(viewer, None).await;
+    let (s, _) = api.call("GET", "/metrics", None, None).await;
+    assert_eq!(s, 200);
+    let mut tcp = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    assert!(text.contains("zerocast_ws_connections 1"), "{text}");
+}
