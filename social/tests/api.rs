@@ -604,3 +604,66 @@ async fn rooms_over_rest_and_the_error_codes_of_each_refusal() {
     tcp.read_to_string(&mut text).await.unwrap();
     assert!(text.contains("zerocast_ws_connections 1"), "{text}");
 }
+
+#[tokio::test]
+async fn websocket_frames_of_every_kind_and_refused_upgrades() {
+    let api = start(|_| {}).await;
+    let (a, b) = (user(), user());
+    // Upgrades without a valid token, or with a bad `since`, are refused with a JSON error.
+    for (query, status) in [
+        (String::new(), 401),
+        ("?access_token=forged".to_owned(), 401),
+        (
+            format!("?access_token={}&since=yesterday", api.token(a)),
+            400,
+        ),
+    ] {
+        let url = format!("ws://{}/api/v1/ws{query}", api.addr);
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status().as_u16(), status, "{query}")
+            }
+            other => panic!("{query}: upgrade not refused: {:?}", other.map(|_| ())),
+        }
+    }
+
+    let mut wa = api.ws(a, None).await;
+    let mut wb = api.ws(b, None).await;
+    wa.send(json!({"type": "ping"})).await;
+    wa.expect("pong").await;
+    // Binary and malformed frames get an error frame each; the socket stays open.
+    wa.0.send(Ws::Binary(vec![1, 2, 3].into())).await.unwrap();
+    assert_eq!(wa.expect("error").await["code"], "bad_frame");
+    wa.0.send(Ws::Text("{not json".into())).await.unwrap();
+    assert_eq!(wa.expect("error").await["code"], "bad_frame");
+    // Read markers over the socket: acknowledged to the reader, pushed to the sender.
+    wb.send(json!({"type": "send", "to": a, "content": "read me", "client_id": "r"}))
+        .await;
+    let id = wb.expect("ack").await["id"].clone();
+    wa.expect_message("read me").await;
+    wa.send(json!({"type": "read", "peer": b, "up_to": id}))
+        .await;
+    assert_eq!(wa.expect("read_ack").await["up_to"], id);
+    assert_eq!(wb.expect("read").await["up_to"], id);
+    // A marker naming a message of another conversation is refused.
+    let c = user();
+    wa.send(json!({"type": "read", "peer": c, "up_to": id}))
+        .await;
+    assert_eq!(wa.expect("error").await["code"], "not_found");
+    // Unsubscribed sockets get no more room messages.
+    wa.send(json!({"type": "subscribe", "room": "r1"})).await;
+    wa.expect("subscribed").await;
+    wa.send(json!({"type": "unsubscribe", "room": "r1"})).await;
+    wa.expect("unsubscribed").await;
+    wb.send(json!({"type": "subscribe", "room": "r1"})).await;
+    wb.expect("subscribed").await;
+    wb.send(json!({"type": "chat", "room": "r1", "content": "anyone?"}))
+        .await;
+    assert_eq!(wb.expect("chat").await["message"]["content"], "anyone?");
+    wa.send(json!({"type": "ping"})).await;
+    let next = wa.expect_any().await;
+    assert_eq!(next["type"], "pong", "no chat after unsubscribe: {next}");
+    wa.send(json!({"type": "subscribe", "room": "no spaces"}))
+        .await;
+    assert_eq!(wa.expect("error").await["code"], "bad_room");
+}

@@ -201,4 +201,28 @@ mod tests {
         assert_eq!(conns.to_user(u, &f), 0);
         assert!(rx.slow.load(Ordering::Relaxed));
     }
+
+    #[test]
+    fn rooms_reach_their_members_until_they_leave() {
+        let conns = Connections::new();
+        let (a, b) = (UserId(uuid::Uuid::new_v4()), UserId(uuid::Uuid::new_v4()));
+        let (ca, mut ra) = conns.register(a, 8);
+        let (cb, mut rb) = conns.register(b, 8);
+        assert!(conns.is_connected(a));
+        assert_eq!(conns.connections(), 2);
+        conns.join("demo", &ca);
+        conns.join("demo", &cb);
+        let f = Frame::new(&serde_json::json!({"type": "chat"}));
+        assert_eq!(conns.to_room("demo", &f), 2);
+        assert_eq!(conns.to_room("other", &f), 0);
+        conns.leave("demo", &cb);
+        assert_eq!(conns.to_room("demo", &f), 1);
+        assert!(ra.rx.try_recv().is_ok() && ra.rx.try_recv().is_ok());
+        assert!(rb.rx.try_recv().is_ok() && rb.rx.try_recv().is_err());
+        // Unregistering removes the connection from its user and its rooms.
+        conns.unregister(&ca, &HashSet::from(["demo".to_owned()]));
+        assert!(!conns.is_connected(a));
+        assert_eq!(conns.to_room("demo", &f), 0);
+        assert_eq!(conns.connections(), 1);
+    }
 }
