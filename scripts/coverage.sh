@@ -80,8 +80,15 @@ for crate in "${crates[@]}"; do
   # --follow-exec only where a test starts a workspace binary (edge runs `zerocast`): tarpaulin
   # follows every exec, and a traced redis-server (social's cache tests) dies with SIGSEGV.
   follow=()
+  skip=()
   if [ "$crate" = edge ]; then
     follow=(--follow-exec)
+    # Under ptrace these two fail for the tracer's sake, not the server's: Chromium traced
+    # through --follow-exec does not start its renderer in time, and the child killed with
+    # SIGKILL mid-trace makes tarpaulin report a segfault. Both run in `cargo test`; the code
+    # they reach (HLS serving, the social API) is covered by the other edge tests.
+    skip=(--skip hlsjs_plays_low_latency_without_stalls
+      --skip kill_9_during_a_burst_loses_no_acknowledged_message)
   fi
   # --include-files: only this crate's src/ is counted (tests/ and other crates are not).
   if cargo tarpaulin \
@@ -96,7 +103,7 @@ for crate in "${crates[@]}"; do
     --timeout "$timeout" \
     --out Stdout \
     --output-dir "$work/$crate" \
-    -- --test-threads="$threads" \
+    -- --test-threads="$threads" "${skip[@]}" \
     >"$log" 2>&1; then
     # Summary line: "87.50% coverage, 350/400 lines covered"
     summary="$(grep -E '^[0-9.]+% coverage, [0-9]+/[0-9]+ lines covered' "$log" | tail -n 1 || true)"
