@@ -173,8 +173,10 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        stop.notify_waiters();
-        relay.await.unwrap();
+        // `notify_waiters` wakes only a relay that is waiting at that moment; a relay busy
+        // reading the outbox would miss it, so the test ends it outright.
+        drop(stop);
+        relay.abort();
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
