@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{client, test_config, user, TempDir};
 use serde_json::json;
-use zerocast_social::backends::open_backends;
-use zerocast_social::SocialConfig;
+#[cfg(any(feature = "neo4j", feature = "scylla", feature = "redis"))]
+use zerocast_social::{backends::open_backends, SocialConfig};
 
 fn temp_dir() -> TempDir {
     TempDir(std::env::temp_dir().join(format!("zerocast-backends-test-{}", uuid::Uuid::new_v4())))
@@ -83,6 +83,7 @@ async fn serve_opens_the_embedded_backends_and_answers_until_shutdown() {
 }
 
 /// `open_backends` on a config `tune` makes, expected to fail with a message containing `want`.
+#[cfg(any(feature = "neo4j", feature = "scylla", feature = "redis"))]
 async fn refused(tune: impl FnOnce(&mut SocialConfig), want: &str) {
     let dir = temp_dir();
     let mut cfg = test_config(&dir.0);
