@@ -12,6 +12,8 @@
 #   QUIET=1            first wait (up to 10 min) until the machine is idle: on a shared machine
 #                      other processes' CPU is the largest source of noise
 set -euo pipefail
+# Media only: without the social API the server opens no store (no zerocast-data/ in the
+# working directory) and binds no API port.
 cd "$(dirname "$0")/../.."
 viewers="${1:-1000}"; seconds="${2:-20}"; driver="${3:-auto}"
 rtmp="${RTMP_PORT:-19361}"; http="${HTTP_PORT:-18091}"
@@ -34,7 +36,7 @@ if [[ -n "${QUIET:-}" ]]; then
 fi
 server=; ff=
 trap 'kill $ff 2>/dev/null || true; wait $ff 2>/dev/null || true; kill $server 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-"$server_bin" serve --rtmp 127.0.0.1:"$rtmp" --http 127.0.0.1:"$http" --driver "$driver" \
+ZEROCAST_SOCIAL=false "$server_bin" serve --rtmp 127.0.0.1:"$rtmp" --http 127.0.0.1:"$http" --driver "$driver" \
   2> "${SERVER_LOG:-/tmp/zerocast-load-server.log}" &
 server=$!
 sleep 0.5

@@ -19,6 +19,8 @@
 #   RTMP_PORT, HTTP_PORT, HYPER_PORT  (default 19373, 18103, 18104)
 #   QUIET=1             before each run wait (up to 10 min) until the machine is idle
 set -euo pipefail
+# Media only: without the social API the server opens no store (no zerocast-data/ in the
+# working directory) and binds no API port.
 cd "$(dirname "$0")/../.."
 seconds="${1:-15}"; conns="${2:-100 1000}"; repeats="${3:-2}"
 driver="${DRIVER:-uring}"; pieces="${PIECES:-21}"
@@ -42,7 +44,7 @@ media="$work/src.flv"
 
 zc=; ff=; hy=
 trap 'kill $hy $ff $zc 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-ZEROCAST_PLAYLIST_WINDOW=1000 "$zbin" serve --rtmp 127.0.0.1:"$rtmp" --http 127.0.0.1:"$http" --workers 1 --driver "$driver" \
+ZEROCAST_SOCIAL=false ZEROCAST_PLAYLIST_WINDOW=1000 "$zbin" serve --rtmp 127.0.0.1:"$rtmp" --http 127.0.0.1:"$http" --workers 1 --driver "$driver" \
   2> "$work/zerocast.log" &
 zc=$!
 sleep 0.5
