@@ -74,6 +74,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     }
 }
 
+/// `?limit=N`, for routes that take nothing else.
+#[derive(Debug, serde::Deserialize)]
+pub struct LimitQuery {
+    /// At most this many items.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
 /// A query string, or a 400 `invalid_query` saying what is wrong with it.
 pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(q)| q)

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::extract::{self, user_id, Auth, Body};
+use super::extract::{self, user_id, Auth, Body, LimitQuery};
 use super::state::AppState;
 use crate::graph::{service, Cursor, Edge, GraphError, RecommendLimits};
 use crate::id::UserId;
@@ -184,12 +184,6 @@ async fn is_following(
 ) -> Result<Json<Value>, ApiError> {
     let f = st.graph.is_following(user_id(&a)?, user_id(&b)?).await?;
     Ok(Json(json!({ "following": f })))
-}
-
-#[derive(Debug, Deserialize)]
-struct LimitQuery {
-    #[serde(default)]
-    limit: Option<usize>,
 }
 
 fn limit(q: Result<Query<LimitQuery>, QueryRejection>) -> Result<usize, ApiError> {

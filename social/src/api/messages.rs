@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::extract::{self, message_id, user_id, Auth, Body};
+use super::extract::{self, message_id, user_id, Auth, Body, LimitQuery};
 use super::state::AppState;
 use crate::id::MessageId;
 use crate::messaging::model::Page;
@@ -93,12 +93,6 @@ async fn delete(
         .delete(me, message_id(&id)?, crate::now_ms())
         .await?;
     Ok(Json(json!({ "message": m })))
-}
-
-#[derive(Debug, Deserialize)]
-struct LimitQuery {
-    #[serde(default)]
-    limit: Option<usize>,
 }
 
 async fn conversations(

@@ -63,16 +63,14 @@ impl SocialServer {
             config.rate_burst,
             config.max_message_bytes,
         ));
-        let relay_wake = Arc::new(Notify::new());
         let state = AppState {
             keys: Keys::new(&config.jwt_secret),
-            messaging: Messaging::new(store, ids.clone(), limits.clone(), relay_wake.clone()),
+            messaging: Messaging::new(store, ids.clone(), limits.clone(), Arc::new(Notify::new())),
             chat: Chat::new(Rooms::new(config.room_history), bus.clone(), ids, limits),
             graph,
             cache,
             bus,
             conns: Connections::new(),
-            relay_wake,
             stop: Arc::new(Notify::new()),
             config,
         };
@@ -113,7 +111,7 @@ impl SocialServer {
             st.messaging.store().clone(),
             st.bus.clone(),
             st.config.node,
-            st.relay_wake.clone(),
+            st.messaging.relay_wake().clone(),
             st.stop.clone(),
         ));
         let st = self.state.clone();

@@ -32,8 +32,6 @@ pub struct AppState {
     pub bus: Arc<dyn EventBus>,
     /// This instance's sockets.
     pub conns: Connections,
-    /// Wakes the outbox relay (the messaging service fires it after each change).
-    pub relay_wake: Arc<Notify>,
     /// Stops background tasks and sockets.
     pub stop: Arc<Notify>,
 }

@@ -56,6 +56,11 @@ impl Messaging {
         }
     }
 
+    /// Fired after every change: the outbox relay waits on it.
+    pub fn relay_wake(&self) -> &Arc<Notify> {
+        &self.relay_wake
+    }
+
     /// The store, for reads.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
