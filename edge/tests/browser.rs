@@ -53,6 +53,10 @@ fn hlsjs_plays_low_latency_without_stalls() {
     assert_eq!(v["fatalErrors"], 0, "fatal errors: {}", v["errors"]);
     assert_eq!(v["stalls"], 0, "stalls: {stdout}");
     assert_eq!(
+        v["lateSeeks"], 0,
+        "the playhead jumped during playback: {stdout}"
+    );
+    assert_eq!(
         v["partsUsed"], true,
         "hls.js did not use LL-HLS parts: {stdout}"
     );

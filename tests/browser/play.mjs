@@ -96,7 +96,7 @@ const PAGE = `<!doctype html>
     started: false, startedAt: null, startupMs: null,
     playedSeconds: 0, lastCT: null, lastWall: null,
     stalls: 0, stalled: false, stallStart: 0, stallCT: 0, stallSeconds: 0,
-    waitingEvents: 0, bufferStalledErrors: 0, seeks: 0,
+    waitingEvents: 0, seekWaits: 0, bufferStalledErrors: 0, seeks: 0, lateSeeks: 0,
     errors: [], errorCount: 0, fatalErrors: 0,
     latency: [], targetLatency: null, maxPlaybackRate: 1,
     partsUsed: false, canBlockReload: false, partTarget: null, partCount: 0,
@@ -104,6 +104,7 @@ const PAGE = `<!doctype html>
     stopped: false,
   };
   const t0 = now();
+  const STARTUP_WINDOW_S = 2;
 
   function beginStall(why) {
     if (!S.started || S.stopped || S.stalled) return;
@@ -156,7 +157,8 @@ const PAGE = `<!doctype html>
       started: S.started, startupMs: S.startupMs,
       playedSeconds: r(S.playedSeconds),
       stalls: S.stalls, stallSeconds: r(S.stallSeconds + (S.stalled ? now() - S.stallStart : 0)),
-      waitingEvents: S.waitingEvents, bufferStalledErrors: S.bufferStalledErrors, seeks: S.seeks,
+      waitingEvents: S.waitingEvents, seekWaits: S.seekWaits, bufferStalledErrors: S.bufferStalledErrors,
+      seeks: S.seeks, lateSeeks: S.lateSeeks,
       errors: S.errors, errorCount: S.errorCount, fatalErrors: S.fatalErrors,
       latency: stats(S.latency), targetLatency: r(S.targetLatency),
       lowLatencyMode: hls ? !!hls.lowLatencyMode : null,
@@ -199,11 +201,21 @@ const PAGE = `<!doctype html>
     }
     endStall();
   });
+  // A 'waiting' while a seek is in progress is the seek loading its target, not the buffer
+  // running dry: it is counted in seekWaits, and the seek itself in seeks (or lateSeeks when
+  // it comes after the start-up window, where hls.js may still move the playhead onto the
+  // first buffered part).
   video.addEventListener('waiting', () => {
     if (!S.started || S.stopped) return;
-    S.waitingEvents++; beginStall('waiting');
+    S.waitingEvents++;
+    if (video.seeking) { S.seekWaits++; return; }
+    beginStall('waiting');
   });
-  video.addEventListener('seeking', () => { if (S.started && !S.stopped) S.seeks++; });
+  video.addEventListener('seeking', () => {
+    if (!S.started || S.stopped) return;
+    S.seeks++;
+    if (now() - S.startedAt > STARTUP_WINDOW_S) S.lateSeeks++;
+  });
   video.addEventListener('error', () => {
     const e = video.error;
     console.error('[zc] <video> error ' + (e ? e.code + ' ' + e.message : '?'));
@@ -268,6 +280,7 @@ function finalJson() {
     started: !!s.started,
     playedSeconds: s.playedSeconds ?? 0,
     stalls: s.stalls ?? 0,
+    lateSeeks: s.lateSeeks ?? 0,
     errors: s.errors ?? [],
     fatalErrors: s.fatalErrors ?? 0,
     latency: lat
@@ -286,6 +299,7 @@ function finalJson() {
     startupMs: s.startupMs ?? null,
     stallSeconds: s.stallSeconds ?? 0,
     waitingEvents: s.waitingEvents ?? 0,
+    seekWaits: s.seekWaits ?? 0,
     bufferStalledErrors: s.bufferStalledErrors ?? 0,
     seeks: s.seeks ?? 0,
     errorCount: s.errorCount ?? 0,
@@ -299,7 +313,7 @@ function finalJson() {
     hardTimeout: hardTimedOut,
     wallSeconds: Math.round((Date.now() - t0) / 100) / 10,
   };
-  out.ok = out.started && out.fatalErrors === 0 && out.stalls === 0 && out.playedSeconds >= opts.seconds * 0.9;
+  out.ok = out.started && out.fatalErrors === 0 && out.stalls === 0 && out.lateSeeks === 0 && out.playedSeconds >= opts.seconds * 0.9;
   return out;
 }
 
