@@ -45,6 +45,17 @@ pub struct Config {
     pub rtmp: SocketAddr,
     /// Media HTTP listen address (playlists, media, `/api/streams`, `/metrics`).
     pub http: SocketAddr,
+    /// HTTPS media listen address: TCP (HTTP/2 and HTTP/1.1 over TLS) and UDP (HTTP/3), the
+    /// same routes as `http`. Active when `tls-cert` and `tls-key` are set.
+    pub https: SocketAddr,
+    /// RTMPS listen address (RTMP over TLS). Active when `tls-cert` and `tls-key` are set.
+    pub rtmps: SocketAddr,
+    /// Certificate chain, PEM (leaf first). Reloaded on SIGHUP and when the file changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of `tls-cert`, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Worker threads (one monoio runtime each); 0 means one per core.
     pub workers: usize,
     /// IO driver.
@@ -67,6 +78,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Social API listen address (`/api/v1`).
     pub api: SocketAddr,
+    /// Social API over TLS (HTTPS and WSS). Active when `tls-cert` and `tls-key` are set.
+    pub api_https: SocketAddr,
     /// Run the social API inside `zerocast serve`.
     pub social: bool,
     /// HS256 secret for bearer tokens; by default a random secret kept in `data-dir/jwt-secret`.
@@ -116,6 +129,10 @@ impl Default for Config {
         Self {
             rtmp: ([0, 0, 0, 0], 1935).into(),
             http: ([0, 0, 0, 0], 8080).into(),
+            https: ([0, 0, 0, 0], 8443).into(),
+            rtmps: ([0, 0, 0, 0], 1936).into(),
+            tls_cert: None,
+            tls_key: None,
             workers: 0,
             driver: Driver::Auto,
             part_target: 200,
@@ -127,6 +144,7 @@ impl Default for Config {
             metrics_max_streams: 1000,
             data_dir: PathBuf::from("zerocast-data"),
             api: ([0, 0, 0, 0], 8090).into(),
+            api_https: ([0, 0, 0, 0], 8091).into(),
             social: true,
             jwt_secret: None,
             node_id: 0,
@@ -191,6 +209,19 @@ pub struct Overrides {
     /// Media HTTP listen address [default: 0.0.0.0:8080].
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
+    /// HTTPS media listen address, TCP for HTTP/2 and HTTP/1.1, UDP for HTTP/3
+    /// [default: 0.0.0.0:8443; needs --tls-cert and --tls-key].
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
+    /// RTMPS listen address [default: 0.0.0.0:1936; needs --tls-cert and --tls-key].
+    #[arg(long, value_name = "ADDR")]
+    pub rtmps: Option<SocketAddr>,
+    /// Certificate chain (PEM) for HTTPS, HTTP/3, RTMPS and the social API over TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Worker threads, one monoio runtime each [default: one per core].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -215,6 +246,9 @@ pub struct Overrides {
     /// Social API listen address [default: 0.0.0.0:8090].
     #[arg(long, value_name = "ADDR")]
     pub api: Option<SocketAddr>,
+    /// Social API over TLS (HTTPS, WSS) [default: 0.0.0.0:8091; needs --tls-cert and --tls-key].
+    #[arg(long, value_name = "ADDR")]
+    pub api_https: Option<SocketAddr>,
     /// Node id of this instance, 0-1023 [default: 0].
     #[arg(long, value_name = "N")]
     pub node_id: Option<u16>,
@@ -284,6 +318,8 @@ impl Config {
         }
         var!("ZEROCAST_RTMP", self.rtmp);
         var!("ZEROCAST_HTTP", self.http);
+        var!("ZEROCAST_HTTPS", self.https);
+        var!("ZEROCAST_RTMPS", self.rtmps);
         var!("ZEROCAST_WORKERS", self.workers);
         var!("ZEROCAST_DRIVER", self.driver);
         var!("ZEROCAST_PART_TARGET", self.part_target);
@@ -295,6 +331,7 @@ impl Config {
         var!("ZEROCAST_METRICS_MAX_STREAMS", self.metrics_max_streams);
         var!("ZEROCAST_DATA_DIR", self.data_dir);
         var!("ZEROCAST_API", self.api);
+        var!("ZEROCAST_API_HTTPS", self.api_https);
         var!("ZEROCAST_SOCIAL", self.social);
         var!("ZEROCAST_NODE_ID", self.node_id);
         if let Some(v) = get("ZEROCAST_JWT_SECRET") {
@@ -315,6 +352,8 @@ impl Config {
                 }
             };
         }
+        opt!("ZEROCAST_TLS_CERT", self.tls_cert);
+        opt!("ZEROCAST_TLS_KEY", self.tls_key);
         opt!("ZEROCAST_KAFKA_BROKERS", self.kafka_brokers);
         opt!("ZEROCAST_SCYLLA_URI", self.scylla_uri);
         opt!("ZEROCAST_SCYLLA_REPLICATION", self.scylla_replication);
@@ -335,6 +374,18 @@ impl Config {
         }
         if let Some(v) = f.http {
             self.http = v;
+        }
+        if let Some(v) = f.https {
+            self.https = v;
+        }
+        if let Some(v) = f.rtmps {
+            self.rtmps = v;
+        }
+        if let Some(v) = &f.tls_cert {
+            self.tls_cert = Some(v.clone()).filter(|p| !p.as_os_str().is_empty());
+        }
+        if let Some(v) = &f.tls_key {
+            self.tls_key = Some(v.clone()).filter(|p| !p.as_os_str().is_empty());
         }
         if let Some(v) = f.workers {
             self.workers = v;
@@ -359,6 +410,9 @@ impl Config {
         }
         if let Some(v) = f.api {
             self.api = v;
+        }
+        if let Some(v) = f.api_https {
+            self.api_https = v;
         }
         if let Some(v) = f.node_id {
             self.node_id = v;
@@ -397,6 +451,11 @@ impl Config {
                 "jwt-secret must be at least 16 bytes".into(),
             ));
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls-cert and tls-key go together: set both or neither".into(),
+            ));
+        }
         if self.playlist_window < 3 {
             return Err(ConfigError::Invalid(
                 "playlist-window must be at least 3".into(),
@@ -412,6 +471,11 @@ impl Config {
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
+    }
+
+    /// The certificate and key files, when TLS is configured.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
     }
 
     /// The packager's parameters.

@@ -24,6 +24,8 @@ pub mod metrics;
 pub mod notify;
 mod rtmp;
 pub mod server;
+pub mod tls;
+mod transport;
 
 use crate::config::Config;
 use crate::hub::{Hub, Stream};
@@ -44,12 +46,17 @@ pub struct Ctx {
     pub shutdown_signal: Notify,
     /// Open connections (RTMP and HTTP).
     pub connections: AtomicUsize,
+    /// `Alt-Svc` value announcing HTTP/3 on every TCP response, when TLS is configured.
+    pub alt_svc: Option<String>,
 }
 
 impl Ctx {
     /// Shared state for `config`.
     pub fn new(config: Config) -> Self {
         let metrics = Metrics::new(config.metrics_max_streams);
+        let alt_svc = config
+            .tls_files()
+            .map(|_| format!("h3=\":{}\"; ma=86400", config.https.port()));
         Self {
             hub: Hub::new(config.packager(), metrics.stream_series()),
             config,
@@ -57,6 +64,7 @@ impl Ctx {
             shutdown: AtomicBool::new(false),
             shutdown_signal: Notify::new(),
             connections: AtomicUsize::new(0),
+            alt_svc,
         }
     }
 

@@ -1,4 +1,4 @@
-//! The `zerocast` binary: `serve`, `config`.
+//! The `zerocast` binary: `serve`, `config`, `social`, `token`, `cert`.
 
 use std::process::ExitCode;
 
@@ -37,6 +37,19 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<std::path::PathBuf>,
     },
+    /// Writes a certificate and key for local testing (use a real certificate in production).
+    Cert {
+        /// Make a self-signed certificate (the only kind this helper makes).
+        #[arg(long, required = true)]
+        self_signed: bool,
+        /// Host names or IP addresses the certificate is valid for (repeatable); localhost and
+        /// 127.0.0.1 are always included.
+        #[arg(long = "host", value_name = "NAME", default_value = "localhost")]
+        hosts: Vec<String>,
+        /// Directory to write cert.pem and key.pem into.
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +62,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Command::Cert {
+        self_signed: _,
+        hosts,
+        out,
+    } = &cli.command
+    {
+        return cert(hosts, out);
+    }
     let token_flags;
     let flags = match &cli.command {
         Command::Serve(f) | Command::Config(f) | Command::Social(f) => f,
@@ -63,6 +84,7 @@ fn main() -> ExitCode {
             };
             &token_flags
         }
+        Command::Cert { .. } => return ExitCode::SUCCESS,
     };
     let config = match Config::load(flags) {
         Ok(c) => c,
@@ -82,6 +104,7 @@ fn main() -> ExitCode {
         }
         Command::Serve(_) => exit(zerocast_edge::server::run(config)),
         Command::Social(_) => exit(zerocast_edge::server::run_social(config)),
+        Command::Cert { .. } => ExitCode::SUCCESS,
         Command::Token { user, ttl, .. } => {
             let Some(ttl) = zerocast_social::auth::parse_ttl(&ttl) else {
                 eprintln!("zerocast: --ttl {ttl:?}: expected e.g. 30s, 90m, 24h, 7d");
@@ -106,6 +129,40 @@ fn main() -> ExitCode {
                 println!("{token}");
             }
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `zerocast cert --self-signed`: writes the pair and says how to use it.
+fn cert(hosts: &[String], out: &std::path::Path) -> ExitCode {
+    let pair = match zerocast_edge::tls::self_signed(hosts) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("zerocast: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match zerocast_edge::tls::write_self_signed(out, &pair) {
+        Ok((cert, key)) => {
+            // What was written and how to use it is this subcommand's whole job.
+            #[allow(clippy::print_stdout)]
+            {
+                println!("wrote {} and {}", cert.display(), key.display());
+                println!(
+                    "serve with: zerocast serve --tls-cert {} --tls-key {}",
+                    cert.display(),
+                    key.display()
+                );
+                println!(
+                    "SPKI sha256 (for chromium --ignore-certificate-errors-spki-list): {}",
+                    pair.spki_sha256
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("zerocast: writing into {}: {e}", out.display());
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,4 +1,4 @@
-//! RTMP connections: the socket loop around `zerocast_ingest::ServerSession`.
+//! RTMP and RTMPS connections: the socket loop around `zerocast_ingest::ServerSession`.
 //!
 //! Read, `handle_input`, drain `poll_output` (bytes to send, events to act on), write. Publish
 //! requests claim a name in the hub; media goes to the stream's packager on this core.
@@ -9,13 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use monoio::buf::IoBufMut;
-use monoio::io::CancelableAsyncReadRent;
-use monoio::net::TcpStream;
 use zerocast_ingest::session::{Output, ServerSession, SessionEvent};
 
 use crate::hub::{lock, Stream};
-use crate::iov::{with_deadline_or, write_all};
+use crate::transport::Transport;
 use crate::Ctx;
 
 /// A publisher silent for this long is dropped.
@@ -34,9 +31,8 @@ struct Conn {
     out: Vec<Bytes>,
 }
 
-/// Serves one RTMP connection until it closes or misbehaves.
-pub(crate) async fn serve_conn(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
-    let _ = stream.set_nodelay(true);
+/// Serves one RTMP (or, over a TLS stream, RTMPS) connection until it closes or misbehaves.
+pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ctx: Arc<Ctx>) {
     let mut conn = Conn {
         id: ctx.hub.next_conn_id(),
         peer,
@@ -51,27 +47,11 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, peer: SocketAddr, ctx: Arc
             if ctx.shutting_down() {
                 return Ok(());
             }
-            buf.reserve(READ_SIZE);
-            let owned = std::mem::take(&mut buf);
-            let len = owned.len();
             let stop = ctx.shutdown_signal.changed(seen);
-            let read = with_deadline_or(IDLE, stop, |h| {
-                let stream = &mut stream;
-                async move {
-                    let (r, b) = stream.cancelable_read(owned.slice_mut(len..), h).await;
-                    Ok((r, b.into_inner()))
-                }
-            })
-            .await;
-            let (res, back) = match read {
-                Ok(x) => x,
-                Err(_) if ctx.shutting_down() => return Ok(()),
-                Err(e) => return Err(format!("read: {e}")),
-            };
-            buf = back;
-            match res {
+            match stream.read_into(&mut buf, READ_SIZE, IDLE, stop).await {
                 Ok(0) => return Ok(()),
                 Ok(_) => {}
+                Err(_) if ctx.shutting_down() => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
                 Err(e) => return Err(format!("read: {e}")),
             }
@@ -80,7 +60,8 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, peer: SocketAddr, ctx: Arc
             conn.drain(&ctx);
             if !conn.out.is_empty() {
                 let out = std::mem::take(&mut conn.out);
-                write_all(&mut stream, &out, WRITE_DEADLINE)
+                stream
+                    .write_bufs(&out, WRITE_DEADLINE)
                     .await
                     .map_err(|e| format!("write: {e}"))?;
             }

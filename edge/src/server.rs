@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use monoio::net::{ListenerOpts, TcpListener};
+use monoio::io::IntoPollIo;
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
 use crate::config::{Config, Driver};
+use crate::tls::{CertStore, ALPN_HTTPS};
 use crate::Ctx;
 
 /// The server could not start.
@@ -37,6 +39,43 @@ pub enum ServeError {
     /// The social API could not start.
     #[error("social API: {0}")]
     Social(String),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The HTTP/3 endpoint could not start.
+    #[error("HTTP/3: {0}")]
+    Quic(String),
+}
+
+/// A TLS handshake must complete within this long (a client that stops mid-handshake is
+/// dropped).
+pub const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// The TLS acceptors of the media listeners, sharing one certificate store.
+#[derive(Clone)]
+struct TlsAcceptors {
+    /// HTTPS: ALPN `h2`, then `http/1.1`.
+    https: tokio_rustls::TlsAcceptor,
+    /// RTMPS: no ALPN.
+    rtmps: tokio_rustls::TlsAcceptor,
+}
+
+impl TlsAcceptors {
+    fn new(certs: &Arc<CertStore>) -> Self {
+        Self {
+            https: certs.server_config(ALPN_HTTPS).into(),
+            rtmps: certs.server_config(&[]).into(),
+        }
+    }
+}
+
+/// What a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listen {
+    Rtmp,
+    Http,
+    Rtmps,
+    Https,
 }
 
 /// The driver actually used.
@@ -145,7 +184,7 @@ pub fn start_social(config: &Config) -> Result<SocialHandle, ServeError> {
 pub fn run_social(config: Config) -> Result<(), ServeError> {
     let mask = block_signals()?;
     let social = start_social(&config)?;
-    let sig = wait_signal(&mask);
+    let sig = wait_stop_signal(&mask, None);
     tracing::info!(signal = sig, "shutting down");
     social.stop(Duration::from_millis(900));
     tracing::info!("stopped");
@@ -163,7 +202,22 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let driver = resolve_driver(config.driver)?;
     let workers = config.worker_count();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let certs = match config.tls_files() {
+        Some((cert, key)) => {
+            let certs = CertStore::load(cert, key)?;
+            certs
+                .watch(Duration::from_secs(2))
+                .map_err(ServeError::Worker)?;
+            Some(certs)
+        }
+        None => None,
+    };
+    let tls = certs.as_ref().map(TlsAcceptors::new);
     let ctx = Arc::new(Ctx::new(config.clone()));
+    let h3 = match &certs {
+        Some(c) => Some(crate::http::h3::start(ctx.clone(), c).map_err(ServeError::Quic)?),
+        None => None,
+    };
     tracing::info!(
         driver = if driver == Driver::Uring { "io_uring" } else { "epoll" },
         workers,
@@ -175,6 +229,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let mut handles = Vec::with_capacity(workers);
     for i in 0..workers {
         let ctx = ctx.clone();
+        let tls = tls.clone();
         let ready = ready_tx.clone();
         let h = std::thread::Builder::new()
             .name(format!("zerocast-w{i}"))
@@ -187,11 +242,11 @@ pub fn run(config: Config) -> Result<(), ServeError> {
                         .with_entries(1024)
                         .enable_timer()
                         .build()
-                        .map(|mut rt| rt.block_on(worker(i, ctx, ready.clone()))),
+                        .map(|mut rt| rt.block_on(worker(i, ctx, tls, ready.clone()))),
                     _ => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
                         .enable_timer()
                         .build()
-                        .map(|mut rt| rt.block_on(worker(i, ctx, ready.clone()))),
+                        .map(|mut rt| rt.block_on(worker(i, ctx, tls, ready.clone()))),
                 };
                 if let Err(e) = res {
                     let _ = ready.send(Err(ServeError::Worker(e)));
@@ -216,9 +271,19 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         config.rtmp,
         config.http
     );
-    let sig = wait_signal(&mask);
+    if certs.is_some() {
+        tracing::info!(
+            "ready: rtmps://{}/live/NAME, https://{}/live/NAME/index.m3u8 (HTTP/2, HTTP/1.1; HTTP/3 on UDP)",
+            config.rtmps,
+            config.https
+        );
+    }
+    let sig = wait_stop_signal(&mask, certs.as_deref());
     tracing::info!(signal = sig, "shutting down");
     ctx.shutdown();
+    if let Some(h3) = h3 {
+        h3.stop(Duration::from_millis(500));
+    }
     let social_stop =
         social.map(|s| std::thread::spawn(move || s.stop(Duration::from_millis(700))));
     // Workers give in-flight responses up to 700 ms, so the process exits within a second.
@@ -232,27 +297,47 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
-async fn worker(i: usize, ctx: Arc<Ctx>, ready: mpsc::Sender<Result<(), ServeError>>) {
+async fn worker(
+    i: usize,
+    ctx: Arc<Ctx>,
+    tls: Option<TlsAcceptors>,
+    ready: mpsc::Sender<Result<(), ServeError>>,
+) {
     let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
     let bind = |addr| {
         TcpListener::bind_with_config(addr, &opts)
             .map_err(|source| ServeError::Bind { addr, source })
     };
-    let (rtmp, http) = match (bind(ctx.config.rtmp), bind(ctx.config.http)) {
-        (Ok(r), Ok(h)) => (r, h),
-        (Err(e), _) | (_, Err(e)) => {
-            let _ = ready.send(Err(e));
-            return;
+    let mut wanted = vec![
+        (Listen::Rtmp, ctx.config.rtmp),
+        (Listen::Http, ctx.config.http),
+    ];
+    if tls.is_some() {
+        wanted.push((Listen::Rtmps, ctx.config.rtmps));
+        wanted.push((Listen::Https, ctx.config.https));
+    }
+    let mut listeners = Vec::with_capacity(wanted.len());
+    for (kind, addr) in wanted {
+        match bind(addr) {
+            Ok(l) => listeners.push((kind, l)),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
         }
-    };
+    }
     let _ = ready.send(Ok(()));
     drop(ready);
     if i == 0 {
         monoio::spawn(sweeper(ctx.clone()));
     }
-    let r = monoio::spawn(accept_loop(rtmp, ctx.clone(), true));
-    accept_loop(http, ctx.clone(), false).await;
-    r.await;
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|(kind, l)| monoio::spawn(accept_loop(l, ctx.clone(), kind, tls.clone())))
+        .collect();
+    for l in loops {
+        l.await;
+    }
     // Let this core's connections see the shutdown and finish their current response; the
     // runtime (and any task still running) goes away when this returns.
     let deadline = Instant::now() + Duration::from_millis(700);
@@ -261,7 +346,12 @@ async fn worker(i: usize, ctx: Arc<Ctx>, ready: mpsc::Sender<Result<(), ServeErr
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, rtmp: bool) {
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    kind: Listen,
+    tls: Option<TlsAcceptors>,
+) {
     loop {
         let seen = ctx.shutdown_signal.seq();
         if ctx.shutting_down() {
@@ -270,7 +360,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, rtmp: bool) {
         let accepted = monoio::select! {
             a = listener.accept() => a,
             _ = ctx.shutdown_signal.changed(seen) => {
-                tracing::debug!(rtmp, "listener closed");
+                tracing::debug!(?kind, "listener closed");
                 return;
             }
         };
@@ -283,14 +373,58 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, rtmp: bool) {
             }
         };
         let ctx = ctx.clone();
+        let tls = tls.clone();
         monoio::spawn(async move {
             let _guard = ConnGuard::new(&ctx.connections);
-            if rtmp {
-                crate::rtmp::serve_conn(stream, peer, ctx.clone()).await;
-            } else {
-                crate::http::serve_conn(stream, ctx.clone()).await;
+            let _ = stream.set_nodelay(true);
+            match (kind, tls) {
+                (Listen::Rtmp, _) => crate::rtmp::serve_conn(stream, peer, ctx.clone()).await,
+                (Listen::Http, _) => crate::http::serve_conn(stream, ctx.clone()).await,
+                (Listen::Rtmps, Some(tls)) => {
+                    if let Some(s) = handshake(stream, peer, &tls.rtmps, "rtmps").await {
+                        crate::rtmp::serve_conn(s, peer, ctx.clone()).await;
+                    }
+                }
+                (Listen::Https, Some(tls)) => {
+                    if let Some(s) = handshake(stream, peer, &tls.https, "https").await {
+                        if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            crate::http::h2::serve_conn(s, ctx.clone()).await;
+                        } else {
+                            crate::http::serve_conn(s, ctx.clone()).await;
+                        }
+                    }
+                }
+                (Listen::Rtmps | Listen::Https, None) => {}
             }
         });
+    }
+}
+
+/// The server side of a TLS handshake, bounded by [`TLS_HANDSHAKE`]; a failure is logged as
+/// one line naming the peer.
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    port: &'static str,
+) -> Option<crate::transport::TlsStream> {
+    let poll = match stream.into_poll_io() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(%peer, port, "TLS: cannot switch the socket to poll mode: {e}");
+            return None;
+        }
+    };
+    match monoio::time::timeout(TLS_HANDSHAKE, acceptor.accept(poll)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, port, "TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%peer, port, "TLS handshake timed out after {} s", TLS_HANDSHAKE.as_secs());
+            None
+        }
     }
 }
 
@@ -318,7 +452,7 @@ impl Drop for ConnGuard<'_> {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and every thread spawned after), so that
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and every thread spawned after), so that
 /// `wait_signal` receives them synchronously.
 fn block_signals() -> Result<libc::sigset_t, ServeError> {
     // SAFETY: plain libc calls on a zeroed, then initialised, sigset_t owned by this frame.
@@ -327,11 +461,25 @@ fn block_signals() -> Result<libc::sigset_t, ServeError> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(ServeError::Signals(std::io::Error::from_raw_os_error(rc)));
         }
         Ok(set)
+    }
+}
+
+/// Waits for SIGINT or SIGTERM; a SIGHUP in between reloads the TLS certificate.
+fn wait_stop_signal(set: &libc::sigset_t, certs: Option<&CertStore>) -> &'static str {
+    loop {
+        match wait_signal(set) {
+            "SIGHUP" => match certs {
+                Some(c) => c.log_reload("SIGHUP", c.reload()),
+                None => tracing::info!("SIGHUP: no TLS certificate configured, nothing to reload"),
+            },
+            sig => return sig,
+        }
     }
 }
 
@@ -342,6 +490,7 @@ fn wait_signal(set: &libc::sigset_t) -> &'static str {
     match (rc, sig) {
         (0, libc::SIGINT) => "SIGINT",
         (0, libc::SIGTERM) => "SIGTERM",
+        (0, libc::SIGHUP) => "SIGHUP",
         _ => "unknown",
     }
 }

@@ -12,35 +12,36 @@
 //! [`api`] answers `/api/streams` and `/metrics`. `api` uses `response` and nothing here.
 
 mod api;
+pub(crate) mod h2;
+pub(crate) mod h3;
 mod request;
 mod response;
 
-use std::io;
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use monoio::buf::IoBufMut;
-use monoio::io::CancelableAsyncReadRent;
-use monoio::net::TcpStream;
 use zerocast_packager::{multivariant, Query, Reload, Skip};
 
-use self::request::{parse, Method, Request, MAX_HEAD};
+use self::request::{parse, Method, MAX_HEAD};
 use self::response::{preflight, respond, Body, Response};
 use crate::hub::{lock, PartMedia, Stream};
-use crate::iov::with_deadline_or;
 use crate::metrics::Kind;
+use crate::transport::Transport;
 use crate::Ctx;
 
 /// An idle keep-alive connection is closed after this long.
 const IDLE: Duration = Duration::from_secs(60);
 
-/// Serves one HTTP connection until it closes, errs or idles out.
-pub(crate) async fn serve_conn(mut stream: TcpStream, ctx: Arc<Ctx>) {
-    let _ = stream.set_nodelay(true);
+/// Serves one HTTP/1.1 connection, plain or over TLS, until it closes, errs or idles out.
+pub(crate) async fn serve_conn<S: Transport>(mut stream: S, ctx: Arc<Ctx>) {
     let mut buf = BytesMut::with_capacity(4096);
-    let mut viewing: Option<Viewer> = None;
+    let viewing = ViewerSlot::default();
     loop {
         // Parse a request from what is buffered; read more while it is incomplete.
         let req = loop {
@@ -49,6 +50,7 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, ctx: Arc<Ctx>) {
                 Ok(None) if buf.len() >= MAX_HEAD => {
                     let _ = respond(
                         &mut stream,
+                        &ctx,
                         Response::text(431, "request head too large"),
                         false,
                         false,
@@ -60,13 +62,25 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, ctx: Arc<Ctx>) {
                 Ok(None) => {}
                 Err(msg) => {
                     tracing::debug!("bad request: {msg}");
-                    let _ =
-                        respond(&mut stream, Response::text(400, msg), false, false, &mut 0).await;
+                    let _ = respond(
+                        &mut stream,
+                        &ctx,
+                        Response::text(400, msg),
+                        false,
+                        false,
+                        &mut 0,
+                    )
+                    .await;
                     break None;
                 }
             }
-            match read_more(&mut stream, &mut buf, &ctx).await {
-                Ok(true) => {}
+            let seen = ctx.shutdown_signal.seq();
+            if ctx.shutting_down() {
+                break None;
+            }
+            let stop = ctx.shutdown_signal.changed(seen);
+            match stream.read_into(&mut buf, 4096, IDLE, stop).await {
+                Ok(n) if n > 0 => {}
                 _ => break None,
             }
         };
@@ -80,11 +94,13 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, ctx: Arc<Ctx>) {
         let resp = match req.method {
             Method::Options => preflight(),
             Method::Other => Response::text(405, "method not allowed"),
-            Method::Get | Method::Head => route(&ctx, &req, &mut viewing).await,
+            Method::Get | Method::Head => {
+                route::<Monoio>(&ctx, &req.path, &req.query, &viewing).await
+            }
         };
         let kind = resp.kind;
         let mut sent = 0;
-        let ok = respond(&mut stream, resp, head, req.keep_alive, &mut sent).await;
+        let ok = respond(&mut stream, &ctx, resp, head, req.keep_alive, &mut sent).await;
         ctx.metrics.observe(kind, started.elapsed());
         ctx.metrics.add_bytes_out(sent);
         if ok.is_err() || !req.keep_alive {
@@ -93,30 +109,47 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, ctx: Arc<Ctx>) {
     }
 }
 
-/// Reads into the spare capacity of `buf`; `Ok(false)` at EOF.
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, ctx: &Ctx) -> io::Result<bool> {
-    buf.reserve(4096);
-    let spare = std::mem::take(buf);
-    let len = spare.len();
-    let seen = ctx.shutdown_signal.seq();
-    if ctx.shutting_down() {
-        return Ok(false);
+/// The timer of the runtime a request is served on: monoio on the workers (HTTP/1.1 and
+/// HTTP/2), tokio for HTTP/3. The router waits (blocking reloads, the next part) through it.
+pub(crate) trait Rt {
+    /// Completes after `d`.
+    fn sleep(d: Duration) -> impl Future<Output = ()>;
+}
+
+/// The monoio workers' timer.
+#[derive(Debug)]
+pub(crate) struct Monoio;
+
+impl Rt for Monoio {
+    fn sleep(d: Duration) -> impl Future<Output = ()> {
+        monoio::time::sleep(d)
     }
-    let stop = ctx.shutdown_signal.changed(seen);
-    let (res, back) = with_deadline_or(IDLE, stop, |h| async move {
-        let (r, b) = stream.cancelable_read(spare.slice_mut(len..), h).await;
-        Ok((r, b.into_inner()))
+}
+
+/// `f`'s output, or `None` when `d` passes first.
+pub(crate) async fn timeout<R: Rt, F: Future>(d: Duration, f: F) -> Option<F::Output> {
+    let mut f = pin!(f);
+    let mut sleep = pin!(R::sleep(d));
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = f.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        sleep.as_mut().poll(cx).map(|()| None)
     })
-    .await?;
-    *buf = back;
-    Ok(res? > 0)
+    .await
 }
 
 /// Counts a connection as a viewer of one stream while it keeps asking for it.
-struct Viewer(Arc<Stream>);
+pub(crate) struct Viewer(Arc<Stream>);
+
+/// A connection's viewer slot. HTTP/2 and HTTP/3 serve many requests of one connection at
+/// once, so the slot is borrowed only for the instant of [`Viewer::watch`], never across an
+/// `.await`.
+pub(crate) type ViewerSlot = RefCell<Option<Viewer>>;
 
 impl Viewer {
-    fn watch(slot: &mut Option<Viewer>, stream: &Arc<Stream>) {
+    fn watch(slot: &ViewerSlot, stream: &Arc<Stream>) {
+        let mut slot = slot.borrow_mut();
         if slot.as_ref().is_some_and(|v| Arc::ptr_eq(&v.0, stream)) {
             return;
         }
@@ -131,15 +164,22 @@ impl Drop for Viewer {
     }
 }
 
-async fn route(ctx: &Ctx, req: &Request, viewing: &mut Option<Viewer>) -> Response {
-    let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+/// Answers `GET path?query`, the same on every protocol. `viewing` is the connection's slot
+/// that counts it as a viewer of the stream it asks for.
+pub(crate) async fn route<R: Rt>(
+    ctx: &Ctx,
+    path: &str,
+    query: &str,
+    viewing: &ViewerSlot,
+) -> Response {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {
         ["api", "streams"] => api::streams(ctx),
         ["metrics"] => api::metrics(ctx),
         ["live", name, "index.m3u8"] => match ctx.hub.get(name) {
             Some(s) => {
                 Viewer::watch(viewing, &s);
-                multivariant_playlist(ctx, &s).await
+                multivariant_playlist::<R>(ctx, &s).await
             }
             None => Response::not_found(),
         },
@@ -151,15 +191,15 @@ async fn route(ctx: &Ctx, req: &Request, viewing: &mut Option<Viewer>) -> Respon
                 return Response::text(404, "stream instance not found (restarted?)");
             }
             Viewer::watch(viewing, &s);
-            media_file(ctx, &s, file, &req.query).await
+            media_file::<R>(ctx, &s, file, query).await
         }
         _ => Response::not_found(),
     }
 }
 
-async fn multivariant_playlist(ctx: &Ctx, s: &Arc<Stream>) -> Response {
+async fn multivariant_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>) -> Response {
     // A player may ask right after the publisher connected: wait (bounded) for the first part.
-    let ready = wait_for(s, ctx.block_limit(s), || {
+    let ready = wait_for::<R, _>(s, ctx.block_limit(s), || {
         lock(&s.media).playlist.is_some().then_some(())
     })
     .await;
@@ -192,9 +232,9 @@ async fn multivariant_playlist(ctx: &Ctx, s: &Arc<Stream>) -> Response {
     )
 }
 
-async fn media_file(ctx: &Ctx, s: &Arc<Stream>, file: &str, query: &str) -> Response {
+async fn media_file<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, file: &str, query: &str) -> Response {
     if file == "stream.m3u8" {
-        return media_playlist(ctx, s, query).await;
+        return media_playlist::<R>(ctx, s, query).await;
     }
     let immutable = |mut r: Response| {
         r.cache = "public, max-age=31536000, immutable";
@@ -225,7 +265,7 @@ async fn media_file(ctx: &Ctx, s: &Arc<Stream>, file: &str, query: &str) -> Resp
         };
     }
     if let Some(id) = numbered(file, "part", ".m4s") {
-        return match part(ctx, s, id).await {
+        return match part::<R>(ctx, s, id).await {
             Some(pm) => {
                 let (chunks, complete) = pm.chunks_from(0);
                 let body = if complete {
@@ -242,8 +282,8 @@ async fn media_file(ctx: &Ctx, s: &Arc<Stream>, file: &str, query: &str) -> Resp
 }
 
 /// Finds part `id`, waiting (bounded) when it is the next one to be produced.
-async fn part(ctx: &Ctx, s: &Arc<Stream>, id: u64) -> Option<Arc<PartMedia>> {
-    wait_for(s, ctx.block_limit(s), || {
+async fn part<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, id: u64) -> Option<Arc<PartMedia>> {
+    wait_for::<R, _>(s, ctx.block_limit(s), || {
         let m = lock(&s.media);
         if let Some(pm) = m.parts.get(&id) {
             return Some(Some(pm.clone()));
@@ -262,7 +302,7 @@ async fn part(ctx: &Ctx, s: &Arc<Stream>, id: u64) -> Option<Arc<PartMedia>> {
 /// Re-evaluates `check` after every playlist change until it returns `Some`, for at most
 /// `limit`; `None` when the time is up. The sequence number is read before each check, so a
 /// change between the check and the wait is never missed.
-async fn wait_for<T>(
+async fn wait_for<R: Rt, T>(
     s: &Stream,
     limit: Duration,
     mut check: impl FnMut() -> Option<T>,
@@ -275,21 +315,21 @@ async fn wait_for<T>(
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero()
-            || monoio::time::timeout(left, s.playlist.changed(seen))
+            || timeout::<R, _>(left, s.playlist.changed(seen))
                 .await
-                .is_err()
+                .is_none()
         {
             return None;
         }
     }
 }
 
-async fn media_playlist(ctx: &Ctx, s: &Arc<Stream>, query: &str) -> Response {
+async fn media_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, query: &str) -> Response {
     let q = match Query::parse(query) {
         Ok(q) => q,
         Err(e) => return Response::text(400, &e.to_string()),
     };
-    let answer = wait_for(s, ctx.block_limit(s), || {
+    let answer = wait_for::<R, _>(s, ctx.block_limit(s), || {
         match lock(&s.media).playlist.as_ref().map(|p| p.reload(&q)) {
             Some(Reload::Ready) => Some(Ok(())),
             Some(Reload::BadRequest(why)) => Some(Err(why)),

@@ -6,26 +6,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use monoio::net::TcpStream;
 
 use crate::hub::{PartMedia, Stream};
-use crate::iov::write_all;
 use crate::metrics::Kind;
+use crate::transport::Transport;
+use crate::Ctx;
 
 /// A peer that does not take a write within this long is dropped as too slow.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// A part being written that gains no chunk for this long is abandoned.
+pub(super) const PART_STALL: Duration = Duration::from_secs(10);
 
-/// A response before it is written.
-pub(super) struct Response {
-    status: u16,
-    content_type: &'static str,
+/// A response before it is written, the same for every protocol.
+pub(crate) struct Response {
+    pub(super) status: u16,
+    pub(super) content_type: &'static str,
     pub(super) cache: &'static str,
-    body: Body,
+    pub(super) body: Body,
     pub(super) kind: Kind,
 }
 
+/// The CORS headers of every response (players are often served from another origin).
+pub(super) const CORS: [(&str, &str); 4] = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-methods", "GET, HEAD, OPTIONS"),
+    ("access-control-allow-headers", "*"),
+    ("access-control-expose-headers", "*"),
+];
+
 /// What follows the header.
-pub(super) enum Body {
+pub(crate) enum Body {
     /// No body.
     Empty,
     /// Complete buffers, written with one `writev`.
@@ -61,12 +71,43 @@ impl Response {
     }
 }
 
+/// The status line and headers of `resp` for HTTP/2 and HTTP/3 (which carry no
+/// `Connection`, `Transfer-Encoding` or reason phrase); `content_length` when the body is known.
+pub(super) fn http_head(
+    ctx: &Ctx,
+    resp: &Response,
+    content_length: Option<usize>,
+) -> http::Response<()> {
+    let mut r = http::Response::new(());
+    *r.status_mut() =
+        http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    let mut put = |name: &'static str, value: &str| {
+        // Every value here is ASCII we wrote ourselves; skip (never panic on) anything else.
+        if let Ok(v) = http::HeaderValue::from_str(value) {
+            h.insert(http::HeaderName::from_static(name), v);
+        }
+    };
+    put("content-type", resp.content_type);
+    put("cache-control", resp.cache);
+    for (name, value) in CORS {
+        put(name, value);
+    }
+    if let Some(alt) = &ctx.alt_svc {
+        put("alt-svc", alt);
+    }
+    if let Some(n) = content_length {
+        put("content-length", &n.to_string());
+    }
+    r
+}
+
 /// The answer to a CORS preflight.
 pub(super) fn preflight() -> Response {
     Response::new(204, "text/plain", Body::Empty, Kind::Other)
 }
 
-fn reason(status: u16) -> &'static str {
+pub(super) fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         204 => "No Content",
@@ -81,26 +122,32 @@ fn reason(status: u16) -> &'static str {
 
 /// Writes a response, adding the bytes written to `sent`; errors mean the connection is
 /// unusable.
-pub(super) async fn respond(
-    stream: &mut TcpStream,
+pub(super) async fn respond<S: Transport>(
+    stream: &mut S,
+    ctx: &Ctx,
     resp: Response,
     head_only: bool,
     keep_alive: bool,
     sent: &mut u64,
 ) -> io::Result<()> {
-    let mut h = BytesMut::with_capacity(256);
+    let mut h = BytesMut::with_capacity(320);
     let _ = std::fmt::Write::write_fmt(
         &mut StrBuf(&mut h),
         format_args!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nCache-Control: {}\r\n\
-             Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n\
-             Access-Control-Allow-Headers: *\r\nAccess-Control-Expose-Headers: *\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nCache-Control: {}\r\n",
             resp.status,
             reason(resp.status),
             resp.content_type,
             resp.cache
         ),
     );
+    for (name, value) in CORS {
+        let _ =
+            std::fmt::Write::write_fmt(&mut StrBuf(&mut h), format_args!("{name}: {value}\r\n"));
+    }
+    if let Some(alt) = &ctx.alt_svc {
+        let _ = std::fmt::Write::write_fmt(&mut StrBuf(&mut h), format_args!("alt-svc: {alt}\r\n"));
+    }
     if !keep_alive {
         h.put_slice(b"Connection: close\r\n");
     }
@@ -108,7 +155,7 @@ pub(super) async fn respond(
         Body::Empty => {
             h.put_slice(b"Content-Length: 0\r\n\r\n");
             *sent += h.len() as u64;
-            write_all(stream, &[h.freeze()], WRITE_DEADLINE).await
+            stream.write_bufs(&[h.freeze()], WRITE_DEADLINE).await
         }
         Body::Full(mut bufs) => {
             let len: usize = bufs.iter().map(Bytes::len).sum();
@@ -121,12 +168,12 @@ pub(super) async fn respond(
             }
             bufs.insert(0, h.freeze());
             *sent += bufs.iter().map(|b| b.len() as u64).sum::<u64>();
-            write_all(stream, &bufs, WRITE_DEADLINE).await
+            stream.write_bufs(&bufs, WRITE_DEADLINE).await
         }
         Body::Live(s, pm) => {
             h.put_slice(b"Transfer-Encoding: chunked\r\n\r\n");
             *sent += h.len() as u64;
-            write_all(stream, &[h.freeze()], WRITE_DEADLINE).await?;
+            stream.write_bufs(&[h.freeze()], WRITE_DEADLINE).await?;
             if head_only {
                 return Ok(());
             }
@@ -136,8 +183,8 @@ pub(super) async fn respond(
 }
 
 /// Sends a part as its chunks arrive, with chunked transfer coding, until it is complete.
-async fn stream_part(
-    stream: &mut TcpStream,
+async fn stream_part<S: Transport>(
+    stream: &mut S,
     s: &Stream,
     pm: &PartMedia,
     sent_bytes: &mut u64,
@@ -154,13 +201,15 @@ async fn stream_part(
             bufs.extend(chunks);
             bufs.push(Bytes::from_static(b"\r\n"));
             *sent_bytes += bufs.iter().map(|b| b.len() as u64).sum::<u64>();
-            write_all(stream, &bufs, WRITE_DEADLINE).await?;
+            stream.write_bufs(&bufs, WRITE_DEADLINE).await?;
         }
         if complete {
-            return write_all(stream, &[Bytes::from_static(b"0\r\n\r\n")], WRITE_DEADLINE).await;
+            return stream
+                .write_bufs(&[Bytes::from_static(b"0\r\n\r\n")], WRITE_DEADLINE)
+                .await;
         }
         // A part never takes longer than a few part targets; bound the wait anyway.
-        if monoio::time::timeout(Duration::from_secs(10), s.chunks.changed(seen))
+        if monoio::time::timeout(PART_STALL, s.chunks.changed(seen))
             .await
             .is_err()
         {

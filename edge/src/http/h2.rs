@@ -1,0 +1,222 @@
+//! HTTP/2 through hyper, on the monoio workers, for TLS connections that negotiated `h2`.
+//!
+//! The router is the HTTP/1.1 one ([`super::route`]); only framing differs. Complete media is
+//! handed to hyper as the shared `Bytes`, one DATA frame source per buffer (h2 chains large
+//! buffers into its writes instead of copying them); a part still being written is sent as
+//! DATA frames as its CMAF chunks arrive.
+//!
+//! Limits (each a reviewed choice, see docs/operations.md): 128 concurrent streams, a 16 KiB
+//! header list, 10 s to send a request head, and the rapid-reset defence (CVE-2023-44487):
+//! h2 counts streams the client resets before they are answered and closes the connection
+//! with `GOAWAY ENHANCE_YOUR_CALM` past [`MAX_PENDING_RESETS`], and the remote resets it
+//! causes past [`MAX_ERROR_RESETS`].
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use monoio_compat::hyper::{MonoioExecutor, MonoioIo, MonoioTimer};
+
+use super::response::{http_head, preflight, Body, Response, PART_STALL};
+use super::{route, Monoio, ViewerSlot};
+use crate::hub::{PartMedia, Stream};
+use crate::transport::TlsStream;
+use crate::Ctx;
+
+/// Streams one connection may have open at once.
+pub(crate) const MAX_STREAMS: u32 = 128;
+/// Largest request header list (decoded), bytes.
+pub(crate) const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Streams the client may open and reset before the server answers them; past this the
+/// connection is closed (the rapid-reset attack, CVE-2023-44487).
+pub(crate) const MAX_PENDING_RESETS: usize = 32;
+/// Streams the server may reset because of client errors before it closes the connection.
+pub(crate) const MAX_ERROR_RESETS: usize = 256;
+
+/// Serves one HTTP/2 connection until the client goes away, errs, or the server shuts down
+/// (then in-flight requests finish after a `GOAWAY`).
+pub(crate) async fn serve_conn(tls: TlsStream, ctx: Arc<Ctx>) {
+    let viewing = Rc::new(ViewerSlot::default());
+    let svc_ctx = ctx.clone();
+    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let ctx = svc_ctx.clone();
+        let viewing = viewing.clone();
+        async move { Ok::<_, Infallible>(handle(&ctx, req, &viewing).await) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(MonoioExecutor);
+    builder
+        .timer(MonoioTimer)
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(MAX_ERROR_RESETS)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let mut conn = pin!(builder.serve_connection(MonoioIo::new(tls), service));
+    let seen = ctx.shutdown_signal.seq();
+    let result = if ctx.shutting_down() {
+        conn.as_mut().graceful_shutdown();
+        conn.await
+    } else {
+        monoio::select! {
+            r = conn.as_mut() => r,
+            _ = ctx.shutdown_signal.changed(seen) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("h2 connection: {e}");
+    }
+}
+
+async fn handle(
+    ctx: &Arc<Ctx>,
+    req: http::Request<hyper::body::Incoming>,
+    viewing: &ViewerSlot,
+) -> http::Response<MediaBody> {
+    let started = Instant::now();
+    let head = req.method() == http::Method::HEAD;
+    let resp = match *req.method() {
+        http::Method::GET | http::Method::HEAD => {
+            let query = req.uri().query().unwrap_or("");
+            route::<Monoio>(ctx, req.uri().path(), query, viewing).await
+        }
+        http::Method::OPTIONS => preflight(),
+        _ => Response::text(405, "method not allowed"),
+    };
+    ctx.metrics.observe(resp.kind, started.elapsed());
+    into_http(ctx, resp, head)
+}
+
+/// `resp` as a hyper response; a HEAD answer keeps the headers (and the length of a complete
+/// body) and drops the body.
+fn into_http(ctx: &Arc<Ctx>, mut resp: Response, head: bool) -> http::Response<MediaBody> {
+    let body = std::mem::replace(&mut resp.body, Body::Empty);
+    let length = match &body {
+        Body::Empty => Some(0),
+        Body::Full(bufs) => Some(bufs.iter().map(Bytes::len).sum()),
+        Body::Live(..) => None,
+    };
+    let body = match body {
+        _ if head => MediaBody::full(ctx, Vec::new()),
+        Body::Empty => MediaBody::full(ctx, Vec::new()),
+        Body::Full(bufs) => MediaBody::full(ctx, bufs),
+        Body::Live(stream, part) => MediaBody::live(ctx, stream, part),
+    };
+    http_head(ctx, &resp, length).map(|()| body)
+}
+
+/// A response body of shared `Bytes`: complete buffers, then (for a part still being written)
+/// each CMAF chunk as it arrives. Bytes sent are added to the server's `bytes_out`.
+pub(crate) struct MediaBody {
+    ctx: Arc<Ctx>,
+    queue: VecDeque<Bytes>,
+    live: Option<Live>,
+}
+
+struct Live {
+    stream: Arc<Stream>,
+    part: Arc<PartMedia>,
+    /// Chunks of `part` already queued.
+    taken: usize,
+    /// Waiting for the next chunk: `false` when the part stalled.
+    wait: Option<Pin<Box<dyn Future<Output = bool>>>>,
+}
+
+impl MediaBody {
+    fn full(ctx: &Arc<Ctx>, bufs: Vec<Bytes>) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            queue: bufs.into(),
+            live: None,
+        }
+    }
+
+    fn live(ctx: &Arc<Ctx>, stream: Arc<Stream>, part: Arc<PartMedia>) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            queue: VecDeque::new(),
+            live: Some(Live {
+                stream,
+                part,
+                taken: 0,
+                wait: None,
+            }),
+        }
+    }
+}
+
+impl http_body::Body for MediaBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(b) = this.queue.pop_front() {
+                this.ctx.metrics.add_bytes_out(b.len() as u64);
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            let Some(live) = &mut this.live else {
+                return Poll::Ready(None);
+            };
+            if let Some(wait) = &mut live.wait {
+                match wait.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(true) => live.wait = None,
+                    Poll::Ready(false) => {
+                        this.live = None;
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "part stalled",
+                        ))));
+                    }
+                }
+            }
+            // Read the sequence number before the chunks, so a chunk added in between wakes us.
+            let seen = live.stream.chunks.seq();
+            let (chunks, complete) = live.part.chunks_from(live.taken);
+            live.taken += chunks.len();
+            let got = !chunks.is_empty();
+            this.queue.extend(chunks);
+            if complete {
+                this.live = None;
+            } else if !got {
+                let stream = live.stream.clone();
+                live.wait = Some(Box::pin(async move {
+                    monoio::time::timeout(PART_STALL, stream.chunks.changed(seen))
+                        .await
+                        .is_ok()
+                }));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.queue.is_empty() && self.live.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let queued: usize = self.queue.iter().map(Bytes::len).sum();
+        if self.live.is_none() {
+            SizeHint::with_exact(queued as u64)
+        } else {
+            let mut h = SizeHint::new();
+            h.set_lower(queued as u64);
+            h
+        }
+    }
+}

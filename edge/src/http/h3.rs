@@ -1,0 +1,280 @@
+//! HTTP/3 through quinn + h3, on a small tokio runtime of its own (quinn drives its UDP socket
+//! with tokio), reading the same hub snapshots as the monoio workers.
+//!
+//! The router is the HTTP/1.1 one ([`super::route`]) with tokio's timer. Complete media goes
+//! to `send_data` as the shared `Bytes`; a part still being written is sent chunk by chunk as
+//! it arrives, like the other protocols.
+//!
+//! QUIC limits (docs/operations.md): [`MAX_CONNECTIONS`] open connections (further ones are
+//! refused), a stateless retry to validate the address of any new client once
+//! [`RETRY_ABOVE`] connections are open (a flood of spoofed Initials then costs one packet
+//! each), [`MAX_STREAMS`] concurrent request streams per connection, [`IDLE`] idle timeout,
+//! [`HANDSHAKE`] to complete a handshake and a 16 KiB header section.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::response::{http_head, preflight, Body, Response, PART_STALL};
+use super::{route, timeout, Rt, ViewerSlot};
+use crate::tls::CertStore;
+use crate::Ctx;
+
+/// Open QUIC connections at most; more are refused.
+pub(crate) const MAX_CONNECTIONS: usize = 10_000;
+/// Above this many open connections, a new client must prove its address (stateless retry).
+pub(crate) const RETRY_ABOVE: usize = 1_000;
+/// Concurrent request streams per connection.
+pub(crate) const MAX_STREAMS: u32 = 128;
+/// A connection with no traffic for this long is closed.
+pub(crate) const IDLE: Duration = Duration::from_secs(30);
+/// A handshake must complete within this long.
+pub(crate) const HANDSHAKE: Duration = Duration::from_secs(10);
+/// Largest request header section, bytes.
+const MAX_FIELD_SECTION: u64 = 16 * 1024;
+
+/// tokio's timer for the router.
+#[derive(Debug)]
+struct Tokio;
+
+impl Rt for Tokio {
+    fn sleep(d: Duration) -> impl std::future::Future<Output = ()> {
+        tokio::time::sleep(d)
+    }
+}
+
+/// The HTTP/3 endpoint on its own thread.
+#[derive(Debug)]
+pub(crate) struct H3Handle {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl H3Handle {
+    /// Closes every connection (HTTP/3 `GOAWAY`, then QUIC close) and waits up to `limit`.
+    pub(crate) fn stop(mut self, limit: Duration) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let deadline = Instant::now() + limit;
+        if let Some(t) = self.thread.take() {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Binds UDP `ctx.config.https` and serves HTTP/3 on it from a new thread.
+pub(crate) fn start(ctx: Arc<Ctx>, certs: &Arc<CertStore>) -> Result<H3Handle, String> {
+    let crypto = certs.quic_config()?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(MAX_STREAMS.into())
+        // The client's control and QPACK streams, plus slack.
+        .max_concurrent_uni_streams(8u32.into())
+        .max_idle_timeout(Some(
+            IDLE.try_into().map_err(|e| format!("idle timeout: {e}"))?,
+        ));
+    server.transport_config(Arc::new(transport));
+    server
+        .max_incoming(MAX_CONNECTIONS)
+        .incoming_buffer_size(64 * 1024)
+        .incoming_buffer_size_total(16 * 1024 * 1024);
+    let addr = ctx.config.https;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
+    let thread = std::thread::Builder::new()
+        .name("zerocast-h3".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async move {
+                let endpoint = match quinn::Endpoint::server(server, addr) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("binding UDP {addr}: {e}")));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(endpoint.local_addr().unwrap_or(addr)));
+                accept_loop(&endpoint, ctx, stop_rx).await;
+                endpoint.close(0u32.into(), b"shutting down");
+                // Give the close frames a moment to leave.
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(300), endpoint.wait_idle()).await;
+            });
+        })
+        .map_err(|e| e.to_string())?;
+    match ready_rx.recv() {
+        Ok(Ok(addr)) => {
+            tracing::info!(udp = %addr, "HTTP/3 listening");
+            Ok(H3Handle {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            })
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("the HTTP/3 thread ended at start".into()),
+    }
+}
+
+async fn accept_loop(
+    endpoint: &quinn::Endpoint,
+    ctx: Arc<Ctx>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let open = Rc::new(Cell::new(0usize));
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => return,
+            },
+            _ = &mut stop => return,
+        };
+        if open.get() >= MAX_CONNECTIONS {
+            tracing::warn!(peer = %incoming.remote_address(), "h3: connection refused, {MAX_CONNECTIONS} open");
+            incoming.refuse();
+            continue;
+        }
+        if open.get() >= RETRY_ABOVE && !incoming.remote_address_validated() {
+            let _ = incoming.retry();
+            continue;
+        }
+        let ctx = ctx.clone();
+        let open = open.clone();
+        open.set(open.get() + 1);
+        tokio::task::spawn_local(async move {
+            let peer = incoming.remote_address();
+            if let Err(e) = serve_conn(incoming, ctx).await {
+                tracing::debug!(%peer, "h3 connection: {e}");
+            }
+            open.set(open.get() - 1);
+        });
+    }
+}
+
+async fn serve_conn(incoming: quinn::Incoming, ctx: Arc<Ctx>) -> Result<(), String> {
+    let conn = match tokio::time::timeout(HANDSHAKE, incoming).await {
+        Ok(r) => r.map_err(|e| format!("handshake: {e}"))?,
+        Err(_) => return Err("handshake timed out".into()),
+    };
+    let mut h3 = h3::server::builder()
+        .max_field_section_size(MAX_FIELD_SECTION)
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn))
+        .await
+        .map_err(|e| e.to_string())?;
+    let viewing = Rc::new(ViewerSlot::default());
+    let seen = ctx.shutdown_signal.seq();
+    loop {
+        if ctx.shutting_down() {
+            let _ = h3.shutdown(0).await;
+            return Ok(());
+        }
+        let next = tokio::select! {
+            r = h3.accept() => r,
+            _ = ctx.shutdown_signal.changed(seen) => {
+                let _ = h3.shutdown(0).await;
+                return Ok(());
+            }
+        };
+        let resolver = match next {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let ctx = ctx.clone();
+        let viewing = viewing.clone();
+        tokio::task::spawn_local(async move {
+            match resolver.resolve_request().await {
+                Ok((req, stream)) => {
+                    if let Err(e) = answer(&ctx, req, stream, &viewing).await {
+                        tracing::debug!("h3 request: {e}");
+                    }
+                }
+                Err(e) => tracing::debug!("h3 request head: {e}"),
+            }
+        });
+    }
+}
+
+type RequestStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+async fn answer(
+    ctx: &Ctx,
+    req: http::Request<()>,
+    mut stream: RequestStream,
+    viewing: &ViewerSlot,
+) -> Result<(), h3::error::StreamError> {
+    let started = Instant::now();
+    let head = req.method() == http::Method::HEAD;
+    let resp = match *req.method() {
+        http::Method::GET | http::Method::HEAD => {
+            let query = req.uri().query().unwrap_or("");
+            route::<Tokio>(ctx, req.uri().path(), query, viewing).await
+        }
+        http::Method::OPTIONS => preflight(),
+        _ => Response::text(405, "method not allowed"),
+    };
+    ctx.metrics.observe(resp.kind, started.elapsed());
+    let mut resp = resp;
+    let body = std::mem::replace(&mut resp.body, Body::Empty);
+    let length = match &body {
+        Body::Empty => Some(0),
+        Body::Full(bufs) => Some(bufs.iter().map(Bytes::len).sum()),
+        Body::Live(..) => None,
+    };
+    stream.send_response(http_head(ctx, &resp, length)).await?;
+    if !head {
+        match body {
+            Body::Empty => {}
+            Body::Full(bufs) => {
+                for b in bufs {
+                    ctx.metrics.add_bytes_out(b.len() as u64);
+                    stream.send_data(b).await?;
+                }
+            }
+            Body::Live(s, part) => {
+                let mut taken = 0;
+                loop {
+                    let seen = s.chunks.seq();
+                    let (chunks, complete) = part.chunks_from(taken);
+                    taken += chunks.len();
+                    for b in chunks {
+                        ctx.metrics.add_bytes_out(b.len() as u64);
+                        stream.send_data(b).await?;
+                    }
+                    if complete {
+                        break;
+                    }
+                    if timeout::<Tokio, _>(PART_STALL, s.chunks.changed(seen))
+                        .await
+                        .is_none()
+                    {
+                        stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    stream.finish().await
+}

@@ -1,0 +1,103 @@
+//! One byte stream, plain or TLS, for the RTMP and HTTP/1.1 connection loops.
+//!
+//! Plain TCP stays on monoio's completion IO (io_uring `read`/`writev` on the shared `Bytes`,
+//! cancelled in the kernel on a deadline, see [`crate::iov`]). TLS runs rustls over monoio's
+//! poll-io view of the same socket (readiness-based, so dropping a timed-out read or write is
+//! safe): rustls encrypts into its own record buffers, which is the one copy TLS cannot avoid
+//! without kernel TLS.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use monoio::buf::IoBufMut;
+use monoio::io::CancelableAsyncReadRent;
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
+use monoio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::iov::{with_deadline_or, write_all};
+
+/// A TLS connection on a monoio worker.
+pub(crate) type TlsStream = tokio_rustls::server::TlsStream<TcpStreamPoll>;
+
+/// What a connection loop needs from its socket.
+pub(crate) trait Transport {
+    /// Reads into the spare capacity of `buf` (reserving `want` bytes first). Fails with
+    /// `TimedOut` when nothing arrives within `idle` or when `stop` completes first; `Ok(0)`
+    /// is end of stream.
+    async fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        want: usize,
+        idle: Duration,
+        stop: impl Future<Output = ()>,
+    ) -> io::Result<usize>;
+
+    /// Writes every byte of `bufs` in order; fails when the peer takes none of a write within
+    /// `deadline`.
+    async fn write_bufs(&mut self, bufs: &[Bytes], deadline: Duration) -> io::Result<()>;
+}
+
+impl Transport for TcpStream {
+    async fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        want: usize,
+        idle: Duration,
+        stop: impl Future<Output = ()>,
+    ) -> io::Result<usize> {
+        buf.reserve(want);
+        let owned = std::mem::take(buf);
+        let len = owned.len();
+        let stream = &mut *self;
+        let (res, back) = with_deadline_or(idle, stop, |h| async move {
+            let (r, b) = stream.cancelable_read(owned.slice_mut(len..), h).await;
+            Ok((r, b.into_inner()))
+        })
+        .await?;
+        *buf = back;
+        res
+    }
+
+    async fn write_bufs(&mut self, bufs: &[Bytes], deadline: Duration) -> io::Result<()> {
+        write_all(self, bufs, deadline).await
+    }
+}
+
+impl Transport for TlsStream {
+    async fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        want: usize,
+        idle: Duration,
+        stop: impl Future<Output = ()>,
+    ) -> io::Result<usize> {
+        buf.reserve(want);
+        monoio::select! {
+            r = self.read_buf(buf) => r,
+            _ = monoio::time::sleep(idle) => Err(io::Error::new(io::ErrorKind::TimedOut, "peer too slow")),
+            _ = stop => Err(io::Error::new(io::ErrorKind::TimedOut, "shutting down")),
+        }
+    }
+
+    async fn write_bufs(&mut self, bufs: &[Bytes], deadline: Duration) -> io::Result<()> {
+        let slow = || io::Error::new(io::ErrorKind::TimedOut, "peer too slow");
+        for b in bufs {
+            let mut off = 0;
+            while off < b.len() {
+                let n = monoio::time::timeout(deadline, self.write(&b[off..]))
+                    .await
+                    .map_err(|_| slow())??;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                off += n;
+            }
+        }
+        monoio::time::timeout(deadline, self.flush())
+            .await
+            .map_err(|_| slow())?
+    }
+}
