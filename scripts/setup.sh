@@ -9,6 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
@@ -20,5 +21,15 @@ fi
 # hls.js and playwright-core for the browser playback test (versions pinned in package-lock.json).
 if [ ! -d tests/browser/node_modules/hls.js ] || [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# aioquic: a real HTTP/3 client for the TLS tests (tests/h3/get.py).
+if ! python3 -c 'import aioquic' >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-pip
+  fi
+  # Debian's own python3 refuses global installs (PEP 668) unless told otherwise.
+  python3 -m pip install --quiet aioquic==1.7.2 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages aioquic==1.7.2
 fi
 echo "setup: ok"

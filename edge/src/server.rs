@@ -388,7 +388,7 @@ async fn accept_loop(
                 (Listen::Https, Some(tls)) => {
                     if let Some(s) = handshake(stream, peer, &tls.https, "https").await {
                         if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            crate::http::h2::serve_conn(s, ctx.clone()).await;
+                            crate::http::h2::serve_conn(s, peer, ctx.clone()).await;
                         } else {
                             crate::http::serve_conn(s, ctx.clone()).await;
                         }

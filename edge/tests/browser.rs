@@ -1,5 +1,7 @@
 //! A real LL-HLS player: hls.js in Debian's headless Chromium, driven by playwright-core
-//! (`tests/browser/play.mjs`), plays a live stream in low-latency mode for 20 s.
+//! (`tests/browser/play.mjs`), plays a live stream in low-latency mode for 20 s, over
+//! HTTP/1.1, over HTTPS with HTTP/2, and over HTTP/3; each test checks the protocol the page
+//! actually used (Resource Timing's `nextHopProtocol`).
 //!
 //! Needs `scripts/setup.sh` (chromium, node and the pinned npm packages). It is not skipped
 //! when they are missing: a missing browser is a failed setup, not a passing test.
@@ -17,18 +19,138 @@ use common::*;
 #[test]
 fn hlsjs_plays_low_latency_without_stalls() {
     let server = Server::start("auto", &[]);
+    let url = server.url("/live/browser/index.m3u8");
+    let v = play::<&str>(&server, &url, &[]);
+    assert_eq!(
+        v["protocols"]["http/1.1"].as_u64().map(|n| n > 0),
+        Some(true),
+        "{v}"
+    );
+}
+
+/// hls.js over HTTPS: HTTP/2 through hyper (Chromium negotiates h2 by ALPN).
+#[test]
+fn hlsjs_plays_over_https_h2() {
+    let certs = TempDir::new("h2");
+    let (pin, args) = tls_args(&certs);
+    let https = args.https;
+    let owned = args.as_args();
+    let flags: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let server = Server::start("auto", &flags);
+    let url = format!("https://127.0.0.1:{https}/live/browser/index.m3u8");
+    let spki = format!("--ignore-certificate-errors-spki-list={pin}");
+    let v = play(&server, &url, &[&spki]);
+    only_protocol(&v, "h2");
+}
+
+/// hls.js over HTTP/3 (QUIC forced on the origin, the test certificate pinned by its SPKI).
+#[test]
+fn hlsjs_plays_over_http3() {
+    let certs = TempDir::new("h3");
+    let (pin, args) = tls_args(&certs);
+    let https = args.https;
+    let owned = args.as_args();
+    let flags: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let server = Server::start("auto", &flags);
+    let url = format!("https://127.0.0.1:{https}/live/browser/index.m3u8");
+    let spki = format!("--ignore-certificate-errors-spki-list={pin}");
+    let quic = format!("--origin-to-force-quic-on=127.0.0.1:{https}");
+    let v = play(&server, &url, &[&spki, &quic]);
+    only_protocol(&v, "h3");
+}
+
+/// Every request the page made to the stream's origin went over `proto`.
+fn only_protocol(v: &serde_json::Value, proto: &str) {
+    let protocols = v["protocols"].as_object().expect("protocols reported");
+    assert!(
+        protocols.get(proto).and_then(|n| n.as_u64()).unwrap_or(0) > 10,
+        "requests over {proto}: {v}"
+    );
+    assert_eq!(protocols.len(), 1, "only {proto} was used: {v}");
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!(
+            "zerocast-browser-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct TlsArgs {
+    cert: String,
+    key: String,
+    https: u16,
+}
+
+impl TlsArgs {
+    fn as_args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.cert.clone(),
+            "--tls-key".into(),
+            self.key.clone(),
+            "--https".into(),
+            format!("127.0.0.1:{}", self.https),
+            "--rtmps".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ]
+    }
+}
+
+/// A self-signed certificate from `zerocast cert`; returns its SPKI pin and the serve flags.
+fn tls_args(dir: &TempDir) -> (String, TlsArgs) {
+    let out = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+        .args(["cert", "--self-signed", "--out"])
+        .arg(&dir.0)
+        .output()
+        .expect("zerocast cert");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pin = stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("spki-list): ")
+                .map(|(_, p)| p.trim().to_owned())
+        })
+        .expect("SPKI pin printed");
+    let args = TlsArgs {
+        cert: dir.0.join("cert.pem").to_string_lossy().into_owned(),
+        key: dir.0.join("key.pem").to_string_lossy().into_owned(),
+        https: free_port(),
+    };
+    (pin, args)
+}
+
+/// Publishes with ffmpeg, plays `url` in hls.js for 20 s and checks a clean low-latency
+/// playback; returns the harness's JSON.
+fn play<S: AsRef<str>>(server: &Server, url: &str, chromium_args: &[S]) -> serde_json::Value {
     let mut ffmpeg = ffmpeg_publish(&server.rtmp_url("browser"), 60, "640x360");
     server.wait_live("browser", Duration::from_secs(15));
     let script = repo_root().join("tests/browser/play.mjs");
-    let out = Command::new("node")
-        .arg(&script)
-        .args(["--url", &server.url("/live/browser/index.m3u8")])
+    let mut cmd = Command::new("node");
+    cmd.arg(&script)
+        .args(["--url", url])
         .args(["--seconds", "20"])
         // Let hls.js catch up to its latency target by playing slightly faster, as LL-HLS
         // deployments configure it (the default, 1.0, never catches up after start-up).
-        .args(["--hls-config", r#"{"maxLiveSyncPlaybackRate":1.5}"#])
-        .output()
-        .expect("node is installed (scripts/setup.sh)");
+        .args(["--hls-config", r#"{"maxLiveSyncPlaybackRate":1.5}"#]);
+    for a in chromium_args {
+        cmd.arg(format!("--chromium-arg={}", a.as_ref()));
+    }
+    let out = cmd.output().expect("node is installed (scripts/setup.sh)");
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -42,8 +164,8 @@ fn hlsjs_plays_low_latency_without_stalls() {
         .unwrap_or_else(|e| panic!("harness printed no JSON ({e}): {stdout}\n{stderr}"));
     let latency = &v["latency"];
     println!(
-        "hls.js {}: played {} s, stalls {}, live latency median {} s (min {}, max {}), target {} s, parts used {}, dropped {}/{} frames",
-        v["hlsVersion"], v["playedSeconds"], v["stalls"], latency["median"], latency["min"],
+        "hls.js {} via {}: played {} s, stalls {}, live latency median {} s (min {}, max {}), target {} s, parts used {}, dropped {}/{} frames",
+        v["hlsVersion"], v["protocols"], v["playedSeconds"], v["stalls"], latency["median"], latency["min"],
         latency["max"], v["targetLatency"], v["partsUsed"], v["droppedFrames"], v["totalFrames"]
     );
     assert_eq!(
@@ -64,4 +186,5 @@ fn hlsjs_plays_low_latency_without_stalls() {
     assert_eq!(v["ok"], true, "{stdout}");
     let median = latency["median"].as_f64().expect("latency measured");
     assert!(median > 0.0);
+    v
 }

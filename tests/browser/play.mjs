@@ -27,7 +27,7 @@ function usage(msg) {
   if (msg) process.stderr.write(`play.mjs: ${msg}\n`);
   process.stderr.write(
     'usage: node play.mjs --url URL [--seconds N] [--hard-timeout S] [--chromium PATH] ' +
-      "[--hls-config '{json}'] [--verbose]\n",
+      "[--hls-config '{json}'] [--chromium-arg ARG]... [--verbose]\n",
   );
   process.exit(2);
 }
@@ -40,6 +40,7 @@ function parseArgs(argv) {
     hlsConfig: {},
     verbose: false,
     hardTimeout: null,
+    chromiumArgs: [],
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -58,6 +59,7 @@ function parseArgs(argv) {
         try { o.hlsConfig = JSON.parse(val()); } catch (e) { usage(`--hls-config is not JSON: ${e.message}`); }
         break;
       case '--hard-timeout': o.hardTimeout = Number(val()); break;
+      case '--chromium-arg': o.chromiumArgs.push(val()); break;
       case '--verbose': case '-v': o.verbose = true; break;
       case '--help': case '-h': usage(); break;
       default: usage(`unknown argument ${a}`);
@@ -101,8 +103,22 @@ const PAGE = `<!doctype html>
     latency: [], targetLatency: null, maxPlaybackRate: 1,
     partsUsed: false, canBlockReload: false, partTarget: null, partCount: 0,
     levelLoads: 0, fragsLoaded: 0, partsLoaded: 0,
+    protocols: {},
     stopped: false,
   };
+  // Which protocol carried each request to the stream's origin (h2, h3, http/1.1), from
+  // Resource Timing; entries are counted and cleared as they come so the buffer never fills.
+  const streamOrigin = new URL(params.url).origin;
+  function countProtocols() {
+    const entries = performance.getEntriesByType('resource');
+    for (const e of entries) {
+      if (!e.name.startsWith(streamOrigin)) continue;
+      const p = e.nextHopProtocol || '(hidden)';
+      S.protocols[p] = (S.protocols[p] || 0) + 1;
+    }
+    performance.clearResourceTimings();
+  }
+  performance.setResourceTimingBufferSize(10000);
   const t0 = now();
   const STARTUP_WINDOW_S = 2;
 
@@ -150,6 +166,7 @@ const PAGE = `<!doctype html>
 
   S.snapshot = function () {
     sample();
+    countProtocols();
     const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
     const r = (x) => (x === null || x === undefined ? null : Math.round(x * 1000) / 1000);
     return {
@@ -166,6 +183,7 @@ const PAGE = `<!doctype html>
       levelLoads: S.levelLoads, fragsLoaded: S.fragsLoaded, partsLoaded: S.partsLoaded,
       droppedFrames: q ? q.droppedVideoFrames : null, totalFrames: q ? q.totalVideoFrames : null,
       maxPlaybackRate: S.maxPlaybackRate,
+      protocols: S.protocols,
       currentTime: r(video.currentTime), paused: video.paused, readyState: video.readyState,
       bufferAhead: (function () {
         const b = video.buffered, ct = video.currentTime;
@@ -310,6 +328,7 @@ function finalJson() {
     fragsLoaded: s.fragsLoaded ?? 0,
     partsLoaded: s.partsLoaded ?? 0,
     maxPlaybackRate: s.maxPlaybackRate ?? 1,
+    protocols: s.protocols ?? {},
     hardTimeout: hardTimedOut,
     wallSeconds: Math.round((Date.now() - t0) / 100) / 10,
   };
@@ -427,7 +446,9 @@ async function main() {
           '--headless',
           '--no-sandbox',
           '--disable-gpu',
-          '--disable-quic',
+          // QUIC only where the caller forces it (--chromium-arg=--origin-to-force-quic-on=...).
+          ...(opts.chromiumArgs.some((a) => a.startsWith('--origin-to-force-quic-on')) ? [] : ['--disable-quic']),
+          ...opts.chromiumArgs,
           '--no-first-run',
           '--disable-background-networking',
           '--disable-component-update',

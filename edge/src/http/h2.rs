@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub(crate) const MAX_ERROR_RESETS: usize = 256;
 
 /// Serves one HTTP/2 connection until the client goes away, errs, or the server shuts down
 /// (then in-flight requests finish after a `GOAWAY`).
-pub(crate) async fn serve_conn(tls: TlsStream, ctx: Arc<Ctx>) {
+pub(crate) async fn serve_conn(tls: TlsStream, peer: SocketAddr, ctx: Arc<Ctx>) {
     let viewing = Rc::new(ViewerSlot::default());
     let svc_ctx = ctx.clone();
     let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -74,9 +75,26 @@ pub(crate) async fn serve_conn(tls: TlsStream, ctx: Arc<Ctx>) {
             }
         }
     };
-    if let Err(e) = result {
-        tracing::debug!("h2 connection: {e}");
+    match result {
+        Ok(()) => {}
+        // A client that just went away is not worth a line.
+        Err(e) if e.is_closed() || e.is_canceled() || e.is_incomplete_message() => {
+            tracing::debug!(%peer, "h2 connection: {e}");
+        }
+        Err(e) => tracing::warn!(%peer, "h2 connection closed: {}", describe(&e)),
     }
+}
+
+/// The error with its sources (hyper's own message is only "http2 error").
+fn describe(e: &hyper::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
 }
 
 async fn handle(

@@ -26,12 +26,14 @@ pub(crate) struct Response {
     pub(super) kind: Kind,
 }
 
-/// The CORS headers of every response (players are often served from another origin).
-pub(super) const CORS: [(&str, &str); 4] = [
+/// The CORS headers of every response (players are often served from another origin), and
+/// `Timing-Allow-Origin` so a player page can measure its requests (Resource Timing).
+pub(super) const CORS: [(&str, &str); 5] = [
     ("access-control-allow-origin", "*"),
     ("access-control-allow-methods", "GET, HEAD, OPTIONS"),
     ("access-control-allow-headers", "*"),
     ("access-control-expose-headers", "*"),
+    ("timing-allow-origin", "*"),
 ];
 
 /// What follows the header.

@@ -44,7 +44,10 @@ impl Server {
             .args(["--api", &format!("127.0.0.1:{api}")])
             .args(["--data-dir", data.to_str().unwrap()])
             .args(extra)
-            .env("ZEROCAST_LOG", "info")
+            .env(
+                "ZEROCAST_LOG",
+                "info,h2=error,quinn=error,quinn_proto=error",
+            )
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
