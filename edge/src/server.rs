@@ -10,7 +10,7 @@ use monoio::io::IntoPollIo;
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
 use crate::config::{Config, Driver};
-use crate::tls::{CertStore, ALPN_HTTPS};
+use crate::tls::{CertStore, ALPN_HTTP1, ALPN_HTTPS};
 use crate::Ctx;
 
 /// The server could not start.
@@ -116,12 +116,16 @@ impl SocialHandle {
 }
 
 /// Starts the social API (embedded store and bus) on a tokio runtime of its own thread; returns
-/// once it listens.
-pub fn start_social(config: &Config) -> Result<SocialHandle, ServeError> {
+/// once it listens. With `certs`, it also serves HTTPS and WSS on `config.api_https`.
+pub fn start_social(
+    config: &Config,
+    certs: Option<&Arc<CertStore>>,
+) -> Result<SocialHandle, ServeError> {
     use zerocast_social::SocialServer;
     let cfg = config
         .social_config()
         .map_err(|e| ServeError::Social(e.to_string()))?;
+    let tls = certs.map(|c| (config.api_https, c.server_config(ALPN_HTTP1)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let thread = std::thread::Builder::new()
@@ -154,11 +158,33 @@ pub fn start_social(config: &Config) -> Result<SocialHandle, ServeError> {
                         return;
                     }
                 };
+                let secure = match tls {
+                    Some((addr, config)) => {
+                        let bound = match tokio::net::TcpListener::bind(addr).await {
+                            Ok(l) => l,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(format!("binding {addr}: {e}")));
+                                return;
+                            }
+                        };
+                        match zerocast_social::api::tls::TlsListener::new(bound, config) {
+                            Ok(l) => {
+                                tracing::info!(api_https = %addr, "social API listening over TLS (HTTPS, WSS)");
+                                Some(l)
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(format!("{addr}: {e}")));
+                                return;
+                            }
+                        }
+                    }
+                    None => None,
+                };
                 tracing::info!(api = %cfg.api, "social API listening");
                 let _ = ready_tx.send(Ok(()));
                 let server = SocialServer::new(cfg, backends);
                 if let Err(e) = server
-                    .run(listener, async {
+                    .run_with_tls(listener, secure, async {
                         let _ = stop_rx.await;
                     })
                     .await
@@ -180,11 +206,24 @@ pub fn start_social(config: &Config) -> Result<SocialHandle, ServeError> {
     }
 }
 
+/// The configured certificate, watched for changes; `None` without TLS.
+fn load_certs(config: &Config) -> Result<Option<Arc<CertStore>>, ServeError> {
+    let Some((cert, key)) = config.tls_files() else {
+        return Ok(None);
+    };
+    let certs = CertStore::load(cert, key)?;
+    certs
+        .watch(Duration::from_secs(2))
+        .map_err(ServeError::Worker)?;
+    Ok(Some(certs))
+}
+
 /// Runs only the social API until SIGINT or SIGTERM (`zerocast social`).
 pub fn run_social(config: Config) -> Result<(), ServeError> {
     let mask = block_signals()?;
-    let social = start_social(&config)?;
-    let sig = wait_stop_signal(&mask, None);
+    let certs = load_certs(&config)?;
+    let social = start_social(&config, certs.as_ref())?;
+    let sig = wait_stop_signal(&mask, certs.as_deref());
     tracing::info!(signal = sig, "shutting down");
     social.stop(Duration::from_millis(900));
     tracing::info!("stopped");
@@ -194,24 +233,15 @@ pub fn run_social(config: Config) -> Result<(), ServeError> {
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(config: Config) -> Result<(), ServeError> {
     let mask = block_signals()?;
+    let certs = load_certs(&config)?;
     let social = if config.social {
-        Some(start_social(&config)?)
+        Some(start_social(&config, certs.as_ref())?)
     } else {
         None
     };
     let driver = resolve_driver(config.driver)?;
     let workers = config.worker_count();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let certs = match config.tls_files() {
-        Some((cert, key)) => {
-            let certs = CertStore::load(cert, key)?;
-            certs
-                .watch(Duration::from_secs(2))
-                .map_err(ServeError::Worker)?;
-            Some(certs)
-        }
-        None => None,
-    };
     let tls = certs.as_ref().map(TlsAcceptors::new);
     let ctx = Arc::new(Ctx::new(config.clone()));
     let h3 = match &certs {

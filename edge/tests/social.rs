@@ -172,3 +172,145 @@ fn kill_9_during_a_burst_loses_no_acknowledged_message() {
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
     assert!(stored >= acked.len());
 }
+
+/// The social API over TLS: REST over HTTPS (curl, verifying the certificate) and a WSS
+/// client (tokio-tungstenite over rustls, trusting only the test certificate) exchange direct
+/// messages; the plain port keeps working beside it.
+#[test]
+fn social_api_over_https_and_wss() {
+    let data = std::env::temp_dir().join(format!("zerocast-social-tls-{}", free_port()));
+    let certs = data.join("certs");
+    let out = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+        .args(["cert", "--self-signed", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
+    let (plain, secure) = (free_port(), free_port());
+    let _server = Proc(
+        Command::new(env!("CARGO_BIN_EXE_zerocast"))
+            .args(["social", "--api", &format!("127.0.0.1:{plain}")])
+            .args(["--api-https", &format!("127.0.0.1:{secure}")])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", secure)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "social API over TLS did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (a, b) = (uuid_v4(), uuid_v4());
+    let (ta, tb) = (token(&data, &a), token(&data, &b));
+    let https = |method: &str, path: &str, token: &str, body: Option<&str>| -> (String, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&cert)
+            .args(["--resolve", &format!("localhost:{secure}:127.0.0.1")])
+            .args([
+                "-X",
+                method,
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+            ])
+            .args(["-w", "\n%{http_code} %{http_version}"]);
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data", b]);
+        }
+        let out = cmd
+            .arg(format!("https://localhost:{secure}{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (status.to_owned(), body.to_owned())
+    };
+    let (status, body) = https("GET", "/api/v1/health", &ta, None);
+    assert_eq!(status, "200 1.1", "{body}");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls_pki_types::pem::PemObject;
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(&cert).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", secure))
+            .await
+            .unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .expect("the server's certificate verifies for localhost");
+        let url = format!("wss://localhost:{secure}/api/v1/ws?access_token={ta}");
+        let (mut ws, _) = tokio_tungstenite::client_async(url, tls)
+            .await
+            .expect("WebSocket upgrade over TLS");
+        macro_rules! next {
+            () => {
+                match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        serde_json::from_str::<serde_json::Value>(&t).unwrap()
+                    }
+                    other => panic!("no frame: {other:?}"),
+                }
+            };
+        }
+        // B writes to A over HTTPS; A receives it over WSS.
+        // (curl blocks this single-threaded runtime briefly; the frame waits in the socket.)
+        let (status, body) = https(
+            "POST",
+            "/api/v1/messages",
+            &tb,
+            Some(&format!(r#"{{"to":"{a}","content":"over tls"}}"#)),
+        );
+        assert!(status.starts_with("20"), "{status} {body}");
+        let pushed = next!();
+        assert_eq!(pushed["type"], "message", "{pushed}");
+        assert_eq!(pushed["message"]["content"], "over tls", "{pushed}");
+        // A answers over WSS and gets its ack.
+        ws.send(Message::text(format!(
+            r#"{{"type":"send","to":"{b}","content":"back","client_id":"c1"}}"#
+        )))
+        .await
+        .unwrap();
+        let ack = next!();
+        assert_eq!(ack["type"], "ack", "{ack}");
+    });
+    // The plain port serves beside the TLS one.
+    let (status, _) = call(plain, "GET", "/api/v1/health", &ta, None).unwrap();
+    assert_eq!(status, 200);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+fn uuid_v4() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -6,7 +6,7 @@
 //! [`crate::chat`], [`crate::graph`]), map the result. Nothing in the domain imports this
 //! module.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -35,6 +35,7 @@ mod metrics;
 pub mod openapi;
 mod rooms;
 pub mod state;
+pub mod tls;
 mod ws;
 
 pub use error::ApiError;
@@ -138,17 +139,46 @@ impl SocialServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.run_with_tls(listener, None, shutdown).await
+    }
+
+    /// Serves on `listener`, and over TLS on `tls` when given, until `shutdown` completes;
+    /// both finish their in-flight requests.
+    pub async fn run_with_tls(
+        self,
+        listener: TcpListener,
+        tls: Option<tls::TlsListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         self.start_background();
         let stop = self.state.stop.clone();
         let app = self.router();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
         // Small frames (acks, pushes) must not wait for Nagle behind the peer's delayed ACK.
         use axum::serve::ListenerExt;
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let plain = axum::serve(listener, app.clone())
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future();
+        let r = match tls {
+            Some(tls) => {
+                let secure = axum::serve(tls, app)
+                    .with_graceful_shutdown(stopped(stop_rx))
+                    .into_future();
+                let (a, b) = tokio::join!(plain, secure);
+                a.and(b)
+            }
+            None => plain.await,
+        };
         stop.notify_waiters();
         r
     }
