@@ -22,14 +22,15 @@ fi
 if [ ! -d tests/browser/node_modules/hls.js ] || [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
-# aioquic: a real HTTP/3 client for the TLS tests (tests/h3/get.py).
-if ! python3 -c 'import aioquic' >/dev/null 2>&1; then
+# aioquic (a real HTTP/3 client, tests/h3/get.py) and h2 (hostile HTTP/2 clients,
+# tests/h2/attack.py) for the TLS tests.
+if ! python3 -c 'import aioquic, h2' >/dev/null 2>&1; then
   if ! python3 -m pip --version >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-pip
   fi
   # Debian's own python3 refuses global installs (PEP 668) unless told otherwise.
-  python3 -m pip install --quiet aioquic==1.7.2 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages aioquic==1.7.2
+  python3 -m pip install --quiet aioquic==1.7.2 h2==4.2.0 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages aioquic==1.7.2 h2==4.2.0
 fi
 echo "setup: ok"

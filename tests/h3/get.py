@@ -2,6 +2,7 @@
 """A real HTTP/3 client (aioquic) for the zerocast tests.
 
     python3 tests/h3/get.py --connect 127.0.0.1:8443 [--insecure] PATH [PATH ...]
+    python3 tests/h3/get.py --connect 127.0.0.1:8443 --insecure --flood N [--hold S] PATH
 
 Opens ONE QUIC connection, sends GET for each PATH in turn (the next after the previous
 response completes, so a path may depend on nothing but the server's state) and prints one
@@ -12,6 +13,10 @@ line of JSON per request:
 
 `body` is the body as text for playlists and JSON, null for media. Exit 0 when every request
 got a response (whatever its status), 2 on a connection or protocol failure (message on stderr).
+
+`--flood N` opens N connections at once instead (a flood of new QUIC connections), each
+sending one GET of the first PATH and then holding the connection for `--hold` seconds, and
+prints {"flood": N, "connected": K, "answered": A, "failed": F}.
 """
 
 import argparse
@@ -87,14 +92,39 @@ async def main():
     ap.add_argument("--insecure", action="store_true", help="do not verify the certificate")
     ap.add_argument("--cafile", help="trust this certificate (PEM)")
     ap.add_argument("--timeout", type=float, default=15.0, help="seconds per request")
+    ap.add_argument("--flood", type=int, default=0, help="open this many connections at once")
+    ap.add_argument("--hold", type=float, default=2.0, help="seconds each flood connection stays")
     ap.add_argument("paths", nargs="+")
     a = ap.parse_args()
     host, port = a.connect.rsplit(":", 1)
-    cfg = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost")
-    if a.insecure:
-        cfg.verify_mode = ssl.CERT_NONE
-    if a.cafile:
-        cfg.load_verify_locations(a.cafile)
+
+    def config():
+        cfg = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost")
+        if a.insecure:
+            cfg.verify_mode = ssl.CERT_NONE
+        if a.cafile:
+            cfg.load_verify_locations(a.cafile)
+        return cfg
+
+    if a.flood:
+        counts = {"connected": 0, "answered": 0, "failed": 0}
+
+        async def one():
+            try:
+                async with connect(host, int(port), configuration=config(), create_protocol=Client,
+                                   wait_connected=True) as client:
+                    counts["connected"] += 1
+                    res = await client.get(f"{host}:{port}", a.paths[0], a.timeout)
+                    if res["status"] == 200:
+                        counts["answered"] += 1
+                    await asyncio.sleep(a.hold)
+            except Exception:  # noqa: BLE001 - a refused or failed connection is counted
+                counts["failed"] += 1
+
+        await asyncio.gather(*(one() for _ in range(a.flood)))
+        print(json.dumps({"flood": a.flood, **counts}), flush=True)
+        return
+    cfg = config()
     try:
         async with connect(host, int(port), configuration=cfg, create_protocol=Client,
                            wait_connected=True) as client:
