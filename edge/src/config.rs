@@ -623,6 +623,45 @@ mod tests {
     }
 
     #[test]
+    fn tls_keys_from_file_env_and_flags() {
+        let mut c: Config = toml::from_str(
+            "tls-cert = \"/etc/zc/cert.pem\"\ntls-key = \"/etc/zc/key.pem\"\nhttps = \"0.0.0.0:443\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls_files(),
+            Some((Path::new("/etc/zc/cert.pem"), Path::new("/etc/zc/key.pem")))
+        );
+        c.apply_env(|k| match k {
+            "ZEROCAST_RTMPS" => Some("127.0.0.1:1937".into()),
+            "ZEROCAST_API_HTTPS" => Some("127.0.0.1:8444".into()),
+            "ZEROCAST_TLS_CERT" => Some("/run/cert.pem".into()),
+            _ => None,
+        })
+        .unwrap();
+        c.apply_flags(&Overrides {
+            https: Some(([127, 0, 0, 1], 9443).into()),
+            tls_key: Some("/run/key.pem".into()),
+            ..Overrides::default()
+        });
+        assert_eq!(c.https.port(), 9443);
+        assert_eq!(c.rtmps.port(), 1937);
+        assert_eq!(c.api_https.port(), 8444);
+        assert_eq!(
+            c.tls_files(),
+            Some((Path::new("/run/cert.pem"), Path::new("/run/key.pem")))
+        );
+        c.validate().unwrap();
+        // The certificate without its key (an empty variable unsets a key) is refused.
+        c.apply_env(|k| (k == "ZEROCAST_TLS_KEY").then(String::new))
+            .unwrap();
+        assert!(c.tls_files().is_none());
+        assert!(c.validate().is_err());
+        // Plain delivery stays the default.
+        assert!(Config::default().tls_files().is_none());
+    }
+
+    #[test]
     fn rejects_bad_values() {
         assert!(toml::from_str::<Config>("nope = 1").is_err());
         let mut c = Config::default();

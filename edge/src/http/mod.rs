@@ -1,15 +1,18 @@
-//! HTTP/1.1 on the monoio workers: playlists, init segments, parts and segments from memory.
+//! HTTP on the monoio workers: playlists, init segments, parts and segments from memory.
 //!
-//! A lean server rather than hyper: media responses are a header `Bytes` plus the shared media
-//! `Bytes` handed to one `writev` (io_uring or epoll), and a part still being written is sent
-//! with chunked transfer coding as its CMAF chunks arrive. `docs/design.md` gives the reasons.
+//! One router ([`route`]) answers every protocol: plain HTTP/1.1 and HTTP/1.1 over TLS here (a
+//! lean server rather than hyper: media responses are a header `Bytes` plus the shared media
+//! `Bytes` handed to one `writev`, and a part still being written is sent with chunked transfer
+//! coding as its CMAF chunks arrive), HTTP/2 through hyper in [`h2`], and HTTP/3 through quinn
+//! in [`h3`] on its own tokio thread. `docs/design.md` gives the reasons.
 //!
 //! Requests are parsed with `httparse` from one read buffer per connection; keep-alive and
 //! pipelining are handled by parsing the next request from what is left in the buffer.
 //!
-//! This file holds the connection loop, the router and the media handlers. Its children are
-//! leaves it uses: [`request`] parses heads, [`response`] holds `Response` and writes it, and
-//! [`api`] answers `/api/streams` and `/metrics`. `api` uses `response` and nothing here.
+//! This file holds the HTTP/1.1 connection loop, the router and the media handlers. Its
+//! children are leaves it uses: [`request`] parses heads, [`response`] holds `Response` and
+//! writes it, [`api`] answers `/api/streams` and `/metrics`, and [`h2`] / [`h3`] frame the
+//! router's answers for their protocols.
 
 mod api;
 pub(crate) mod h2;
