@@ -123,21 +123,26 @@ where
             Ok((r, b))
         })
         .await?;
-        let mut n = res?;
+        let n = res?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        while n > 0 && first < bufs.len() {
-            let left = bufs[first].len() - skip;
-            if n >= left {
-                n -= left;
-                first += 1;
-                skip = 0;
-            } else {
-                skip += n;
-                n = 0;
-            }
-        }
+        advance(bufs, &mut first, &mut skip, n);
     }
     Ok(())
+}
+
+/// Moves the write position (`bufs[first]`, `skip` bytes in) past `n` written bytes.
+pub(crate) fn advance(bufs: &[Bytes], first: &mut usize, skip: &mut usize, mut n: usize) {
+    while n > 0 && *first < bufs.len() {
+        let left = bufs[*first].len() - *skip;
+        if n >= left {
+            n -= left;
+            *first += 1;
+            *skip = 0;
+        } else {
+            *skip += n;
+            n = 0;
+        }
+    }
 }

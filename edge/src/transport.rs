@@ -7,7 +7,7 @@
 //! without kernel TLS.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,7 +17,10 @@ use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::TcpStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::iov::{with_deadline_or, write_all};
+use crate::iov::{advance, with_deadline_or, write_all};
+
+/// Buffers handed to rustls per vectored write.
+const MAX_SLICES: usize = 64;
 
 /// A TLS connection on a monoio worker.
 pub(crate) type TlsStream = tokio_rustls::server::TlsStream<TcpStreamPoll>;
@@ -84,17 +87,28 @@ impl Transport for TlsStream {
 
     async fn write_bufs(&mut self, bufs: &[Bytes], deadline: Duration) -> io::Result<()> {
         let slow = || io::Error::new(io::ErrorKind::TimedOut, "peer too slow");
-        for b in bufs {
-            let mut off = 0;
-            while off < b.len() {
-                let n = monoio::time::timeout(deadline, self.write(&b[off..]))
-                    .await
-                    .map_err(|_| slow())??;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                off += n;
+        // Vectored, so rustls fills whole records from many small `Bytes` instead of sealing
+        // one record (and one syscall) per buffer.
+        let (mut first, mut skip) = (0, 0);
+        while first < bufs.len() {
+            if bufs[first].len() <= skip {
+                first += 1;
+                skip = 0;
+                continue;
             }
+            let slices: Vec<IoSlice<'_>> = bufs[first..]
+                .iter()
+                .take(MAX_SLICES)
+                .enumerate()
+                .map(|(i, b)| IoSlice::new(if i == 0 { &b[skip..] } else { b }))
+                .collect();
+            let n = monoio::time::timeout(deadline, self.write_vectored(&slices))
+                .await
+                .map_err(|_| slow())??;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            advance(bufs, &mut first, &mut skip, n);
         }
         monoio::time::timeout(deadline, self.flush())
             .await

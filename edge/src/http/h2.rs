@@ -11,6 +11,7 @@
 //! with `GOAWAY ENHANCE_YOUR_CALM` past [`MAX_PENDING_RESETS`], and the remote resets it
 //! causes past [`MAX_ERROR_RESETS`].
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,7 +28,7 @@ use http_body::{Frame, SizeHint};
 use monoio_compat::hyper::{MonoioExecutor, MonoioIo, MonoioTimer};
 
 use super::response::{http_head, preflight, Body, Response, PART_STALL};
-use super::{route, Monoio, ViewerSlot};
+use super::{route, Monoio, ViewerSlot, IDLE};
 use crate::hub::{PartMedia, Stream};
 use crate::transport::TlsStream;
 use crate::Ctx;
@@ -46,11 +47,17 @@ pub(crate) const MAX_ERROR_RESETS: usize = 256;
 /// (then in-flight requests finish after a `GOAWAY`).
 pub(crate) async fn serve_conn(tls: TlsStream, peer: SocketAddr, ctx: Arc<Ctx>) {
     let viewing = Rc::new(ViewerSlot::default());
+    let activity = Rc::new(Activity {
+        in_flight: Cell::new(0),
+        last: Cell::new(Instant::now()),
+    });
     let svc_ctx = ctx.clone();
+    let svc_activity = activity.clone();
     let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let ctx = svc_ctx.clone();
         let viewing = viewing.clone();
-        async move { Ok::<_, Infallible>(handle(&ctx, req, &viewing).await) }
+        let busy = Busy::new(&svc_activity);
+        async move { Ok::<_, Infallible>(handle(&ctx, req, &viewing, busy).await) }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(MonoioExecutor);
     builder
@@ -63,6 +70,16 @@ pub(crate) async fn serve_conn(tls: TlsStream, peer: SocketAddr, ctx: Arc<Ctx>) 
         .keep_alive_timeout(Duration::from_secs(10));
     let mut conn = pin!(builder.serve_connection(MonoioIo::new(tls), service));
     let seen = ctx.shutdown_signal.seq();
+    // A connection with no request in flight for IDLE is closed (GOAWAY), like an idle
+    // HTTP/1.1 keep-alive connection; answering PINGs does not keep it open.
+    let idle = async {
+        loop {
+            monoio::time::sleep(Duration::from_secs(5)).await;
+            if activity.in_flight.get() == 0 && activity.last.get().elapsed() >= IDLE {
+                return;
+            }
+        }
+    };
     let result = if ctx.shutting_down() {
         conn.as_mut().graceful_shutdown();
         conn.await
@@ -70,6 +87,11 @@ pub(crate) async fn serve_conn(tls: TlsStream, peer: SocketAddr, ctx: Arc<Ctx>) 
         monoio::select! {
             r = conn.as_mut() => r,
             _ = ctx.shutdown_signal.changed(seen) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            _ = idle => {
+                tracing::debug!(%peer, "h2 connection idle, closing");
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -97,10 +119,36 @@ fn describe(e: &hyper::Error) -> String {
     s
 }
 
+/// A connection's requests in flight, and when the last one ended.
+struct Activity {
+    in_flight: Cell<usize>,
+    last: Cell<Instant>,
+}
+
+/// One request in flight, from its head until its response body is dropped (sent or reset).
+struct Busy(Rc<Activity>);
+
+impl Busy {
+    fn new(a: &Rc<Activity>) -> Self {
+        a.in_flight.set(a.in_flight.get() + 1);
+        Self(a.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .set(self.0.in_flight.get().saturating_sub(1));
+        self.0.last.set(Instant::now());
+    }
+}
+
 async fn handle(
     ctx: &Arc<Ctx>,
     req: http::Request<hyper::body::Incoming>,
     viewing: &ViewerSlot,
+    busy: Busy,
 ) -> http::Response<MediaBody> {
     let started = Instant::now();
     let head = req.method() == http::Method::HEAD;
@@ -113,7 +161,9 @@ async fn handle(
         _ => Response::text(405, "method not allowed"),
     };
     ctx.metrics.observe(resp.kind, started.elapsed());
-    into_http(ctx, resp, head)
+    let mut r = into_http(ctx, resp, head);
+    r.body_mut().busy = Some(busy);
+    r
 }
 
 /// `resp` as a hyper response; a HEAD answer keeps the headers (and the length of a complete
@@ -138,6 +188,8 @@ fn into_http(ctx: &Arc<Ctx>, mut resp: Response, head: bool) -> http::Response<M
 /// each CMAF chunk as it arrives. Bytes sent are added to the server's `bytes_out`.
 pub(crate) struct MediaBody {
     ctx: Arc<Ctx>,
+    /// Marks the request in flight until the body is dropped.
+    busy: Option<Busy>,
     queue: VecDeque<Bytes>,
     live: Option<Live>,
 }
@@ -155,6 +207,7 @@ impl MediaBody {
     fn full(ctx: &Arc<Ctx>, bufs: Vec<Bytes>) -> Self {
         Self {
             ctx: ctx.clone(),
+            busy: None,
             queue: bufs.into(),
             live: None,
         }
@@ -163,6 +216,7 @@ impl MediaBody {
     fn live(ctx: &Arc<Ctx>, stream: Arc<Stream>, part: Arc<PartMedia>) -> Self {
         Self {
             ctx: ctx.clone(),
+            busy: None,
             queue: VecDeque::new(),
             live: Some(Live {
                 stream,

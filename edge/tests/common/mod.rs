@@ -37,11 +37,21 @@ impl Server {
         let log = std::env::temp_dir().join(format!("zerocast-test-{http}.log"));
         let logf = std::fs::File::create(&log).unwrap();
         let data = std::env::temp_dir().join(format!("zerocast-test-data-{http}"));
+        // Used only with a certificate; a loopback port of its own keeps tests apart.
+        let api_https = if extra.contains(&"--api-https") {
+            vec![]
+        } else {
+            vec![
+                "--api-https".to_owned(),
+                format!("127.0.0.1:{}", free_port()),
+            ]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_zerocast"))
             .args(["serve", "--rtmp", &format!("127.0.0.1:{rtmp}")])
             .args(["--http", &format!("127.0.0.1:{http}")])
             .args(["--driver", driver, "--workers", "2"])
             .args(["--api", &format!("127.0.0.1:{api}")])
+            .args(&api_https)
             .args(["--data-dir", data.to_str().unwrap()])
             .args(extra)
             .env(
