@@ -368,6 +368,18 @@ fn certificate_reload_keeps_live_connections() {
         "new connections no longer see the old certificate"
     );
 
+    // Renewal without a signal: the files change on disk (as an ACME client renews them).
+    let renewed_pin = make_cert(&s.certs.0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !pinned(&renewed_pin) {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed files were not picked up: {}",
+            s.server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // The connection opened before the swap kept streaming: every transfer 200, one connect.
     let out = long.wait_with_output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
@@ -388,7 +400,11 @@ fn certificate_reload_keeps_live_connections() {
         1,
         "one line for the refused pair:\n{logs}"
     );
-    assert!(logs.contains("TLS certificate reloaded"), "{logs}");
+    assert!(logs.contains("TLS certificate reloaded (SIGHUP)"), "{logs}");
+    assert!(
+        logs.contains("TLS certificate reloaded (file change)"),
+        "{logs}"
+    );
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
 }
