@@ -219,6 +219,32 @@ fn rtmps_in_h2_and_h3_out() {
         );
     }
     assert!(is_fmp4_fragment(&part_ok.body));
+    // HEAD: the headers (with the length) and no body; OPTIONS: the CORS preflight.
+    let head = curl(
+        &["--http2", "-I"],
+        &s.https_url(&format!("{base}{complete}")),
+    );
+    assert_eq!(
+        (head.version.as_str(), head.status),
+        ("2", 200),
+        "{}",
+        head.headers
+    );
+    assert!(
+        head.headers
+            .to_ascii_lowercase()
+            .contains(&format!("content-length: {}", part_ok.body.len())),
+        "{}",
+        head.headers
+    );
+    // (with -I, curl writes the head where the body would go: nothing else came)
+    assert!(head.body.starts_with(b"HTTP/2 200") && !is_fmp4_fragment(&head.body));
+    let preflight = curl(&["--http2", "-X", "OPTIONS"], &s.https_url(&media));
+    assert_eq!(preflight.status, 204);
+    assert!(preflight
+        .headers
+        .to_ascii_lowercase()
+        .contains("access-control-allow-origin: *"));
     assert!(is_fmp4_fragment(&hinted_part.body));
     let reloaded = String::from_utf8_lossy(&blocked.body);
     assert!(
