@@ -246,7 +246,7 @@ pub(crate) fn preflight(plan: &Plan) -> anyhow::Result<()> {
     };
     res.map_err(|e| {
         anyhow::anyhow!(
-            "{} {}: GET {path}: {}",
+            "{}: {} error: GET {path}: {}",
             plan.proto.label(),
             e.kind.label(),
             e.detail
