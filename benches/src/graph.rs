@@ -86,7 +86,11 @@ impl Op {
 
 /// Runs the graph load; returns its report (errors of the run are in the report).
 pub(crate) fn run(args: &GraphArgs) -> anyhow::Result<Report> {
-    let (addr, host, _) = parse_url(&args.api)?;
+    let api = parse_url(&args.api)?;
+    if api.https {
+        bail!("--api must be an http:// URL");
+    }
+    let (addr, host) = (api.addr, api.authority);
     if args.users < 2 || args.edges == 0 || args.duration == 0 || args.concurrency == 0 {
         bail!("--users must be at least 2, and --edges, --duration, --concurrency at least 1");
     }

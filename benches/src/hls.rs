@@ -1,4 +1,5 @@
-//! LL-HLS viewers: each one a task on a monoio worker, with one keep-alive connection.
+//! LL-HLS viewers: each one a task with its own connection, over HTTP/1.1 (plain or TLS),
+//! HTTP/2 or HTTP/3.
 //!
 //! A viewer plays like an LL-HLS player that only follows the live edge:
 //!
@@ -13,31 +14,74 @@
 //! ```
 //!
 //! It does not fetch the preload hint, segments or the init segment, and plays nothing.
+//!
+//! The viewer is generic over its [`Client`] and its runtime ([`Rt`]): HTTP/1.1 and HTTP/2
+//! viewers run on monoio workers (plain HTTP/1.1 on completion IO, TLS on monoio's poll-io),
+//! HTTP/3 viewers on one current-thread tokio runtime per worker thread (quinn needs tokio).
+//! Requests of one viewer go out one at a time, on one connection, whatever the protocol.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use zerocast_packager::check::{self, ParsedPlaylist};
 
-use crate::client::{ClientError, Conn, Response};
+use crate::client::{Client, ClientError, Conn, Plain, Response, Tls};
+use crate::h2::H2Client;
+use crate::h3::H3Client;
 use crate::stats::{ErrorKind, Stats};
 
 /// Pause after an error before starting again, so a failing server is not hammered.
 const ERROR_BACKOFF: Duration = Duration::from_millis(200);
+/// Most time an HTTP/3 worker waits for its closed connections to drain before it ends.
+const CLOSE_GRACE: Duration = Duration::from_millis(250);
 /// Viewers start at a random offset within this window.
 const STAGGER: Duration = Duration::from_secs(1);
+
+/// The protocol viewers speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proto {
+    /// HTTP/1.1 over plain TCP (the hand-written client on completion IO).
+    Http1,
+    /// HTTP/1.1 over TLS, ALPN `http/1.1` (the same client over rustls).
+    Https1,
+    /// HTTP/2 over TLS, ALPN `h2` (hyper's client).
+    H2,
+    /// HTTP/3 over QUIC (quinn + h3), on tokio.
+    H3,
+}
+
+impl Proto {
+    /// For the report's title.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Proto::Http1 => "HTTP/1.1",
+            Proto::Https1 => "HTTP/1.1 over TLS",
+            Proto::H2 => "HTTP/2 over TLS",
+            Proto::H3 => "HTTP/3 over QUIC",
+        }
+    }
+}
 
 /// What every viewer of a run shares.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
+    pub(crate) proto: Proto,
+    /// TCP address, or UDP for HTTP/3.
     pub(crate) addr: SocketAddr,
-    /// `Host` header value.
+    /// `Host` header value (the `:authority` for HTTP/2 and HTTP/3).
     pub(crate) host: String,
+    /// The URL's host alone: the name the server's certificate must be valid for.
+    pub(crate) server_name: String,
+    /// TLS client configuration offering the protocol's ALPN (not for plain HTTP/1.1).
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     /// Path of the multivariant playlist, e.g. `/live/demo/index.m3u8`.
     pub(crate) index_path: String,
-    /// Connect, read and write timeout.
+    /// Connect, handshake, read and write timeout.
     pub(crate) timeout: Duration,
     /// When viewers start (before their stagger).
     pub(crate) start: Instant,
@@ -49,25 +93,197 @@ pub(crate) struct Plan {
     pub(crate) sample_cap: usize,
 }
 
+impl Plan {
+    fn tls(&self) -> anyhow::Result<Tls> {
+        let config = self.tls.clone().context("no TLS configuration")?;
+        Ok(Tls {
+            connector: tokio_rustls::TlsConnector::from(config),
+            name: crate::tls::server_name(&self.server_name)?,
+        })
+    }
+}
+
+/// The timer and tasks of the runtime viewers run on.
+pub(crate) trait Rt {
+    /// Completes at `deadline`.
+    fn sleep_until(deadline: Instant) -> impl Future<Output = ()>;
+    /// Runs `fut` as a task of the current thread; the returned future completes with it.
+    fn spawn(fut: impl Future<Output = ()> + 'static) -> impl Future<Output = ()> + 'static;
+    /// `fut`'s output, or `None` when `deadline` comes first.
+    fn timeout_at<F: Future>(deadline: Instant, fut: F) -> impl Future<Output = Option<F::Output>>;
+}
+
+/// monoio's timer and tasks.
+#[derive(Debug)]
+pub(crate) struct Monoio;
+
+impl Rt for Monoio {
+    fn sleep_until(deadline: Instant) -> impl Future<Output = ()> {
+        monoio::time::sleep_until(monoio::time::Instant::from_std(deadline))
+    }
+
+    fn spawn(fut: impl Future<Output = ()> + 'static) -> impl Future<Output = ()> + 'static {
+        monoio::spawn(fut)
+    }
+
+    async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Option<F::Output> {
+        let deadline = monoio::time::Instant::from_std(deadline);
+        monoio::time::timeout_at(deadline, fut).await.ok()
+    }
+}
+
+/// tokio's timer and local tasks (inside a `LocalSet`).
+#[derive(Debug)]
+pub(crate) struct Tokio;
+
+impl Rt for Tokio {
+    fn sleep_until(deadline: Instant) -> impl Future<Output = ()> {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(deadline))
+    }
+
+    fn spawn(fut: impl Future<Output = ()> + 'static) -> impl Future<Output = ()> + 'static {
+        let handle = tokio::task::spawn_local(fut);
+        async move {
+            let _ = handle.await;
+        }
+    }
+
+    async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Option<F::Output> {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        tokio::time::timeout_at(deadline, fut).await.ok()
+    }
+}
+
 /// Runs `viewers` viewers (numbered from `first`) on the current thread's own runtime.
 pub(crate) fn run_worker(plan: Plan, first: u64, viewers: u64) -> anyhow::Result<Stats> {
+    let (addr, timeout) = (plan.addr, plan.timeout);
+    match plan.proto {
+        Proto::Http1 => on_monoio(worker::<Monoio, _>(&plan, first, viewers, || {
+            Conn::new(addr, plan.host.clone(), timeout, Plain)
+        })),
+        Proto::Https1 => {
+            let tls = plan.tls()?;
+            on_monoio(worker::<Monoio, _>(&plan, first, viewers, || {
+                Conn::new(addr, plan.host.clone(), timeout, tls.clone())
+            }))
+        }
+        Proto::H2 => {
+            let tls = plan.tls()?;
+            on_monoio(worker::<Monoio, _>(&plan, first, viewers, || {
+                H2Client::new(addr, &plan.host, timeout, tls.clone())
+            }))
+        }
+        Proto::H3 => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async {
+                let tls = plan.tls.clone().context("no TLS configuration")?;
+                // One UDP socket for the worker's viewers, each with its own QUIC connection.
+                let endpoint = crate::h3::endpoint(addr, tls)?;
+                let stats = worker::<Tokio, _>(&plan, first, viewers, || {
+                    let p = &plan;
+                    H3Client::new(endpoint.clone(), addr, &p.host, &p.server_name, timeout)
+                })
+                .await;
+                // Viewers that ended dropped their connections; close what is left, and give
+                // the CONNECTION_CLOSE frames a moment to leave.
+                endpoint.close(0u32.into(), b"done");
+                let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+                Ok(stats)
+            })
+        }
+    }
+}
+
+/// Runs `fut` on a new monoio runtime (io_uring where the kernel has it) with a timer.
+fn on_monoio<F: Future>(fut: F) -> anyhow::Result<F::Output> {
     let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .build()?;
-    Ok(rt.block_on(worker(plan, first, viewers)))
+    Ok(rt.block_on(fut))
 }
 
-async fn worker(plan: Plan, first: u64, viewers: u64) -> Stats {
+/// One GET of the multivariant playlist on a connection of its own, so that an untrusted
+/// certificate or a server that does not speak the protocol fails once, clearly, before the
+/// run. Any HTTP status passes. Nothing to check for plain HTTP/1.1.
+pub(crate) fn preflight(plan: &Plan) -> anyhow::Result<()> {
+    let (addr, timeout, path) = (plan.addr, plan.timeout, plan.index_path.as_str());
+    // Time for the connection tasks to close the connection cleanly (HTTP/2 GOAWAY, QUIC
+    // CONNECTION_CLOSE) once the client is dropped.
+    const GRACE: Duration = Duration::from_millis(100);
+    let res = match plan.proto {
+        Proto::Http1 => return Ok(()),
+        Proto::Https1 => {
+            let client = Conn::new(addr, plan.host.clone(), timeout, plan.tls()?);
+            on_monoio(probe::<Monoio, _>(client, path, GRACE))?
+        }
+        Proto::H2 => {
+            let client = H2Client::new(addr, &plan.host, timeout, plan.tls()?);
+            on_monoio(probe::<Monoio, _>(client, path, GRACE))?
+        }
+        Proto::H3 => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async {
+                let tls = plan.tls.clone().context("no TLS configuration")?;
+                let endpoint = crate::h3::endpoint(addr, tls)?;
+                let client = H3Client::new(
+                    endpoint.clone(),
+                    addr,
+                    &plan.host,
+                    &plan.server_name,
+                    timeout,
+                );
+                let res = probe::<Tokio, _>(client, path, GRACE).await;
+                let _ = tokio::time::timeout(GRACE, endpoint.wait_idle()).await;
+                anyhow::Ok(res)
+            })?
+        }
+    };
+    res.map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {} error: GET {path}: {}",
+            plan.proto.label(),
+            e.kind.label(),
+            e.detail
+        )
+    })
+}
+
+/// GETs `path` with `client`, drops it, then waits `grace`.
+async fn probe<R: Rt, C: Client>(
+    mut client: C,
+    path: &str,
+    grace: Duration,
+) -> Result<(), ClientError> {
+    let res = client.get(path).await.map(drop);
+    drop(client);
+    R::sleep_until(Instant::now() + grace).await;
+    res
+}
+
+/// Runs the viewers as tasks of the current thread, each with a client from `client`, until
+/// they all end or the hard stop.
+async fn worker<R: Rt, C: Client + 'static>(
+    plan: &Plan,
+    first: u64,
+    viewers: u64,
+    client: impl Fn() -> C,
+) -> Stats {
     let stats = Rc::new(RefCell::new(Stats::new(plan.sample_cap)));
     let running = Rc::new(Cell::new(0u64));
     let handles: Vec<_> = (first..first + viewers)
         .map(|id| {
             running.set(running.get() + 1);
             let guard = Running(running.clone());
-            let (plan, stats) = (plan.clone(), stats.clone());
-            monoio::spawn(async move {
+            let (plan, stats, client) = (plan.clone(), stats.clone(), client());
+            R::spawn(async move {
                 let _guard = guard;
-                viewer(&plan, &stats, id).await;
+                viewer::<R, C>(&plan, &stats, id, client).await;
             })
         })
         .collect();
@@ -76,8 +292,7 @@ async fn worker(plan: Plan, first: u64, viewers: u64) -> Stats {
             h.await;
         }
     };
-    let hard_stop = monoio::time::Instant::from_std(plan.hard_stop);
-    if monoio::time::timeout_at(hard_stop, all).await.is_err() {
+    if R::timeout_at(plan.hard_stop, all).await.is_none() {
         let n = running.get();
         for _ in 0..n {
             stats
@@ -106,16 +321,17 @@ enum Step {
     Reload,
 }
 
-async fn viewer(plan: &Plan, stats: &RefCell<Stats>, id: u64) {
+async fn viewer<R: Rt, C: Client>(plan: &Plan, stats: &RefCell<Stats>, id: u64, client: C) {
     // Seeded by the viewer number: the same run plan staggers the same way every time.
     let mut rng = SplitMix(id);
     let offset = STAGGER.mul_f64(rng.unit());
-    monoio::time::sleep_until(monoio::time::Instant::from_std(plan.start + offset)).await;
+    R::sleep_until(plan.start + offset).await;
     let mut v = Viewer {
         plan,
         stats,
-        conn: Conn::new(plan.addr, plan.host.clone(), plan.timeout),
+        client,
     };
+    let backoff = || R::sleep_until(Instant::now() + ERROR_BACKOFF);
     let mut media: Option<String> = None;
     while Instant::now() < plan.end {
         let path = match &media {
@@ -123,7 +339,7 @@ async fn viewer(plan: &Plan, stats: &RefCell<Stats>, id: u64) {
             None => match v.media_path().await {
                 Some(p) => p,
                 None => {
-                    monoio::time::sleep(ERROR_BACKOFF).await;
+                    backoff().await;
                     continue;
                 }
             },
@@ -135,24 +351,24 @@ async fn viewer(plan: &Plan, stats: &RefCell<Stats>, id: u64) {
             media = Some(path);
         }
         if step.is_some() {
-            monoio::time::sleep(ERROR_BACKOFF).await;
+            backoff().await;
         }
     }
 }
 
-struct Viewer<'a> {
+struct Viewer<'a, C> {
     plan: &'a Plan,
     stats: &'a RefCell<Stats>,
-    conn: Conn,
+    client: C,
 }
 
-impl Viewer<'_> {
+impl<C: Client> Viewer<'_, C> {
     /// GETs `target`; counts the request, its bytes and any error. `None` when it failed.
     async fn get(&mut self, target: &str) -> Result<Response, ClientError> {
-        let res = self.conn.get(target).await;
+        let res = self.client.get(target).await;
         let mut s = self.stats.borrow_mut();
-        s.bytes += self.conn.take_bytes_read();
-        s.connects += self.conn.take_connects();
+        s.bytes += self.client.take_bytes_read();
+        s.connects += self.client.take_connects();
         match res {
             Ok(r) => {
                 s.requests += 1;

@@ -1,15 +1,20 @@
 //! `zerocast-load`: load generators for zerocast, each printing one table.
 //!
-//! `zerocast-load hls` runs LL-HLS viewers against a stream: W monoio worker threads, each
-//! viewer a task with one keep-alive HTTP/1.1 connection following the live edge with blocking
-//! playlist reloads and fetching every new part (see `hls`). It reports request and byte
-//! rates, part latency from announcement (the blocking reload's response is complete) to full
+//! `zerocast-load hls` runs LL-HLS viewers against a stream: W worker threads, each viewer a
+//! task with one connection following the live edge with blocking playlist reloads and
+//! fetching every new part (see `hls`). The protocol follows the URL and flags: `http://` is
+//! HTTP/1.1 on plain TCP, `https://` HTTP/1.1 over TLS, `https://` with `--http2` HTTP/2 and
+//! with `--http3` HTTP/3 (QUIC on UDP of the URL's port). HTTP/1.1 and HTTP/2 viewers run on
+//! monoio workers, HTTP/3 viewers on one current-thread tokio runtime per worker (quinn needs
+//! tokio). The server's certificate must be trusted by the system's CAs, `--cafile`, or
+//! `--insecure`; one handshake before the run checks it. It reports request and byte rates,
+//! part latency from announcement (the blocking reload's response is complete) to full
 //! receipt of the part, errors by kind, and the CPU and memory of the server and of itself.
 //!
 //! ```text
-//! main thread ── spawns ──▶ worker 0 (monoio) ─ viewer tasks ─┐
-//!   samples /proc/PID        worker 1 (monoio) ─ viewer tasks ─┼─▶ server (HTTP/1.1)
-//!   merges Stats ◀── join ── …                                 ┘
+//! main thread ── spawns ──▶ worker 0 (monoio / tokio) ─ viewer tasks ─┐
+//!   samples /proc/PID        worker 1 (monoio / tokio) ─ viewer tasks ─┼─▶ server
+//!   merges Stats ◀── join ── …                                         ┘   (h1, TLS h1, h2, h3)
 //! ```
 //!
 //! `zerocast-load chat` runs N WebSocket clients of the social API, each its own user, sending
@@ -35,21 +40,27 @@
 mod chat;
 mod client;
 mod graph;
+mod h2;
+mod h3;
 mod hls;
 mod procfs;
 mod stats;
+mod tls;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
+use crate::hls::Proto;
 use crate::procfs::Pid;
 use crate::stats::Stats;
+use crate::tls::Trust;
 
 /// Load generators for zerocast.
 #[derive(Debug, Parser)]
@@ -71,9 +82,25 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct HlsArgs {
-    /// Multivariant playlist, e.g. http://127.0.0.1:8080/live/NAME/index.m3u8 (http only).
+    /// Multivariant playlist: http://127.0.0.1:8080/live/NAME/index.m3u8 for HTTP/1.1, or
+    /// https://127.0.0.1:8443/live/NAME/index.m3u8 for HTTP/1.1 over TLS (ALPN http/1.1),
+    /// HTTP/2 with --http2, HTTP/3 with --http3 (UDP, same port).
     #[arg(long)]
     url: String,
+    /// HTTP/2 over TLS (ALPN h2), one connection per viewer; needs an https URL.
+    #[arg(long, conflicts_with = "http3")]
+    http2: bool,
+    /// HTTP/3 over QUIC, one connection per viewer, on UDP of the URL's port; needs an https
+    /// URL.
+    #[arg(long)]
+    http3: bool,
+    /// Accept any server certificate (a self-signed test certificate, say) without checking.
+    #[arg(long, conflicts_with = "cafile")]
+    insecure: bool,
+    /// Trust the certificates in this PEM file (e.g. the server's self-signed one) instead of
+    /// the system's CAs.
+    #[arg(long)]
+    cafile: Option<PathBuf>,
     /// Concurrent viewers, one connection each.
     #[arg(long, default_value_t = 100)]
     viewers: u64,
@@ -89,7 +116,7 @@ struct HlsArgs {
     /// Server process to report CPU and RSS for.
     #[arg(long)]
     server_pid: Option<u32>,
-    /// Connect, read and write timeout, seconds.
+    /// Connect, TLS handshake, read and write timeout, seconds.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
     /// Most part-latency samples kept (u32 microseconds each) for the percentiles.
@@ -229,19 +256,42 @@ fn read_secret(file: Option<&std::path::Path>, secret: Option<&str>) -> anyhow::
     Ok(bytes)
 }
 
-/// `http://host[:port]/path` → (address, Host header, path).
-fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .context("only http:// URLs are supported")?;
+/// A parsed `http://` or `https://` URL.
+#[derive(Debug, PartialEq, Eq)]
+struct Url {
+    https: bool,
+    addr: SocketAddr,
+    /// `host[:port]` as written: the `Host` header.
+    authority: String,
+    /// The host alone (an IPv6 address keeps its brackets).
+    host: String,
+    /// Path and query, `/` at least.
+    path: String,
+}
+
+/// `http[s]://host[:port]/path` → [`Url`].
+fn parse_url(url: &str) -> anyhow::Result<Url> {
+    let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else {
+        bail!("only http:// and https:// URLs are supported");
+    };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     if authority.is_empty() {
         bail!("no host in {url}");
     }
-    let with_port = if authority.ends_with(']') || !authority.contains(':') {
-        format!("{authority}:80")
+    let has_port = !authority.ends_with(']') && authority.contains(':');
+    let host = if has_port {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     } else {
+        authority
+    };
+    let with_port = if has_port {
         authority.to_owned()
+    } else {
+        format!("{authority}:{}", if https { 443 } else { 80 })
     };
     let addr = with_port
         .to_socket_addrs()
@@ -249,15 +299,48 @@ fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
         .next()
         .with_context(|| format!("{authority} has no address"))?;
     let path = if path.is_empty() { "/" } else { path };
-    Ok((addr, authority.to_owned(), path.to_owned()))
+    Ok(Url {
+        https,
+        addr,
+        authority: authority.to_owned(),
+        host: host.to_owned(),
+        path: path.to_owned(),
+    })
+}
+
+/// The protocol of `args`, and for TLS the client configuration.
+fn protocol(
+    args: &HlsArgs,
+    url: &Url,
+) -> anyhow::Result<(Proto, Option<Arc<rustls::ClientConfig>>)> {
+    let proto = match (url.https, args.http2, args.http3) {
+        (false, false, false) => return Ok((Proto::Http1, None)),
+        (false, _, _) => bail!("--http2 and --http3 need an https:// URL"),
+        (true, false, false) => Proto::Https1,
+        (true, true, _) => Proto::H2,
+        (true, false, true) => Proto::H3,
+    };
+    let trust = match (&args.cafile, args.insecure) {
+        (Some(path), _) => Trust::CaFile(path.clone()),
+        (None, true) => Trust::Insecure,
+        (None, false) => Trust::System,
+    };
+    let alpn = match proto {
+        Proto::H2 => tls::ALPN_H2,
+        Proto::H3 => tls::ALPN_H3,
+        Proto::Http1 | Proto::Https1 => tls::ALPN_HTTP1,
+    };
+    let config = tls::client_config(&trust, alpn, proto == Proto::H3)?;
+    Ok((proto, Some(config)))
 }
 
 /// Runs the HLS load and prints its table; returns the number of errors.
 fn hls_load(args: &HlsArgs) -> anyhow::Result<u64> {
-    let (addr, host, index_path) = parse_url(&args.url)?;
+    let url = parse_url(&args.url)?;
     if args.viewers == 0 || args.duration == 0 {
         bail!("--viewers and --duration must be at least 1");
     }
+    let (proto, tls) = protocol(args, &url)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut workers = args.workers.unwrap_or(cores).max(1) as u64;
     if let Some(per) = args.connections_per_core {
@@ -272,6 +355,24 @@ fn hls_load(args: &HlsArgs) -> anyhow::Result<u64> {
     }
     let workers = workers.min(args.viewers);
 
+    let mut plan = hls::Plan {
+        proto,
+        addr: url.addr,
+        host: url.authority,
+        server_name: url.host,
+        tls,
+        index_path: url.path,
+        timeout: Duration::from_secs(args.timeout),
+        // Set below, once the preflight is done.
+        start: Instant::now(),
+        end: Instant::now(),
+        hard_stop: Instant::now(),
+        sample_cap: args.max_samples.div_ceil(workers as usize),
+    };
+    // One request before the run: an untrusted certificate or a server that does not speak
+    // the protocol is one clear error, not one per request.
+    hls::preflight(&plan)?;
+
     let server = args.server_pid.map(Pid::Other);
     let server_cpu0 = server.and_then(procfs::cpu_time);
     if server.is_some() && server_cpu0.is_none() {
@@ -284,16 +385,7 @@ fn hls_load(args: &HlsArgs) -> anyhow::Result<u64> {
     // Leave the workers a moment to build their runtimes, so every viewer starts on time.
     let start = wall0 + Duration::from_millis(50);
     let end = start + Duration::from_secs(args.duration);
-    let plan = hls::Plan {
-        addr,
-        host,
-        index_path,
-        timeout: Duration::from_secs(args.timeout),
-        start,
-        end,
-        hard_stop: end + Duration::from_secs(10),
-        sample_cap: args.max_samples.div_ceil(workers as usize),
-    };
+    (plan.start, plan.end, plan.hard_stop) = (start, end, end + Duration::from_secs(10));
     let mut threads = Vec::new();
     let mut first = 0;
     for w in 0..workers {
@@ -337,6 +429,7 @@ fn hls_load(args: &HlsArgs) -> anyhow::Result<u64> {
     let cpu = |a, b| cpu_share(a, b, wall);
     let report = Report {
         url: &args.url,
+        proto: proto.label(),
         viewers: args.viewers,
         workers,
         duration: args.duration,
@@ -405,6 +498,8 @@ fn render_table<'a>(
 #[derive(Debug)]
 struct Report<'a> {
     url: &'a str,
+    /// The protocol, for the title.
+    proto: &'static str,
     viewers: u64,
     workers: u64,
     duration: u64,
@@ -490,7 +585,7 @@ impl Report<'_> {
         }
 
         render_table(
-            &format!("zerocast-load hls {}", self.url),
+            &format!("zerocast-load hls {} ({})", self.url, self.proto),
             &rows,
             s.errors().filter_map(|(k, _, d)| Some((k.label(), d?))),
         )
@@ -565,14 +660,44 @@ mod tests {
 
     #[test]
     fn parses_urls() {
-        let (addr, host, path) = parse_url("http://127.0.0.1:8080/live/a/index.m3u8").unwrap();
-        assert_eq!(addr, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(host, "127.0.0.1:8080");
-        assert_eq!(path, "/live/a/index.m3u8");
-        let (addr, _, path) = parse_url("http://[::1]").unwrap();
-        assert_eq!(addr, "[::1]:80".parse().unwrap());
-        assert_eq!(path, "/");
-        assert!(parse_url("https://x/").is_err());
+        let u = parse_url("http://127.0.0.1:8080/live/a/index.m3u8").unwrap();
+        assert_eq!(u.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(u.authority, "127.0.0.1:8080");
+        assert_eq!(u.host, "127.0.0.1");
+        assert_eq!(u.path, "/live/a/index.m3u8");
+        assert!(!u.https);
+        let u = parse_url("http://[::1]").unwrap();
+        assert_eq!(u.addr, "[::1]:80".parse().unwrap());
+        assert_eq!(u.host, "[::1]");
+        assert_eq!(u.path, "/");
+        let u = parse_url("https://[::1]:8443/x").unwrap();
+        assert_eq!(u.addr, "[::1]:8443".parse().unwrap());
+        assert_eq!((u.https, u.host.as_str()), (true, "[::1]"));
+        let u = parse_url("https://127.0.0.1/x").unwrap();
+        assert_eq!(u.addr, "127.0.0.1:443".parse().unwrap());
+        assert!(parse_url("ftp://x/").is_err());
+    }
+
+    #[test]
+    fn picks_the_protocol() {
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["zerocast-load", "hls", "--url", "x"];
+            argv.extend_from_slice(extra);
+            match Cli::parse_from(argv).command {
+                Command::Hls(a) => a,
+                _ => unreachable!(),
+            }
+        };
+        let plain = parse_url("http://127.0.0.1:1/x").unwrap();
+        let (proto, tls) = protocol(&args(&[]), &plain).unwrap();
+        assert_eq!(proto, Proto::Http1);
+        assert!(tls.is_none());
+        assert!(protocol(&args(&["--http2"]), &plain).is_err());
+        assert!(protocol(&args(&["--http3"]), &plain).is_err());
+        assert!(
+            Cli::try_parse_from(["zerocast-load", "hls", "--url", "x", "--http2", "--http3"])
+                .is_err()
+        );
     }
 
     #[test]
@@ -584,6 +709,7 @@ mod tests {
         stats.sort_samples();
         let r = Report {
             url: "http://h/live/a/index.m3u8",
+            proto: Proto::Http1.label(),
             viewers: 1,
             workers: 1,
             duration: 1,
@@ -594,6 +720,10 @@ mod tests {
             my_cpu: None,
         };
         let text = r.render();
+        assert!(
+            text.starts_with("zerocast-load hls http://h/live/a/index.m3u8 (HTTP/1.1)\n"),
+            "{text}"
+        );
         assert!(text.contains("  requests/s            5.0\n"), "{text}");
         assert!(text.contains("  part latency p50      3.00 ms\n"), "{text}");
         assert!(text.contains("    http 503            1\n"), "{text}");

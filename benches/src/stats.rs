@@ -5,8 +5,10 @@ use std::time::Duration;
 /// Why a request (or a viewer) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
-    /// TCP connect failed or timed out.
+    /// TCP connect (or the QUIC handshake) failed or timed out.
     Connect,
+    /// The TLS handshake failed or timed out, or the server chose another ALPN protocol.
+    Tls,
     /// A read or write made no progress within the timeout.
     Timeout,
     /// A read or write failed (reset, broken pipe).
@@ -32,8 +34,9 @@ pub(crate) enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub(crate) const ALL: [ErrorKind; 12] = [
+    pub(crate) const ALL: [ErrorKind; 13] = [
         ErrorKind::Connect,
+        ErrorKind::Tls,
         ErrorKind::Timeout,
         ErrorKind::Io,
         ErrorKind::Closed,
@@ -50,6 +53,7 @@ impl ErrorKind {
     pub(crate) fn label(self) -> &'static str {
         match self {
             ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Io => "io",
             ErrorKind::Closed => "closed early",
@@ -84,9 +88,9 @@ impl ErrorKind {
 pub(crate) struct Stats {
     /// Completed HTTP exchanges (any status).
     pub(crate) requests: u64,
-    /// Bytes read from sockets, heads included.
+    /// Bytes received at the HTTP layer, heads included (see each client).
     pub(crate) bytes: u64,
-    /// TCP connections opened.
+    /// Connections opened (TCP, or QUIC for HTTP/3).
     pub(crate) connects: u64,
     /// Parts received whole after their announcement.
     pub(crate) parts: u64,
