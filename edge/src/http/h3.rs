@@ -1,5 +1,8 @@
-//! HTTP/3 through quinn + h3, on a small tokio runtime of its own (quinn drives its UDP socket
-//! with tokio), reading the same hub snapshots as the monoio workers.
+//! HTTP/3 through quinn + h3, on a tokio runtime of its own (quinn drives its UDP socket with
+//! tokio) with one thread per worker core, reading the same hub snapshots as the monoio
+//! workers. quinn's endpoint task only routes datagrams; each connection's packet protection,
+//! congestion control and sends run in that connection's own task, so connections spread over
+//! the threads.
 //!
 //! The router is the HTTP/1.1 one ([`super::route`]) with tokio's timer. Complete media goes
 //! to `send_data` as the shared `Bytes`; a part still being written is sent chunk by chunk as
@@ -11,9 +14,8 @@
 //! each), [`MAX_STREAMS`] concurrent request streams per connection, [`IDLE`] idle timeout,
 //! [`HANDSHAKE`] to complete a handshake and a 16 KiB header section.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,12 @@ pub(crate) const IDLE: Duration = Duration::from_secs(30);
 pub(crate) const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Largest request header section, bytes.
 const MAX_FIELD_SECTION: u64 = 16 * 1024;
+/// UDP receive and send buffers asked for. The default receive buffer (about 200 KiB)
+/// overflows with a few hundred connections: every request, ACK and handshake of every client
+/// lands on this one socket, and each drop costs a retransmission and a congestion-window cut
+/// (a 1,000-viewer run dropped 250,000 datagrams). The kernel caps the value at
+/// `net.core.rmem_max` / `wmem_max`; a smaller result is logged once.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// tokio's timer for the router.
 #[derive(Debug)]
@@ -90,12 +98,15 @@ pub(crate) fn start(ctx: Arc<Ctx>, certs: &Arc<CertStore>) -> Result<H3Handle, S
         .incoming_buffer_size(64 * 1024)
         .incoming_buffer_size_total(16 * 1024 * 1024);
     let addr = ctx.config.https;
+    let threads = ctx.config.worker_count();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
     let thread = std::thread::Builder::new()
         .name("zerocast-h3".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("zerocast-h3")
                 .enable_all()
                 .build()
             {
@@ -105,9 +116,15 @@ pub(crate) fn start(ctx: Arc<Ctx>, certs: &Arc<CertStore>) -> Result<H3Handle, S
                     return;
                 }
             };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, async move {
-                let endpoint = match quinn::Endpoint::server(server, addr) {
+            rt.block_on(async move {
+                let endpoint = match bind_udp(addr).and_then(|socket| {
+                    quinn::Endpoint::new(
+                        quinn::EndpointConfig::default(),
+                        Some(server),
+                        socket,
+                        Arc::new(quinn::TokioRuntime),
+                    )
+                }) {
                     Ok(e) => e,
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("binding UDP {addr}: {e}")));
@@ -136,12 +153,51 @@ pub(crate) fn start(ctx: Arc<Ctx>, certs: &Arc<CertStore>) -> Result<H3Handle, S
     }
 }
 
+/// A UDP socket bound to `addr`, with [`SOCKET_BUFFER`] buffers as far as the kernel allows.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use std::os::fd::AsRawFd;
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let fd = socket.as_raw_fd();
+    for (opt, name) in [(libc::SO_RCVBUF, "rmem_max"), (libc::SO_SNDBUF, "wmem_max")] {
+        let want = SOCKET_BUFFER as libc::c_int;
+        let mut got: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: setsockopt/getsockopt on an open socket with pointers to c_ints and their
+        // sizes, all living in this frame.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                std::ptr::from_ref(&want).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                std::ptr::from_mut(&mut got).cast(),
+                &mut len,
+            );
+        }
+        // Linux reports twice the usable size it granted.
+        if (got as usize) / 2 < SOCKET_BUFFER {
+            tracing::warn!(
+                "HTTP/3: UDP socket buffer is {} KiB, not the {} KiB asked for; raise net.core.{name} (sysctl) for many viewers",
+                got / 2 / 1024,
+                SOCKET_BUFFER / 1024
+            );
+        }
+    }
+    Ok(socket)
+}
+
 async fn accept_loop(
     endpoint: &quinn::Endpoint,
     ctx: Arc<Ctx>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let open = Rc::new(Cell::new(0usize));
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i {
@@ -150,24 +206,24 @@ async fn accept_loop(
             },
             _ = &mut stop => return,
         };
-        if open.get() >= MAX_CONNECTIONS {
+        if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
             tracing::warn!(peer = %incoming.remote_address(), "h3: connection refused, {MAX_CONNECTIONS} open");
             incoming.refuse();
             continue;
         }
-        if open.get() >= RETRY_ABOVE && !incoming.remote_address_validated() {
+        if open.load(Ordering::Relaxed) >= RETRY_ABOVE && !incoming.remote_address_validated() {
             let _ = incoming.retry();
             continue;
         }
         let ctx = ctx.clone();
         let open = open.clone();
-        open.set(open.get() + 1);
-        tokio::task::spawn_local(async move {
+        open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
             let peer = incoming.remote_address();
             if let Err(e) = serve_conn(incoming, ctx).await {
                 tracing::debug!(%peer, "h3 connection: {e}");
             }
-            open.set(open.get() - 1);
+            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -182,7 +238,7 @@ async fn serve_conn(incoming: quinn::Incoming, ctx: Arc<Ctx>) -> Result<(), Stri
         .build::<_, Bytes>(h3_quinn::Connection::new(conn))
         .await
         .map_err(|e| e.to_string())?;
-    let viewing = Rc::new(ViewerSlot::default());
+    let viewing = Arc::new(ViewerSlot::default());
     let seen = ctx.shutdown_signal.seq();
     loop {
         if ctx.shutting_down() {
@@ -203,7 +259,7 @@ async fn serve_conn(incoming: quinn::Incoming, ctx: Arc<Ctx>) -> Result<(), Stri
         };
         let ctx = ctx.clone();
         let viewing = viewing.clone();
-        tokio::task::spawn_local(async move {
+        tokio::spawn(async move {
             match resolver.resolve_request().await {
                 Ok((req, stream)) => {
                     if let Err(e) = answer(&ctx, req, stream, &viewing).await {

@@ -20,7 +20,6 @@ pub(crate) mod h3;
 mod request;
 mod response;
 
-use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::atomic::Ordering;
@@ -146,13 +145,13 @@ pub(crate) async fn timeout<R: Rt, F: Future>(d: Duration, f: F) -> Option<F::Ou
 pub(crate) struct Viewer(Arc<Stream>);
 
 /// A connection's viewer slot. HTTP/2 and HTTP/3 serve many requests of one connection at
-/// once, so the slot is borrowed only for the instant of [`Viewer::watch`], never across an
-/// `.await`.
-pub(crate) type ViewerSlot = RefCell<Option<Viewer>>;
+/// once (HTTP/3 from several threads), so the slot is locked only for the instant of
+/// [`Viewer::watch`], never across an `.await`.
+pub(crate) type ViewerSlot = std::sync::Mutex<Option<Viewer>>;
 
 impl Viewer {
     fn watch(slot: &ViewerSlot, stream: &Arc<Stream>) {
-        let mut slot = slot.borrow_mut();
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_some_and(|v| Arc::ptr_eq(&v.0, stream)) {
             return;
         }
