@@ -74,6 +74,15 @@ pub struct Config {
     pub block_limit: u32,
     /// Streams with series of their own in `/metrics`; further streams share `stream="~other"`.
     pub metrics_max_streams: usize,
+    /// Open connections at most, over every media listener (RTMP, RTMPS, HTTP, HTTPS); further
+    /// ones are closed at once.
+    pub max_connections: usize,
+    /// An RTMP/RTMPS connection must have a publish accepted within this long after it was
+    /// accepted (handshake, connect, publish), milliseconds.
+    pub rtmp_publish_timeout: u64,
+    /// A media HTTP request head must arrive whole within this long after its first byte (and
+    /// the first request within this long after the connection opened), milliseconds.
+    pub http_head_timeout: u64,
     /// Directory for everything the embedded backends persist.
     pub data_dir: PathBuf,
     /// Social API listen address (`/api/v1`).
@@ -142,6 +151,9 @@ impl Default for Config {
             ended_linger: 30_000,
             block_limit: 3,
             metrics_max_streams: 1000,
+            max_connections: 10_000,
+            rtmp_publish_timeout: 10_000,
+            http_head_timeout: 10_000,
             data_dir: PathBuf::from("zerocast-data"),
             api: ([0, 0, 0, 0], 8090).into(),
             api_https: ([0, 0, 0, 0], 8091).into(),
@@ -240,6 +252,9 @@ pub struct Overrides {
     /// Streams with their own series in /metrics; more share stream="~other" [default: 1000].
     #[arg(long, value_name = "N")]
     pub metrics_max_streams: Option<usize>,
+    /// Open media connections at most; more are closed at once [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Data directory for the embedded backends [default: ./zerocast-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -329,6 +344,9 @@ impl Config {
         var!("ZEROCAST_ENDED_LINGER", self.ended_linger);
         var!("ZEROCAST_BLOCK_LIMIT", self.block_limit);
         var!("ZEROCAST_METRICS_MAX_STREAMS", self.metrics_max_streams);
+        var!("ZEROCAST_MAX_CONNECTIONS", self.max_connections);
+        var!("ZEROCAST_RTMP_PUBLISH_TIMEOUT", self.rtmp_publish_timeout);
+        var!("ZEROCAST_HTTP_HEAD_TIMEOUT", self.http_head_timeout);
         var!("ZEROCAST_DATA_DIR", self.data_dir);
         var!("ZEROCAST_API", self.api);
         var!("ZEROCAST_API_HTTPS", self.api_https);
@@ -405,6 +423,9 @@ impl Config {
         if let Some(v) = f.metrics_max_streams {
             self.metrics_max_streams = v;
         }
+        if let Some(v) = f.max_connections {
+            self.max_connections = v;
+        }
         if let Some(v) = &f.data_dir {
             self.data_dir = v.clone();
         }
@@ -449,6 +470,16 @@ impl Config {
         if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
             return Err(ConfigError::Invalid(
                 "jwt-secret must be at least 16 bytes".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max-connections must be at least 1".into(),
+            ));
+        }
+        if self.rtmp_publish_timeout < 100 || self.http_head_timeout < 100 {
+            return Err(ConfigError::Invalid(
+                "rtmp-publish-timeout and http-head-timeout must be at least 100 ms".into(),
             ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
@@ -659,6 +690,41 @@ mod tests {
         assert!(c.validate().is_err());
         // Plain delivery stays the default.
         assert!(Config::default().tls_files().is_none());
+    }
+
+    #[test]
+    fn limit_keys_from_file_env_and_flags() {
+        let d = Config::default();
+        assert_eq!(
+            (
+                d.max_connections,
+                d.rtmp_publish_timeout,
+                d.http_head_timeout
+            ),
+            (10_000, 10_000, 10_000)
+        );
+        let mut c: Config =
+            toml::from_str("max-connections = 50\nhttp-head-timeout = 2000\n").unwrap();
+        c.apply_env(|k| (k == "ZEROCAST_RTMP_PUBLISH_TIMEOUT").then(|| "3000".into()))
+            .unwrap();
+        c.apply_flags(&Overrides {
+            max_connections: Some(70),
+            ..Overrides::default()
+        });
+        assert_eq!(
+            (
+                c.max_connections,
+                c.rtmp_publish_timeout,
+                c.http_head_timeout
+            ),
+            (70, 3000, 2000)
+        );
+        c.validate().unwrap();
+        c.http_head_timeout = 5;
+        assert!(c.validate().is_err());
+        c.http_head_timeout = 2000;
+        c.max_connections = 0;
+        assert!(c.validate().is_err());
     }
 
     #[test]

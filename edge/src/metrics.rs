@@ -106,7 +106,45 @@ pub struct Metrics {
     chunk_latency: Histogram,
     part_latency: Histogram,
     rtmp_errors: Counter,
+    limit_hits: [Counter; Limit::ALL.len()],
     streams: StreamSeries,
+}
+
+/// A limit that closed or refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// `max-connections` reached: a new connection was closed at once.
+    MaxConnections,
+    /// No publish accepted within `rtmp-publish-timeout`.
+    RtmpPublishTimeout,
+    /// A request head not complete within `http-head-timeout`.
+    HttpHeadTimeout,
+    /// A TLS handshake not complete within its deadline.
+    TlsHandshakeTimeout,
+}
+
+impl Limit {
+    const ALL: [Limit; 4] = [
+        Limit::MaxConnections,
+        Limit::RtmpPublishTimeout,
+        Limit::HttpHeadTimeout,
+        Limit::TlsHandshakeTimeout,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::RtmpPublishTimeout => "rtmp_publish_timeout",
+            Limit::HttpHeadTimeout => "http_head_timeout",
+            Limit::TlsHandshakeTimeout => "tls_handshake_timeout",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
 }
 
 impl Metrics {
@@ -149,6 +187,14 @@ impl Metrics {
             "RTMP connections closed for bad input or IO errors",
             rtmp_errors.clone(),
         );
+        let limits_family = Family::<LimitLabel, Counter>::default();
+        let limit_hits =
+            Limit::ALL.map(|l| limits_family.get_or_create_owned(&LimitLabel { limit: l.name() }));
+        registry.register(
+            "zerocast_limit_hits",
+            "Connections closed or refused by a limit (max-connections, deadlines)",
+            limits_family,
+        );
         Self {
             registry,
             requests,
@@ -156,6 +202,7 @@ impl Metrics {
             chunk_latency,
             part_latency,
             rtmp_errors,
+            limit_hits,
             streams,
         }
     }
@@ -183,6 +230,11 @@ impl Metrics {
     /// Counts an RTMP connection closed for an error.
     pub fn count_rtmp_error(&self) {
         self.rtmp_errors.inc();
+    }
+
+    /// Counts a connection closed or refused by `limit`.
+    pub fn count_limit(&self, limit: Limit) {
+        self.limit_hits[limit as usize].inc();
     }
 
     /// The per-stream series, for the hub.

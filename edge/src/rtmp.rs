@@ -6,12 +6,13 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use zerocast_ingest::session::{Output, ServerSession, SessionEvent};
 
 use crate::hub::{lock, Stream};
+use crate::metrics::Limit;
 use crate::transport::Transport;
 use crate::Ctx;
 
@@ -41,17 +42,34 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
         out: Vec::new(),
     };
     let mut buf = BytesMut::with_capacity(READ_SIZE);
+    // Handshake, connect and publish must be done by then; a publisher is then held to IDLE.
+    let publish_limit = Duration::from_millis(ctx.config.rtmp_publish_timeout);
+    let publish_due = Instant::now() + publish_limit;
+    let mut published = false;
     let result: Result<(), String> = async {
         loop {
             let seen = ctx.shutdown_signal.seq();
             if ctx.shutting_down() {
                 return Ok(());
             }
+            published |= conn.publishing.is_some();
+            let wait = if published {
+                IDLE
+            } else {
+                publish_due.saturating_duration_since(Instant::now())
+            };
             let stop = ctx.shutdown_signal.changed(seen);
-            match stream.read_into(&mut buf, READ_SIZE, IDLE, stop).await {
+            match stream.read_into(&mut buf, READ_SIZE, wait, stop).await {
                 Ok(0) => return Ok(()),
                 Ok(_) => {}
                 Err(_) if ctx.shutting_down() => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && !published => {
+                    ctx.metrics.count_limit(Limit::RtmpPublishTimeout);
+                    return Err(format!(
+                        "no publish within {} ms of connecting",
+                        publish_limit.as_millis()
+                    ));
+                }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
                 Err(e) => return Err(format!("read: {e}")),
             }

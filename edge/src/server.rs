@@ -2,7 +2,7 @@
 //! SO_REUSEPORT listeners, and a main thread that waits for SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use monoio::io::IntoPollIo;
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
 use crate::config::{Config, Driver};
+use crate::metrics::Limit;
 use crate::tls::{CertStore, ALPN_HTTP1, ALPN_HTTPS};
 use crate::Ctx;
 
@@ -382,6 +383,8 @@ async fn accept_loop(
     kind: Listen,
     tls: Option<TlsAcceptors>,
 ) {
+    let mut backoff = AcceptBackoff::default();
+    let mut refusals = LogEvery::new(Duration::from_secs(1));
     loop {
         let seen = ctx.shutdown_signal.seq();
         if ctx.shutting_down() {
@@ -395,32 +398,52 @@ async fn accept_loop(
             }
         };
         let (stream, peer) = match accepted {
-            Ok(x) => x,
+            Ok(x) => {
+                backoff.reset();
+                x
+            }
             Err(e) => {
-                tracing::warn!("accept: {e}");
-                monoio::time::sleep(Duration::from_millis(10)).await;
+                // Out of descriptors (or another accept error): wait, longer each time, and
+                // say so at most once a second instead of once per attempt.
+                let wait = backoff.next();
+                if let Some(more) = refusals.tick() {
+                    tracing::warn!(
+                        ?kind,
+                        "accept: {e} (retrying in {wait:?}; {more} more since the last line)"
+                    );
+                }
+                monoio::time::sleep(wait).await;
                 continue;
             }
         };
+        if ctx.connections.load(Ordering::Relaxed) >= ctx.config.max_connections {
+            ctx.metrics.count_limit(Limit::MaxConnections);
+            if let Some(more) = refusals.tick() {
+                tracing::warn!(%peer, ?kind, "max-connections ({}) reached: connection closed ({more} more since the last line)", ctx.config.max_connections);
+            }
+            drop(stream);
+            continue;
+        }
+        let guard = ConnGuard::new(ctx.clone());
         let ctx = ctx.clone();
         let tls = tls.clone();
         monoio::spawn(async move {
-            let _guard = ConnGuard::new(&ctx.connections);
+            let _guard = guard;
             let _ = stream.set_nodelay(true);
             match (kind, tls) {
                 (Listen::Rtmp, _) => crate::rtmp::serve_conn(stream, peer, ctx.clone()).await,
-                (Listen::Http, _) => crate::http::serve_conn(stream, ctx.clone()).await,
+                (Listen::Http, _) => crate::http::serve_conn(stream, peer, ctx.clone()).await,
                 (Listen::Rtmps, Some(tls)) => {
-                    if let Some(s) = handshake(stream, peer, &tls.rtmps, "rtmps").await {
+                    if let Some(s) = handshake(stream, peer, &ctx, &tls.rtmps, "rtmps").await {
                         crate::rtmp::serve_conn(s, peer, ctx.clone()).await;
                     }
                 }
                 (Listen::Https, Some(tls)) => {
-                    if let Some(s) = handshake(stream, peer, &tls.https, "https").await {
+                    if let Some(s) = handshake(stream, peer, &ctx, &tls.https, "https").await {
                         if s.get_ref().1.alpn_protocol() == Some(b"h2") {
                             crate::http::h2::serve_conn(s, peer, ctx.clone()).await;
                         } else {
-                            crate::http::serve_conn(s, ctx.clone()).await;
+                            crate::http::serve_conn(s, peer, ctx.clone()).await;
                         }
                     }
                 }
@@ -435,6 +458,7 @@ async fn accept_loop(
 async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
+    ctx: &Ctx,
     acceptor: &tokio_rustls::TlsAcceptor,
     port: &'static str,
 ) -> Option<crate::transport::TlsStream> {
@@ -452,6 +476,7 @@ async fn handshake(
             None
         }
         Err(_) => {
+            ctx.metrics.count_limit(Limit::TlsHandshakeTimeout);
             tracing::warn!(%peer, port, "TLS handshake timed out after {} s", TLS_HANDSHAKE.as_secs());
             None
         }
@@ -467,18 +492,67 @@ async fn sweeper(ctx: Arc<Ctx>) {
     }
 }
 
-struct ConnGuard<'a>(&'a AtomicUsize);
+/// Counts one open connection from accept until the connection's task ends.
+struct ConnGuard(Arc<Ctx>);
 
-impl<'a> ConnGuard<'a> {
-    fn new(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::Relaxed);
-        Self(n)
+impl ConnGuard {
+    fn new(ctx: Arc<Ctx>) -> Self {
+        ctx.connections.fetch_add(1, Ordering::Relaxed);
+        Self(ctx)
     }
 }
 
-impl Drop for ConnGuard<'_> {
+impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Waits between failed accepts: 10 ms, doubling to 1 s, back to 10 ms after a success.
+#[derive(Debug, Default)]
+struct AcceptBackoff(u32);
+
+impl AcceptBackoff {
+    fn next(&mut self) -> Duration {
+        let ms = (10u64 << self.0.min(7)).min(1000);
+        self.0 = self.0.saturating_add(1);
+        Duration::from_millis(ms)
+    }
+
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
+
+/// Lets a repeated log line through at most once per `every`; counts the ones held back.
+#[derive(Debug)]
+struct LogEvery {
+    every: Duration,
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl LogEvery {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            held: 0,
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be written now.
+    fn tick(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
     }
 }
 

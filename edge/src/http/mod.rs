@@ -21,6 +21,8 @@ mod request;
 mod response;
 
 use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use zerocast_packager::{multivariant, Query, Reload, Skip};
 use self::request::{parse, Method, MAX_HEAD};
 use self::response::{preflight, respond, Body, Response};
 use crate::hub::{lock, PartMedia, Stream};
-use crate::metrics::Kind;
+use crate::metrics::{Kind, Limit};
 use crate::transport::Transport;
 use crate::Ctx;
 
@@ -41,9 +43,16 @@ use crate::Ctx;
 const IDLE: Duration = Duration::from_secs(60);
 
 /// Serves one HTTP/1.1 connection, plain or over TLS, until it closes, errs or idles out.
-pub(crate) async fn serve_conn<S: Transport>(mut stream: S, ctx: Arc<Ctx>) {
+///
+/// Deadlines: a request head must be complete within `http-head-timeout` of its first byte
+/// (the first request: of the connection opening), else 408 and close (slowloris); between
+/// keep-alive requests a connection may idle for [`IDLE`].
+pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ctx: Arc<Ctx>) {
     let mut buf = BytesMut::with_capacity(4096);
     let viewing = ViewerSlot::default();
+    let head_limit = Duration::from_millis(ctx.config.http_head_timeout);
+    // When the head being read must be complete; `None` while idle between requests.
+    let mut head_due = Some(Instant::now() + head_limit);
     loop {
         // Parse a request from what is buffered; read more while it is incomplete.
         let req = loop {
@@ -76,18 +85,44 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, ctx: Arc<Ctx>) {
                     break None;
                 }
             }
+            if !buf.is_empty() && head_due.is_none() {
+                head_due = Some(Instant::now() + head_limit);
+            }
+            let wait = match head_due {
+                Some(due) => due.saturating_duration_since(Instant::now()),
+                None => IDLE,
+            };
             let seen = ctx.shutdown_signal.seq();
             if ctx.shutting_down() {
                 break None;
             }
             let stop = ctx.shutdown_signal.changed(seen);
-            match stream.read_into(&mut buf, 4096, IDLE, stop).await {
+            match stream.read_into(&mut buf, 4096, wait, stop).await {
                 Ok(n) if n > 0 => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::TimedOut
+                        && head_due.is_some()
+                        && !ctx.shutting_down() =>
+                {
+                    ctx.metrics.count_limit(Limit::HttpHeadTimeout);
+                    tracing::warn!(%peer, "request head not complete within {} ms: connection closed", head_limit.as_millis());
+                    let _ = respond(
+                        &mut stream,
+                        &ctx,
+                        Response::text(408, "request head took too long"),
+                        false,
+                        false,
+                        &mut 0,
+                    )
+                    .await;
+                    break None;
+                }
                 _ => break None,
             }
         };
         let Some(req) = req else { break };
         let _ = buf.split_to(req.head_len);
+        head_due = None;
         if ctx.shutting_down() {
             break;
         }

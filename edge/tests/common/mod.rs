@@ -31,6 +31,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(driver: &str, extra: &[&str]) -> Server {
+        Self::start_with_env(driver, extra, &[])
+    }
+
+    /// [`Server::start`] with extra `ZEROCAST_*` environment variables.
+    pub fn start_with_env(driver: &str, extra: &[&str], env: &[(&str, String)]) -> Server {
         let rtmp = free_port();
         let http = free_port();
         let api = free_port();
@@ -54,6 +59,7 @@ impl Server {
             .args(&api_https)
             .args(["--data-dir", data.to_str().unwrap()])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env(
                 "ZEROCAST_LOG",
                 "info,h2=error,quinn=error,quinn_proto=error",
