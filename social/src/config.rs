@@ -29,6 +29,12 @@ pub struct SocialConfig {
     pub write_timeout: Duration,
     /// Server ping interval.
     pub ping_interval: Duration,
+    /// A request head must be complete within this long of its first byte (slowloris).
+    pub header_read_timeout: Duration,
+    /// A connection with no byte read or written for this long is closed (idle sockets, and
+    /// connections that never send a request). Longer than `ping_interval`, so WebSockets
+    /// stay open.
+    pub conn_idle_timeout: Duration,
     /// A socket silent (no frame, no pong) for this long is closed.
     pub idle_timeout: Duration,
     /// Messages kept per live-chat room and sent on join.
@@ -77,6 +83,8 @@ impl SocialConfig {
             outbound_queue: 256,
             write_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(20),
+            header_read_timeout: Duration::from_secs(10),
+            conn_idle_timeout: Duration::from_secs(40),
             idle_timeout: Duration::from_secs(60),
             room_history: 200,
             kafka_brokers: None,

@@ -667,3 +667,57 @@ async fn websocket_frames_of_every_kind_and_refused_upgrades() {
         .await;
     assert_eq!(wa.expect("error").await["code"], "bad_room");
 }
+
+/// Connections that send nothing, or a request head a byte at a time (slowloris), are closed
+/// by the header-read deadline, while a normal client is served meanwhile.
+#[tokio::test]
+async fn idle_and_slowloris_connections_are_closed_by_the_header_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = start(|c| {
+        c.header_read_timeout = Duration::from_secs(2);
+        c.conn_idle_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(api.addr).await.unwrap());
+    }
+    let mut slow = Vec::new();
+    for _ in 0..5 {
+        let mut c = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+        c.write_all(b"GET /api/v1/health HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        slow.push(c);
+    }
+    // Drip a header byte every 500 ms into the slow ones while a normal client is served.
+    let t = api.token(user());
+    for _ in 0..8 {
+        for c in &mut slow {
+            let _ = c.write_all(b"X").await;
+        }
+        let (status, body) = api.call("GET", "/api/v1/health", Some(&t), None).await;
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Both deadlines have passed by now (4 s of dripping); allow slack for a busy machine.
+    let limit = Duration::from_secs(5);
+    for c in idle.iter_mut().chain(slow.iter_mut()) {
+        let mut buf = [0u8; 512];
+        let closed = tokio::time::timeout(limit, async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "a connection outlived the header-read deadline"
+        );
+    }
+    let (status, _) = api.call("GET", "/api/v1/health", Some(&t), None).await;
+    assert_eq!(status, 200);
+}

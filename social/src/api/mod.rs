@@ -6,7 +6,7 @@
 //! [`crate::chat`], [`crate::graph`]), map the result. Nothing in the domain imports this
 //! module.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -166,14 +166,14 @@ impl SocialServer {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let plain = axum::serve(listener, app.clone())
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future();
+        let limits = (
+            self.state.config.header_read_timeout,
+            self.state.config.conn_idle_timeout,
+        );
+        let plain = serve_http1(listener, app.clone(), limits, stopped(stop_rx.clone()));
         let r = match tls {
             Some(tls) => {
-                let secure = axum::serve(tls, app)
-                    .with_graceful_shutdown(stopped(stop_rx))
-                    .into_future();
+                let secure = serve_http1(tls, app, limits, stopped(stop_rx));
                 let (a, b) = tokio::join!(plain, secure);
                 a.and(b)
             }
@@ -181,6 +181,146 @@ impl SocialServer {
         };
         stop.notify_waiters();
         r
+    }
+}
+
+/// How long in-flight requests get to finish after shutdown starts.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves HTTP/1.1 (with WebSocket upgrades) on `listener` until `shutdown`, then lets
+/// in-flight requests finish for up to [`DRAIN`].
+///
+/// Like `axum::serve`, plus the two deadlines `(header_read, idle)`: axum serves without a
+/// timer, so hyper's header-read timeout never applied and a connection that sent nothing
+/// stayed open forever (descriptor exhaustion). hyper's deadline starts at a head's first
+/// byte; [`IdleIo`] closes connections on which nothing moves at all.
+async fn serve_http1<L>(
+    mut listener: L,
+    app: Router,
+    (header_read, idle): (std::time::Duration, std::time::Duration),
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read)
+        .keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let io = tokio::select! {
+            (io, _addr) = listener.accept() => io,
+            () = &mut shutdown => break,
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(IdleIo::new(io, idle)), svc);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("social API connection: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "social API: connections still open {} s after shutdown",
+            DRAIN.as_secs()
+        );
+    }
+    Ok(())
+}
+
+/// A connection's IO that fails once nothing was read or written for `limit`.
+struct IdleIo<T> {
+    inner: T,
+    limit: std::time::Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<T> IdleIo<T> {
+    fn new(inner: T, limit: std::time::Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+
+    fn touch(&mut self) {
+        let at = tokio::time::Instant::now() + self.limit;
+        self.deadline.as_mut().reset(at);
+    }
+
+    /// `Ready(error)` when the deadline passed (registers the waker otherwise).
+    fn expired(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
+        self.deadline
+            .as_mut()
+            .poll(cx)
+            .map(|()| std::io::Error::new(std::io::ErrorKind::TimedOut, "connection idle"))
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleIo<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.touch();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.expired(cx).map(Err),
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleIo<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.touch();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.expired(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
