@@ -106,9 +106,18 @@ impl SocialConfig {
 /// Reads the token secret from `data_dir/jwt-secret`, creating a random one on first use, so
 /// `zerocast token` and `zerocast serve` agree without configuration.
 pub fn secret_from_data_dir(data_dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = data_dir.join("jwt-secret");
     match std::fs::read(&path) {
-        Ok(s) if !s.is_empty() => Ok(s),
+        Ok(s) if !s.is_empty() => {
+            // A secret others can read is no secret: tighten a file made before this rule.
+            let mode = std::fs::metadata(&path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(s)
+        }
         _ => {
             std::fs::create_dir_all(data_dir)?;
             let mut bytes = [0u8; 32];
@@ -116,7 +125,15 @@ pub fn secret_from_data_dir(data_dir: &std::path::Path) -> std::io::Result<Vec<u
                 chunk.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
             }
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            std::fs::write(&path, &hex)?;
+            // Readable by its owner only, from the moment it exists.
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            f.write_all(hex.as_bytes())?;
             Ok(hex.into_bytes())
         }
     }
@@ -131,6 +148,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("zerocast-secret-{}", uuid::Uuid::new_v4()));
         let first = secret_from_data_dir(&dir).unwrap();
         assert_eq!(first.len(), 64);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode();
+            let file = dir.join("jwt-secret");
+            assert_eq!(
+                mode(&file) & 0o777,
+                0o600,
+                "made readable by its owner only"
+            );
+            // A file made world-readable (by an older version, or by hand) is tightened.
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert_eq!(secret_from_data_dir(&dir).unwrap(), first);
+            assert_eq!(mode(&file) & 0o777, 0o600);
+        }
         assert!(first.iter().all(u8::is_ascii_hexdigit));
         assert_eq!(secret_from_data_dir(&dir).unwrap(), first);
         // An empty file (say, an interrupted first start) is replaced, not used as a secret.
