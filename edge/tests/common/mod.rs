@@ -27,6 +27,8 @@ pub struct Server {
     pub rtmp: u16,
     pub http: u16,
     pub log: PathBuf,
+    /// The server's data directory, removed with its log when the server is dropped.
+    pub data: PathBuf,
 }
 
 impl Server {
@@ -73,6 +75,7 @@ impl Server {
             rtmp,
             http,
             log,
+            data,
         };
         // Generous: under a coverage tracer (ptrace) on a busy machine a start took over 20 s.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -132,6 +135,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Tests leave no files behind (a failing test has printed the log by now).
+        let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 
