@@ -16,6 +16,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+pub mod background;
 pub mod config;
 mod http;
 pub mod hub;

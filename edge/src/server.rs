@@ -90,31 +90,9 @@ pub fn resolve_driver(requested: Driver) -> Result<Driver, ServeError> {
     }
 }
 
-/// The social API running on its own small tokio runtime.
-#[derive(Debug)]
-pub struct SocialHandle {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SocialHandle {
-    /// Stops the API (graceful: in-flight requests finish, sockets get 1001) and waits up to
-    /// `limit` for it.
-    pub fn stop(mut self, limit: Duration) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let deadline = Instant::now() + limit;
-        if let Some(t) = self.thread.take() {
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
-    }
-}
+/// The social API running on its own small tokio runtime; `stop` is graceful (in-flight
+/// requests finish, sockets get 1001).
+pub type SocialHandle = crate::background::Background;
 
 /// Starts the social API (embedded store and bus) on a tokio runtime of its own thread; returns
 /// once it listens. With `certs`, it also serves HTTPS and WSS on `config.api_https`.
@@ -196,10 +174,7 @@ pub fn start_social(
         })
         .map_err(ServeError::Worker)?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(SocialHandle {
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }),
+        Ok(Ok(())) => Ok(SocialHandle::new(stop_tx, thread)),
         Ok(Err(e)) => Err(ServeError::Social(e)),
         Err(_) => Err(ServeError::Social(
             "the social thread ended at start".into(),

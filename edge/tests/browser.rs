@@ -31,32 +31,47 @@ fn hlsjs_plays_low_latency_without_stalls() {
 /// hls.js over HTTPS: HTTP/2 through hyper (Chromium negotiates h2 by ALPN).
 #[test]
 fn hlsjs_plays_over_https_h2() {
-    let certs = TempDir::new("h2");
-    let (pin, args) = tls_args(&certs);
-    let https = args.https;
-    let owned = args.as_args();
-    let flags: Vec<&str> = owned.iter().map(String::as_str).collect();
-    let server = Server::start("auto", &flags);
-    let url = format!("https://127.0.0.1:{https}/live/browser/index.m3u8");
-    let spki = format!("--ignore-certificate-errors-spki-list={pin}");
-    let v = play(&server, &url, &[&spki]);
-    only_protocol(&v, "h2");
+    play_over_tls("h2");
 }
 
 /// hls.js over HTTP/3 (QUIC forced on the origin, the test certificate pinned by its SPKI).
 #[test]
 fn hlsjs_plays_over_http3() {
-    let certs = TempDir::new("h3");
-    let (pin, args) = tls_args(&certs);
-    let https = args.https;
-    let owned = args.as_args();
-    let flags: Vec<&str> = owned.iter().map(String::as_str).collect();
-    let server = Server::start("auto", &flags);
-    let url = format!("https://127.0.0.1:{https}/live/browser/index.m3u8");
-    let spki = format!("--ignore-certificate-errors-spki-list={pin}");
-    let quic = format!("--origin-to-force-quic-on=127.0.0.1:{https}");
-    let v = play(&server, &url, &[&spki, &quic]);
-    only_protocol(&v, "h3");
+    play_over_tls("h3");
+}
+
+/// A server with a `zerocast cert` certificate, played over HTTPS with the certificate pinned
+/// in Chromium by its SPKI (and QUIC forced on the origin for `h3`); checks that every
+/// request went over `proto`.
+fn play_over_tls(proto: &str) {
+    let certs = TempDir::new(proto);
+    let pin = make_cert(&certs.0);
+    let https = free_port();
+    let (cert, key) = (certs.0.join("cert.pem"), certs.0.join("key.pem"));
+    let (rtmps, https_addr) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{https}"),
+    );
+    let server = Server::start(
+        "auto",
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--https",
+            &https_addr,
+            "--rtmps",
+            &rtmps,
+        ],
+    );
+    let url = format!("https://{https_addr}/live/browser/index.m3u8");
+    let mut chromium = vec![format!("--ignore-certificate-errors-spki-list={pin}")];
+    if proto == "h3" {
+        chromium.push(format!("--origin-to-force-quic-on={https_addr}"));
+    }
+    let v = play(&server, &url, &chromium);
+    only_protocol(&v, proto);
 }
 
 /// Every request the page made to the stream's origin went over `proto`.
@@ -67,71 +82,6 @@ fn only_protocol(v: &serde_json::Value, proto: &str) {
         "requests over {proto}: {v}"
     );
     assert_eq!(protocols.len(), 1, "only {proto} was used: {v}");
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!(
-            "zerocast-browser-{tag}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct TlsArgs {
-    cert: String,
-    key: String,
-    https: u16,
-}
-
-impl TlsArgs {
-    fn as_args(&self) -> Vec<String> {
-        vec![
-            "--tls-cert".into(),
-            self.cert.clone(),
-            "--tls-key".into(),
-            self.key.clone(),
-            "--https".into(),
-            format!("127.0.0.1:{}", self.https),
-            "--rtmps".into(),
-            format!("127.0.0.1:{}", free_port()),
-        ]
-    }
-}
-
-/// A self-signed certificate from `zerocast cert`; returns its SPKI pin and the serve flags.
-fn tls_args(dir: &TempDir) -> (String, TlsArgs) {
-    let out = Command::new(env!("CARGO_BIN_EXE_zerocast"))
-        .args(["cert", "--self-signed", "--out"])
-        .arg(&dir.0)
-        .output()
-        .expect("zerocast cert");
-    assert!(out.status.success(), "{out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let pin = stdout
-        .lines()
-        .find_map(|l| {
-            l.split_once("spki-list): ")
-                .map(|(_, p)| p.trim().to_owned())
-        })
-        .expect("SPKI pin printed");
-    let args = TlsArgs {
-        cert: dir.0.join("cert.pem").to_string_lossy().into_owned(),
-        key: dir.0.join("key.pem").to_string_lossy().into_owned(),
-        https: free_port(),
-    };
-    (pin, args)
 }
 
 /// One playback at a time: a browser, an encoder and a server each want a core, and this

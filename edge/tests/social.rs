@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::free_port;
+use common::{free_port, make_cert};
 
 fn token(data: &Path, user: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_zerocast"))
@@ -180,12 +180,7 @@ fn kill_9_during_a_burst_loses_no_acknowledged_message() {
 fn social_api_over_https_and_wss() {
     let data = std::env::temp_dir().join(format!("zerocast-social-tls-{}", free_port()));
     let certs = data.join("certs");
-    let out = Command::new(env!("CARGO_BIN_EXE_zerocast"))
-        .args(["cert", "--self-signed", "--out"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    make_cert(&certs);
     let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
     let (plain, secure) = (free_port(), free_port());
     let _server = Proc(

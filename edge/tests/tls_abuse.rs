@@ -67,13 +67,9 @@ fn python(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn hostile_tls_clients_do_not_disturb_a_viewer() {
-    let dir = std::env::temp_dir().join(format!("zerocast-tls-abuse-{}", free_port()));
-    let out = Command::new(env!("CARGO_BIN_EXE_zerocast"))
-        .args(["cert", "--self-signed", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let tmp = TempDir::new("tls-abuse");
+    let dir = &tmp.0;
+    make_cert(dir);
     let (https, rtmps, api_https) = (free_port(), free_port(), free_port());
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
@@ -255,5 +251,4 @@ fn hostile_tls_clients_do_not_disturb_a_viewer() {
         5,
         "rapid reset and big headers:\n{logs}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

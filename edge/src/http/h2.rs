@@ -169,19 +169,14 @@ async fn handle(
 /// `resp` as a hyper response; a HEAD answer keeps the headers (and the length of a complete
 /// body) and drops the body.
 fn into_http(ctx: &Arc<Ctx>, mut resp: Response, head: bool) -> http::Response<MediaBody> {
-    let body = std::mem::replace(&mut resp.body, Body::Empty);
-    let length = match &body {
-        Body::Empty => Some(0),
-        Body::Full(bufs) => Some(bufs.iter().map(Bytes::len).sum()),
-        Body::Live(..) => None,
-    };
-    let body = match body {
+    let parts = http_head(ctx, &resp);
+    let body = match std::mem::replace(&mut resp.body, Body::Empty) {
         _ if head => MediaBody::full(ctx, Vec::new()),
         Body::Empty => MediaBody::full(ctx, Vec::new()),
         Body::Full(bufs) => MediaBody::full(ctx, bufs),
         Body::Live(stream, part) => MediaBody::live(ctx, stream, part),
     };
-    http_head(ctx, &resp, length).map(|()| body)
+    parts.map(|()| body)
 }
 
 /// A response body of shared `Bytes`: complete buffers, then (for a part still being written)

@@ -23,6 +23,7 @@ use bytes::Bytes;
 
 use super::response::{http_head, preflight, Body, Response, PART_STALL};
 use super::{route, timeout, Rt, ViewerSlot};
+use crate::background::Background;
 use crate::tls::CertStore;
 use crate::Ctx;
 
@@ -55,33 +56,8 @@ impl Rt for Tokio {
     }
 }
 
-/// The HTTP/3 endpoint on its own thread.
-#[derive(Debug)]
-pub(crate) struct H3Handle {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl H3Handle {
-    /// Closes every connection (HTTP/3 `GOAWAY`, then QUIC close) and waits up to `limit`.
-    pub(crate) fn stop(mut self, limit: Duration) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let deadline = Instant::now() + limit;
-        if let Some(t) = self.thread.take() {
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
-    }
-}
-
 /// Binds UDP `ctx.config.https` and serves HTTP/3 on it from a new thread.
-pub(crate) fn start(ctx: Arc<Ctx>, certs: &Arc<CertStore>) -> Result<H3Handle, String> {
+pub(crate) fn start(ctx: Arc<Ctx>, certs: &Arc<CertStore>) -> Result<Background, String> {
     let crypto = certs.quic_config()?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
@@ -143,10 +119,7 @@ pub(crate) fn start(ctx: Arc<Ctx>, certs: &Arc<CertStore>) -> Result<H3Handle, S
     match ready_rx.recv() {
         Ok(Ok(addr)) => {
             tracing::info!(udp = %addr, "HTTP/3 listening");
-            Ok(H3Handle {
-                stop: Some(stop_tx),
-                thread: Some(thread),
-            })
+            Ok(Background::new(stop_tx, thread))
         }
         Ok(Err(e)) => Err(e),
         Err(_) => Err("the HTTP/3 thread ended at start".into()),
@@ -291,14 +264,9 @@ async fn answer(
         _ => Response::text(405, "method not allowed"),
     };
     ctx.metrics.observe(resp.kind, started.elapsed());
+    stream.send_response(http_head(ctx, &resp)).await?;
     let mut resp = resp;
     let body = std::mem::replace(&mut resp.body, Body::Empty);
-    let length = match &body {
-        Body::Empty => Some(0),
-        Body::Full(bufs) => Some(bufs.iter().map(Bytes::len).sum()),
-        Body::Live(..) => None,
-    };
-    stream.send_response(http_head(ctx, &resp, length)).await?;
     if !head {
         match body {
             Body::Empty => {}

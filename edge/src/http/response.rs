@@ -73,13 +73,20 @@ impl Response {
     }
 }
 
+impl Body {
+    /// The length of a body known in full; `None` for a part still being written.
+    pub(super) fn len(&self) -> Option<usize> {
+        match self {
+            Body::Empty => Some(0),
+            Body::Full(bufs) => Some(bufs.iter().map(Bytes::len).sum()),
+            Body::Live(..) => None,
+        }
+    }
+}
+
 /// The status line and headers of `resp` for HTTP/2 and HTTP/3 (which carry no
-/// `Connection`, `Transfer-Encoding` or reason phrase); `content_length` when the body is known.
-pub(super) fn http_head(
-    ctx: &Ctx,
-    resp: &Response,
-    content_length: Option<usize>,
-) -> http::Response<()> {
+/// `Connection`, `Transfer-Encoding` or reason phrase), with the body's length when known.
+pub(super) fn http_head(ctx: &Ctx, resp: &Response) -> http::Response<()> {
     let mut r = http::Response::new(());
     *r.status_mut() =
         http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -98,7 +105,7 @@ pub(super) fn http_head(
     if let Some(alt) = &ctx.alt_svc {
         put("alt-svc", alt);
     }
-    if let Some(n) = content_length {
+    if let Some(n) = resp.body.len() {
         put("content-length", &n.to_string());
     }
     r

@@ -17,6 +17,47 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!(
+            "zerocast-tmp-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `zerocast cert --self-signed` into `dir` (`cert.pem`, `key.pem`); returns the SPKI pin it
+/// printed (for curl's `--pinnedpubkey` and Chromium's `--ignore-certificate-errors-spki-list`).
+pub fn make_cert(dir: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+        .args(["cert", "--self-signed", "--host", "localhost", "--out"])
+        .arg(dir)
+        .output()
+        .expect("run zerocast cert");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(dir.join("cert.pem").exists() && dir.join("key.pem").exists());
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("spki-list): ")
+                .map(|(_, pin)| pin.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no SPKI pin printed: {stdout}"))
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
