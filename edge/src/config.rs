@@ -7,6 +7,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::publish::{Mode as PublishMode, Net, PublishAuth, Webhook};
+
 /// Which monoio driver the workers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -83,6 +85,21 @@ pub struct Config {
     /// A media HTTP request head must arrive whole within this long after its first byte (and
     /// the first request within this long after the connection opened), milliseconds.
     pub http_head_timeout: u64,
+    /// Who may publish: `keys` (stream keys of reserved names; unreserved names only from
+    /// `publish-trusted-nets`), `webhook` (`publish-webhook` decides) or `open`.
+    pub publish_auth: PublishMode,
+    /// Networks that may publish names nobody reserved without a key (keys mode).
+    pub publish_trusted_nets: Vec<String>,
+    /// `http://` URL that decides publishes in webhook mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_webhook: Option<String>,
+    /// `http://` URL told when a publisher stops (any mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unpublish_webhook: Option<String>,
+    /// Deadline of one webhook call, milliseconds.
+    pub webhook_timeout: u64,
+    /// Stream names one user may reserve.
+    pub max_streams_per_user: usize,
     /// Directory for everything the embedded backends persist.
     pub data_dir: PathBuf,
     /// Social API listen address (`/api/v1`).
@@ -154,6 +171,12 @@ impl Default for Config {
             max_connections: 10_000,
             rtmp_publish_timeout: 10_000,
             http_head_timeout: 10_000,
+            publish_auth: PublishMode::Keys,
+            publish_trusted_nets: vec!["127.0.0.0/8".into(), "::1".into()],
+            publish_webhook: None,
+            unpublish_webhook: None,
+            webhook_timeout: 2000,
+            max_streams_per_user: 10,
             data_dir: PathBuf::from("zerocast-data"),
             api: ([0, 0, 0, 0], 8090).into(),
             api_https: ([0, 0, 0, 0], 8091).into(),
@@ -255,6 +278,12 @@ pub struct Overrides {
     /// Open media connections at most; more are closed at once [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Who may publish: keys, webhook or open [default: keys; unreserved names from loopback].
+    #[arg(long, value_name = "MODE")]
+    pub publish_auth: Option<PublishMode>,
+    /// URL that decides publishes when --publish-auth webhook.
+    #[arg(long, value_name = "URL")]
+    pub publish_webhook: Option<String>,
     /// Data directory for the embedded backends [default: ./zerocast-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -347,6 +376,17 @@ impl Config {
         var!("ZEROCAST_MAX_CONNECTIONS", self.max_connections);
         var!("ZEROCAST_RTMP_PUBLISH_TIMEOUT", self.rtmp_publish_timeout);
         var!("ZEROCAST_HTTP_HEAD_TIMEOUT", self.http_head_timeout);
+        var!("ZEROCAST_PUBLISH_AUTH", self.publish_auth);
+        var!("ZEROCAST_WEBHOOK_TIMEOUT", self.webhook_timeout);
+        var!("ZEROCAST_MAX_STREAMS_PER_USER", self.max_streams_per_user);
+        if let Some(v) = get("ZEROCAST_PUBLISH_TRUSTED_NETS") {
+            self.publish_trusted_nets = v
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
         var!("ZEROCAST_DATA_DIR", self.data_dir);
         var!("ZEROCAST_API", self.api);
         var!("ZEROCAST_API_HTTPS", self.api_https);
@@ -370,6 +410,8 @@ impl Config {
                 }
             };
         }
+        opt!("ZEROCAST_PUBLISH_WEBHOOK", self.publish_webhook);
+        opt!("ZEROCAST_UNPUBLISH_WEBHOOK", self.unpublish_webhook);
         opt!("ZEROCAST_TLS_CERT", self.tls_cert);
         opt!("ZEROCAST_TLS_KEY", self.tls_key);
         opt!("ZEROCAST_KAFKA_BROKERS", self.kafka_brokers);
@@ -425,6 +467,12 @@ impl Config {
         }
         if let Some(v) = f.max_connections {
             self.max_connections = v;
+        }
+        if let Some(v) = f.publish_auth {
+            self.publish_auth = v;
+        }
+        if let Some(v) = &f.publish_webhook {
+            self.publish_webhook = Some(v.clone()).filter(|u| !u.is_empty());
         }
         if let Some(v) = &f.data_dir {
             self.data_dir = v.clone();
@@ -492,7 +540,50 @@ impl Config {
                 "playlist-window must be at least 3".into(),
             ));
         }
+        for n in &self.publish_trusted_nets {
+            n.parse::<Net>()
+                .map_err(|e| ConfigError::Invalid(format!("publish-trusted-nets: {e}")))?;
+        }
+        if self.publish_auth == PublishMode::Webhook && self.publish_webhook.is_none() {
+            return Err(ConfigError::Invalid(
+                "publish-auth = \"webhook\" needs publish-webhook (an http:// URL)".into(),
+            ));
+        }
+        if !(100..=60_000).contains(&self.webhook_timeout) {
+            return Err(ConfigError::Invalid(
+                "webhook-timeout must be between 100 and 60000 ms".into(),
+            ));
+        }
+        if self.max_streams_per_user == 0 {
+            return Err(ConfigError::Invalid(
+                "max-streams-per-user must be at least 1".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The publish policy; resolves the webhook hosts (once, here).
+    pub fn publish_policy(&self) -> Result<PublishAuth, ConfigError> {
+        let timeout = std::time::Duration::from_millis(self.webhook_timeout);
+        let hook = |u: &Option<String>, key: &str| {
+            u.as_deref()
+                .map(|u| Webhook::parse(u, timeout))
+                .transpose()
+                .map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))
+        };
+        let trusted = self
+            .publish_trusted_nets
+            .iter()
+            .map(|n| n.parse::<Net>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Invalid(format!("publish-trusted-nets: {e}")))?;
+        Ok(PublishAuth::new(
+            self.publish_auth,
+            trusted,
+            hook(&self.publish_webhook, "publish-webhook")?,
+            hook(&self.unpublish_webhook, "unpublish-webhook")?,
+            self.node_id,
+        ))
     }
 
     /// Worker count with 0 resolved to the number of cores.
@@ -553,6 +644,7 @@ impl Config {
         c.neo4j_database = self.neo4j_database.clone();
         c.neo4j_timeout_ms = self.neo4j_timeout_ms;
         c.neo4j_max_connections = self.neo4j_max_connections;
+        c.max_streams_per_user = self.max_streams_per_user;
         c
     }
 

@@ -8,7 +8,7 @@
 //! change: `chunks` fires for every CMAF chunk, `playlist` for every finished part.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use zerocast_packager::{Event, MediaPlaylist, Packager, PackagerConfig, Skip};
 
 use crate::metrics::{Metrics, StreamMetrics, StreamSeries};
 use crate::notify::Notify;
+use crate::publish::{Grant, PublisherId};
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the data here is
 /// always left consistent between statements).
@@ -140,6 +141,10 @@ pub struct Stream {
     arrivals: Mutex<Arrivals>,
     /// This stream's series in `/metrics` (removed when the hub forgets the stream).
     pub metrics: StreamMetrics,
+    /// Who publishes it; only the same publisher may resume it in the grace window.
+    owner: Mutex<PublisherId>,
+    /// Playback needs a token.
+    private: AtomicBool,
 }
 
 /// When the frames now being packaged arrived.
@@ -158,10 +163,13 @@ impl Stream {
         name: String,
         config: PackagerConfig,
         conn: u64,
+        grant: Grant,
         epoch: String,
         metrics: StreamMetrics,
     ) -> Self {
         Self {
+            owner: Mutex::new(grant.id),
+            private: AtomicBool::new(grant.private),
             metrics,
             epoch,
             arrivals: Mutex::new(Arrivals::default()),
@@ -175,6 +183,11 @@ impl Stream {
             stats: Stats::default(),
             meta_fps: Mutex::new(None),
         }
+    }
+
+    /// Playback needs a token.
+    pub fn is_private(&self) -> bool {
+        self.private.load(Ordering::Relaxed)
     }
 
     /// Feeds a track configuration to the packager and publishes the results.
@@ -400,6 +413,11 @@ pub enum PublishError {
     /// The name is not acceptable.
     #[error("invalid stream name {0:?}")]
     BadName(String),
+    /// The stream's publisher dropped and may come back; nobody else may continue it.
+    #[error(
+        "stream {0} is waiting for its publisher to reconnect; only that publisher may resume it"
+    )]
+    Reconnecting(String),
 }
 
 /// Every stream of this process.
@@ -432,6 +450,12 @@ impl Hub {
         lock(&self.streams).get(name).cloned()
     }
 
+    /// Whether `name` has a publisher now, or one that may come back.
+    pub fn is_live(&self, name: &str) -> bool {
+        self.get(name)
+            .is_some_and(|s| !matches!(*lock(&s.publisher), Publisher::Ended(_)))
+    }
+
     /// Every stream.
     pub fn all(&self) -> Vec<Arc<Stream>> {
         let mut v: Vec<_> = lock(&self.streams).values().cloned().collect();
@@ -442,10 +466,14 @@ impl Hub {
     /// Claims `name` for publisher `conn`: a new stream, or the continuation of one whose
     /// publisher left within the grace window (after a discontinuity). `now_unix_ms` is the
     /// caller's wall clock; it seeds the new instance's epoch (the hub reads no clock).
+    ///
+    /// Only a publisher with the same [`PublisherId`] as the one that left may continue a
+    /// stream in its grace window; the continuation takes the new grant's privacy.
     pub fn claim(
         &self,
         name: &str,
         conn: u64,
+        grant: Grant,
         now_unix_ms: i64,
     ) -> Result<Arc<Stream>, PublishError> {
         if !valid_name(name) {
@@ -457,6 +485,10 @@ impl Hub {
             match *p {
                 Publisher::Live(_) => return Err(PublishError::Busy(name.to_owned())),
                 Publisher::Gone(_) => {
+                    if *lock(&s.owner) != grant.id {
+                        return Err(PublishError::Reconnecting(name.to_owned()));
+                    }
+                    s.private.store(grant.private, Ordering::Relaxed);
                     *p = Publisher::Live(conn);
                     return Ok(s.clone());
                 }
@@ -469,6 +501,7 @@ impl Hub {
             name.to_owned(),
             self.config,
             conn,
+            grant,
             epoch,
             metrics,
         ));
@@ -523,15 +556,9 @@ impl Hub {
     }
 }
 
-/// Stream names: 1 to 128 characters of `[A-Za-z0-9_.-]`, not starting with a dot.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
+/// Stream names: 1 to 128 characters of `[A-Za-z0-9_.-]`, not starting with a dot; the same
+/// rule as the social plane's stream names and chat rooms.
+pub use zerocast_social::channels::valid_name;
 
 #[cfg(test)]
 mod tests {
@@ -546,6 +573,64 @@ mod tests {
     }
 
     /// Sample lines carrying `stream="NAME"`.
+    fn anyone() -> Grant {
+        Grant {
+            id: PublisherId::Addr([127, 0, 0, 1].into()),
+            private: false,
+        }
+    }
+
+    #[test]
+    fn only_the_same_publisher_resumes_in_the_grace_window() {
+        let m = Metrics::new(10);
+        let hub = Hub::new(Config::default().packager(), m.stream_series());
+        let owner = Grant {
+            id: PublisherId::Owner(7),
+            private: false,
+        };
+        let s = hub.claim("show", 1, owner, 0).unwrap();
+        assert!(hub.is_live("show"));
+        assert!(matches!(
+            hub.claim("show", 2, owner, 0),
+            Err(PublishError::Busy(_))
+        ));
+        hub.release(&s, 1);
+        assert!(hub.is_live("show"), "in the grace window");
+        // Someone else (another key owner, or an unauthenticated address) is refused.
+        for other in [
+            PublisherId::Owner(8),
+            PublisherId::Addr([10, 0, 0, 1].into()),
+        ] {
+            let g = Grant {
+                id: other,
+                private: false,
+            };
+            assert!(matches!(
+                hub.claim("show", 3, g, 0),
+                Err(PublishError::Reconnecting(_))
+            ));
+        }
+        // The owner continues the same stream, now private.
+        let private = Grant {
+            private: true,
+            ..owner
+        };
+        let again = hub.claim("show", 4, private, 0).unwrap();
+        assert!(Arc::ptr_eq(&s, &again));
+        assert!(again.is_private());
+        // Once it ended, anyone allowed to publish may start a new instance of the name.
+        hub.release(&again, 4);
+        let grace = Duration::from_secs(10);
+        hub.sweep(Instant::now() + grace, grace, grace * 3);
+        assert!(!hub.is_live("show"));
+        let other = Grant {
+            id: PublisherId::Owner(8),
+            private: false,
+        };
+        let fresh = hub.claim("show", 5, other, 0).unwrap();
+        assert!(!Arc::ptr_eq(&s, &fresh));
+    }
+
     fn series(text: &str, stream: &str) -> Vec<String> {
         let label = format!("stream=\"{stream}\"");
         text.lines()
@@ -561,7 +646,7 @@ mod tests {
         let names = ["a", "b", "c", "d"];
         let streams: Vec<_> = (1..)
             .zip(names)
-            .map(|(conn, n)| (conn, hub.claim(n, conn, 0).unwrap()))
+            .map(|(conn, n)| (conn, hub.claim(n, conn, anyone(), 0).unwrap()))
             .collect();
         streams[0].1.viewer_joined();
         streams[2].1.viewer_joined();
@@ -603,7 +688,7 @@ mod tests {
         assert_eq!(series(&scrape(&m), "a").len(), 3);
 
         // Re-publishing an ended name replaces that instance; the name keeps one set of series.
-        let a2 = hub.claim("a", 9, 0).unwrap();
+        let a2 = hub.claim("a", 9, anyone(), 0).unwrap();
         let text = scrape(&m);
         assert_eq!(series(&text, "a").len(), 3, "{text}");
         assert!(text.contains("zerocast_streams 4\n"), "{text}");
@@ -628,7 +713,7 @@ mod tests {
         );
 
         // The freed places go to new streams.
-        hub.claim("e", 10, 0).unwrap();
+        hub.claim("e", 10, anyone(), 0).unwrap();
         assert_eq!(series(&scrape(&m), "e").len(), 3);
     }
 }

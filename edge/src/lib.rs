@@ -23,6 +23,7 @@ pub mod hub;
 mod iov;
 pub mod metrics;
 pub mod notify;
+pub mod publish;
 mod rtmp;
 pub mod server;
 pub mod tls;
@@ -32,6 +33,7 @@ use crate::config::Config;
 use crate::hub::{Hub, Stream};
 use crate::metrics::Metrics;
 use crate::notify::Notify;
+use crate::publish::PublishAuth;
 
 /// State shared by every worker.
 #[derive(Debug)]
@@ -49,11 +51,13 @@ pub struct Ctx {
     pub connections: AtomicUsize,
     /// `Alt-Svc` value announcing HTTP/3 on every TCP response, when TLS is configured.
     pub alt_svc: Option<String>,
+    /// Who may publish, and the keys of playback tokens.
+    pub auth: PublishAuth,
 }
 
 impl Ctx {
-    /// Shared state for `config`.
-    pub fn new(config: Config) -> Self {
+    /// Shared state for `config`, publishing under `auth`.
+    pub fn new(config: Config, auth: PublishAuth) -> Self {
         let metrics = Metrics::new(config.metrics_max_streams);
         let alt_svc = config
             .tls_files()
@@ -66,6 +70,7 @@ impl Ctx {
             shutdown_signal: Notify::new(),
             connections: AtomicUsize::new(0),
             alt_svc,
+            auth,
         }
     }
 

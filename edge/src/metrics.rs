@@ -106,6 +106,8 @@ pub struct Metrics {
     chunk_latency: Histogram,
     part_latency: Histogram,
     rtmp_errors: Counter,
+    publish_refused: Counter,
+    playback_refused: Counter,
     limit_hits: [Counter; Limit::ALL.len()],
     streams: StreamSeries,
 }
@@ -187,6 +189,18 @@ impl Metrics {
             "RTMP connections closed for bad input or IO errors",
             rtmp_errors.clone(),
         );
+        let publish_refused = Counter::default();
+        registry.register(
+            "zerocast_publish_refused",
+            "Publish requests refused (no or wrong key, webhook denial, name busy or reconnecting)",
+            publish_refused.clone(),
+        );
+        let playback_refused = Counter::default();
+        registry.register(
+            "zerocast_playback_refused",
+            "Requests for a private stream without a valid playback token",
+            playback_refused.clone(),
+        );
         let limits_family = Family::<LimitLabel, Counter>::default();
         let limit_hits =
             Limit::ALL.map(|l| limits_family.get_or_create_owned(&LimitLabel { limit: l.name() }));
@@ -202,6 +216,8 @@ impl Metrics {
             chunk_latency,
             part_latency,
             rtmp_errors,
+            publish_refused,
+            playback_refused,
             limit_hits,
             streams,
         }
@@ -230,6 +246,16 @@ impl Metrics {
     /// Counts an RTMP connection closed for an error.
     pub fn count_rtmp_error(&self) {
         self.rtmp_errors.inc();
+    }
+
+    /// Counts a refused publish request.
+    pub fn count_publish_refused(&self) {
+        self.publish_refused.inc();
+    }
+
+    /// Counts a refused request for a private stream.
+    pub fn count_playback_refused(&self) {
+        self.playback_refused.inc();
     }
 
     /// Counts a connection closed or refused by `limit`.

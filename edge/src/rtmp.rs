@@ -1,7 +1,9 @@
 //! RTMP and RTMPS connections: the socket loop around `zerocast_ingest::ServerSession`.
 //!
-//! Read, `handle_input`, drain `poll_output` (bytes to send, events to act on), write. Publish
-//! requests claim a name in the hub; media goes to the stream's packager on this core.
+//! Read, `handle_input`, drain `poll_output` (bytes to send, events to act on), write. A publish
+//! request pauses the session until [`crate::publish`] decides (a key check or a webhook call)
+//! and the hub grants the name; media then goes to the stream's packager on this core. A
+//! refused publisher gets `NetStream.Publish.Denied` with the reason, and the connection closes.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +15,7 @@ use zerocast_ingest::session::{Output, ServerSession, SessionEvent};
 
 use crate::hub::{lock, Stream};
 use crate::metrics::Limit;
+use crate::publish::split_key;
 use crate::transport::Transport;
 use crate::Ctx;
 
@@ -29,6 +32,10 @@ struct Conn {
     peer: SocketAddr,
     session: ServerSession,
     publishing: Option<Arc<Stream>>,
+    /// A publish request waiting for the policy's decision: (request id, app, name as sent).
+    pending: Option<(u32, String, String)>,
+    /// A publish was refused: close once the answer is written.
+    refused: bool,
     out: Vec<Bytes>,
 }
 
@@ -39,6 +46,8 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
         peer,
         session: ServerSession::new(),
         publishing: None,
+        pending: None,
+        refused: false,
         out: Vec::new(),
     };
     let mut buf = BytesMut::with_capacity(READ_SIZE);
@@ -76,6 +85,10 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
             let handled = conn.session.handle_input(&mut buf);
             // Send what the session produced before reporting an error, so the peer sees it.
             conn.drain(&ctx);
+            if let Some(request) = conn.pending.take() {
+                conn.decide(&ctx, request).await;
+                conn.drain(&ctx);
+            }
             if !conn.out.is_empty() {
                 let out = std::mem::take(&mut conn.out);
                 stream
@@ -84,6 +97,9 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
                     .map_err(|e| format!("write: {e}"))?;
             }
             handled.map_err(|e| e.to_string())?;
+            if conn.refused {
+                return Ok(());
+            }
         }
     }
     .await;
@@ -95,10 +111,55 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
     if let Some(s) = conn.publishing.take() {
         tracing::info!(stream = %s.name, peer = %conn.peer, "publisher disconnected");
         ctx.hub.release(&s, conn.id);
+        ctx.auth.unpublished(APP, &s.name, conn.peer);
     }
 }
 
 impl Conn {
+    /// Answers a publish request: the policy decides (a key check or a webhook call, bounded),
+    /// then the hub grants the name.
+    async fn decide(&mut self, ctx: &Ctx, (request_id, app, raw): (u32, String, String)) {
+        // The key may ride on the name (`NAME?key=KEY`, OBS's stream key) or on the app
+        // (`rtmp://HOST/live?key=KEY` + name).
+        let (app, app_key) = split_key(&app);
+        let (name, name_key) = split_key(&raw);
+        let key = name_key.or(app_key);
+        let verdict = if self.publishing.is_some() {
+            Err("this connection is already publishing".to_owned())
+        } else if app != APP {
+            Err(format!(
+                "unknown application {app:?}: publish to rtmp://HOST/{APP}/NAME"
+            ))
+        } else if !crate::hub::valid_name(name) {
+            Err(format!("invalid stream name {name:?}"))
+        } else {
+            match ctx.auth.authorize(app, name, key, self.peer).await {
+                Ok(grant) => ctx
+                    .hub
+                    .claim(name, self.id, grant, unix_ms())
+                    .map_err(|e| e.to_string()),
+                Err(why) => Err(why),
+            }
+        };
+        match verdict {
+            Ok(stream) => {
+                tracing::info!(stream = %name, peer = %self.peer, private = stream.is_private(), "publish started");
+                self.publishing = Some(stream);
+                if let Err(e) = self.session.accept_publish(request_id) {
+                    tracing::warn!(stream = %name, "accepting publish: {e}");
+                }
+            }
+            Err(why) => {
+                ctx.metrics.count_publish_refused();
+                tracing::warn!(stream = %name, peer = %self.peer, "publish refused: {why}");
+                self.refused = true;
+                if let Err(e) = self.session.reject_publish(request_id, &why) {
+                    tracing::warn!(stream = %name, "refusing publish: {e}");
+                }
+            }
+        }
+    }
+
     /// Acts on everything the session has queued.
     fn drain(&mut self, ctx: &Ctx) {
         while let Some(o) = self.session.poll_output() {
@@ -115,38 +176,12 @@ impl Conn {
                 request_id,
                 app,
                 name,
-            } => {
-                let claim = if self.publishing.is_some() {
-                    Err("this connection is already publishing".to_owned())
-                } else if app != APP {
-                    Err(format!(
-                        "unknown application {app:?}: publish to rtmp://HOST/{APP}/NAME"
-                    ))
-                } else {
-                    ctx.hub
-                        .claim(&name, self.id, unix_ms())
-                        .map_err(|e| e.to_string())
-                };
-                match claim {
-                    Ok(stream) => {
-                        tracing::info!(stream = %name, peer = %self.peer, "publish started");
-                        self.publishing = Some(stream);
-                        if let Err(e) = self.session.accept_publish(request_id) {
-                            tracing::warn!(stream = %name, "accepting publish: {e}");
-                        }
-                    }
-                    Err(why) => {
-                        tracing::warn!(stream = %name, peer = %self.peer, "publish refused: {why}");
-                        if let Err(e) = self.session.reject_publish(request_id, &why) {
-                            tracing::warn!(stream = %name, "refusing publish: {e}");
-                        }
-                    }
-                }
-            }
+            } => self.pending = Some((request_id, app, name)),
             SessionEvent::PublishFinished { .. } => {
                 if let Some(s) = self.publishing.take() {
                     tracing::info!(stream = %s.name, "publish finished");
                     ctx.hub.release(&s, self.id);
+                    ctx.auth.unpublished(APP, &s.name, self.peer);
                 }
             }
             SessionEvent::Metadata(meta) => {

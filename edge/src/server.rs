@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use monoio::io::IntoPollIo;
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use zerocast_social::channels::secrets::PlaybackKeys;
 
 use crate::config::{Config, Driver};
 use crate::metrics::Limit;
+use crate::publish::{ChannelsHandle, Mode as PublishMode};
 use crate::tls::{CertStore, ALPN_HTTP1, ALPN_HTTPS};
 use crate::Ctx;
 
@@ -46,6 +48,9 @@ pub enum ServeError {
     /// The HTTP/3 endpoint could not start.
     #[error("HTTP/3: {0}")]
     Quic(String),
+    /// A setting cannot be used (e.g. a webhook host that does not resolve).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A TLS handshake must complete within this long (a client that stops mid-handshake is
@@ -95,18 +100,20 @@ pub fn resolve_driver(requested: Driver) -> Result<Driver, ServeError> {
 pub type SocialHandle = crate::background::Background;
 
 /// Starts the social API (embedded store and bus) on a tokio runtime of its own thread; returns
-/// once it listens. With `certs`, it also serves HTTPS and WSS on `config.api_https`.
+/// once it listens, with a handle on its channel service (stream keys). With `certs`, it also
+/// serves HTTPS and WSS on `config.api_https`. `live` tells the chat which streams are live.
 pub fn start_social(
     config: &Config,
     certs: Option<&Arc<CertStore>>,
-) -> Result<SocialHandle, ServeError> {
+    live: zerocast_social::chat::service::LiveCheck,
+) -> Result<(SocialHandle, ChannelsHandle), ServeError> {
     use zerocast_social::SocialServer;
     let cfg = config
         .social_config()
         .map_err(|e| ServeError::Social(e.to_string()))?;
     let tls = certs.map(|c| (config.api_https, c.server_config(ALPN_HTTP1)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<ChannelsHandle, String>>();
     let thread = std::thread::Builder::new()
         .name("zerocast-social".into())
         .spawn(move || {
@@ -160,8 +167,11 @@ pub fn start_social(
                     None => None,
                 };
                 tracing::info!(api = %cfg.api, "social API listening");
-                let _ = ready_tx.send(Ok(()));
-                let server = SocialServer::new(cfg, backends);
+                let server = SocialServer::with_live(cfg, backends, live);
+                let _ = ready_tx.send(Ok(ChannelsHandle {
+                    channels: server.state().channels.clone(),
+                    rt: tokio::runtime::Handle::current(),
+                }));
                 if let Err(e) = server
                     .run_with_tls(listener, secure, async {
                         let _ = stop_rx.await;
@@ -174,7 +184,7 @@ pub fn start_social(
         })
         .map_err(ServeError::Worker)?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(SocialHandle::new(stop_tx, thread)),
+        Ok(Ok(channels)) => Ok((SocialHandle::new(stop_tx, thread), channels)),
         Ok(Err(e)) => Err(ServeError::Social(e)),
         Err(_) => Err(ServeError::Social(
             "the social thread ended at start".into(),
@@ -198,7 +208,7 @@ fn load_certs(config: &Config) -> Result<Option<Arc<CertStore>>, ServeError> {
 pub fn run_social(config: Config) -> Result<(), ServeError> {
     let mask = block_signals()?;
     let certs = load_certs(&config)?;
-    let social = start_social(&config, certs.as_ref())?;
+    let (social, _) = start_social(&config, certs.as_ref(), Arc::new(|_: &str| false))?;
     let sig = wait_stop_signal(&mask, certs.as_deref());
     tracing::info!(signal = sig, "shutting down");
     social.stop(Duration::from_millis(900));
@@ -210,16 +220,32 @@ pub fn run_social(config: Config) -> Result<(), ServeError> {
 pub fn run(config: Config) -> Result<(), ServeError> {
     let mask = block_signals()?;
     let certs = load_certs(&config)?;
+    let auth = config
+        .publish_policy()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let ctx = Arc::new(Ctx::new(config.clone(), auth));
     let social = if config.social {
-        Some(start_social(&config, certs.as_ref())?)
+        let hub = ctx.clone();
+        let live = Arc::new(move |name: &str| hub.hub.is_live(name));
+        let (social, channels) = start_social(&config, certs.as_ref(), live)?;
+        ctx.auth.set_channels(channels);
+        Some(social)
     } else {
         None
     };
+    match config.social_config() {
+        Ok(c) => ctx
+            .auth
+            .set_playback(PlaybackKeys::from_secret(&c.jwt_secret)),
+        Err(e) => tracing::warn!("no token secret, private streams cannot be played: {e}"),
+    }
+    if ctx.auth.mode() == PublishMode::Keys && social.is_none() {
+        tracing::warn!("publish-auth = keys without the social API in this process: only publish-trusted-nets may publish (unreserved names)");
+    }
     let driver = resolve_driver(config.driver)?;
     let workers = config.worker_count();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let tls = certs.as_ref().map(TlsAcceptors::new);
-    let ctx = Arc::new(Ctx::new(config.clone()));
     let h3 = match &certs {
         Some(c) => Some(crate::http::h3::start(ctx.clone(), c).map_err(ServeError::Quic)?),
         None => None,

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::channels::ChannelStore;
 use crate::config::SocialConfig;
 use crate::events::bus::{EventBus, InProcessBus};
 use crate::graph::cache::moka::{MokaCache, MokaConfig};
@@ -16,6 +17,8 @@ use crate::messaging::store::Store;
 pub struct Backends {
     /// Messages and their outbox.
     pub store: Arc<dyn Store>,
+    /// Stream names owned by users, and their chat rooms' rules (same engine as `store`).
+    pub channels: Arc<dyn ChannelStore>,
     /// Events between instances.
     pub bus: Arc<dyn EventBus>,
     /// The follow graph, already wrapped in its cache.
@@ -31,6 +34,7 @@ impl Backends {
         let graph: Arc<dyn GraphStore> = Arc::new(store.clone());
         let cache: Arc<dyn FollowerCache> = Arc::new(MokaCache::new(MokaConfig::default()));
         Self {
+            channels: Arc::new(store.clone()),
             store: Arc::new(store),
             bus: Arc::new(InProcessBus::default()),
             graph: Arc::new(CachedGraph::new(graph, cache.clone())),
@@ -56,11 +60,12 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
         embedded = Some(e.clone());
         Ok(e)
     };
-    let store: Arc<dyn Store> = match set(&config.scylla_uri) {
+    let (store, channels): (Arc<dyn Store>, Arc<dyn ChannelStore>) = match set(&config.scylla_uri) {
         Some(uri) => scylla(config, uri).await?,
         None => {
             tracing::info!(dir = %dir.display(), "message store: embedded");
-            Arc::new(open_embedded()?)
+            let e = open_embedded()?;
+            (Arc::new(e.clone()), Arc::new(e))
         }
     };
     let bus: Arc<dyn EventBus> = match set(&config.kafka_brokers) {
@@ -77,6 +82,7 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
     };
     Ok(Backends {
         store,
+        channels,
         bus,
         graph: Arc::new(CachedGraph::new(graph, cache.clone())),
         cache,
@@ -105,7 +111,11 @@ fn not_built(role: &str, feature: &str) -> std::io::Error {
 }
 
 #[cfg(feature = "scylla")]
-async fn scylla(config: &SocialConfig, uri: &str) -> std::io::Result<Arc<dyn Store>> {
+async fn scylla(
+    config: &SocialConfig,
+    uri: &str,
+) -> std::io::Result<(Arc<dyn Store>, Arc<dyn ChannelStore>)> {
+    use crate::channels::store::scylla::ScyllaChannels;
     use crate::messaging::store::scylla::{
         ScyllaOptions, ScyllaStore, ScyllaUri, DEFAULT_KEYSPACE,
     };
@@ -119,12 +129,16 @@ async fn scylla(config: &SocialConfig, uri: &str) -> std::io::Result<Arc<dyn Sto
     let s = ScyllaStore::connect_with(&uri, DEFAULT_KEYSPACE, config.node, opts)
         .await
         .map_err(|e| io(&e))?;
+    let channels = ScyllaChannels::new(&s).await.map_err(|e| io(&e))?;
     tracing::info!("message store: ScyllaDB");
-    Ok(Arc::new(s))
+    Ok((Arc::new(s), Arc::new(channels)))
 }
 
 #[cfg(not(feature = "scylla"))]
-async fn scylla(_: &SocialConfig, _: &str) -> std::io::Result<Arc<dyn Store>> {
+async fn scylla(
+    _: &SocialConfig,
+    _: &str,
+) -> std::io::Result<(Arc<dyn Store>, Arc<dyn ChannelStore>)> {
     Err(not_built("scylla-uri (ScyllaDB)", "scylla"))
 }
 

@@ -39,6 +39,8 @@ pub struct SocialConfig {
     pub idle_timeout: Duration,
     /// Messages kept per live-chat room and sent on join.
     pub room_history: usize,
+    /// Stream names one user may reserve.
+    pub max_streams_per_user: usize,
     /// Kafka bootstrap servers; the in-process bus when `None`.
     pub kafka_brokers: Option<String>,
     /// Kafka topic of the social events.
@@ -87,6 +89,7 @@ impl SocialConfig {
             conn_idle_timeout: Duration::from_secs(40),
             idle_timeout: Duration::from_secs(60),
             room_history: 200,
+            max_streams_per_user: 10,
             kafka_brokers: None,
             kafka_topic: "zerocast.social.events".into(),
             scylla_uri: None,

@@ -21,7 +21,8 @@
 //! | --- | --- | --- |
 //! | [`api`] | routes, errors, extractors, WebSocket protocol, `/metrics` | every feature below |
 //! | [`messaging`] | direct messages, read markers, unread counts, their stores | [`limits`] |
-//! | [`chat`] | live-chat rooms: history, owner, slow mode, bans | [`limits`], [`events`] |
+//! | [`channels`] | stream names owned by users: publish keys, playback tokens, room rules (owner, moderators, slow mode, bans) | — |
+//! | [`chat`] | live-chat rooms: history, posting under the channel's rules | [`limits`], [`events`], [`channels`] |
 //! | [`graph`] | profiles, follows, recommendations, the follower cache | — |
 //! | [`events`] | the bus between instances, the outbox relay | [`messaging`] (model, outbox) |
 //! | [`realtime`] | this instance's sockets and the fan-out to them | [`events`], [`chat`] |
@@ -37,6 +38,7 @@
 pub mod api;
 pub mod auth;
 pub mod backends;
+pub mod channels;
 pub mod chat;
 pub mod config;
 pub mod events;

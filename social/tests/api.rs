@@ -366,12 +366,12 @@ async fn live_chat_fans_out_with_history_slow_mode_and_bans() {
     let (s, _) = api
         .call(
             "POST",
-            "/api/v1/rooms/demo/claim",
+            "/api/v1/streams",
             Some(&api.token(owner)),
-            None,
+            Some(r#"{"name":"demo"}"#),
         )
         .await;
-    assert_eq!(s, 200);
+    assert_eq!(s, 201);
     let mut w1 = api.ws(v1, None).await;
     w1.send(json!({"type": "subscribe", "room": "demo"})).await;
     w1.expect("subscribed").await;
@@ -439,15 +439,44 @@ async fn rooms_over_rest_and_the_error_codes_of_each_refusal() {
     let (to, tv) = (api.token(owner), api.token(viewer));
     let code = |v: &Value| v["error"]["code"].as_str().unwrap_or_default().to_owned();
 
-    // Rooms: claim, settings, post and history over REST, moderation rules.
-    let (s, _) = api
-        .call("POST", "/api/v1/rooms/show/claim", Some(&to), None)
-        .await;
-    assert_eq!(s, 200);
+    // No room exists for a name nobody reserved (and nothing is live here): reading one
+    // creates nothing, posting is refused, and `claim` is gone.
+    let (s, v) = api.call("GET", "/api/v1/rooms/show", Some(&tv), None).await;
+    assert_eq!((s, code(&v)), (404, "no_such_room".into()));
     let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/rooms/show/messages",
+            Some(&tv),
+            Some(r#"{"content":"first"}"#),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (404, "no_such_room".into()));
+    let (s, _) = api
         .call("POST", "/api/v1/rooms/show/claim", Some(&tv), None)
         .await;
-    assert_eq!((s, code(&v)), (403, "not_owner".into()));
+    assert_eq!(s, 404);
+
+    // Rooms: the stream's owner owns its room; settings, post and history over REST,
+    // moderation rules.
+    let (s, _) = api
+        .call(
+            "POST",
+            "/api/v1/streams",
+            Some(&to),
+            Some(r#"{"name":"show"}"#),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/streams",
+            Some(&tv),
+            Some(r#"{"name":"show"}"#),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (409, "name_taken".into()));
     let (s, v) = api.call("GET", "/api/v1/rooms/show", Some(&tv), None).await;
     assert_eq!(s, 200);
     assert_eq!(v["settings"]["owner"], json!(owner));
@@ -481,7 +510,16 @@ async fn rooms_over_rest_and_the_error_codes_of_each_refusal() {
             Some(r#"{"seconds":3601}"#),
         )
         .await;
-    assert_eq!((s, code(&v)), (400, "invalid_slow_mode".into()));
+    assert_eq!((s, code(&v)), (400, "invalid".into()));
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/rooms/show/slow-mode",
+            Some(&tv),
+            Some(r#"{"seconds":5}"#),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (403, "not_owner".into()));
     let ban = json!({"user": viewer}).to_string();
     let (s, _) = api
         .call("POST", "/api/v1/rooms/show/bans", Some(&to), Some(&ban))
@@ -650,6 +688,18 @@ async fn websocket_frames_of_every_kind_and_refused_upgrades() {
     wa.send(json!({"type": "read", "peer": c, "up_to": id}))
         .await;
     assert_eq!(wa.expect("error").await["code"], "not_found");
+    // A room needs a reserved (or live) stream: subscribing to another name is refused.
+    wa.send(json!({"type": "subscribe", "room": "r1"})).await;
+    assert_eq!(wa.expect("error").await["code"], "no_such_room");
+    let (s, _) = api
+        .call(
+            "POST",
+            "/api/v1/streams",
+            Some(&api.token(c)),
+            Some(r#"{"name":"r1"}"#),
+        )
+        .await;
+    assert_eq!(s, 201);
     // Unsubscribed sockets get no more room messages.
     wa.send(json!({"type": "subscribe", "room": "r1"})).await;
     wa.expect("subscribed").await;

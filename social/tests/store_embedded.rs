@@ -55,6 +55,38 @@ async fn conformance_embedded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_conformance_embedded_and_reopen() {
+    use zerocast_social::channels::store::conformance as channels;
+    use zerocast_social::channels::{Ban, Channel, ChannelStore};
+    let dir = tmp();
+    let store = EmbeddedStore::open(dir.path(), 1).expect("open");
+    channels::run(Arc::new(store.clone())).await;
+    // Channels and bans survive a reopen (the durable half of chat moderation).
+    let owner = user();
+    let c = Channel {
+        name: "kept".into(),
+        owner,
+        private: true,
+        key_hash: "ab".repeat(32),
+        key_issued_at: 1,
+        created_at: 1,
+        slow_mode_secs: 30,
+        moderators: vec![user()],
+    };
+    store.create(c.clone(), 10).await.unwrap();
+    let ban = Ban {
+        user: user(),
+        until: None,
+    };
+    store.put_ban("kept", ban).await.unwrap();
+    drop(store);
+    let store = EmbeddedStore::open(dir.path(), 1).expect("reopen");
+    assert_eq!(ChannelStore::get(&store, "kept").await.unwrap(), Some(c));
+    assert_eq!(store.bans("kept").await.unwrap(), vec![ban]);
+    assert_eq!(store.owned_by(owner).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_have_separate_outboxes() {
     let dir = tmp();
     let one = EmbeddedStore::open(dir.path(), 1).expect("open");

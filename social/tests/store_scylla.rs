@@ -47,6 +47,11 @@ async fn conformance_scylla() {
     let other = store.with_node(NODES[1]);
     assert_eq!(other.node(), NODES[1]);
     conformance::run(&other, NODES[1]).await;
+    // Channels (stream keys, chat moderation) in the same keyspace.
+    let channels = zerocast_social::channels::store::scylla::ScyllaChannels::new(&store)
+        .await
+        .expect("channel tables");
+    zerocast_social::channels::store::conformance::run(std::sync::Arc::new(channels)).await;
 
     store.drop_keyspace().await.expect("drop test keyspace");
     println!("ScyllaDB conformance passed; keyspace {keyspace} dropped");

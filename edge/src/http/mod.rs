@@ -17,6 +17,7 @@
 mod api;
 pub(crate) mod h2;
 pub(crate) mod h3;
+mod private;
 mod request;
 mod response;
 
@@ -38,6 +39,7 @@ use crate::hub::{lock, PartMedia, Stream};
 use crate::metrics::{Kind, Limit};
 use crate::transport::Transport;
 use crate::Ctx;
+use zerocast_social::channels::secrets::TokenError;
 
 /// An idle keep-alive connection is closed after this long.
 const IDLE: Duration = Duration::from_secs(60);
@@ -215,8 +217,12 @@ pub(crate) async fn route<R: Rt>(
         ["metrics"] => api::metrics(ctx),
         ["live", name, "index.m3u8"] => match ctx.hub.get(name) {
             Some(s) => {
+                let token = match playback_gate(ctx, &s, query) {
+                    Ok(t) => t,
+                    Err(refusal) => return refusal,
+                };
                 Viewer::watch(viewing, &s);
-                multivariant_playlist::<R>(ctx, &s).await
+                multivariant_playlist::<R>(ctx, &s, token).await
             }
             None => Response::not_found(),
         },
@@ -224,17 +230,63 @@ pub(crate) async fn route<R: Rt>(
             let Some(s) = ctx.hub.get(name) else {
                 return Response::not_found();
             };
+            let token = match playback_gate(ctx, &s, query) {
+                Ok(t) => t,
+                Err(refusal) => return refusal,
+            };
             if *epoch != s.epoch {
                 return Response::text(404, "stream instance not found (restarted?)");
             }
             Viewer::watch(viewing, &s);
-            media_file::<R>(ctx, &s, file, query).await
+            let mut resp = media_file::<R>(ctx, &s, file, query).await;
+            if let Some(token) = token {
+                private_response(&mut resp, token);
+            }
+            resp
         }
         _ => Response::not_found(),
     }
 }
 
-async fn multivariant_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>) -> Response {
+/// For a private stream, the request's valid playback token (`Ok(Some)`) or a 403; `Ok(None)`
+/// for a public stream.
+fn playback_gate<'q>(ctx: &Ctx, s: &Stream, query: &'q str) -> Result<Option<&'q str>, Response> {
+    if !s.is_private() {
+        return Ok(None);
+    }
+    let verdict = match (private::param(query, "token"), ctx.auth.playback()) {
+        (None, _) => Err(TokenError::Missing),
+        (Some(_), None) => Err(TokenError::Invalid),
+        (Some(t), Some(keys)) => keys.verify(&s.name, t, unix_secs()).map(|()| t),
+    };
+    verdict.map(Some).map_err(|e| {
+        ctx.metrics.count_playback_refused();
+        tracing::debug!(stream = %s.name, "playback refused: {e}");
+        Response::text(403, &e.to_string())
+    })
+}
+
+/// A private stream's answer: playlists list URIs that carry the token on, and no shared
+/// cache may keep anything.
+fn private_response(resp: &mut Response, token: &str) {
+    if resp.cache.starts_with("public") {
+        resp.cache = "private, max-age=31536000, immutable";
+    }
+    if resp.status == 200 && resp.content_type == "application/vnd.apple.mpegurl" {
+        if let Body::Full(bufs) = &resp.body {
+            let text: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            resp.body = Body::Full(vec![private::tokenize_playlist(&text, token)]);
+        }
+    }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn multivariant_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, token: Option<&str>) -> Response {
     // A player may ask right after the publisher connected: wait (bounded) for the first part.
     let ready = wait_for::<R, _>(s, ctx.block_limit(s), || {
         lock(&s.media).playlist.is_some().then_some(())
@@ -245,7 +297,10 @@ async fn multivariant_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>) -> Response {
     }
     let tracks = lock(&s.media).tracks.clone();
     let mut text = String::new();
-    let uri = format!("{}/stream.m3u8", s.epoch);
+    let mut uri = format!("{}/stream.m3u8", s.epoch);
+    if let Some(t) = token {
+        uri = private::with_token(&uri, t);
+    }
     let bandwidth = s
         .stats
         .peak_bps

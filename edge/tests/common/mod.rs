@@ -67,6 +67,8 @@ pub struct Server {
     pub child: Child,
     pub rtmp: u16,
     pub http: u16,
+    /// The social API's plain port.
+    pub api: u16,
     pub log: PathBuf,
     /// The server's data directory, removed with its log when the server is dropped.
     pub data: PathBuf,
@@ -115,6 +117,7 @@ impl Server {
             child,
             rtmp,
             http,
+            api,
             log,
             data,
         };
@@ -229,6 +232,35 @@ impl Resp {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// A bearer token for `user` from `zerocast token`, signed with the data dir's secret.
+pub fn user_token(data: &std::path::Path, user: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+        .args(["token", "--user", user, "--ttl", "1h", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// One request with a bearer token and an optional JSON body, on a fresh connection.
+pub fn api_call(port: u16, method: &str, path: &str, token: &str, body: Option<&str>) -> Resp {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    read_response(&mut BufReader::new(s)).expect("API response")
 }
 
 /// One GET on a fresh connection; decodes Content-Length and chunked bodies.

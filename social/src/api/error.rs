@@ -8,6 +8,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::auth::AuthError;
+use crate::channels::ChannelError;
 use crate::chat::rooms::ChatError;
 use crate::chat::service::PostError;
 use crate::graph::service::ProfileError;
@@ -133,9 +134,8 @@ impl From<ChatError> for ApiError {
         let (status, code) = match e {
             ChatError::SlowMode(_) => (StatusCode::TOO_MANY_REQUESTS, "slow_mode"),
             ChatError::Banned(_) => (StatusCode::FORBIDDEN, "banned"),
-            ChatError::NotOwner => (StatusCode::FORBIDDEN, "not_owner"),
             ChatError::BadName => (StatusCode::BAD_REQUEST, "bad_room"),
-            ChatError::BadSlowMode => (StatusCode::BAD_REQUEST, "invalid_slow_mode"),
+            ChatError::NoSuchRoom => (StatusCode::NOT_FOUND, "no_such_room"),
         };
         let err = Self::new(status, code, e.to_string());
         match e {
@@ -145,11 +145,30 @@ impl From<ChatError> for ApiError {
     }
 }
 
+impl From<ChannelError> for ApiError {
+    fn from(e: ChannelError) -> Self {
+        let (status, code) = match &e {
+            ChannelError::BadName => (StatusCode::BAD_REQUEST, "bad_name"),
+            ChannelError::Taken => (StatusCode::CONFLICT, "name_taken"),
+            ChannelError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ChannelError::Forbidden => (StatusCode::FORBIDDEN, "not_owner"),
+            ChannelError::TooMany(_) => (StatusCode::FORBIDDEN, "too_many_streams"),
+            ChannelError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            ChannelError::Backend(m) => {
+                tracing::error!("channel store: {m}");
+                (StatusCode::SERVICE_UNAVAILABLE, "store")
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
 impl From<PostError> for ApiError {
     fn from(e: PostError) -> Self {
         match e {
             PostError::Limit(e) => e.into(),
             PostError::Room(e) => e.into(),
+            PostError::Channel(e) => e.into(),
             PostError::Bus(e) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "bus", e.to_string()),
         }
     }

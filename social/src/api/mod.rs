@@ -19,8 +19,10 @@ use tokio::sync::Notify;
 
 use crate::auth::Keys;
 use crate::backends::{open_backends, Backends};
+use crate::channels::secrets::PlaybackKeys;
+use crate::channels::Channels;
 use crate::chat::rooms::Rooms;
-use crate::chat::service::Chat;
+use crate::chat::service::{Chat, LiveCheck};
 use crate::config::SocialConfig;
 use crate::id::IdGenerator;
 use crate::limits::Limits;
@@ -35,6 +37,7 @@ mod metrics;
 pub mod openapi;
 mod rooms;
 pub mod state;
+mod streams;
 pub mod tls;
 mod ws;
 
@@ -48,10 +51,18 @@ pub struct SocialServer {
 }
 
 impl SocialServer {
-    /// An instance over its backends.
+    /// An instance over its backends, with no media plane beside it (chat rooms exist for
+    /// reserved stream names only).
     pub fn new(config: SocialConfig, backends: Backends) -> Self {
+        Self::with_live(config, backends, Arc::new(|_: &str| false))
+    }
+
+    /// An instance over its backends; `live` tells which stream names are live on the media
+    /// plane (their chat rooms exist even if nobody reserved the name).
+    pub fn with_live(config: SocialConfig, backends: Backends, live: LiveCheck) -> Self {
         let Backends {
             store,
+            channels,
             bus,
             graph,
             cache,
@@ -64,10 +75,23 @@ impl SocialServer {
             config.rate_burst,
             config.max_message_bytes,
         ));
+        let channels = Channels::new(
+            channels,
+            PlaybackKeys::from_secret(&config.jwt_secret),
+            config.max_streams_per_user,
+        );
         let state = AppState {
             keys: Keys::new(&config.jwt_secret),
             messaging: Messaging::new(store, ids.clone(), limits.clone(), Arc::new(Notify::new())),
-            chat: Chat::new(Rooms::new(config.room_history), bus.clone(), ids, limits),
+            chat: Chat::new(
+                Rooms::new(config.room_history),
+                channels.clone(),
+                live,
+                bus.clone(),
+                ids,
+                limits,
+            ),
+            channels,
             graph,
             cache,
             bus,
@@ -97,6 +121,7 @@ impl SocialServer {
             .route("/api/v1/ws", get(ws::upgrade))
             .merge(messages::routes())
             .merge(rooms::routes())
+            .merge(streams::routes())
             .merge(graph::routes())
             .fallback(|| async {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
@@ -105,8 +130,21 @@ impl SocialServer {
             .with_state(self.state.clone())
     }
 
-    /// Starts the outbox relay and the bus consumer. Call once per instance.
+    /// Starts the outbox relay, the bus consumer and the room sweeper. Call once per instance.
     pub fn start_background(&self) {
+        let st = self.state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let conns = &st.conns;
+                        st.chat.sweep(crate::now_ms(), |room| conns.room_has_members(room));
+                    }
+                    _ = st.stop.notified() => return,
+                }
+            }
+        });
         let st = self.state.clone();
         tokio::spawn(crate::events::relay::run_relay(
             st.messaging.store().clone(),

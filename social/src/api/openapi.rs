@@ -50,10 +50,24 @@ pub async fn document() -> Json<Value> {
                 "get": op("The room's last messages", None, &[room], "200"),
                 "post": op("Post to a live-chat room", Some("ChatMessage"), &[room], "201")
             },
-            "/api/v1/rooms/{room}/claim": {"post": op("Become the room's owner (first caller wins)", None, &[room], "200")},
             "/api/v1/rooms/{room}/slow-mode": {"put": op("Set slow mode (owner only)", Some("SlowMode"), &[room], "200")},
-            "/api/v1/rooms/{room}/bans": {"post": op("Ban or time out a user (owner only)", Some("Ban"), &[room], "204")},
-            "/api/v1/rooms/{room}/bans/{user}": {"delete": op("Lift a ban (owner only)", None, &[room, ("user", "path", "user id")], "204")},
+            "/api/v1/rooms/{room}/moderators/{user}": {
+                "put": op("Name a moderator (owner only)", None, &[room, ("user", "path", "user id")], "200"),
+                "delete": op("Remove a moderator (owner only)", None, &[room, ("user", "path", "user id")], "200")
+            },
+            "/api/v1/rooms/{room}/bans": {"post": op("Ban or time out a user (owner or moderator)", Some("Ban"), &[room], "204")},
+            "/api/v1/rooms/{room}/bans/{user}": {"delete": op("Lift a ban (owner or moderator)", None, &[room, ("user", "path", "user id")], "204")},
+            "/api/v1/streams": {
+                "get": op("My reserved stream names", None, &[], "200"),
+                "post": op("Reserve a stream name; answers its publish key once", Some("NewStream"), &[], "201")
+            },
+            "/api/v1/streams/{name}": {
+                "get": op("A stream's owner, privacy and live state", None, &[("name", "path", "stream name")], "200"),
+                "patch": op("Change privacy or slow mode (owner only)", Some("StreamSettings"), &[("name", "path", "stream name")], "200"),
+                "delete": op("Release the name (owner only)", None, &[("name", "path", "stream name")], "204")
+            },
+            "/api/v1/streams/{name}/key": {"post": op("Rotate the publish key (owner only); the old key stops at once", None, &[("name", "path", "stream name")], "200")},
+            "/api/v1/streams/{name}/playback-token": {"post": op("Mint a playback token for a private stream (owner only)", Some("PlaybackTokenRequest"), &[("name", "path", "stream name")], "200")},
             "/api/v1/ws": {"get": {
                 "summary": "WebSocket: pushes, sends, chat. Token as access_token query parameter or Authorization header; since=<message id> replays what was missed. Protocol: docs/social.md",
                 "parameters": [
@@ -95,6 +109,9 @@ pub async fn document() -> Json<Value> {
                     "avatar_url": {"type": "string", "format": "uri", "maxLength": 512},
                     "bio": {"type": "string", "maxLength": 512}}},
                 "SlowMode": {"type": "object", "required": ["seconds"], "properties": {"seconds": {"type": "integer", "minimum": 0, "maximum": 3600}}},
+                "NewStream": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$"}, "private": {"type": "boolean"}}},
+                "StreamSettings": {"type": "object", "properties": {"private": {"type": "boolean"}, "slow_mode_secs": {"type": "integer", "minimum": 0, "maximum": 3600}}},
+                "PlaybackTokenRequest": {"type": "object", "properties": {"ttl_secs": {"type": "integer", "minimum": 1, "maximum": 604800}}},
                 "Ban": {"type": "object", "required": ["user"], "properties": {"user": {"type": "string", "format": "uuid"}, "seconds": {"type": "integer", "description": "a timeout; omit for a ban"}}},
                 "Message": {"type": "object", "properties": {
                     "id": {"type": "string"}, "conversation": {"type": "string"}, "from": {"type": "string"},

@@ -1,5 +1,8 @@
-//! Live-chat room routes: settings, history, posting, and the owner's moderation (claim, slow
-//! mode, bans and timeouts).
+//! Live-chat room routes: settings, history, posting, and moderation (slow mode by the owner;
+//! moderators named by the owner; bans and timeouts by either).
+//!
+//! A room exists for a reserved stream name (its owner is the name's owner) or a live stream;
+//! reading a room never creates one.
 
 use std::sync::Arc;
 
@@ -23,8 +26,11 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             "/api/v1/rooms/{room}/messages",
             get(room_history).post(room_post),
         )
-        .route("/api/v1/rooms/{room}/claim", post(room_claim))
         .route("/api/v1/rooms/{room}/slow-mode", put(room_slow_mode))
+        .route(
+            "/api/v1/rooms/{room}/moderators/{user}",
+            put(add_moderator).delete(remove_moderator),
+        )
         .route("/api/v1/rooms/{room}/bans", post(room_ban))
         .route("/api/v1/rooms/{room}/bans/{user}", delete(room_unban))
 }
@@ -34,8 +40,11 @@ async fn room_settings(
     Auth(_): Auth,
     Path(room): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let settings = st.chat.rooms().settings(&room)?;
-    Ok(Json(json!({ "room": room, "settings": settings })))
+    let settings = st.chat.settings(&room).await?;
+    let live = st.chat.is_live(&room);
+    Ok(Json(
+        json!({ "room": room, "settings": settings, "live": live }),
+    ))
 }
 
 async fn room_history(
@@ -43,7 +52,7 @@ async fn room_history(
     Auth(_): Auth,
     Path(room): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let messages = st.chat.rooms().history(&room)?;
+    let messages = st.chat.history(&room).await?;
     Ok(Json(json!({ "room": room, "messages": messages })))
 }
 
@@ -62,15 +71,6 @@ async fn room_post(
     Ok((StatusCode::CREATED, Json(json!({ "message": m }))).into_response())
 }
 
-async fn room_claim(
-    State(st): State<Arc<AppState>>,
-    Auth(me): Auth,
-    Path(room): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let settings = st.chat.rooms().claim(&room, me)?;
-    Ok(Json(json!({ "room": room, "settings": settings })))
-}
-
 #[derive(Debug, Deserialize)]
 struct SlowBody {
     seconds: u64,
@@ -82,7 +82,32 @@ async fn room_slow_mode(
     Path(room): Path<String>,
     Body(b): Body<SlowBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let settings = st.chat.rooms().set_slow_mode(&room, me, b.seconds)?;
+    st.chat.set_slow_mode(&room, me, b.seconds).await?;
+    let settings = st.chat.settings(&room).await?;
+    Ok(Json(json!({ "room": room, "settings": settings })))
+}
+
+async fn add_moderator(
+    State(st): State<Arc<AppState>>,
+    Auth(me): Auth,
+    Path((room, user)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    st.chat
+        .set_moderator(&room, me, user_id(&user)?, true)
+        .await?;
+    let settings = st.chat.settings(&room).await?;
+    Ok(Json(json!({ "room": room, "settings": settings })))
+}
+
+async fn remove_moderator(
+    State(st): State<Arc<AppState>>,
+    Auth(me): Auth,
+    Path((room, user)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    st.chat
+        .set_moderator(&room, me, user_id(&user)?, false)
+        .await?;
+    let settings = st.chat.settings(&room).await?;
     Ok(Json(json!({ "room": room, "settings": settings })))
 }
 
@@ -101,7 +126,9 @@ async fn room_ban(
     Body(b): Body<BanBody>,
 ) -> Result<StatusCode, ApiError> {
     let user = user_id(&b.user)?;
-    st.chat.ban(&room, me, user, b.seconds, crate::now_ms())?;
+    st.chat
+        .ban(&room, me, user, b.seconds, crate::now_ms())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -110,6 +137,6 @@ async fn room_unban(
     Auth(me): Auth,
     Path((room, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    st.chat.rooms().unban(&room, me, user_id(&user)?)?;
+    st.chat.unban(&room, me, user_id(&user)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }

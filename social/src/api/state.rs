@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::auth::Keys;
+use crate::channels::Channels;
 use crate::chat::service::Chat;
 use crate::config::SocialConfig;
 use crate::events::bus::EventBus;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub keys: Keys,
     /// Direct messages.
     pub messaging: Messaging,
+    /// Stream names owned by users (keys, privacy, room rules).
+    pub channels: Channels,
     /// Live chat.
     pub chat: Chat,
     /// The follow graph (behind its cache).

@@ -398,11 +398,11 @@ async fn handle(st: &AppState, conn: &Conn, rooms: &Mutex<HashSet<String>>, fram
                     .await;
             });
         }
-        ClientFrame::Subscribe { room } => match st.chat.rooms().history(&room) {
+        ClientFrame::Subscribe { room } => match st.chat.history(&room).await {
             Ok(history) => {
                 st.conns.join(&room, conn);
                 rooms.lock().await.insert(room.clone());
-                let settings = st.chat.rooms().settings(&room).unwrap_or_default();
+                let settings = st.chat.settings(&room).await.unwrap_or_default();
                 reply(
                     conn,
                     json!({"type": "subscribed", "room": room, "history": history, "settings": settings}),

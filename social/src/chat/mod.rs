@@ -1,12 +1,14 @@
-//! Live-stream chat: one room per stream name ([`rooms`]), and the service that posts to a
-//! room and applies its rules ([`service`]).
+//! Live-stream chat: one room per reserved or live stream name ([`rooms`]), and the service
+//! that posts to a room and applies its rules ([`service`]).
 //!
-//! Owns: room history, owner, slow mode, bans and timeouts. Calls: [`crate::limits`] (rate and
-//! size), [`crate::events`] (a posted message goes to every instance over the bus). Knows
-//! nothing of HTTP or WebSocket.
+//! Owns: room history and this instance's cache of each room's rules. The rules themselves
+//! (owner, moderators, slow mode, bans and timeouts) are the channel's, durable in the channel
+//! store ([`crate::channels`]). Calls: [`crate::limits`] (rate and size), [`crate::events`] (a
+//! posted message, and a change of rules, go to every instance over the bus),
+//! [`crate::channels`]. Knows nothing of HTTP or WebSocket.
 
 pub mod rooms;
 pub mod service;
 
-pub use rooms::{valid_room, ChatError, ChatMessage, RoomSettings, Rooms};
+pub use rooms::{ChatError, ChatMessage, RoomSettings, Rooms};
 pub use service::{Chat, PostError};

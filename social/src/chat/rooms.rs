@@ -1,14 +1,23 @@
-//! Live-stream chat rooms: one per stream name, kept in this instance's memory.
+//! This instance's view of the live-chat rooms: recent history, and a cache of each room's
+//! rules (owner, moderators, slow mode, bans), which live durably in the channel store.
 //!
-//! A room keeps its last messages (sent on join), its owner (the first user to claim it), slow
-//! mode (one message per N seconds per user) and bans/timeouts set by the owner.
+//! A room exists only for a stream name that is reserved (a channel) or live; entries are
+//! created by posts and by messages arriving from the bus, never by reads, and an entry nobody
+//! touched for [`IDLE_ROOM`] is dropped by [`Rooms::sweep`].
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::channels::{Ban, Channel};
 use crate::id::{MessageId, UserId};
+
+/// Cached rules are reloaded after this long even without a change notice from the bus.
+pub const RULES_TTL: Duration = Duration::from_secs(30);
+/// A room entry untouched this long is forgotten (its recent history with it).
+pub const IDLE_ROOM: Duration = Duration::from_secs(15 * 60);
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,7 +34,7 @@ pub struct ChatMessage {
     pub at: u64,
 }
 
-/// Why a chat message or a moderation action was refused.
+/// Why a chat message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChatError {
@@ -35,51 +44,78 @@ pub enum ChatError {
     /// Banned (until Unix ms, or for good).
     #[error("banned from this room")]
     Banned(Option<u64>),
-    /// Only the room owner may do this.
-    #[error("only the room owner may do this")]
-    NotOwner,
     /// Room names are stream names: 1-128 of `[A-Za-z0-9_.-]`.
     #[error("invalid room name")]
     BadName,
-    /// Slow mode is at most [`MAX_SLOW_MODE_SECS`].
-    #[error("slow mode is at most {MAX_SLOW_MODE_SECS} seconds")]
-    BadSlowMode,
+    /// No stream of that name is reserved or live.
+    #[error("no such room: chat exists for reserved or live streams")]
+    NoSuchRoom,
 }
 
-/// The longest slow mode an owner may set.
-pub const MAX_SLOW_MODE_SECS: u64 = 3600;
-
-/// Room settings, as the API shows them.
+/// A room's rules as the API shows them (bans are not listed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct RoomSettings {
-    /// The owner, once claimed.
+    /// The stream's owner; `None` for a live stream nobody reserved.
     pub owner: Option<UserId>,
+    /// Users who may ban and time out.
+    #[serde(default)]
+    pub moderators: Vec<UserId>,
     /// Seconds between two messages of one user (0 = off).
     pub slow_mode_secs: u64,
 }
 
-#[derive(Debug, Default)]
-struct Room {
-    history: VecDeque<ChatMessage>,
-    settings: RoomSettings,
+/// A room's rules, loaded from the channel store.
+#[derive(Debug, Clone, Default)]
+pub struct RoomRules {
+    /// What the API shows.
+    pub settings: RoomSettings,
     bans: HashMap<UserId, Option<u64>>,
-    last_post: HashMap<UserId, u64>,
 }
 
-/// Every room of this instance.
+impl RoomRules {
+    /// The rules of a reserved stream (`channel`) with its bans, or of an unreserved live one.
+    pub fn new(channel: Option<&Channel>, bans: &[Ban]) -> Self {
+        Self {
+            settings: channel
+                .map(|c| RoomSettings {
+                    owner: Some(c.owner),
+                    moderators: c.moderators.clone(),
+                    slow_mode_secs: c.slow_mode_secs,
+                })
+                .unwrap_or_default(),
+            bans: bans.iter().map(|b| (b.user, b.until)).collect(),
+        }
+    }
+
+    fn is_moderator(&self, user: UserId) -> bool {
+        self.settings.owner == Some(user) || self.settings.moderators.contains(&user)
+    }
+}
+
+#[derive(Debug)]
+struct Room {
+    history: VecDeque<ChatMessage>,
+    rules: Option<(Arc<RoomRules>, Instant)>,
+    last_post: HashMap<UserId, u64>,
+    touched: Instant,
+}
+
+impl Room {
+    fn new(now: Instant) -> Self {
+        Self {
+            history: VecDeque::new(),
+            rules: None,
+            last_post: HashMap::new(),
+            touched: now,
+        }
+    }
+}
+
+/// Every room entry of this instance.
 #[derive(Debug)]
 pub struct Rooms {
     keep: usize,
     rooms: Mutex<HashMap<String, Room>>,
-}
-
-/// Room names are stream names.
-pub fn valid_room(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 impl Rooms {
@@ -91,119 +127,112 @@ impl Rooms {
         }
     }
 
-    fn with<R>(&self, room: &str, f: impl FnOnce(&mut Room) -> R) -> Result<R, ChatError> {
-        if !valid_room(room) {
-            return Err(ChatError::BadName);
-        }
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(f(rooms.entry(room.to_owned()).or_default()))
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Checks that `from` may post now (bans, slow mode) and records the attempt.
-    pub fn admit(&self, room: &str, from: UserId, now: u64) -> Result<(), ChatError> {
-        self.with(room, |r| {
-            if let Some(until) = r.bans.get(&from).copied() {
-                match until {
-                    Some(t) if t <= now => {
-                        r.bans.remove(&from);
-                    }
-                    _ => return Err(ChatError::Banned(until)),
-                }
+    /// The cached rules, if loaded less than [`RULES_TTL`] ago.
+    pub fn cached_rules(&self, room: &str) -> Option<Arc<RoomRules>> {
+        let rooms = self.lock();
+        let (rules, at) = rooms.get(room)?.rules.as_ref()?;
+        (at.elapsed() < RULES_TTL).then(|| rules.clone())
+    }
+
+    /// Caches freshly loaded rules (creating the entry: the caller checked the room exists).
+    pub fn set_rules(&self, room: &str, rules: Arc<RoomRules>) {
+        let now = Instant::now();
+        let mut rooms = self.lock();
+        let r = rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| Room::new(now));
+        r.rules = Some((rules, now));
+    }
+
+    /// Forgets the cached rules (they changed somewhere).
+    pub fn invalidate(&self, room: &str) {
+        if let Some(r) = self.lock().get_mut(room) {
+            r.rules = None;
+        }
+    }
+
+    /// Checks that `from` may post now under `rules` (bans, slow mode) and records the attempt.
+    pub fn admit(
+        &self,
+        room: &str,
+        rules: &RoomRules,
+        from: UserId,
+        now: u64,
+    ) -> Result<(), ChatError> {
+        if let Some(until) = rules.bans.get(&from).copied() {
+            if until.is_none_or(|t| t > now) {
+                return Err(ChatError::Banned(until));
             }
-            let slow = r.settings.slow_mode_secs * 1000;
-            if slow > 0 && r.settings.owner != Some(from) {
-                if let Some(&last) = r.last_post.get(&from) {
-                    if now < last + slow {
-                        return Err(ChatError::SlowMode(last + slow - now));
-                    }
+        }
+        let slow = rules.settings.slow_mode_secs.saturating_mul(1000);
+        let mut rooms = self.lock();
+        let r = rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| Room::new(Instant::now()));
+        r.touched = Instant::now();
+        if slow > 0 && !rules.is_moderator(from) {
+            if let Some(&last) = r.last_post.get(&from) {
+                let next = last.saturating_add(slow);
+                if now < next {
+                    return Err(ChatError::SlowMode(next - now));
                 }
             }
             r.last_post.insert(from, now);
-            Ok(())
-        })?
+        }
+        Ok(())
     }
 
     /// Adds a message to the room's history (every instance does this for every message).
     pub fn record(&self, msg: &ChatMessage) {
         let keep = self.keep;
-        let _ = self.with(&msg.room, |r| {
-            if r.history.iter().any(|m| m.id == msg.id) {
-                return;
+        let mut rooms = self.lock();
+        let r = rooms
+            .entry(msg.room.clone())
+            .or_insert_with(|| Room::new(Instant::now()));
+        r.touched = Instant::now();
+        if r.history.iter().any(|m| m.id == msg.id) {
+            return;
+        }
+        r.history.push_back(msg.clone());
+        while r.history.len() > keep {
+            r.history.pop_front();
+        }
+    }
+
+    /// The last messages, oldest first (none if this instance has no entry for the room).
+    pub fn history(&self, room: &str) -> Vec<ChatMessage> {
+        let mut rooms = self.lock();
+        match rooms.get_mut(room) {
+            Some(r) => {
+                r.touched = Instant::now();
+                r.history.iter().cloned().collect()
             }
-            r.history.push_back(msg.clone());
-            while r.history.len() > keep {
-                r.history.pop_front();
-            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Forgets rooms untouched for `idle` (the `keep` predicate may hold any room, e.g. one
+    /// with local subscribers), and slow-mode records older than the longest slow mode.
+    pub fn sweep(&self, idle: Duration, now_ms: u64, keep: impl Fn(&str) -> bool) {
+        let horizon = now_ms.saturating_sub(crate::channels::service::MAX_SLOW_MODE_SECS * 1000);
+        self.lock().retain(|name, r| {
+            r.last_post.retain(|_, t| *t > horizon);
+            r.touched.elapsed() < idle || keep(name)
         });
     }
 
-    /// The last messages, oldest first.
-    pub fn history(&self, room: &str) -> Result<Vec<ChatMessage>, ChatError> {
-        self.with(room, |r| r.history.iter().cloned().collect())
+    /// How many room entries this instance holds.
+    pub fn len(&self) -> usize {
+        self.lock().len()
     }
 
-    /// Claims an unowned room for `user`; returns the settings in force.
-    pub fn claim(&self, room: &str, user: UserId) -> Result<RoomSettings, ChatError> {
-        self.with(room, |r| {
-            match r.settings.owner {
-                None => r.settings.owner = Some(user),
-                Some(o) if o == user => {}
-                Some(_) => return Err(ChatError::NotOwner),
-            }
-            Ok(r.settings.clone())
-        })?
-    }
-
-    /// The room's settings.
-    pub fn settings(&self, room: &str) -> Result<RoomSettings, ChatError> {
-        self.with(room, |r| r.settings.clone())
-    }
-
-    /// Sets slow mode (owner only).
-    pub fn set_slow_mode(
-        &self,
-        room: &str,
-        by: UserId,
-        secs: u64,
-    ) -> Result<RoomSettings, ChatError> {
-        if secs > MAX_SLOW_MODE_SECS {
-            return Err(ChatError::BadSlowMode);
-        }
-        self.with(room, |r| {
-            if r.settings.owner != Some(by) {
-                return Err(ChatError::NotOwner);
-            }
-            r.settings.slow_mode_secs = secs;
-            Ok(r.settings.clone())
-        })?
-    }
-
-    /// Bans `user` until `until` (Unix ms) or for good (owner only); `None` duration lifts it.
-    pub fn ban(
-        &self,
-        room: &str,
-        by: UserId,
-        user: UserId,
-        until: Option<u64>,
-    ) -> Result<(), ChatError> {
-        self.with(room, |r| {
-            if r.settings.owner != Some(by) {
-                return Err(ChatError::NotOwner);
-            }
-            r.bans.insert(user, until);
-            Ok(())
-        })?
-    }
-
-    /// Lifts a ban (owner only).
-    pub fn unban(&self, room: &str, by: UserId, user: UserId) -> Result<(), ChatError> {
-        self.with(room, |r| {
-            if r.settings.owner != Some(by) {
-                return Err(ChatError::NotOwner);
-            }
-            r.bans.remove(&user);
-            Ok(())
-        })?
+    /// No room entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -216,32 +245,50 @@ mod tests {
     }
 
     #[test]
-    fn slow_mode_bans_and_history() {
+    fn slow_mode_bans_history_and_sweep() {
         let rooms = Rooms::new(3);
-        let (owner, viewer) = (u(), u());
-        rooms.claim("demo", owner).unwrap();
-        assert_eq!(rooms.claim("demo", viewer), Err(ChatError::NotOwner));
-        assert_eq!(
-            rooms.set_slow_mode("demo", viewer, 5),
-            Err(ChatError::NotOwner)
+        let (owner, viewer, banned, timed_out) = (u(), u(), u(), u());
+        let channel = Channel {
+            name: "demo".into(),
+            owner,
+            private: false,
+            key_hash: String::new(),
+            key_issued_at: 0,
+            created_at: 0,
+            slow_mode_secs: 5,
+            moderators: vec![],
+        };
+        let rules = RoomRules::new(
+            Some(&channel),
+            &[
+                Ban {
+                    user: banned,
+                    until: None,
+                },
+                Ban {
+                    user: timed_out,
+                    until: Some(10_000),
+                },
+            ],
         );
-        rooms.set_slow_mode("demo", owner, 5).unwrap();
-        assert!(rooms.admit("demo", viewer, 1000).is_ok());
+        assert!(rooms.admit("demo", &rules, viewer, 1000).is_ok());
         assert_eq!(
-            rooms.admit("demo", viewer, 2000),
+            rooms.admit("demo", &rules, viewer, 2000),
             Err(ChatError::SlowMode(4000))
         );
-        assert!(rooms.admit("demo", viewer, 6000).is_ok());
-        rooms.ban("demo", owner, viewer, Some(10_000)).unwrap();
-        assert!(matches!(
-            rooms.admit("demo", viewer, 9000),
-            Err(ChatError::Banned(_))
-        ));
-        assert!(rooms.admit("demo", viewer, 20_000).is_ok());
+        assert!(rooms.admit("demo", &rules, viewer, 6000).is_ok());
+        // The owner is not slowed down.
+        assert!(rooms.admit("demo", &rules, owner, 6000).is_ok());
+        assert!(rooms.admit("demo", &rules, owner, 6001).is_ok());
         assert_eq!(
-            rooms.set_slow_mode("demo", owner, MAX_SLOW_MODE_SECS + 1),
-            Err(ChatError::BadSlowMode)
+            rooms.admit("demo", &rules, banned, 1),
+            Err(ChatError::Banned(None))
         );
+        assert!(matches!(
+            rooms.admit("demo", &rules, timed_out, 9000),
+            Err(ChatError::Banned(Some(10_000)))
+        ));
+        assert!(rooms.admit("demo", &rules, timed_out, 20_000).is_ok());
         for i in 0..5 {
             rooms.record(&ChatMessage {
                 id: MessageId(i),
@@ -251,8 +298,14 @@ mod tests {
                 at: i,
             });
         }
-        let h = rooms.history("demo").unwrap();
+        let h = rooms.history("demo");
         assert_eq!(h.iter().map(|m| m.id.0).collect::<Vec<_>>(), vec![2, 3, 4]);
-        assert_eq!(rooms.history("bad name"), Err(ChatError::BadName));
+        // Reads do not create entries.
+        assert!(rooms.history("other").is_empty());
+        assert_eq!(rooms.len(), 1);
+        rooms.sweep(Duration::ZERO, 0, |n| n == "demo");
+        assert_eq!(rooms.len(), 1);
+        rooms.sweep(Duration::ZERO, 0, |_| false);
+        assert!(rooms.is_empty());
     }
 }

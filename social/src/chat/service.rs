@@ -1,11 +1,19 @@
 //! Posting to a room and moderating it, shared by REST and WebSocket.
+//!
+//! A room's rules live in the channel store; this instance caches them ([`Rooms`]) and drops
+//! the cache when any instance announces a change on the bus ([`BusMessage::RoomChanged`]), or
+//! after [`super::rooms::RULES_TTL`] if such a notice was lost.
 
 use std::sync::Arc;
 
-use super::rooms::{ChatError, ChatMessage, Rooms};
+use super::rooms::{ChatError, ChatMessage, RoomRules, RoomSettings, Rooms};
+use crate::channels::{valid_name, Channel, ChannelError, Channels};
 use crate::events::bus::{BusError, BusMessage, EventBus};
 use crate::id::{IdGenerator, UserId};
 use crate::limits::{LimitError, Limits};
+
+/// Whether a stream is live now (the media plane's answer; `false` without one).
+pub type LiveCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Why a chat message was not posted.
 #[derive(Debug, thiserror::Error)]
@@ -14,47 +22,107 @@ pub enum PostError {
     /// Empty, too large, or over the sender's rate.
     #[error(transparent)]
     Limit(#[from] LimitError),
-    /// The room's rules (bans, slow mode, name).
+    /// The room's rules (bans, slow mode, name, existence).
     #[error(transparent)]
     Room(#[from] ChatError),
+    /// The rules could not be read.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
     /// The bus did not take it.
     #[error(transparent)]
     Bus(#[from] BusError),
 }
 
 /// Live chat of one instance.
-#[derive(Debug)]
 pub struct Chat {
     rooms: Rooms,
+    channels: Channels,
+    live: LiveCheck,
     bus: Arc<dyn EventBus>,
     ids: Arc<IdGenerator>,
     limits: Arc<Limits>,
 }
 
+impl std::fmt::Debug for Chat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chat")
+            .field("rooms", &self.rooms.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Chat {
-    /// Chat over `rooms`, posting through `bus`.
+    /// Chat over `rooms`, with the rules of `channels`, posting through `bus`; `live` says
+    /// which unreserved stream names have a room because they are live.
     pub fn new(
         rooms: Rooms,
+        channels: Channels,
+        live: LiveCheck,
         bus: Arc<dyn EventBus>,
         ids: Arc<IdGenerator>,
         limits: Arc<Limits>,
     ) -> Self {
         Self {
             rooms,
+            channels,
+            live,
             bus,
             ids,
             limits,
         }
     }
 
-    /// The rooms, for reads and owner actions without further rules.
+    /// The rooms of this instance.
     pub fn rooms(&self) -> &Rooms {
         &self.rooms
     }
 
-    /// Posts `content` from `from` to `room` at `now_ms`: checks size, rate, bans and slow
-    /// mode, then publishes to every instance (which records it and pushes it to the room's
-    /// sockets when it comes back from the bus).
+    /// The channels (their rules are the rooms' rules).
+    pub fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    /// Whether `room` is live now.
+    pub fn is_live(&self, room: &str) -> bool {
+        (self.live)(room)
+    }
+
+    /// The room's rules, from the cache or the store; [`ChatError::NoSuchRoom`] unless the name
+    /// is reserved or live.
+    pub async fn rules(&self, room: &str) -> Result<Arc<RoomRules>, PostError> {
+        if !valid_name(room) {
+            return Err(ChatError::BadName.into());
+        }
+        if let Some(r) = self.rooms.cached_rules(room) {
+            return Ok(r);
+        }
+        let channel = self.channels.store().get(room).await?;
+        if channel.is_none() && !self.is_live(room) {
+            return Err(ChatError::NoSuchRoom.into());
+        }
+        let bans = match &channel {
+            Some(_) => self.channels.store().bans(room).await?,
+            None => Vec::new(),
+        };
+        let rules = Arc::new(RoomRules::new(channel.as_ref(), &bans));
+        self.rooms.set_rules(room, rules.clone());
+        Ok(rules)
+    }
+
+    /// The room's settings, if it exists.
+    pub async fn settings(&self, room: &str) -> Result<RoomSettings, PostError> {
+        Ok(self.rules(room).await?.settings.clone())
+    }
+
+    /// The room's recent history, if it exists.
+    pub async fn history(&self, room: &str) -> Result<Vec<ChatMessage>, PostError> {
+        self.rules(room).await?;
+        Ok(self.rooms.history(room))
+    }
+
+    /// Posts `content` from `from` to `room` at `now_ms`: checks size, rate, the room's
+    /// existence, bans and slow mode, then publishes to every instance (which records it and
+    /// pushes it to the room's sockets when it comes back from the bus).
     pub async fn post(
         &self,
         from: UserId,
@@ -64,7 +132,8 @@ impl Chat {
     ) -> Result<ChatMessage, PostError> {
         self.limits.check_content(&content)?;
         self.limits.take(from)?;
-        self.rooms.admit(room, from, now_ms)?;
+        let rules = self.rules(room).await?;
+        self.rooms.admit(room, &rules, from, now_ms)?;
         let message = ChatMessage {
             id: self.ids.next_at(now_ms),
             room: room.to_owned(),
@@ -85,16 +154,79 @@ impl Chat {
         self.rooms.record(message);
     }
 
-    /// Bans `user` from `room` for `seconds` from `now_ms`, or for good (owner only).
-    pub fn ban(
+    /// Some instance changed `room`'s rules.
+    pub fn room_changed(&self, room: &str) {
+        self.rooms.invalidate(room);
+    }
+
+    /// Tells every instance (this one included) that `room`'s rules changed; best effort, the
+    /// cache expires anyway.
+    pub async fn announce(&self, room: &str) {
+        self.rooms.invalidate(room);
+        if let Err(e) = self
+            .bus
+            .publish_ephemeral(BusMessage::RoomChanged {
+                room: room.to_owned(),
+            })
+            .await
+        {
+            tracing::warn!(room, "announcing a room change: {e}");
+        }
+    }
+
+    /// Bans `user` from `room` for `seconds` from `now_ms`, or for good (owner or moderator).
+    pub async fn ban(
         &self,
         room: &str,
         by: UserId,
         user: UserId,
         seconds: Option<u64>,
         now_ms: u64,
-    ) -> Result<(), ChatError> {
-        let until = seconds.map(|s| now_ms.saturating_add(s.saturating_mul(1000)));
-        self.rooms.ban(room, by, user, until)
+    ) -> Result<(), ChannelError> {
+        self.channels.ban(by, room, user, seconds, now_ms).await?;
+        self.announce(room).await;
+        Ok(())
+    }
+
+    /// Lifts a ban (owner or moderator).
+    pub async fn unban(&self, room: &str, by: UserId, user: UserId) -> Result<(), ChannelError> {
+        self.channels.unban(by, room, user).await?;
+        self.announce(room).await;
+        Ok(())
+    }
+
+    /// Sets slow mode (owner only).
+    pub async fn set_slow_mode(
+        &self,
+        room: &str,
+        by: UserId,
+        secs: u64,
+    ) -> Result<Channel, ChannelError> {
+        let c = self.channels.configure(by, room, None, Some(secs)).await?;
+        self.announce(room).await;
+        Ok(c)
+    }
+
+    /// Adds or removes a moderator (owner only).
+    pub async fn set_moderator(
+        &self,
+        room: &str,
+        by: UserId,
+        user: UserId,
+        moderator: bool,
+    ) -> Result<Channel, ChannelError> {
+        let c = self
+            .channels
+            .set_moderator(by, room, user, moderator)
+            .await?;
+        self.announce(room).await;
+        Ok(c)
+    }
+
+    /// Forgets idle rooms (keeping live ones and those `keep` holds).
+    pub fn sweep(&self, now_ms: u64, keep: impl Fn(&str) -> bool) {
+        self.rooms.sweep(super::rooms::IDLE_ROOM, now_ms, |n| {
+            keep(n) || self.is_live(n)
+        });
     }
 }

@@ -35,6 +35,12 @@ pub enum BusMessage {
         /// The message.
         message: ChatMessage,
     },
+    /// A chat room's rules (owner, moderators, slow mode, bans) changed in the store: every
+    /// instance drops its cached copy.
+    RoomChanged {
+        /// The room (stream name).
+        room: String,
+    },
 }
 
 /// The bus failed to take a message.

@@ -405,6 +405,7 @@ fn key_of(msg: &BusMessage) -> Vec<u8> {
         BusMessage::Event { event } => event.conversation().to_bytes().to_vec(),
         BusMessage::Typing { from, to } => ConversationId::between(*from, *to).to_bytes().to_vec(),
         BusMessage::Chat { message } => format!("room:{}", message.room).into_bytes(),
+        BusMessage::RoomChanged { room } => format!("room:{room}").into_bytes(),
     }
 }
 

@@ -58,5 +58,6 @@ pub fn deliver(conns: &Connections, chat: &Chat, m: BusMessage) {
                 &Frame::new(&json!({"type": "chat", "message": message})),
             );
         }
+        BusMessage::RoomChanged { room } => chat.room_changed(&room),
     }
 }

@@ -180,6 +180,11 @@ impl Connections {
             .unwrap_or_default();
         conns.iter().filter(|c| c.send(frame)).count()
     }
+
+    /// Whether a socket of this instance is in `room`.
+    pub fn room_has_members(&self, room: &str) -> bool {
+        lock(&self.rooms).contains_key(room)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -19,6 +19,7 @@
 //! The follow graph ([`crate::graph::store::embedded`]) keeps its keyspaces (`fwd`, `bwd`, `edges`,
 //! `gcounts`, `profiles`, `popular`) in the same database, and its follow/unfollow/profile
 //! writes go through the same writer thread and group commit; see that module for its layout.
+//! So do the channels ([`crate::channels::store::embedded`]: `channels`, `owned`, `bans`).
 //!
 //! `conv` is [`ConversationId::to_bytes`]. Outbox sequence numbers are per node and strictly
 //! increase, also across restarts and after every record was acknowledged (`meta` keeps the
@@ -177,6 +178,12 @@ pub(crate) struct Spaces {
     pub(crate) profiles: Keyspace,
     /// Graph: `!followers | user` → ().
     pub(crate) popular: Keyspace,
+    /// Channels: `name` → channel JSON.
+    pub(crate) channels: Keyspace,
+    /// Channels: `owner | name` → ().
+    pub(crate) owned: Keyspace,
+    /// Channels: `name | 0 | user` → ban JSON.
+    pub(crate) bans: Keyspace,
 }
 
 /// A change to apply on the writer thread; returns what to do once the group is synced.
@@ -290,6 +297,9 @@ impl Spaces {
             gcounts: ks("gcounts")?,
             profiles: ks("profiles")?,
             popular: ks("popular")?,
+            channels: ks("channels")?,
+            owned: ks("owned")?,
+            bans: ks("bans")?,
         })
     }
 

@@ -1220,6 +1220,11 @@ impl ScyllaStore {
         self.node
     }
 
+    /// The session (other roles' tables live in the same keyspace).
+    pub fn session(&self) -> &Session {
+        &self.shared.session
+    }
+
     /// The keyspace in use.
     pub fn keyspace(&self) -> &str {
         &self.shared.keyspace
