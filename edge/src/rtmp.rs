@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use zerocast_ingest::session::{Output, ServerSession, SessionEvent};
+use zerocast_ingest::chunk::ChunkError;
+use zerocast_ingest::session::{Output, ServerSession, SessionError, SessionEvent};
 
-use crate::hub::{lock, Stream};
+use crate::hub::{lock, PublishError, Stream};
+use crate::limits::held_back;
 use crate::metrics::Limit;
 use crate::transport::Transport;
 use crate::Ctx;
@@ -37,7 +39,7 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
     let mut conn = Conn {
         id: ctx.hub.next_conn_id(),
         peer,
-        session: ServerSession::new(),
+        session: ServerSession::with_limits(ctx.config.rtmp_limits()),
         publishing: None,
         out: Vec::new(),
     };
@@ -83,7 +85,12 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
                     .await
                     .map_err(|e| format!("write: {e}"))?;
             }
-            handled.map_err(|e| e.to_string())?;
+            handled.map_err(|e| {
+                if let Some(limit) = limit_of(&e) {
+                    ctx.metrics.count_limit(limit);
+                }
+                e.to_string()
+            })?;
         }
     }
     .await;
@@ -123,9 +130,12 @@ impl Conn {
                         "unknown application {app:?}: publish to rtmp://HOST/{APP}/NAME"
                     ))
                 } else {
-                    ctx.hub
-                        .claim(&name, self.id, unix_ms())
-                        .map_err(|e| e.to_string())
+                    ctx.hub.claim(&name, self.id, unix_ms()).map_err(|e| {
+                        if matches!(e, PublishError::TooManyStreams(_)) {
+                            ctx.metrics.count_limit(Limit::MaxStreams);
+                        }
+                        e.to_string()
+                    })
                 };
                 match claim {
                     Ok(stream) => {
@@ -136,7 +146,11 @@ impl Conn {
                         }
                     }
                     Err(why) => {
-                        tracing::warn!(stream = %name, peer = %self.peer, "publish refused: {why}");
+                        // A flood of refused names must not flood the log.
+                        if let Some(held) = ctx.publish_refusals.admit(Instant::now()) {
+                            let held = held_back(held);
+                            tracing::warn!(stream = %name, peer = %self.peer, "publish refused: {why}{held}");
+                        }
                         if let Err(e) = self.session.reject_publish(request_id, &why) {
                             tracing::warn!(stream = %name, "refusing publish: {e}");
                         }
@@ -167,6 +181,15 @@ impl Conn {
             }
             _ => {}
         }
+    }
+}
+
+/// The limit that ended a session, for `zerocast_limit_hits_total`.
+fn limit_of(e: &SessionError) -> Option<Limit> {
+    match e {
+        SessionError::Chunk(ChunkError::MessageTooLong { .. }) => Some(Limit::RtmpMessageSize),
+        SessionError::Chunk(ChunkError::ChunkSizeTooLarge { .. }) => Some(Limit::RtmpChunkSize),
+        _ => None,
     }
 }
 
