@@ -6,7 +6,8 @@
 //! The second test runs, one after the other: 50 unauthenticated RTMP connections announcing
 //! 16 MiB messages (server RSS must stay flat), a flood of stream names past `max-streams`, a
 //! full `max-connections-per-ip`, and slow RTMP clients, while a viewer and a REST client from
-//! another address are served; it prints a table of what they measured per phase.
+//! another address are served; it prints a table of what they measured per phase. The third
+//! completes TLS handshakes on HTTPS (h2, http/1.1) and RTMPS and then idles.
 
 // Tests print what they measured; that is their report.
 #![allow(clippy::print_stdout)]
@@ -843,4 +844,115 @@ fn unauthenticated_memory_name_flood_and_address_cap_while_viewers_are_served() 
             p.ok
         );
     }
+}
+
+/// Completes a TLS handshake on each of `cases` (port, ALPN protocol or empty) at once, then
+/// sends nothing; prints, per case, the ALPN agreed, whether the server closed the connection
+/// within `limit` seconds, and the first bytes it sent.
+const TLS_IDLE_PY: &str = r#"
+import json, socket, ssl, sys, threading, time
+cases, limit = json.loads(sys.argv[1]), float(sys.argv[2])
+out = [None] * len(cases)
+def run(i, port, alpn):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols([alpn])
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+    s.settimeout(0.2)
+    got, closed, start = b"", False, time.time()
+    while time.time() - start < limit:
+        try:
+            b = s.recv(4096)
+        except socket.timeout:
+            continue
+        except (ssl.SSLError, OSError):
+            closed = True
+            break
+        if not b:
+            closed = True
+            break
+        got += b
+    out[i] = {"alpn": s.selected_alpn_protocol(), "closed": closed, "first": got[:16].decode("latin-1")}
+threads = [threading.Thread(target=run, args=(i, p, a)) for i, (p, a) in enumerate(cases)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn tls_connections_idle_after_the_handshake_are_cut_by_their_deadlines() {
+    let tmp = TempDir::new("abuse-tls-idle");
+    make_cert(&tmp.0);
+    let (https, rtmps) = (free_port(), free_port());
+    let (cert, key) = (tmp.0.join("cert.pem"), tmp.0.join("key.pem"));
+    let server = Server::start_with_env(
+        "auto",
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--https",
+            &format!("127.0.0.1:{https}"),
+            "--rtmps",
+            &format!("127.0.0.1:{rtmps}"),
+        ],
+        &[
+            ("ZEROCAST_HTTP_HEAD_TIMEOUT", DEADLINE_MS.to_string()),
+            ("ZEROCAST_RTMP_PUBLISH_TIMEOUT", DEADLINE_MS.to_string()),
+        ],
+    );
+    let s = &server;
+    // TLS handshakes that complete, then silence: HTTP/2, HTTP/1.1 (HTTPS) and RTMPS.
+    let cases = serde_json::json!([[https, "h2"], [https, "http/1.1"], [rtmps, ""]]);
+    let attack = std::process::Command::new("python3")
+        .args(["-c", TLS_IDLE_PY, &cases.to_string(), "8"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is installed");
+    // Meanwhile an HTTPS client (HTTP/2) and a plain one are served.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut served = 0;
+    while Instant::now() < deadline {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "--http2", "--max-time", "5", "-o", "/dev/null"])
+            .args(["-w", "%{http_code} %{http_version}"])
+            .arg(format!("https://127.0.0.1:{https}/api/streams"))
+            .output()
+            .expect("curl is installed");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200 2");
+        assert_eq!(s.get("/api/streams").status, 200);
+        served += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = attack.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("TLS idle after the handshake: {stdout}; {served} rounds of well-behaved requests");
+    let results: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let [h2, h1, rtmp] = [0, 1, 2].map(|i| &results[i]);
+    assert_eq!(h2["alpn"], "h2", "{results}");
+    assert_eq!(h1["alpn"], "http/1.1", "{results}");
+    for (what, r) in [("HTTP/2", h2), ("HTTP/1.1 over TLS", h1), ("RTMPS", rtmp)] {
+        assert_eq!(r["closed"], true, "{what}: still open after 8 s: {results}");
+    }
+    assert!(
+        h1["first"].as_str().unwrap().starts_with("HTTP/1.1 408"),
+        "{results}"
+    );
+    let hits = |limit: &str| {
+        metric(
+            s,
+            &format!("zerocast_limit_hits_total{{limit=\"{limit}\"}}"),
+        )
+    };
+    assert_eq!(hits("http_head_timeout"), 2);
+    assert_eq!(hits("rtmp_publish_timeout"), 1);
+    let logs = s.logs();
+    assert!(
+        logs.contains(&format!("no HTTP/2 request within {DEADLINE_MS} ms")),
+        "{logs}"
+    );
 }
