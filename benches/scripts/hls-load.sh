@@ -55,7 +55,8 @@ if [[ "$proto" != http1 ]]; then
   tls_flags=(--tls-cert "$certdir/cert.pem" --tls-key "$certdir/key.pem"
     --https 127.0.0.1:"$https" --rtmps 127.0.0.1:"$rtmps")
 fi
-ZEROCAST_SOCIAL=false "$server_bin" serve --rtmp 127.0.0.1:"$rtmp" --http 127.0.0.1:"$http" --driver "$driver" \
+# Every viewer connects from 127.0.0.1: no per-address cap.
+ZEROCAST_SOCIAL=false ZEROCAST_MAX_CONNECTIONS_PER_IP=0 "$server_bin" serve --rtmp 127.0.0.1:"$rtmp" --http 127.0.0.1:"$http" --driver "$driver" \
   "${tls_flags[@]}" 2> "${SERVER_LOG:-/tmp/zerocast-load-server.log}" &
 server=$!
 sleep 0.5

@@ -44,7 +44,8 @@ media="$work/src.flv"
 
 zc=; ff=; hy=
 trap 'kill $hy $ff $zc 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-ZEROCAST_SOCIAL=false ZEROCAST_PLAYLIST_WINDOW=1000 "$zbin" serve --rtmp 127.0.0.1:"$rtmp" --http 127.0.0.1:"$http" --workers 1 --driver "$driver" \
+# wrk connects from 127.0.0.1 only: no per-address cap.
+ZEROCAST_SOCIAL=false ZEROCAST_MAX_CONNECTIONS_PER_IP=0 ZEROCAST_PLAYLIST_WINDOW=1000 "$zbin" serve --rtmp 127.0.0.1:"$rtmp" --http 127.0.0.1:"$http" --workers 1 --driver "$driver" \
   2> "$work/zerocast.log" &
 zc=$!
 sleep 0.5

@@ -100,6 +100,19 @@ pub struct Config {
     pub webhook_timeout: u64,
     /// Stream names one user may reserve.
     pub max_streams_per_user: usize,
+    /// Open media connections at most from one client address (an IPv6 client: its /64),
+    /// over every media listener; further ones are closed at once. 0: no per-address cap.
+    pub max_connections_per_ip: usize,
+    /// Streams in the hub at most (live, waiting for their publisher, or ended and lingering;
+    /// an ended one makes room for a new one). Further publishes are refused.
+    pub max_streams: usize,
+    /// Longest RTMP message, bytes, a client may announce before its publish is accepted
+    /// (connect, createStream and publish are a few hundred bytes).
+    pub rtmp_max_message_before_publish: u32,
+    /// Largest RTMP chunk size, bytes, a client may set before its publish is accepted.
+    pub rtmp_max_chunk_size_before_publish: u32,
+    /// Longest RTMP message, bytes, a publisher may send (a video frame); at most 16777215.
+    pub rtmp_max_message: u32,
     /// Directory for everything the embedded backends persist.
     pub data_dir: PathBuf,
     /// Social API listen address (`/api/v1`).
@@ -177,6 +190,11 @@ impl Default for Config {
             unpublish_webhook: None,
             webhook_timeout: 2000,
             max_streams_per_user: 10,
+            max_connections_per_ip: 256,
+            max_streams: 1000,
+            rtmp_max_message_before_publish: 64 * 1024,
+            rtmp_max_chunk_size_before_publish: 64 * 1024,
+            rtmp_max_message: MAX_RTMP_MESSAGE,
             data_dir: PathBuf::from("zerocast-data"),
             api: ([0, 0, 0, 0], 8090).into(),
             api_https: ([0, 0, 0, 0], 8091).into(),
@@ -284,6 +302,22 @@ pub struct Overrides {
     /// URL that decides publishes when --publish-auth webhook.
     #[arg(long, value_name = "URL")]
     pub publish_webhook: Option<String>,
+    /// Open media connections at most from one address (IPv6: one /64); 0 for no cap
+    /// [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Streams at most on this node; more publishes are refused [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_streams: Option<usize>,
+    /// Longest RTMP message before a publish is accepted, bytes [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub rtmp_max_message_before_publish: Option<u32>,
+    /// Largest RTMP chunk size before a publish is accepted, bytes [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub rtmp_max_chunk_size_before_publish: Option<u32>,
+    /// Longest RTMP message of a publisher, bytes [default: 16777215].
+    #[arg(long, value_name = "BYTES")]
+    pub rtmp_max_message: Option<u32>,
     /// Data directory for the embedded backends [default: ./zerocast-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -387,6 +421,20 @@ impl Config {
                 .map(str::to_owned)
                 .collect();
         }
+        var!(
+            "ZEROCAST_MAX_CONNECTIONS_PER_IP",
+            self.max_connections_per_ip
+        );
+        var!("ZEROCAST_MAX_STREAMS", self.max_streams);
+        var!(
+            "ZEROCAST_RTMP_MAX_MESSAGE_BEFORE_PUBLISH",
+            self.rtmp_max_message_before_publish
+        );
+        var!(
+            "ZEROCAST_RTMP_MAX_CHUNK_SIZE_BEFORE_PUBLISH",
+            self.rtmp_max_chunk_size_before_publish
+        );
+        var!("ZEROCAST_RTMP_MAX_MESSAGE", self.rtmp_max_message);
         var!("ZEROCAST_DATA_DIR", self.data_dir);
         var!("ZEROCAST_API", self.api);
         var!("ZEROCAST_API_HTTPS", self.api_https);
@@ -474,6 +522,21 @@ impl Config {
         if let Some(v) = &f.publish_webhook {
             self.publish_webhook = Some(v.clone()).filter(|u| !u.is_empty());
         }
+        if let Some(v) = f.max_connections_per_ip {
+            self.max_connections_per_ip = v;
+        }
+        if let Some(v) = f.max_streams {
+            self.max_streams = v;
+        }
+        if let Some(v) = f.rtmp_max_message_before_publish {
+            self.rtmp_max_message_before_publish = v;
+        }
+        if let Some(v) = f.rtmp_max_chunk_size_before_publish {
+            self.rtmp_max_chunk_size_before_publish = v;
+        }
+        if let Some(v) = f.rtmp_max_message {
+            self.rtmp_max_message = v;
+        }
         if let Some(v) = &f.data_dir {
             self.data_dir = v.clone();
         }
@@ -529,6 +592,21 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "rtmp-publish-timeout and http-head-timeout must be at least 100 ms".into(),
             ));
+        }
+        if self.max_streams == 0 {
+            return Err(ConfigError::Invalid(
+                "max-streams must be at least 1".into(),
+            ));
+        }
+        if !(4096..=MAX_RTMP_MESSAGE).contains(&self.rtmp_max_message_before_publish)
+            || !(128..=MAX_RTMP_MESSAGE).contains(&self.rtmp_max_chunk_size_before_publish)
+            || !(65_536..=MAX_RTMP_MESSAGE).contains(&self.rtmp_max_message)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "rtmp-max-message-before-publish must be 4096 to {MAX_RTMP_MESSAGE} bytes, \
+                 rtmp-max-chunk-size-before-publish 128 to {MAX_RTMP_MESSAGE}, \
+                 rtmp-max-message 65536 to {MAX_RTMP_MESSAGE}"
+            )));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid(
@@ -598,6 +676,15 @@ impl Config {
     /// The certificate and key files, when TLS is configured.
     pub fn tls_files(&self) -> Option<(&Path, &Path)> {
         Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
+    }
+
+    /// The RTMP session's limits.
+    pub fn rtmp_limits(&self) -> zerocast_ingest::SessionLimits {
+        let mut l = zerocast_ingest::SessionLimits::default();
+        l.max_message_before_publish = self.rtmp_max_message_before_publish;
+        l.max_chunk_size_before_publish = self.rtmp_max_chunk_size_before_publish;
+        l.max_message = self.rtmp_max_message;
+        l
     }
 
     /// The packager's parameters.
@@ -673,6 +760,9 @@ impl Config {
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
+
+/// Longest message an RTMP chunk header can declare.
+const MAX_RTMP_MESSAGE: u32 = zerocast_ingest::chunk::MAX_MESSAGE_LEN;
 
 /// What `zerocast config` prints instead of a secret.
 pub const REDACTED: &str = "<redacted>";
@@ -817,6 +907,61 @@ mod tests {
         c.http_head_timeout = 2000;
         c.max_connections = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn abuse_limit_keys_from_file_env_and_flags() {
+        let d = Config::default();
+        assert_eq!((d.max_connections_per_ip, d.max_streams), (256, 1000));
+        assert_eq!(
+            (
+                d.rtmp_max_message_before_publish,
+                d.rtmp_max_chunk_size_before_publish,
+                d.rtmp_max_message
+            ),
+            (65_536, 65_536, 16_777_215)
+        );
+        let mut c: Config = toml::from_str(
+            "max-connections-per-ip = 0\nmax-streams = 20\nrtmp-max-message = 2000000\n",
+        )
+        .unwrap();
+        c.apply_env(|k| match k {
+            "ZEROCAST_MAX_STREAMS" => Some("30".into()),
+            "ZEROCAST_RTMP_MAX_CHUNK_SIZE_BEFORE_PUBLISH" => Some("4096".into()),
+            _ => None,
+        })
+        .unwrap();
+        c.apply_flags(&Overrides {
+            max_connections_per_ip: Some(64),
+            rtmp_max_message_before_publish: Some(8192),
+            ..Overrides::default()
+        });
+        assert_eq!((c.max_connections_per_ip, c.max_streams), (64, 30));
+        c.validate().unwrap();
+        let l = c.rtmp_limits();
+        assert_eq!(
+            (
+                l.max_message_before_publish,
+                l.max_chunk_size_before_publish,
+                l.max_message
+            ),
+            (8192, 4096, 2_000_000)
+        );
+        let text = c.to_toml();
+        assert!(text.contains("max-connections-per-ip = 64"), "{text}");
+        assert!(
+            text.contains("rtmp-max-message-before-publish = 8192"),
+            "{text}"
+        );
+        for bad in [
+            "max-streams = 0",
+            "rtmp-max-message-before-publish = 100",
+            "rtmp-max-message = 16777216",
+            "rtmp-max-chunk-size-before-publish = 64",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

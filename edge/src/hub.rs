@@ -418,6 +418,9 @@ pub enum PublishError {
         "stream {0} is waiting for its publisher to reconnect; only that publisher may resume it"
     )]
     Reconnecting(String),
+    /// The hub holds `max-streams` streams, none of them ended.
+    #[error("this server already has its maximum of {0} streams (max-streams)")]
+    TooManyStreams(usize),
 }
 
 /// Every stream of this process.
@@ -427,6 +430,8 @@ pub struct Hub {
     config: PackagerConfig,
     next_conn: AtomicU64,
     series: StreamSeries,
+    /// Streams held at most (`max-streams`).
+    max_streams: usize,
 }
 
 impl Hub {
@@ -437,7 +442,15 @@ impl Hub {
             config,
             next_conn: AtomicU64::new(1),
             series,
+            max_streams: usize::MAX,
         }
+    }
+
+    /// Holds at most `max` streams (live, waiting for their publisher, or ended): a new name
+    /// takes the place of the stream that ended first, or is refused when none has ended.
+    pub fn with_max_streams(mut self, max: usize) -> Self {
+        self.max_streams = max.max(1);
+        self
     }
 
     /// A process-unique connection id.
@@ -494,6 +507,8 @@ impl Hub {
                 }
                 Publisher::Ended(_) => {}
             }
+        } else if !self.make_room(&mut streams) {
+            return Err(PublishError::TooManyStreams(self.max_streams));
         }
         let epoch = format!("{:x}", now_unix_ms as u64 ^ conn);
         let metrics = self.series.attach(name);
@@ -510,6 +525,28 @@ impl Hub {
             self.series.detach(&old.metrics);
         }
         Ok(s)
+    }
+
+    /// Below `max-streams`, or brought below it by forgetting the stream that ended first;
+    /// false when every stream is live or waiting for its publisher.
+    fn make_room(&self, streams: &mut HashMap<String, Arc<Stream>>) -> bool {
+        if streams.len() < self.max_streams {
+            return true;
+        }
+        let oldest = streams
+            .values()
+            .filter_map(|s| match *lock(&s.publisher) {
+                Publisher::Ended(t) => Some((t, s.name.clone())),
+                _ => None,
+            })
+            .min();
+        let Some((_, name)) = oldest else {
+            return false;
+        };
+        if let Some(old) = streams.remove(&name) {
+            self.series.detach(&old.metrics);
+        }
+        streams.len() < self.max_streams
     }
 
     /// Publisher `conn` of `stream` went away.
@@ -715,5 +752,42 @@ mod tests {
         // The freed places go to new streams.
         hub.claim("e", 10, anyone(), 0).unwrap();
         assert_eq!(series(&scrape(&m), "e").len(), 3);
+    }
+
+    #[test]
+    fn max_streams_refuses_new_names_and_ended_streams_make_room() {
+        let m = Metrics::new(10);
+        let hub = Hub::new(Config::default().packager(), m.stream_series()).with_max_streams(3);
+        let a = hub.claim("a", 1, anyone(), 0).unwrap();
+        let b = hub.claim("b", 2, anyone(), 0).unwrap();
+        hub.claim("c", 3, anyone(), 0).unwrap();
+        assert_eq!(
+            hub.claim("d", 4, anyone(), 0).unwrap_err(),
+            PublishError::TooManyStreams(3)
+        );
+        assert_eq!(
+            hub.claim("d", 4, anyone(), 0).unwrap_err().to_string(),
+            "this server already has its maximum of 3 streams (max-streams)"
+        );
+        // A refused name leaves nothing behind: no stream, no series.
+        assert!(hub.get("d").is_none());
+        assert!(series(&scrape(&m), "d").is_empty());
+        // Names already in the hub are not new streams: a returning publisher continues.
+        hub.release(&a, 1);
+        assert!(Arc::ptr_eq(&hub.claim("a", 5, anyone(), 0).unwrap(), &a));
+        // A publisher that left still holds its place through the grace window...
+        hub.release(&b, 2);
+        let grace = Duration::from_secs(10);
+        let t = Instant::now();
+        hub.sweep(t, grace, Duration::from_secs(30));
+        assert!(hub.claim("d", 6, anyone(), 0).is_err());
+        // ... and once its stream ended, a new name takes that place.
+        hub.sweep(t + grace, grace, Duration::from_secs(30));
+        hub.claim("d", 6, anyone(), 0).unwrap();
+        assert!(hub.get("b").is_none());
+        let text = scrape(&m);
+        assert!(series(&text, "b").is_empty(), "{text}");
+        assert!(text.contains("zerocast_streams 3\n"), "{text}");
+        assert_eq!(hub.all().len(), 3);
     }
 }

@@ -21,6 +21,7 @@ pub mod config;
 mod http;
 pub mod hub;
 mod iov;
+pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod publish;
@@ -31,6 +32,7 @@ mod transport;
 
 use crate::config::Config;
 use crate::hub::{Hub, Stream};
+use crate::limits::{LogBudget, PerIp};
 use crate::metrics::Metrics;
 use crate::notify::Notify;
 use crate::publish::PublishAuth;
@@ -49,6 +51,10 @@ pub struct Ctx {
     pub shutdown_signal: Notify,
     /// Open connections (RTMP and HTTP).
     pub connections: AtomicUsize,
+    /// Open connections per client address (`max-connections-per-ip`).
+    pub per_ip: PerIp,
+    /// Log lines for refused publishes (a flood of names or keys must not flood the log).
+    pub publish_refusals: LogBudget,
     /// `Alt-Svc` value announcing HTTP/3 on every TCP response, when TLS is configured.
     pub alt_svc: Option<String>,
     /// Who may publish, and the keys of playback tokens.
@@ -63,7 +69,10 @@ impl Ctx {
             .tls_files()
             .map(|_| format!("h3=\":{}\"; ma=86400", config.https.port()));
         Self {
-            hub: Hub::new(config.packager(), metrics.stream_series()),
+            hub: Hub::new(config.packager(), metrics.stream_series())
+                .with_max_streams(config.max_streams),
+            per_ip: PerIp::new(config.max_connections_per_ip),
+            publish_refusals: LogBudget::new(20, 5),
             config,
             metrics,
             shutdown: AtomicBool::new(false),

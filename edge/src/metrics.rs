@@ -124,14 +124,28 @@ pub enum Limit {
     HttpHeadTimeout,
     /// A TLS handshake not complete within its deadline.
     TlsHandshakeTimeout,
+    /// `max-connections-per-ip` reached: a new connection from that address was closed at once.
+    MaxConnectionsPerIp,
+    /// `max-streams` reached: a publish of a new stream name was refused.
+    MaxStreams,
+    /// An RTMP message longer than allowed (`rtmp-max-message-before-publish` before the
+    /// publish is accepted, `rtmp-max-message` after) was announced: the connection was closed.
+    RtmpMessageSize,
+    /// A Set Chunk Size above `rtmp-max-chunk-size-before-publish` before the publish was
+    /// accepted: the connection was closed.
+    RtmpChunkSize,
 }
 
 impl Limit {
-    const ALL: [Limit; 4] = [
+    const ALL: [Limit; 8] = [
         Limit::MaxConnections,
         Limit::RtmpPublishTimeout,
         Limit::HttpHeadTimeout,
         Limit::TlsHandshakeTimeout,
+        Limit::MaxConnectionsPerIp,
+        Limit::MaxStreams,
+        Limit::RtmpMessageSize,
+        Limit::RtmpChunkSize,
     ];
 
     fn name(self) -> &'static str {
@@ -140,6 +154,10 @@ impl Limit {
             Limit::RtmpPublishTimeout => "rtmp_publish_timeout",
             Limit::HttpHeadTimeout => "http_head_timeout",
             Limit::TlsHandshakeTimeout => "tls_handshake_timeout",
+            Limit::MaxConnectionsPerIp => "max_connections_per_ip",
+            Limit::MaxStreams => "max_streams",
+            Limit::RtmpMessageSize => "rtmp_message_size",
+            Limit::RtmpChunkSize => "rtmp_chunk_size",
         }
     }
 }
@@ -206,7 +224,7 @@ impl Metrics {
             Limit::ALL.map(|l| limits_family.get_or_create_owned(&LimitLabel { limit: l.name() }));
         registry.register(
             "zerocast_limit_hits",
-            "Connections closed or refused by a limit (max-connections, deadlines)",
+            "Connections closed or refused, and publishes refused, by a limit (connection caps, deadlines, sizes, max-streams)",
             limits_family,
         );
         Self {

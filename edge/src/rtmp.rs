@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use zerocast_ingest::session::{Output, ServerSession, SessionEvent};
+use zerocast_ingest::chunk::ChunkError;
+use zerocast_ingest::session::{Output, ServerSession, SessionError, SessionEvent};
 
-use crate::hub::{lock, Stream};
+use crate::hub::{lock, PublishError, Stream};
+use crate::limits::held_back;
 use crate::metrics::Limit;
 use crate::publish::split_key;
 use crate::transport::Transport;
@@ -44,7 +46,7 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
     let mut conn = Conn {
         id: ctx.hub.next_conn_id(),
         peer,
-        session: ServerSession::new(),
+        session: ServerSession::with_limits(ctx.config.rtmp_limits()),
         publishing: None,
         pending: None,
         refused: false,
@@ -96,7 +98,12 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
                     .await
                     .map_err(|e| format!("write: {e}"))?;
             }
-            handled.map_err(|e| e.to_string())?;
+            handled.map_err(|e| {
+                if let Some(limit) = limit_of(&e) {
+                    ctx.metrics.count_limit(limit);
+                }
+                e.to_string()
+            })?;
             if conn.refused {
                 return Ok(());
             }
@@ -134,10 +141,12 @@ impl Conn {
             Err(format!("invalid stream name {name:?}"))
         } else {
             match ctx.auth.authorize(app, name, key, self.peer).await {
-                Ok(grant) => ctx
-                    .hub
-                    .claim(name, self.id, grant, unix_ms())
-                    .map_err(|e| e.to_string()),
+                Ok(grant) => ctx.hub.claim(name, self.id, grant, unix_ms()).map_err(|e| {
+                    if matches!(e, PublishError::TooManyStreams(_)) {
+                        ctx.metrics.count_limit(Limit::MaxStreams);
+                    }
+                    e.to_string()
+                }),
                 Err(why) => Err(why),
             }
         };
@@ -151,7 +160,11 @@ impl Conn {
             }
             Err(why) => {
                 ctx.metrics.count_publish_refused();
-                tracing::warn!(stream = %name, peer = %self.peer, "publish refused: {why}");
+                // A flood of refused names or keys must not flood the log.
+                if let Some(held) = ctx.publish_refusals.admit(Instant::now()) {
+                    let held = held_back(held);
+                    tracing::warn!(stream = %name, peer = %self.peer, "publish refused: {why}{held}");
+                }
                 self.refused = true;
                 if let Err(e) = self.session.reject_publish(request_id, &why) {
                     tracing::warn!(stream = %name, "refusing publish: {e}");
@@ -202,6 +215,15 @@ impl Conn {
             }
             _ => {}
         }
+    }
+}
+
+/// The limit that ended a session, for `zerocast_limit_hits_total`.
+fn limit_of(e: &SessionError) -> Option<Limit> {
+    match e {
+        SessionError::Chunk(ChunkError::MessageTooLong { .. }) => Some(Limit::RtmpMessageSize),
+        SessionError::Chunk(ChunkError::ChunkSizeTooLarge { .. }) => Some(Limit::RtmpChunkSize),
+        _ => None,
     }
 }
 

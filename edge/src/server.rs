@@ -425,11 +425,21 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
+        let Some(ip_slot) = ctx.per_ip.acquire(peer.ip()) else {
+            ctx.metrics.count_limit(Limit::MaxConnectionsPerIp);
+            if let Some(more) = refusals.tick() {
+                let max = ctx.config.max_connections_per_ip;
+                let key = crate::limits::IpKey::of(peer.ip());
+                tracing::warn!(%peer, ?kind, "max-connections-per-ip ({max}) reached for {key}: connection closed ({more} more since the last line)");
+            }
+            drop(stream);
+            continue;
+        };
         let guard = ConnGuard::new(ctx.clone());
         let ctx = ctx.clone();
         let tls = tls.clone();
         monoio::spawn(async move {
-            let _guard = guard;
+            let _guard = (guard, ip_slot);
             let _ = stream.set_nodelay(true);
             match (kind, tls) {
                 (Listen::Rtmp, _) => crate::rtmp::serve_conn(stream, peer, ctx.clone()).await,

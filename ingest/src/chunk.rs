@@ -24,6 +24,9 @@ pub const MAX_MESSAGE_LEN: u32 = 0x00FF_FFFF;
 pub const MAX_CHUNK_STREAMS: usize = 64;
 /// Most bytes that may be declared by messages being reassembled at once.
 pub const MAX_REASSEMBLY_BYTES: usize = 24 << 20;
+/// The largest chunk size a peer may set: any, since no message is longer than
+/// [`MAX_MESSAGE_LEN`] (see [`ChunkDecoder::set_limits`] for a smaller one).
+pub const MAX_CHUNK_SIZE: u32 = MAX_MESSAGE_LEN;
 
 /// Initial buffer for a message split across chunks; it grows once to the message length.
 const INITIAL_REASSEMBLY_CAPACITY: usize = 64 * 1024;
@@ -80,6 +83,30 @@ pub enum ChunkError {
     InvalidChunkSize {
         /// The requested size.
         size: u32,
+    },
+    /// A chunk header starts a message longer than the decoder's current limit
+    /// ([`ChunkDecoder::set_limits`]). Reported when the header is complete, before any of
+    /// the message's payload is buffered.
+    #[error("chunk at byte {offset}: message of {length} bytes (type {type_id}, chunk stream {csid}) exceeds the limit of {max} bytes")]
+    MessageTooLong {
+        /// Offset of the chunk.
+        offset: u64,
+        /// Chunk stream id.
+        csid: u32,
+        /// Message type id.
+        type_id: u8,
+        /// The declared message length.
+        length: u32,
+        /// The limit in force.
+        max: u32,
+    },
+    /// A Set Chunk Size above the decoder's current limit ([`ChunkDecoder::set_limits`]).
+    #[error("chunk size {size} exceeds the limit of {max} bytes")]
+    ChunkSizeTooLarge {
+        /// The requested size.
+        size: u32,
+        /// The limit in force.
+        max: u32,
     },
 }
 
@@ -153,6 +180,10 @@ pub struct ChunkDecoder {
     offset: u64,
     /// Sum of the lengths of messages being reassembled.
     reassembling: usize,
+    /// Longest message a header may start.
+    max_message_len: u32,
+    /// Largest chunk size the peer may set.
+    max_chunk_size: u32,
 }
 
 impl ChunkDecoder {
@@ -164,7 +195,19 @@ impl ChunkDecoder {
             streams: HashMap::new(),
             offset,
             reassembling: 0,
+            max_message_len: MAX_MESSAGE_LEN,
+            max_chunk_size: MAX_CHUNK_SIZE,
         }
+    }
+
+    /// Sets the longest message a chunk header may start and the largest chunk size the peer
+    /// may set from now on (both default to [`MAX_MESSAGE_LEN`], the protocol's own bound).
+    /// A header announcing a longer message fails [`decode`](Self::decode) with
+    /// [`ChunkError::MessageTooLong`] before its payload is buffered; a message already being
+    /// reassembled, and the chunk size already in force, are not affected.
+    pub fn set_limits(&mut self, max_message_len: u32, max_chunk_size: u32) {
+        self.max_message_len = max_message_len.min(MAX_MESSAGE_LEN);
+        self.max_chunk_size = max_chunk_size.min(MAX_CHUNK_SIZE);
     }
 
     /// Connection offset of the next byte to decode.
@@ -178,10 +221,17 @@ impl ChunkDecoder {
     }
 
     /// Applies a Set Chunk Size message from the peer. Sizes above [`MAX_MESSAGE_LEN`] act as
-    /// [`MAX_MESSAGE_LEN`]: no message is longer.
+    /// [`MAX_MESSAGE_LEN`]: no message is longer. A size above the limit of
+    /// [`set_limits`](Self::set_limits) (when lower than that) is refused.
     pub fn set_chunk_size(&mut self, size: u32) -> Result<(), ChunkError> {
         if size == 0 || size > 0x7FFF_FFFF {
             return Err(ChunkError::InvalidChunkSize { size });
+        }
+        if self.max_chunk_size < MAX_CHUNK_SIZE && size > self.max_chunk_size {
+            return Err(ChunkError::ChunkSizeTooLarge {
+                size,
+                max: self.max_chunk_size,
+            });
         }
         self.chunk_size = size.min(MAX_MESSAGE_LEN);
         Ok(())
@@ -237,6 +287,22 @@ impl ChunkDecoder {
             (None, 0 | 1) => (header.length, 0),
             (None, _) => (prev_length, 0),
         };
+        // A new message: refuse it on its header if it is too long, before buffering any of it.
+        // (Type 2 and 3 headers repeat an earlier length, which a lower limit set since may
+        // not allow either.)
+        if partial_len.is_none() && length > self.max_message_len {
+            let type_id = match header.fmt {
+                0 | 1 => header.type_id,
+                _ => existing.map_or(0, |s| s.type_id),
+            };
+            return Err(ChunkError::MessageTooLong {
+                offset: chunk_offset,
+                csid: header.csid,
+                type_id,
+                length,
+                max: self.max_message_len,
+            });
+        }
         // `received < length` whenever a message is partial (it would have completed
         // otherwise), so this never underflows; saturate anyway.
         let remaining = (length as usize).saturating_sub(received);
@@ -665,6 +731,77 @@ mod tests {
             decode_all(&mut ChunkDecoder::new(0), &b),
             Err(ChunkError::ReassemblyLimit { .. })
         ));
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused_on_its_header() {
+        let mut d = ChunkDecoder::new(3073);
+        d.set_limits(64 * 1024, 64 * 1024);
+        // At the limit: fine, reassembled from 128-byte chunks.
+        let ok = vec![1u8; 64 * 1024];
+        let msgs = decode_all(&mut d, &message(4, 0, 20, 0, &ok, 128)).unwrap();
+        assert_eq!(msgs[0].payload.len(), 64 * 1024);
+        // A header announcing 16 MiB, alone: refused, and nothing of it buffered.
+        let header = chunk(0, 6, 0, MAX_MESSAGE_LEN, 9, 1, &[]);
+        let mut buf = BytesMut::from(&header[..]);
+        let offset = d.offset();
+        let e = d.decode(&mut buf).unwrap_err();
+        assert_eq!(
+            e,
+            ChunkError::MessageTooLong {
+                offset,
+                csid: 6,
+                type_id: 9,
+                length: MAX_MESSAGE_LEN,
+                max: 64 * 1024
+            }
+        );
+        assert_eq!(d.reassembling, 0);
+        assert!(
+            e.to_string().contains("exceeds the limit of 65536 bytes"),
+            "{e}"
+        );
+
+        // A type 3 header repeating a length allowed before the limit was lowered.
+        let mut d = ChunkDecoder::new(0);
+        let big = vec![2u8; 100_000];
+        let first = message(4, 0, 9, 1, &big, 128);
+        assert_eq!(decode_all(&mut d, &first).unwrap().len(), 1);
+        d.set_limits(64 * 1024, 64 * 1024);
+        let again = chunk(3, 4, 0, 0, 0, 0, &big[..128]);
+        assert!(matches!(
+            decode_all(&mut d, &again),
+            Err(ChunkError::MessageTooLong {
+                length: 100_000,
+                type_id: 9,
+                ..
+            })
+        ));
+
+        // Raised again (publish accepted), the long message is reassembled.
+        let mut d = ChunkDecoder::new(0);
+        d.set_limits(64 * 1024, 64 * 1024);
+        d.set_limits(MAX_MESSAGE_LEN, MAX_CHUNK_SIZE);
+        assert_eq!(decode_all(&mut d, &first).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_chunk_size_over_the_limit_is_refused() {
+        let mut d = ChunkDecoder::new(0);
+        d.set_limits(64 * 1024, 64 * 1024);
+        d.set_chunk_size(64 * 1024).unwrap();
+        assert_eq!(
+            d.set_chunk_size(64 * 1024 + 1),
+            Err(ChunkError::ChunkSizeTooLarge {
+                size: 64 * 1024 + 1,
+                max: 64 * 1024
+            })
+        );
+        assert_eq!(d.chunk_size(), 64 * 1024);
+        // Without a lower limit, any valid size (above MAX_MESSAGE_LEN acts as MAX_MESSAGE_LEN).
+        d.set_limits(MAX_MESSAGE_LEN, MAX_CHUNK_SIZE);
+        d.set_chunk_size(0x7FFF_FFFF).unwrap();
+        assert_eq!(d.chunk_size(), MAX_MESSAGE_LEN);
     }
 
     #[test]

@@ -64,6 +64,14 @@
 //! buffer only grows to the declared length once the peer has sent that much). Stream names and metadata strings are copied into owned
 //! `String`s so that they do not pin read buffers.
 //!
+//! ## Limits
+//!
+//! A peer whose publish is not accepted yet may announce messages of 64 KiB at most and set
+//! chunk sizes of 64 KiB at most ([`SessionLimits`], configurable): a header announcing more
+//! ends the session before its payload is buffered, so an unauthenticated connection holds
+//! little more than one read buffer. A publishing peer may send messages up to what a chunk
+//! header can declare (16 MiB), or a configured cap.
+//!
 //! ## What it does not do
 //!
 //! No IO, no runtime, no clock: time only enters as RTMP timestamps, and control messages the
@@ -88,4 +96,6 @@ pub mod flv;
 pub mod session;
 pub mod timestamp;
 
-pub use session::{Output, ServerSession, SessionError, SessionEvent, StreamMetadata};
+pub use session::{
+    Output, ServerSession, SessionError, SessionEvent, SessionLimits, StreamMetadata,
+};

@@ -14,7 +14,7 @@ use rml_rtmp::time::RtmpTimestamp;
 use zerocast_core::{Frame, Track};
 
 use crate::amf0::{self, Amf0Error};
-use crate::chunk::{ChunkDecoder, ChunkError, Decoded, Message};
+use crate::chunk::{ChunkDecoder, ChunkError, Decoded, Message, MAX_CHUNK_SIZE, MAX_MESSAGE_LEN};
 use crate::flv::{Demuxed, Demuxer, FlvError};
 
 /// Chunk size the server announces for its own outbound messages.
@@ -28,6 +28,36 @@ const MAX_STREAMS: usize = 16;
 const MAX_BUFFERED_WHILE_WAITING: usize = 4 << 20;
 /// Peer strings quoted in errors are cut to this many characters.
 const MAX_QUOTED: usize = 64;
+
+/// How much a peer may make the session buffer, before and after its publish is accepted.
+///
+/// Until a publish is accepted, a peer is unauthenticated: the commands it needs (`connect`,
+/// `createStream`, `publish`) are a few hundred bytes, so messages and chunks are held to
+/// small limits and a header announcing more ends the session before its payload is
+/// buffered. Once a publish is live, video frames may be megabytes. When the publish ends,
+/// the small limits apply again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionLimits {
+    /// Longest message a peer may announce while no publish is live, bytes.
+    pub max_message_before_publish: u32,
+    /// Largest Set Chunk Size a peer may send while no publish is live, bytes.
+    pub max_chunk_size_before_publish: u32,
+    /// Longest message a publishing peer may announce, bytes (at most
+    /// [`MAX_MESSAGE_LEN`], what a chunk header can declare).
+    pub max_message: u32,
+}
+
+impl Default for SessionLimits {
+    /// 64 KiB before publish (both), [`MAX_MESSAGE_LEN`] (16 MiB - 1) after.
+    fn default() -> Self {
+        Self {
+            max_message_before_publish: 64 * 1024,
+            max_chunk_size_before_publish: 64 * 1024,
+            max_message: MAX_MESSAGE_LEN,
+        }
+    }
+}
 
 /// Encoder properties from `onMetaData` (`@setDataFrame`). Every field is optional: encoders
 /// send what they like, and nothing here is trusted for packaging (the codec configuration
@@ -238,6 +268,10 @@ enum Publish {
 /// publish request). A publish request surfaces as [`SessionEvent::PublishRequested`] and
 /// pauses input processing until the caller decides; bytes that arrive meanwhile are kept.
 ///
+/// Until a publish is accepted, the peer is held to the small message and chunk sizes of
+/// [`SessionLimits`]: a header announcing a longer message ends the session
+/// ([`ChunkError::MessageTooLong`]) before any of its payload is buffered.
+///
 /// The handshake is `rml_rtmp`'s (`PeerType::Server`): it fills its packet 1 from the OS
 /// random number generator, so the first `Send` output differs between runs. Every event, and
 /// every byte sent after the handshake, is a function of the input alone.
@@ -262,6 +296,7 @@ pub struct ServerSession {
     peer_window: Option<u32>,
     acked: u64,
     failed: bool,
+    limits: SessionLimits,
 }
 
 impl fmt::Debug for ServerSession {
@@ -287,9 +322,14 @@ impl Default for ServerSession {
 }
 
 impl ServerSession {
-    /// A session waiting for the client's handshake.
+    /// A session waiting for the client's handshake, with the default [`SessionLimits`].
     pub fn new() -> Self {
-        Self {
+        Self::with_limits(SessionLimits::default())
+    }
+
+    /// A session waiting for the client's handshake, holding the peer to `limits`.
+    pub fn with_limits(limits: SessionLimits) -> Self {
+        let mut session = Self {
             handshake: Some(Handshake::new(PeerType::Server)),
             handshake_fed: 0,
             chunks: ChunkDecoder::new(0),
@@ -306,6 +346,22 @@ impl ServerSession {
             peer_window: None,
             acked: 0,
             failed: false,
+            limits,
+        };
+        session.apply_limits();
+        session
+    }
+
+    /// Gives the chunk decoder the limits of the current state: publishing or not.
+    fn apply_limits(&mut self) {
+        let l = self.limits;
+        if matches!(self.publish, Some(Publish::Live { .. })) {
+            self.chunks.set_limits(l.max_message, MAX_CHUNK_SIZE);
+        } else {
+            self.chunks.set_limits(
+                l.max_message_before_publish,
+                l.max_chunk_size_before_publish,
+            );
         }
     }
 
@@ -407,6 +463,7 @@ impl ServerSession {
             demuxer: Box::default(),
             warned: [false; 2],
         });
+        self.apply_limits();
         self.drive(&mut BytesMut::new())
     }
 
@@ -434,6 +491,7 @@ impl ServerSession {
                         .handshake_fed
                         .saturating_sub(remaining_bytes.len() as u64);
                     self.chunks = ChunkDecoder::new(first_chunk);
+                    self.apply_limits();
                     self.pending = BytesMut::from(&remaining_bytes[..]);
                 }
             }
@@ -854,6 +912,7 @@ impl ServerSession {
 
     fn finish_publish(&mut self) {
         if let Some(Publish::Live { name, demuxer, .. }) = self.publish.take() {
+            self.apply_limits();
             self.dropped_earlier += demuxer.dropped_frames();
             self.event(SessionEvent::PublishFinished {
                 app: self.app.clone().unwrap_or_default(),
@@ -1271,6 +1330,177 @@ mod tests {
             session.accept_publish(0),
             Err(SessionError::UnknownRequest(0))
         ));
+    }
+
+    /// A type 0 chunk header announcing a `length`-byte video message, and one 128-byte chunk.
+    fn announce(length: u32) -> Vec<u8> {
+        crate::chunk::encode::chunk(0, 6, 0, length, 9, 1, &[0x17; 128])
+    }
+
+    #[test]
+    fn before_publish_a_long_message_is_refused_on_its_header() {
+        // After connect, a 16 MiB message: the session fails on the header (split or not),
+        // without holding the payload.
+        let mut b = handshake();
+        b.extend(connect("live"));
+        b.extend(announce(crate::chunk::MAX_MESSAGE_LEN));
+        let e = expect_err(&b);
+        assert!(
+            matches!(
+                e,
+                SessionError::Chunk(ChunkError::MessageTooLong {
+                    length: 0x00FF_FFFF,
+                    max: 65536,
+                    ..
+                })
+            ),
+            "{e}"
+        );
+        let mut session = ServerSession::new();
+        let mut buf = BytesMut::from(&b[..]);
+        assert!(session.handle_input(&mut buf).is_err());
+        assert!(
+            session.pending.capacity() <= b.len(),
+            "payload was buffered"
+        );
+
+        // Even before connect (right after the handshake), with a configured limit.
+        let limits = SessionLimits {
+            max_message_before_publish: 4096,
+            ..SessionLimits::default()
+        };
+        let mut session = ServerSession::with_limits(limits);
+        let mut b = handshake();
+        b.extend(announce(4097));
+        let mut buf = BytesMut::from(&b[..]);
+        let e = session.handle_input(&mut buf).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                "message of 4097 bytes (type 9, chunk stream 6) exceeds the limit of 4096 bytes"
+            ),
+            "{e}"
+        );
+
+        // A large chunk size before publish is refused too.
+        let mut b = handshake();
+        b.extend(message(2, 0, 1, 0, &(1u32 << 20).to_be_bytes(), 128));
+        assert!(matches!(
+            expect_err(&b),
+            SessionError::Chunk(ChunkError::ChunkSizeTooLarge {
+                size: 1_048_576,
+                max: 65536
+            })
+        ));
+        // ... while the usual ones (OBS and ffmpeg set 4096) are fine.
+        let mut session = ServerSession::new();
+        let mut b = handshake();
+        b.extend(message(2, 0, 1, 0, &4096u32.to_be_bytes(), 128));
+        b.extend(connect("live"));
+        run(&mut session, &b, usize::MAX).1.unwrap();
+    }
+
+    #[test]
+    fn once_publishing_frames_may_be_large_and_after_unpublish_they_may_not() {
+        let big = legacy_video(1, 7, 1, 0, &vec![0x41; 300_000]);
+        let mut session = ServerSession::new();
+        let mut b = preamble();
+        b.extend(media());
+        // A 1 MiB chunk size and a 300 kB frame, once the publish is live.
+        b.extend(message(2, 0, 1, 0, &(1u32 << 20).to_be_bytes(), 128));
+        b.extend(message(6, 66, 9, 1, &big, 1 << 20));
+        let (out, r) = run(&mut session, &b, 4000);
+        r.unwrap();
+        let sizes: Vec<usize> = out
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                SessionEvent::Frame(f) => Some(f.data.len()),
+                _ => None,
+            })
+            .collect();
+        assert!(sizes.iter().any(|&n| n > 290_000), "{sizes:?}");
+
+        // The publish ends: the connection is back to the limits of an unauthenticated one.
+        let mut b = command(
+            3,
+            0,
+            vec![
+                s("FCUnpublish"),
+                Amf0Value::Number(5.0),
+                Amf0Value::Null,
+                s("demo"),
+            ],
+        );
+        b.extend(message(7, 0, 9, 1, &big, 1 << 20));
+        let (out, r) = run(&mut session, &b, usize::MAX);
+        assert!(out
+            .events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::PublishFinished { .. })));
+        assert!(
+            matches!(
+                r,
+                Err(SessionError::Chunk(ChunkError::MessageTooLong {
+                    max: 65536,
+                    ..
+                }))
+            ),
+            "{r:?}"
+        );
+
+        // A configured cap applies while publishing.
+        let limits = SessionLimits {
+            max_message: 200_000,
+            ..SessionLimits::default()
+        };
+        let mut session = ServerSession::with_limits(limits);
+        let mut b = preamble();
+        b.extend(media());
+        b.extend(message(6, 66, 9, 1, &big, 128));
+        let (_, r) = run(&mut session, &b, usize::MAX);
+        assert!(
+            matches!(
+                r,
+                Err(SessionError::Chunk(ChunkError::MessageTooLong {
+                    max: 200_000,
+                    ..
+                }))
+            ),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn one_publish_at_a_time_per_connection() {
+        // A second publish while the first is live ends the connection: one stream per
+        // connection, whatever the caller does.
+        let mut b = preamble();
+        b.extend(create_stream());
+        let second = command(
+            8,
+            2,
+            vec![
+                s("publish"),
+                Amf0Value::Number(6.0),
+                Amf0Value::Null,
+                s("second"),
+                s("live"),
+            ],
+        );
+        let at = b.len();
+        b.extend(second);
+        let mut session = ServerSession::new();
+        let (out, r) = run(&mut session, &b, usize::MAX);
+        let requests = out
+            .events
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::PublishRequested { .. }))
+            .count();
+        assert_eq!(requests, 1);
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            format!("command \"publish\" at byte {at}: publish while another publish is active")
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ use monoio_compat::hyper::{MonoioExecutor, MonoioIo, MonoioTimer};
 use super::response::{http_head, preflight, Body, Response, PART_STALL};
 use super::{route, Monoio, ViewerSlot, IDLE};
 use crate::hub::{PartMedia, Stream};
+use crate::metrics::Limit;
 use crate::transport::TlsStream;
 use crate::Ctx;
 
@@ -47,9 +48,10 @@ pub(crate) const MAX_ERROR_RESETS: usize = 256;
 /// (then in-flight requests finish after a `GOAWAY`).
 pub(crate) async fn serve_conn(tls: TlsStream, peer: SocketAddr, ctx: Arc<Ctx>) {
     let viewing = Rc::new(ViewerSlot::default());
+    let opened = Instant::now();
     let activity = Rc::new(Activity {
         in_flight: Cell::new(0),
-        last: Cell::new(Instant::now()),
+        last: Cell::new(opened),
     });
     let svc_ctx = ctx.clone();
     let svc_activity = activity.clone();
@@ -80,6 +82,17 @@ pub(crate) async fn serve_conn(tls: TlsStream, peer: SocketAddr, ctx: Arc<Ctx>) 
             }
         }
     };
+    // The first request must arrive within http-head-timeout, as on HTTP/1.1 (a client that
+    // sends no preface, or no complete HEADERS, holds the connection otherwise: hyper's
+    // graceful shutdown waits for the preface).
+    let head_limit = Duration::from_millis(ctx.config.http_head_timeout);
+    let first_request = async {
+        monoio::time::sleep(head_limit).await;
+        if activity.in_flight.get() == 0 && activity.last.get() == opened {
+            return;
+        }
+        std::future::pending::<()>().await
+    };
     let result = if ctx.shutting_down() {
         conn.as_mut().graceful_shutdown();
         conn.await
@@ -94,6 +107,12 @@ pub(crate) async fn serve_conn(tls: TlsStream, peer: SocketAddr, ctx: Arc<Ctx>) 
                 tracing::debug!(%peer, "h2 connection idle, closing");
                 conn.as_mut().graceful_shutdown();
                 conn.await
+            }
+            _ = first_request => {
+                // Nothing in flight to finish: drop the connection (closes the socket).
+                ctx.metrics.count_limit(Limit::HttpHeadTimeout);
+                tracing::warn!(%peer, "no HTTP/2 request within {} ms: connection closed", head_limit.as_millis());
+                Ok(())
             }
         }
     };
