@@ -153,9 +153,14 @@ impl Server {
     /// Waits until the stream's media playlist lists at least one complete segment; returns
     /// the media playlist path (with the stream instance).
     pub fn wait_live(&self, name: &str, timeout: Duration) -> String {
+        self.wait_live_with(name, "", timeout)
+    }
+
+    /// [`Server::wait_live`] with `query` (e.g. `?token=...`) on the multivariant playlist.
+    pub fn wait_live_with(&self, name: &str, query: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            let r = self.get(&format!("/live/{name}/index.m3u8"));
+            let r = self.get(&format!("/live/{name}/index.m3u8{query}"));
             if r.status == 200 {
                 let text = r.text();
                 let uri = text.lines().last().unwrap().to_owned();
