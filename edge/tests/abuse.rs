@@ -886,19 +886,10 @@ fn tls_connections_idle_after_the_handshake_are_cut_by_their_deadlines() {
     let tmp = TempDir::new("abuse-tls-idle");
     make_cert(&tmp.0);
     let (https, rtmps) = (free_port(), free_port());
-    let (cert, key) = (tmp.0.join("cert.pem"), tmp.0.join("key.pem"));
+    let flags = tls_flags(&tmp.0, https, rtmps);
     let server = Server::start_with_env(
         "auto",
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--https",
-            &format!("127.0.0.1:{https}"),
-            "--rtmps",
-            &format!("127.0.0.1:{rtmps}"),
-        ],
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
         &[
             ("ZEROCAST_HTTP_HEAD_TIMEOUT", DEADLINE_MS.to_string()),
             ("ZEROCAST_RTMP_PUBLISH_TIMEOUT", DEADLINE_MS.to_string()),

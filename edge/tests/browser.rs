@@ -86,23 +86,11 @@ fn play_over_tls(proto: &str) {
     let certs = TempDir::new(proto);
     let pin = make_cert(&certs.0);
     let https = free_port();
-    let (cert, key) = (certs.0.join("cert.pem"), certs.0.join("key.pem"));
-    let (rtmps, https_addr) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{https}"),
-    );
+    let https_addr = format!("127.0.0.1:{https}");
+    let flags = tls_flags(&certs.0, https, free_port());
     let server = Server::start(
         "auto",
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--https",
-            &https_addr,
-            "--rtmps",
-            &rtmps,
-        ],
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     let url = format!("https://{https_addr}/live/browser/index.m3u8");
     let mut chromium = vec![format!("--ignore-certificate-errors-spki-list={pin}")];

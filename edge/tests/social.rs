@@ -17,17 +17,7 @@ use std::time::{Duration, Instant};
 use common::{free_port, make_cert};
 
 fn token(data: &Path, user: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_zerocast"))
-        .args(["token", "--user", user, "--ttl", "1h", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    common::user_token(data, user)
 }
 
 /// The server process, killed when the test ends (also when it fails).

@@ -25,20 +25,10 @@ fn start_tls() -> (TlsServer, String) {
     let pin = make_cert(&certs.0);
     let https = free_port();
     let rtmps = free_port();
-    let cert = certs.0.join("cert.pem");
-    let key = certs.0.join("key.pem");
+    let flags = tls_flags(&certs.0, https, rtmps);
     let server = Server::start(
         "auto",
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--https",
-            &format!("127.0.0.1:{https}"),
-            "--rtmps",
-            &format!("127.0.0.1:{rtmps}"),
-        ],
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     (
         TlsServer {

@@ -71,22 +71,11 @@ fn hostile_tls_clients_do_not_disturb_a_viewer() {
     let dir = &tmp.0;
     make_cert(dir);
     let (https, rtmps, api_https) = (free_port(), free_port(), free_port());
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
+    let mut flags = tls_flags(dir, https, rtmps);
+    flags.extend(["--api-https".into(), format!("127.0.0.1:{api_https}")]);
     let server = Server::start(
         "auto",
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--https",
-            &format!("127.0.0.1:{https}"),
-            "--rtmps",
-            &format!("127.0.0.1:{rtmps}"),
-            "--api-https",
-            &format!("127.0.0.1:{api_https}"),
-        ],
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     let mut ffmpeg = ffmpeg_publish(&server.rtmp_url("calm"), 90, "320x240");
     let media = server.wait_live("calm", Duration::from_secs(20));

@@ -58,6 +58,21 @@ pub fn make_cert(dir: &std::path::Path) -> String {
         .unwrap_or_else(|| panic!("no SPKI pin printed: {stdout}"))
 }
 
+/// The flags of a server with TLS: `dir`'s `make_cert` certificate, HTTPS on `https` and RTMPS
+/// on `rtmps` (loopback).
+pub fn tls_flags(dir: &std::path::Path, https: u16, rtmps: u16) -> Vec<String> {
+    vec![
+        "--tls-cert".into(),
+        dir.join("cert.pem").to_str().unwrap().into(),
+        "--tls-key".into(),
+        dir.join("key.pem").to_str().unwrap().into(),
+        "--https".into(),
+        format!("127.0.0.1:{https}"),
+        "--rtmps".into(),
+        format!("127.0.0.1:{rtmps}"),
+    ]
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
