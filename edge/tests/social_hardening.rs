@@ -1,0 +1,188 @@
+//! The social API's hardening through the real binary: the zerocast.toml keys (`jwt-issuer`,
+//! `jwt-audience`, `api-cors-origins`, `api-header-timeout`, `ws-max-sockets-per-user`).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, read_response, Resp, TempDir};
+
+/// A zerocast process, killed when the test ends (also when it fails); its stderr goes to
+/// `log` inside the test's temp dir.
+struct Proc {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn zerocast(args: &[&str], dir: &Path, log: &str) -> Proc {
+    let log = dir.join(log);
+    let child = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+        .args(args)
+        .env("ZEROCAST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Proc { child, log }
+}
+
+fn wait_port(port: u16, p: &Proc) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "port {port} never opened:\n{}",
+            p.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One request with extra header lines; the response.
+fn request(port: u16, method: &str, path: &str, headers: &str) -> Resp {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n"
+    )
+    .unwrap();
+    read_response(&mut std::io::BufReader::new(s)).unwrap()
+}
+
+fn token(config: Option<&Path>, data: &Path, user: &str) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zerocast"));
+    cmd.args(["token", "--user", user, "--ttl", "1h", "--data-dir"])
+        .arg(data);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+const USER: &str = "6f1c8d1e-5a0e-4c55-9d7e-2f1d2a4b8c90";
+
+#[test]
+fn zerocast_toml_keys_reach_the_social_api() {
+    let dir = TempDir::new("social-keys");
+    let data = dir.0.join("data");
+    let api = free_port();
+    let config = dir.0.join("zerocast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "api = \"127.0.0.1:{api}\"\ndata-dir = \"{}\"\njwt-issuer = \"https://id.example\"\n\
+             jwt-audience = \"zerocast\"\napi-cors-origins = [\"https://app.example\"]\n\
+             api-header-timeout = 300\nws-max-sockets-per-user = 1\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let p = zerocast(
+        &["social", "--config", config.to_str().unwrap()],
+        &dir.0,
+        "social.log",
+    );
+    wait_port(api, &p);
+
+    // jwt-issuer / jwt-audience: `zerocast token --config` mints what the server accepts; a
+    // token without them (same secret) is refused.
+    let good = token(Some(&config), &data, USER);
+    let plain = token(None, &data, USER);
+    let auth = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    assert_eq!(
+        request(api, "GET", "/api/v1/unread", &auth(&good)).status,
+        200
+    );
+    let r = request(api, "GET", "/api/v1/unread", &auth(&plain));
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.text().contains("issuer"), "{}", r.text());
+
+    // api-cors-origins: the preflight is answered for the listed origin only.
+    let pre = |origin: &str| {
+        request(
+            api,
+            "OPTIONS",
+            "/api/v1/messages",
+            &format!("Origin: {origin}\r\nAccess-Control-Request-Method: POST\r\n"),
+        )
+    };
+    let r = pre("https://app.example");
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert!(r
+        .header("access-control-allow-headers")
+        .is_some_and(|h| h.contains("Authorization")));
+    assert_eq!(pre("https://other.example").status, 403);
+
+    // api-header-timeout (300 ms): a head that never completes is answered and closed long
+    // before the 10 s default (the read below would time out first).
+    let mut s = TcpStream::connect(("127.0.0.1", api)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let r = s.read_to_end(&mut out);
+    assert!(
+        r.is_ok()
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the server closed the connection: {r:?}"
+    );
+
+    // ws-max-sockets-per-user = 1: the second socket of the same user is closed with 4004.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let url = format!("ws://127.0.0.1:{api}/api/v1/ws?access_token={good}");
+        use futures_util::SinkExt;
+        let (mut first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        // The pong says the first socket is registered (that happens after the 101).
+        first
+            .send(Message::Text(r#"{"type":"ping"}"#.into()))
+            .await
+            .unwrap();
+        let pong = tokio::time::timeout(Duration::from_secs(10), first.next()).await;
+        assert!(
+            matches!(&pong, Ok(Some(Ok(Message::Text(t)))) if t.contains("pong")),
+            "{pong:?}"
+        );
+        let (mut second, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let mut code = None;
+        while let Ok(Some(Ok(m))) =
+            tokio::time::timeout(Duration::from_secs(10), second.next()).await
+        {
+            if let Message::Close(f) = m {
+                code = f.map(|f| u16::from(f.code));
+                break;
+            }
+        }
+        assert_eq!(code, Some(4004));
+    });
+}
