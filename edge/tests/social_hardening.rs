@@ -1,5 +1,6 @@
 //! The social API's hardening through the real binary: the zerocast.toml keys (`jwt-issuer`,
-//! `jwt-audience`, `api-cors-origins`, `api-header-timeout`, `ws-max-sockets-per-user`).
+//! `jwt-audience`, `api-cors-origins`, `api-header-timeout`, `ws-max-sockets-per-user`), and a
+//! store that will not open (the media plane keeps serving).
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, read_response, Resp, TempDir};
+use common::{free_port, http_get, read_response, Resp, TempDir};
 
 /// A zerocast process, killed when the test ends (also when it fails); its stderr goes to
 /// `log` inside the test's temp dir.
@@ -185,4 +186,106 @@ fn zerocast_toml_keys_reach_the_social_api() {
         }
         assert_eq!(code, Some(4004));
     });
+}
+
+/// Starts `zerocast serve` on fresh loopback ports over `data`; returns it and (http, api).
+fn serve(dir: &Path, data: &Path, log: &str, extra: &[&str]) -> (Proc, u16, u16) {
+    let (rtmp, http, api, api_https) = (free_port(), free_port(), free_port(), free_port());
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let mut args = vec![
+        "serve".to_owned(),
+        "--workers".into(),
+        "1".into(),
+        "--rtmp".into(),
+        addr(rtmp),
+        "--http".into(),
+        addr(http),
+        "--api".into(),
+        addr(api),
+        "--api-https".into(),
+        addr(api_https),
+        "--data-dir".into(),
+        data.to_str().unwrap().into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = zerocast(&args, dir, log);
+    wait_port(http, &p);
+    (p, http, api)
+}
+
+fn assert_media_serves(http: u16, p: &Proc) {
+    let r = http_get(http, "/api/streams", Duration::from_secs(10)).unwrap();
+    assert_eq!(r.status, 200, "{}", p.logs());
+    assert!(r.text().contains("\"streams\""));
+    assert_eq!(
+        http_get(http, "/live/nothing/index.m3u8", Duration::from_secs(10))
+            .unwrap()
+            .status,
+        404
+    );
+}
+
+#[test]
+fn a_store_that_does_not_open_disables_the_social_api_not_the_media_plane() {
+    let dir = TempDir::new("bad-store");
+
+    // 1. Damaged: the store's files are garbage.
+    let data = dir.0.join("damaged");
+    let store = data.join("messages");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("version"), b"not a fjall version marker").unwrap();
+    std::fs::write(store.join("lock"), b"").unwrap();
+    let (p, http, api) = serve(&dir.0, &data, "damaged.log", &[]);
+    assert_media_serves(http, &p);
+    assert!(
+        TcpStream::connect(("127.0.0.1", api)).is_err(),
+        "no social API"
+    );
+    let logs = p.logs();
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(lines.len(), 1, "one error line:\n{logs}");
+    for needle in [
+        "social API disabled, media keeps serving",
+        store.to_str().unwrap(),
+        "move it aside",
+        "restore",
+        "another zerocast process",
+    ] {
+        assert!(lines[0].contains(needle), "{needle:?} not in {}", lines[0]);
+    }
+    drop(p);
+    // `zerocast social` (social only) exits with the same explanation.
+    let out = Command::new(env!("CARGO_BIN_EXE_zerocast"))
+        .args([
+            "social",
+            "--api",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(store.to_str().unwrap()) && err.contains("move it aside"),
+        "{err}"
+    );
+
+    // 2. Held: another running zerocast has the store open.
+    let data = dir.0.join("shared");
+    let (first, _, first_api) = serve(&dir.0, &data, "first.log", &[]);
+    wait_port(first_api, &first);
+    let (second, http, api) = serve(&dir.0, &data, "second.log", &[]);
+    assert_media_serves(http, &second);
+    assert!(TcpStream::connect(("127.0.0.1", api)).is_err());
+    let logs = second.logs();
+    assert!(
+        logs.contains("social API disabled") && logs.contains("Locked"),
+        "{logs}"
+    );
+    // The first keeps its social API.
+    let r = request(first_api, "GET", "/api/v1/health", "");
+    assert_eq!(r.status, 200);
 }
