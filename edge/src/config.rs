@@ -117,6 +117,9 @@ pub struct Config {
     pub ws_max_subscriptions: usize,
     /// Shortest interval between two typing notices of one user, milliseconds.
     pub ws_typing_interval: u64,
+    /// Origins allowed to read the media port's `/api/streams` and `/metrics` from a browser
+    /// (`*` for any); playlists and media always allow any origin.
+    pub media_api_cors: Vec<String>,
     /// This instance's node id (0-1023): message ids and the outbox.
     pub node_id: u16,
     /// Kafka bootstrap servers for the social event bus (in-process bus when unset).
@@ -190,6 +193,7 @@ impl Default for Config {
             ws_max_sockets_per_user: 8,
             ws_max_subscriptions: 32,
             ws_typing_interval: 1000,
+            media_api_cors: Vec::new(),
             node_id: 0,
             kafka_brokers: None,
             kafka_topic: "zerocast.social.events".into(),
@@ -310,6 +314,10 @@ pub struct Overrides {
     /// Social API idle-connection deadline in milliseconds [default: 40000].
     #[arg(long, value_name = "MS")]
     pub api_idle_timeout: Option<u64>,
+    /// Origins allowed to read /api/streams and /metrics on the media port, comma-separated,
+    /// or `*` [default: none].
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub media_api_cors: Option<Vec<String>>,
     /// Node id of this instance, 0-1023 [default: 0].
     #[arg(long, value_name = "N")]
     pub node_id: Option<u16>,
@@ -409,6 +417,9 @@ impl Config {
         // Lists: comma-separated; an empty variable empties the list.
         if let Some(v) = get("ZEROCAST_API_CORS_ORIGINS") {
             self.api_cors_origins = list(&v);
+        }
+        if let Some(v) = get("ZEROCAST_MEDIA_API_CORS") {
+            self.media_api_cors = list(&v);
         }
         if let Some(v) = get("ZEROCAST_JWT_SECRET") {
             self.jwt_secret = Some(v);
@@ -513,6 +524,9 @@ impl Config {
         if let Some(v) = f.api_idle_timeout {
             self.api_idle_timeout = v;
         }
+        if let Some(v) = &f.media_api_cors {
+            self.media_api_cors = list(&v.join(","));
+        }
         let set = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
         if f.kafka_brokers.is_some() {
             self.kafka_brokers = set(&f.kafka_brokers);
@@ -577,7 +591,7 @@ impl Config {
                 "ws-max-sockets-per-user and ws-max-subscriptions must be at least 1".into(),
             ));
         }
-        for o in &self.api_cors_origins {
+        for o in self.api_cors_origins.iter().chain(&self.media_api_cors) {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
                 return Err(ConfigError::Invalid(format!(
                     "CORS origin {o:?} must be `*` or scheme://host[:port]"
@@ -844,7 +858,7 @@ mod tests {
     #[test]
     fn social_hardening_keys_from_file_env_and_flags() {
         let d = Config::default();
-        assert!(d.api_cors_origins.is_empty());
+        assert!(d.api_cors_origins.is_empty() && d.media_api_cors.is_empty());
         assert_eq!(
             (
                 d.api_header_timeout,
@@ -855,7 +869,7 @@ mod tests {
         );
         let mut c: Config = toml::from_str(
             "jwt-issuer = \"https://id.example\"\napi-cors-origins = [\"https://a.example\"]\n\
-             api-header-timeout = 500\nws-max-subscriptions = 4\n",
+             api-header-timeout = 500\nws-max-subscriptions = 4\nmedia-api-cors = [\"*\"]\n",
         )
         .unwrap();
         c.apply_env(|k| match k {
@@ -869,11 +883,13 @@ mod tests {
         .unwrap();
         c.apply_flags(&Overrides {
             api_header_timeout: Some(700),
+            media_api_cors: Some(vec!["https://dash.example".into()]),
             jwt_issuer: Some(String::new()),
             ..Overrides::default()
         });
         c.validate().unwrap();
         assert_eq!(c.jwt_issuer, None, "an empty flag unsets the key");
+        assert_eq!(c.media_api_cors, ["https://dash.example"]);
         let s = c.social_config_with_secret(b"0123456789abcdef".to_vec());
         assert_eq!(s.jwt_audience.as_deref(), Some("zerocast"));
         assert_eq!(s.cors_origins, ["https://a.example", "https://b.example"]);

@@ -1,6 +1,7 @@
 //! The social API's hardening through the real binary: the zerocast.toml keys (`jwt-issuer`,
-//! `jwt-audience`, `api-cors-origins`, `api-header-timeout`, `ws-max-sockets-per-user`), and a
-//! store that will not open (the media plane keeps serving).
+//! `jwt-audience`, `api-cors-origins`, `api-header-timeout`, `ws-max-sockets-per-user`), a
+//! store that will not open (the media plane keeps serving), and the media port's CORS for
+//! `/api/streams` and `/metrics` (`media-api-cors`).
 
 mod common;
 
@@ -288,4 +289,60 @@ fn a_store_that_does_not_open_disables_the_social_api_not_the_media_plane() {
     // The first keeps its social API.
     let r = request(first_api, "GET", "/api/v1/health", "");
     assert_eq!(r.status, 200);
+}
+
+#[test]
+fn the_media_api_is_not_readable_cross_origin_unless_configured() {
+    let dir = TempDir::new("media-cors");
+    let get = |http: u16, path: &str, origin: &str| {
+        request(http, "GET", path, &format!("Origin: {origin}\r\n"))
+    };
+    let (p, http, _) = serve(&dir.0, &dir.0.join("a"), "a.log", &[]);
+    for path in ["/api/streams", "/metrics"] {
+        let r = get(http, path, "https://dash.example");
+        assert_eq!(r.status, 200, "{}", p.logs());
+        assert_eq!(r.header("access-control-allow-origin"), None, "{path}");
+        assert_eq!(r.header("timing-allow-origin"), None, "{path}");
+        let r = request(
+            http,
+            "OPTIONS",
+            path,
+            "Origin: https://dash.example\r\nAccess-Control-Request-Method: GET\r\n",
+        );
+        assert_eq!(r.header("access-control-allow-origin"), None, "{path}");
+    }
+    // Media keeps `*`: players are served from other origins.
+    let r = get(http, "/live/nothing/index.m3u8", "https://player.example");
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    drop(p);
+
+    let (p, http, _) = serve(
+        &dir.0,
+        &dir.0.join("b"),
+        "b.log",
+        &["--media-api-cors", "https://dash.example"],
+    );
+    let r = get(http, "/api/streams", "https://dash.example");
+    assert_eq!(r.status, 200, "{}", p.logs());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://dash.example")
+    );
+    assert_eq!(r.header("vary"), Some("origin"));
+    assert_eq!(
+        get(http, "/metrics", "https://evil.example").header("access-control-allow-origin"),
+        None
+    );
+    drop(p);
+
+    let (_p, http, _) = serve(
+        &dir.0,
+        &dir.0.join("c"),
+        "c.log",
+        &["--media-api-cors", "*"],
+    );
+    assert_eq!(
+        get(http, "/metrics", "https://any.example").header("access-control-allow-origin"),
+        Some("*")
+    );
 }
