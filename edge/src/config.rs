@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -124,6 +125,31 @@ pub struct Config {
     /// HS256 secret for bearer tokens; by default a random secret kept in `data-dir/jwt-secret`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_secret: Option<String>,
+    /// Bearer tokens must carry this `iss` (not checked when unset); `zerocast token` sets it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_issuer: Option<String>,
+    /// Bearer tokens' `aud` must contain this (not checked when unset); `zerocast token` sets it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+    /// Browser origins allowed to call the social API (CORS) and open its WebSocket
+    /// (`https://app.example`; `*` for any). Empty: no CORS headers, and a WebSocket upgrade
+    /// carrying an `Origin` is refused.
+    pub api_cors_origins: Vec<String>,
+    /// A social API request head must arrive whole within this long of its first byte,
+    /// milliseconds.
+    pub api_header_timeout: u64,
+    /// A social API connection on which no byte moves for this long is closed, milliseconds
+    /// (longer than the 20 s WebSocket ping interval).
+    pub api_idle_timeout: u64,
+    /// WebSockets one user may have open on one instance.
+    pub ws_max_sockets_per_user: usize,
+    /// Chat rooms one WebSocket may subscribe to at once.
+    pub ws_max_subscriptions: usize,
+    /// Shortest interval between two typing notices of one user, milliseconds.
+    pub ws_typing_interval: u64,
+    /// Origins allowed to read the media port's `/api/streams` and `/metrics` from a browser
+    /// (`*` for any); playlists and media always allow any origin.
+    pub media_api_cors: Vec<String>,
     /// This instance's node id (0-1023): message ids and the outbox.
     pub node_id: u16,
     /// Kafka bootstrap servers for the social event bus (in-process bus when unset).
@@ -200,6 +226,15 @@ impl Default for Config {
             api_https: ([0, 0, 0, 0], 8091).into(),
             social: true,
             jwt_secret: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            api_cors_origins: Vec::new(),
+            api_header_timeout: 10_000,
+            api_idle_timeout: 40_000,
+            ws_max_sockets_per_user: 8,
+            ws_max_subscriptions: 32,
+            ws_typing_interval: 1000,
+            media_api_cors: Vec::new(),
             node_id: 0,
             kafka_brokers: None,
             kafka_topic: "zerocast.social.events".into(),
@@ -327,6 +362,25 @@ pub struct Overrides {
     /// Social API over TLS (HTTPS, WSS) [default: 0.0.0.0:8091; needs --tls-cert and --tls-key].
     #[arg(long, value_name = "ADDR")]
     pub api_https: Option<SocketAddr>,
+    /// Bearer tokens must carry this issuer (`iss`) [default: not checked].
+    #[arg(long, value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+    /// Bearer tokens' audience (`aud`) must contain this [default: not checked].
+    #[arg(long, value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+    /// Browser origins allowed by the social API, comma-separated, or `*` [default: none].
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub api_cors_origins: Option<Vec<String>>,
+    /// Social API request-head deadline in milliseconds [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub api_header_timeout: Option<u64>,
+    /// Social API idle-connection deadline in milliseconds [default: 40000].
+    #[arg(long, value_name = "MS")]
+    pub api_idle_timeout: Option<u64>,
+    /// Origins allowed to read /api/streams and /metrics on the media port, comma-separated,
+    /// or `*` [default: none].
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub media_api_cors: Option<Vec<String>>,
     /// Node id of this instance, 0-1023 [default: 0].
     #[arg(long, value_name = "N")]
     pub node_id: Option<u16>,
@@ -414,12 +468,7 @@ impl Config {
         var!("ZEROCAST_WEBHOOK_TIMEOUT", self.webhook_timeout);
         var!("ZEROCAST_MAX_STREAMS_PER_USER", self.max_streams_per_user);
         if let Some(v) = get("ZEROCAST_PUBLISH_TRUSTED_NETS") {
-            self.publish_trusted_nets = v
-                .split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect();
+            self.publish_trusted_nets = list(&v);
         }
         var!(
             "ZEROCAST_MAX_CONNECTIONS_PER_IP",
@@ -440,6 +489,21 @@ impl Config {
         var!("ZEROCAST_API_HTTPS", self.api_https);
         var!("ZEROCAST_SOCIAL", self.social);
         var!("ZEROCAST_NODE_ID", self.node_id);
+        var!("ZEROCAST_API_HEADER_TIMEOUT", self.api_header_timeout);
+        var!("ZEROCAST_API_IDLE_TIMEOUT", self.api_idle_timeout);
+        var!(
+            "ZEROCAST_WS_MAX_SOCKETS_PER_USER",
+            self.ws_max_sockets_per_user
+        );
+        var!("ZEROCAST_WS_MAX_SUBSCRIPTIONS", self.ws_max_subscriptions);
+        var!("ZEROCAST_WS_TYPING_INTERVAL", self.ws_typing_interval);
+        // Lists: comma-separated; an empty variable empties the list.
+        if let Some(v) = get("ZEROCAST_API_CORS_ORIGINS") {
+            self.api_cors_origins = list(&v);
+        }
+        if let Some(v) = get("ZEROCAST_MEDIA_API_CORS") {
+            self.media_api_cors = list(&v);
+        }
         if let Some(v) = get("ZEROCAST_JWT_SECRET") {
             self.jwt_secret = Some(v);
         }
@@ -473,6 +537,8 @@ impl Config {
         opt!("ZEROCAST_NEO4J_DATABASE", self.neo4j_database);
         opt!("ZEROCAST_NEO4J_TIMEOUT_MS", self.neo4j_timeout_ms);
         opt!("ZEROCAST_NEO4J_MAX_CONNECTIONS", self.neo4j_max_connections);
+        opt!("ZEROCAST_JWT_ISSUER", self.jwt_issuer);
+        opt!("ZEROCAST_JWT_AUDIENCE", self.jwt_audience);
         Ok(())
     }
 
@@ -549,6 +615,24 @@ impl Config {
         if let Some(v) = f.node_id {
             self.node_id = v;
         }
+        if let Some(v) = &f.jwt_issuer {
+            self.jwt_issuer = Some(v.clone()).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = &f.jwt_audience {
+            self.jwt_audience = Some(v.clone()).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = &f.api_cors_origins {
+            self.api_cors_origins = list(&v.join(","));
+        }
+        if let Some(v) = f.api_header_timeout {
+            self.api_header_timeout = v;
+        }
+        if let Some(v) = f.api_idle_timeout {
+            self.api_idle_timeout = v;
+        }
+        if let Some(v) = &f.media_api_cors {
+            self.media_api_cors = list(&v.join(","));
+        }
         let set = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
         if f.kafka_brokers.is_some() {
             self.kafka_brokers = set(&f.kafka_brokers);
@@ -612,6 +696,28 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "tls-cert and tls-key go together: set both or neither".into(),
             ));
+        }
+        if self.api_header_timeout < 100 {
+            return Err(ConfigError::Invalid(
+                "api-header-timeout must be at least 100 ms".into(),
+            ));
+        }
+        if self.api_idle_timeout <= 20_000 {
+            return Err(ConfigError::Invalid(
+                "api-idle-timeout must exceed the 20000 ms WebSocket ping interval".into(),
+            ));
+        }
+        if self.ws_max_sockets_per_user == 0 || self.ws_max_subscriptions == 0 {
+            return Err(ConfigError::Invalid(
+                "ws-max-sockets-per-user and ws-max-subscriptions must be at least 1".into(),
+            ));
+        }
+        for o in self.api_cors_origins.iter().chain(&self.media_api_cors) {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "CORS origin {o:?} must be `*` or scheme://host[:port]"
+                )));
+            }
         }
         if self.playlist_window < 3 {
             return Err(ConfigError::Invalid(
@@ -732,6 +838,14 @@ impl Config {
         c.neo4j_timeout_ms = self.neo4j_timeout_ms;
         c.neo4j_max_connections = self.neo4j_max_connections;
         c.max_streams_per_user = self.max_streams_per_user;
+        c.jwt_issuer = self.jwt_issuer.clone();
+        c.jwt_audience = self.jwt_audience.clone();
+        c.cors_origins = self.api_cors_origins.clone();
+        c.header_read_timeout = Duration::from_millis(self.api_header_timeout);
+        c.conn_idle_timeout = Duration::from_millis(self.api_idle_timeout);
+        c.max_sockets_per_user = self.ws_max_sockets_per_user;
+        c.max_subscriptions = self.ws_max_subscriptions;
+        c.typing_interval = Duration::from_millis(self.ws_typing_interval);
         c
     }
 
@@ -763,6 +877,14 @@ impl Config {
 
 /// Longest message an RTMP chunk header can declare.
 const MAX_RTMP_MESSAGE: u32 = zerocast_ingest::chunk::MAX_MESSAGE_LEN;
+/// A comma-separated list, entries trimmed, empty ones dropped.
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
 
 /// What `zerocast config` prints instead of a secret.
 pub const REDACTED: &str = "<redacted>";
@@ -958,6 +1080,66 @@ mod tests {
             "rtmp-max-message-before-publish = 100",
             "rtmp-max-message = 16777216",
             "rtmp-max-chunk-size-before-publish = 64",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn social_hardening_keys_from_file_env_and_flags() {
+        let d = Config::default();
+        assert!(d.api_cors_origins.is_empty() && d.media_api_cors.is_empty());
+        assert_eq!(
+            (
+                d.api_header_timeout,
+                d.api_idle_timeout,
+                d.ws_max_sockets_per_user
+            ),
+            (10_000, 40_000, 8)
+        );
+        let mut c: Config = toml::from_str(
+            "jwt-issuer = \"https://id.example\"\napi-cors-origins = [\"https://a.example\"]\n\
+             api-header-timeout = 500\nws-max-subscriptions = 4\nmedia-api-cors = [\"*\"]\n",
+        )
+        .unwrap();
+        c.apply_env(|k| match k {
+            "ZEROCAST_JWT_AUDIENCE" => Some("zerocast".into()),
+            "ZEROCAST_API_CORS_ORIGINS" => Some("https://a.example, https://b.example".into()),
+            "ZEROCAST_API_IDLE_TIMEOUT" => Some("60000".into()),
+            "ZEROCAST_WS_TYPING_INTERVAL" => Some("250".into()),
+            "ZEROCAST_WS_MAX_SOCKETS_PER_USER" => Some("3".into()),
+            _ => None,
+        })
+        .unwrap();
+        c.apply_flags(&Overrides {
+            api_header_timeout: Some(700),
+            media_api_cors: Some(vec!["https://dash.example".into()]),
+            jwt_issuer: Some(String::new()),
+            ..Overrides::default()
+        });
+        c.validate().unwrap();
+        assert_eq!(c.jwt_issuer, None, "an empty flag unsets the key");
+        assert_eq!(c.media_api_cors, ["https://dash.example"]);
+        let s = c.social_config_with_secret(b"0123456789abcdef".to_vec());
+        assert_eq!(s.jwt_audience.as_deref(), Some("zerocast"));
+        assert_eq!(s.cors_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(s.header_read_timeout, Duration::from_millis(700));
+        assert_eq!(s.conn_idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.typing_interval, Duration::from_millis(250));
+        assert_eq!((s.max_sockets_per_user, s.max_subscriptions), (3, 4));
+        // The printed config round-trips the lists.
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+        // An empty variable empties a list; nonsense is refused.
+        c.apply_env(|k| (k == "ZEROCAST_API_CORS_ORIGINS").then(String::new))
+            .unwrap();
+        assert!(c.api_cors_origins.is_empty());
+        for bad in [
+            "api-idle-timeout = 5000",
+            "api-header-timeout = 10",
+            "ws-max-subscriptions = 0",
+            "api-cors-origins = [\"app.example\"]",
         ] {
             let c: Config = toml::from_str(bad).unwrap();
             assert!(c.validate().is_err(), "{bad}");

@@ -123,7 +123,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let keys = zerocast_social::auth::Keys::new(&social.jwt_secret);
+            let keys = social.keys();
             let token = keys.issue(
                 zerocast_social::id::UserId(user),
                 zerocast_social::now_ms() / 1000,

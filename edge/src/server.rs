@@ -42,6 +42,10 @@ pub enum ServeError {
     /// The social API could not start.
     #[error("social API: {0}")]
     Social(String),
+    /// The social API's stores (or other backends) refused to open; `zerocast serve` keeps
+    /// the media plane running without the social API.
+    #[error("social API: {0}")]
+    SocialBackends(String),
     /// The TLS certificate or key cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
@@ -113,7 +117,11 @@ pub fn start_social(
         .map_err(|e| ServeError::Social(e.to_string()))?;
     let tls = certs.map(|c| (config.api_https, c.server_config(ALPN_HTTP1)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<ChannelsHandle, String>>();
+    // Err((true, why)): a backend refused to open.
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<ChannelsHandle, (bool, String)>>();
+    let fail = |tx: &mpsc::Sender<_>, why: String| {
+        let _ = tx.send(Err((false, why)));
+    };
     let thread = std::thread::Builder::new()
         .name("zerocast-social".into())
         .spawn(move || {
@@ -125,7 +133,7 @@ pub fn start_social(
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
+                    fail(&ready_tx, e.to_string());
                     return;
                 }
             };
@@ -133,14 +141,14 @@ pub fn start_social(
                 let backends = match zerocast_social::backends::open_backends(&cfg).await {
                     Ok(b) => b,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("opening the social backends: {e}")));
+                        let _ = ready_tx.send(Err((true, format!("opening the social backends: {e}"))));
                         return;
                     }
                 };
                 let listener = match tokio::net::TcpListener::bind(cfg.api).await {
                     Ok(l) => l,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("binding {}: {e}", cfg.api)));
+                        fail(&ready_tx, format!("binding {}: {e}", cfg.api));
                         return;
                     }
                 };
@@ -149,7 +157,7 @@ pub fn start_social(
                         let bound = match tokio::net::TcpListener::bind(addr).await {
                             Ok(l) => l,
                             Err(e) => {
-                                let _ = ready_tx.send(Err(format!("binding {addr}: {e}")));
+                                fail(&ready_tx, format!("binding {addr}: {e}"));
                                 return;
                             }
                         };
@@ -159,7 +167,7 @@ pub fn start_social(
                                 Some(l)
                             }
                             Err(e) => {
-                                let _ = ready_tx.send(Err(format!("{addr}: {e}")));
+                                fail(&ready_tx, format!("{addr}: {e}"));
                                 return;
                             }
                         }
@@ -185,7 +193,8 @@ pub fn start_social(
         .map_err(ServeError::Worker)?;
     match ready_rx.recv() {
         Ok(Ok(channels)) => Ok((SocialHandle::new(stop_tx, thread), channels)),
-        Ok(Err(e)) => Err(ServeError::Social(e)),
+        Ok(Err((true, e))) => Err(ServeError::SocialBackends(e)),
+        Ok(Err((false, e))) => Err(ServeError::Social(e)),
         Err(_) => Err(ServeError::Social(
             "the social thread ended at start".into(),
         )),
@@ -227,9 +236,19 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let social = if config.social {
         let hub = ctx.clone();
         let live = Arc::new(move |name: &str| hub.hub.is_live(name));
-        let (social, channels) = start_social(&config, certs.as_ref(), live)?;
-        ctx.auth.set_channels(channels);
-        Some(social)
+        match start_social(&config, certs.as_ref(), live) {
+            Ok((social, channels)) => {
+                ctx.auth.set_channels(channels);
+                Some(social)
+            }
+            // A store that will not open (damaged, or held by another process) takes the
+            // social API down, not the media plane: viewers keep watching.
+            Err(ServeError::SocialBackends(e)) => {
+                tracing::error!("social API disabled, media keeps serving: {e}");
+                None
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };

@@ -56,7 +56,7 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
         if let Some(e) = &embedded {
             return Ok(e.clone());
         }
-        let e = EmbeddedStore::open(&dir, config.node).map_err(|e| io(&e))?;
+        let e = EmbeddedStore::open(&dir, config.node).map_err(|e| refused(&dir, &e))?;
         embedded = Some(e.clone());
         Ok(e)
     };
@@ -96,6 +96,18 @@ fn set(v: &Option<String>) -> Option<&str> {
 
 fn io(e: &dyn std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
+}
+
+/// The error of an embedded store that will not open: the directory, the cause, and what an
+/// operator can do about it (one line, for one log line).
+fn refused(dir: &std::path::Path, e: &dyn std::fmt::Display) -> std::io::Error {
+    let d = dir.display();
+    io(&format!(
+        "the embedded store in {d} does not open ({e}). Recovery: if another zerocast process \
+         uses this data directory (it holds {d}/lock), stop it or give this one another \
+         --data-dir; if the store is damaged, move it aside (mv {d} {d}.broken) to start with \
+         an empty store, or restore {d} from a backup taken while the server was stopped"
+    ))
 }
 
 #[cfg(not(all(

@@ -11,6 +11,17 @@ pub struct SocialConfig {
     pub api: SocketAddr,
     /// HS256 secret for bearer tokens.
     pub jwt_secret: Vec<u8>,
+    /// Tokens must carry this `iss` (not checked when `None`).
+    pub jwt_issuer: Option<String>,
+    /// Tokens' `aud` must contain this (not checked when `None`).
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`. A WebSocket is closed (4003) when its token's
+    /// `exp` plus this passes.
+    pub jwt_leeway: Duration,
+    /// Origins allowed to call the API from a browser (CORS) and to open a WebSocket with an
+    /// `Origin` header, as `scheme://host[:port]`; `*` allows every origin. Empty: no CORS
+    /// headers, and a WebSocket upgrade carrying an `Origin` is refused (403).
+    pub cors_origins: Vec<String>,
     /// Where the embedded store lives.
     pub data_dir: PathBuf,
     /// This instance's node id (message ids, outbox).
@@ -37,6 +48,13 @@ pub struct SocialConfig {
     pub conn_idle_timeout: Duration,
     /// A socket silent (no frame, no pong) for this long is closed.
     pub idle_timeout: Duration,
+    /// WebSockets one user may have open on this instance; one more is refused (close 4004).
+    pub max_sockets_per_user: usize,
+    /// Rooms one WebSocket may subscribe to at once; one more gets a `too_many_subscriptions`
+    /// error frame.
+    pub max_subscriptions: usize,
+    /// Shortest interval between two typing notices of one user; faster ones are dropped.
+    pub typing_interval: Duration,
     /// Messages kept per live-chat room and sent on join.
     pub room_history: usize,
     /// Stream names one user may reserve.
@@ -76,6 +94,10 @@ impl SocialConfig {
         Self {
             api: ([0, 0, 0, 0], 8090).into(),
             jwt_secret,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway: Duration::from_secs(crate::auth::LEEWAY),
+            cors_origins: Vec::new(),
             data_dir,
             node: 0,
             max_message_bytes: 4096,
@@ -88,6 +110,9 @@ impl SocialConfig {
             header_read_timeout: Duration::from_secs(10),
             conn_idle_timeout: Duration::from_secs(40),
             idle_timeout: Duration::from_secs(60),
+            max_sockets_per_user: 8,
+            max_subscriptions: 32,
+            typing_interval: Duration::from_secs(1),
             room_history: 200,
             max_streams_per_user: 10,
             kafka_brokers: None,
@@ -103,6 +128,16 @@ impl SocialConfig {
             neo4j_timeout_ms: None,
             neo4j_max_connections: None,
         }
+    }
+}
+
+impl SocialConfig {
+    /// The token keys this configuration describes: its secret, issuer, audience and leeway.
+    pub fn keys(&self) -> crate::auth::Keys {
+        crate::auth::Keys::new(&self.jwt_secret)
+            .with_issuer(self.jwt_issuer.clone())
+            .with_audience(self.jwt_audience.clone())
+            .with_leeway(self.jwt_leeway.as_secs())
     }
 }
 

@@ -1,4 +1,5 @@
-//! `GET /api/streams` (JSON) and `GET /metrics` (OpenMetrics text).
+//! `GET /api/streams` (JSON) and `GET /metrics` (OpenMetrics text). Unlike media, other
+//! origins may read them only when `media-api-cors` allows ([`Cors::Api`]).
 
 use std::sync::atomic::Ordering;
 
@@ -6,7 +7,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use zerocast_core::Track;
 
-use super::response::{Body, Response};
+use super::response::{Body, Cors, Response};
 use crate::hub::{lock, Publisher};
 use crate::metrics::{self, Kind};
 use crate::Ctx;
@@ -77,12 +78,14 @@ pub(crate) fn streams(ctx: &Ctx) -> Response {
     }
     let body = serde_json::to_vec_pretty(&serde_json::json!({ "streams": out }))
         .unwrap_or_else(|_| b"{}".to_vec());
-    Response::new(
+    let mut r = Response::new(
         200,
         "application/json",
         Body::Full(vec![Bytes::from(body)]),
         Kind::Other,
-    )
+    );
+    r.cors = Cors::Api;
+    r
 }
 
 pub(crate) fn metrics(ctx: &Ctx) -> Response {
@@ -95,5 +98,6 @@ pub(crate) fn metrics(ctx: &Ctx) -> Response {
         Kind::Other,
     );
     r.cache = "no-store";
+    r.cors = Cors::Api;
     r
 }

@@ -176,9 +176,15 @@ async fn handle(
             let query = req.uri().query().unwrap_or("");
             route::<Monoio>(ctx, req.uri().path(), query, viewing).await
         }
-        http::Method::OPTIONS => preflight(),
+        http::Method::OPTIONS => preflight(req.uri().path()),
         _ => Response::text(405, "method not allowed"),
-    };
+    }
+    .for_origin(
+        &ctx.config.media_api_cors,
+        req.headers()
+            .get(http::header::ORIGIN)
+            .map(|o| o.as_bytes()),
+    );
     ctx.metrics.observe(resp.kind, started.elapsed());
     let mut r = into_http(ctx, resp, head);
     r.body_mut().busy = Some(busy);

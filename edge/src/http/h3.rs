@@ -260,9 +260,15 @@ async fn answer(
             let query = req.uri().query().unwrap_or("");
             route::<Tokio>(ctx, req.uri().path(), query, viewing).await
         }
-        http::Method::OPTIONS => preflight(),
+        http::Method::OPTIONS => preflight(req.uri().path()),
         _ => Response::text(405, "method not allowed"),
-    };
+    }
+    .for_origin(
+        &ctx.config.media_api_cors,
+        req.headers()
+            .get(http::header::ORIGIN)
+            .map(|o| o.as_bytes()),
+    );
     ctx.metrics.observe(resp.kind, started.elapsed());
     stream.send_response(http_head(ctx, &resp)).await?;
     let mut resp = resp;

@@ -131,12 +131,13 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
         let started = Instant::now();
         let head = req.method == Method::Head;
         let resp = match req.method {
-            Method::Options => preflight(),
+            Method::Options => preflight(&req.path),
             Method::Other => Response::text(405, "method not allowed"),
             Method::Get | Method::Head => {
                 route::<Monoio>(&ctx, &req.path, &req.query, &viewing).await
             }
-        };
+        }
+        .for_origin(&ctx.config.media_api_cors, req.origin.as_deref());
         let kind = resp.kind;
         let mut sent = 0;
         let ok = respond(&mut stream, &ctx, resp, head, req.keep_alive, &mut sent).await;

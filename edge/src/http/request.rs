@@ -18,6 +18,8 @@ pub(super) struct Request {
     pub(super) query: String,
     pub(super) keep_alive: bool,
     pub(super) head_len: usize,
+    /// The `Origin` header (a browser's cross-origin request), when sent.
+    pub(super) origin: Option<Vec<u8>>,
 }
 
 /// Parses one request head; `Ok(None)` when more bytes are needed.
@@ -38,7 +40,11 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<Request>, &'static str> {
     let target = req.path.ok_or("no request target")?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut keep_alive = req.version == Some(1);
+    let mut origin = None;
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("origin") {
+            origin = Some(h.value.to_vec());
+        }
         if h.name.eq_ignore_ascii_case("connection") {
             let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
             if v.contains("close") {
@@ -58,6 +64,7 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<Request>, &'static str> {
         query: query.to_owned(),
         keep_alive,
         head_len,
+        origin,
     }))
 }
 
@@ -79,5 +86,9 @@ mod tests {
         let r = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!r.keep_alive);
         assert!(parse(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").is_err());
+        let r = parse(b"GET /metrics HTTP/1.1\r\norigin: https://a.example\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.origin.as_deref(), Some(&b"https://a.example"[..]));
     }
 }

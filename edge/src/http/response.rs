@@ -24,17 +24,58 @@ pub(crate) struct Response {
     pub(super) cache: &'static str,
     pub(super) body: Body,
     pub(super) kind: Kind,
+    pub(super) cors: Cors,
 }
 
-/// The CORS headers of every response (players are often served from another origin), and
-/// `Timing-Allow-Origin` so a player page can measure its requests (Resource Timing).
-pub(super) const CORS: [(&str, &str); 5] = [
-    ("access-control-allow-origin", "*"),
+/// Which browser origins may read a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Cors {
+    /// Any (`*`): playlists and media (players are often served from another origin).
+    Any,
+    /// The media API (`/api/streams`, `/metrics`): only the `media-api-cors` origins; resolved
+    /// per request by [`Response::for_origin`] into one of the others.
+    Api,
+    /// This origin only (with `Vary: Origin`).
+    Origin(String),
+    /// No CORS headers: a browser on another origin cannot read the response.
+    None,
+}
+
+/// The CORS headers of a response readable from another origin, after
+/// `Access-Control-Allow-Origin`, and `Timing-Allow-Origin` so a player page can measure its
+/// requests (Resource Timing).
+const CORS: [(&str, &str); 3] = [
     ("access-control-allow-methods", "GET, HEAD, OPTIONS"),
     ("access-control-allow-headers", "*"),
     ("access-control-expose-headers", "*"),
-    ("timing-allow-origin", "*"),
 ];
+
+impl Cors {
+    /// The CORS headers to send, as `(name, value)` (no allocation: this is on every media
+    /// response).
+    fn headers(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let origin = match self {
+            Cors::Any => Some("*"),
+            Cors::Origin(o) => Some(o.as_str()),
+            Cors::Api | Cors::None => None,
+        };
+        origin.into_iter().flat_map(|o| {
+            let [methods, headers, expose] = CORS;
+            // One origin rather than `*`: caches must keep one answer per origin.
+            let n = if o == "*" { 5 } else { 6 };
+            [
+                ("access-control-allow-origin", o),
+                methods,
+                headers,
+                expose,
+                ("timing-allow-origin", o),
+                ("vary", "origin"),
+            ]
+            .into_iter()
+            .take(n)
+        })
+    }
+}
 
 /// What follows the header.
 pub(crate) enum Body {
@@ -54,7 +95,28 @@ impl Response {
             cache: "no-cache",
             body,
             kind,
+            cors: Cors::Any,
         }
+    }
+
+    /// Resolves [`Cors::Api`] for a request from `origin` (its `Origin` header): `*` when
+    /// `allowed` has `*`, the origin when `allowed` lists it, no CORS headers otherwise.
+    pub(super) fn for_origin(mut self, allowed: &[String], origin: Option<&[u8]>) -> Self {
+        if self.cors == Cors::Api {
+            self.cors = if allowed.iter().any(|a| a == "*") {
+                Cors::Any
+            } else {
+                origin
+                    .filter(|o| {
+                        allowed
+                            .iter()
+                            .any(|a| a.trim_end_matches('/').as_bytes().eq_ignore_ascii_case(o))
+                    })
+                    .and_then(|o| std::str::from_utf8(o).ok())
+                    .map_or(Cors::None, |o| Cors::Origin(o.to_owned()))
+            };
+        }
+        self
     }
 
     /// A JSON `{"error": msg}` body.
@@ -99,7 +161,7 @@ pub(super) fn http_head(ctx: &Ctx, resp: &Response) -> http::Response<()> {
     };
     put("content-type", resp.content_type);
     put("cache-control", resp.cache);
-    for (name, value) in CORS {
+    for (name, value) in resp.cors.headers() {
         put(name, value);
     }
     if let Some(alt) = &ctx.alt_svc {
@@ -111,9 +173,19 @@ pub(super) fn http_head(ctx: &Ctx, resp: &Response) -> http::Response<()> {
     r
 }
 
-/// The answer to a CORS preflight.
-pub(super) fn preflight() -> Response {
-    Response::new(204, "text/plain", Body::Empty, Kind::Other)
+/// The answer to a CORS preflight for `path` (the media API's paths answer only its origins).
+pub(super) fn preflight(path: &str) -> Response {
+    let mut r = Response::new(204, "text/plain", Body::Empty, Kind::Other);
+    if is_api_path(path) {
+        r.cors = Cors::Api;
+    }
+    r
+}
+
+/// Whether `path` is one of the media API's (`/api/streams`, `/metrics`: readable
+/// cross-origin only by `media-api-cors`).
+pub(super) fn is_api_path(path: &str) -> bool {
+    matches!(path.trim_start_matches('/'), "api/streams" | "metrics")
 }
 
 pub(super) fn reason(status: u16) -> &'static str {
@@ -151,7 +223,7 @@ pub(super) async fn respond<S: Transport>(
             resp.cache
         ),
     );
-    for (name, value) in CORS {
+    for (name, value) in resp.cors.headers() {
         let _ =
             std::fmt::Write::write_fmt(&mut StrBuf(&mut h), format_args!("{name}: {value}\r\n"));
     }

@@ -203,6 +203,10 @@ impl From<ProfileError> for ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+        let code = match e {
+            AuthError::TokenInQuery => "token_in_query",
+            _ => "unauthorized",
+        };
+        Self::new(StatusCode::UNAUTHORIZED, code, e.to_string())
     }
 }

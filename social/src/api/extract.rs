@@ -20,30 +20,36 @@ use crate::id::{MessageId, UserId};
 #[derive(Debug, Clone, Copy)]
 pub struct Auth(pub UserId);
 
-/// The bearer token of a request, from `Authorization: Bearer` or the `access_token` query
-/// parameter (browsers cannot set headers on WebSocket requests).
-pub fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(v) = headers
+/// The bearer token of a request's `Authorization: Bearer` header.
+///
+/// Only the WebSocket upgrade also reads an `access_token` query parameter (browsers cannot
+/// set headers on WebSocket requests); a REST request carrying one is refused with 401
+/// ([`AuthError::TokenInQuery`]), since URLs end up in access logs and browser history.
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Some(t) = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-        {
-            return Some(t.trim().to_owned());
-        }
-    }
-    query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("access_token=").map(str::to_owned))
+        .and_then(|v| v.to_str().ok())?;
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(|t| t.trim().to_owned())
+}
+
+/// Whether a query string carries an `access_token` parameter.
+pub fn has_query_token(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.split('=').next() == Some("access_token"))
+    })
 }
 
 impl FromRequestParts<Arc<AppState>> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers, parts.uri.query()).ok_or(AuthError::Missing)?;
+        if has_query_token(parts.uri.query()) {
+            return Err(AuthError::TokenInQuery.into());
+        }
+        let token = bearer(&parts.headers).ok_or(AuthError::Missing)?;
         Ok(Auth(st.keys.verify(&token, crate::now_ms() / 1000)?))
     }
 }

@@ -17,7 +17,6 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::auth::Keys;
 use crate::backends::{open_backends, Backends};
 use crate::channels::secrets::PlaybackKeys;
 use crate::channels::Channels;
@@ -29,6 +28,7 @@ use crate::limits::Limits;
 use crate::messaging::service::Messaging;
 use crate::realtime::{fanout, Connections};
 
+pub mod cors;
 pub mod error;
 pub mod extract;
 mod graph;
@@ -39,7 +39,7 @@ mod rooms;
 pub mod state;
 mod streams;
 pub mod tls;
-mod ws;
+pub mod ws;
 
 pub use error::ApiError;
 pub use state::AppState;
@@ -81,7 +81,7 @@ impl SocialServer {
             config.max_streams_per_user,
         );
         let state = AppState {
-            keys: Keys::new(&config.jwt_secret),
+            keys: config.keys(),
             messaging: Messaging::new(store, ids.clone(), limits.clone(), Arc::new(Notify::new())),
             chat: Chat::new(
                 Rooms::new(config.room_history),
@@ -127,6 +127,10 @@ impl SocialServer {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
             })
             .layer(DefaultBodyLimit::max(64 * 1024))
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                cors::layer,
+            ))
             .with_state(self.state.clone())
     }
 

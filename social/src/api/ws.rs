@@ -1,9 +1,15 @@
 //! `GET /api/v1/ws`: the WebSocket protocol (documented in `docs/social.md`).
 //!
 //! Two tasks per socket. The writer owns the sink: it replays what the client missed (`since`),
-//! then writes frames from the connection's bounded queue, pings, and closes with 4001 when the
-//! queue overflowed. The reader parses client frames and answers through the same queue, so
+//! then writes frames from the connection's bounded queue, pings, closes with 4001 when the
+//! queue overflowed and with 4003 when the token expires (a timer set at the upgrade). The
+//! reader parses client frames ([`parse_client_frame`]) and answers through the same queue, so
 //! acks and pushes keep one order.
+//!
+//! Limits: a browser `Origin` must be in `cors_origins` (403 at the upgrade); a user has at
+//! most `max_sockets_per_user` sockets (one more gets an error frame and close 4004), a socket
+//! at most `max_subscriptions` rooms (one more gets an error frame); typing notices reach only
+//! users the sender shares a conversation with, at most one per `typing_interval`.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -12,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -22,7 +28,7 @@ use tokio::sync::Mutex;
 use super::error::ApiError;
 use super::extract::bearer;
 use super::state::AppState;
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Verified};
 use crate::events::bus::BusMessage;
 use crate::id::{MessageId, UserId};
 use crate::messaging::store::Appended;
@@ -42,6 +48,10 @@ pub(crate) mod close {
     pub(crate) const SLOW: u16 = 4001;
     /// No frame or pong within the idle timeout.
     pub(crate) const IDLE: u16 = 4002;
+    /// The token expired: get a new one and reconnect with `since`.
+    pub(crate) const TOKEN_EXPIRED: u16 = 4003;
+    /// The user already has `max_sockets_per_user` sockets open.
+    pub(crate) const TOO_MANY_SOCKETS: u16 = 4004;
 }
 
 /// Replay pages while recovering.
@@ -63,6 +73,13 @@ pub(crate) async fn upgrade(
     q: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // Browsers always send `Origin` on a WebSocket upgrade (and cannot forge it); a client
+    // without one is not a browser, and CORS does not concern it.
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if !super::cors::allows(&st.config.cors_origins, origin.as_bytes()) {
+            return super::cors::origin_refused();
+        }
+    }
     let Ok(Query(q)) = q else {
         return ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,
@@ -71,9 +88,9 @@ pub(crate) async fn upgrade(
         )
         .into_response();
     };
-    let token = q.access_token.clone().or_else(|| bearer(&headers, None));
-    let user = match token.map(|t| st.keys.verify(&t, crate::now_ms() / 1000)) {
-        Some(Ok(u)) => u,
+    let token = q.access_token.clone().or_else(|| bearer(&headers));
+    let verified = match token.map(|t| st.keys.verify_full(&t, crate::now_ms() / 1000)) {
+        Some(Ok(v)) => v,
         Some(Err(e)) => return ApiError::from(e).into_response(),
         None => return ApiError::from(AuthError::Missing).into_response(),
     };
@@ -86,20 +103,53 @@ pub(crate) async fn upgrade(
         .max_frame_size(max)
         .read_buffer_size(2 * max)
         .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| run(socket, st, user, q.since))
+        .on_upgrade(move |socket| run(socket, st, verified, q.since))
 }
 
-async fn run(socket: WebSocket, st: Arc<AppState>, user: UserId, since: Option<MessageId>) {
-    let (conn, rx) = st.conns.register(user, st.config.outbound_queue);
+/// When a token refused from `refused_from` (Unix seconds) stops being valid, on tokio's
+/// clock; `None` when that is too far away to represent (the socket then never expires).
+fn expiry(refused_from: u64) -> Option<tokio::time::Instant> {
+    let now_ms = crate::now_ms();
+    let left_ms = refused_from.saturating_mul(1000).saturating_sub(now_ms);
+    tokio::time::Instant::now().checked_add(Duration::from_millis(left_ms))
+}
+
+async fn run(socket: WebSocket, st: Arc<AppState>, token: Verified, since: Option<MessageId>) {
+    let user = token.user;
+    let cap = st.config.max_sockets_per_user;
+    let (conn, rx) = match st
+        .conns
+        .register_capped(user, st.config.outbound_queue, cap)
+    {
+        Ok(c) => c,
+        Err(max) => {
+            tracing::info!(%user, "websocket refused: {max} sockets open (max-sockets-per-user)");
+            let mut socket = socket;
+            let f = json!({"type": "error", "code": "too_many_sockets",
+                "message": format!("at most {max} sockets per user; close another first")});
+            let _ = tokio::time::timeout(st.config.write_timeout, async {
+                socket.send(WsMessage::Text(f.to_string().into())).await?;
+                socket
+                    .send(close_frame(close::TOO_MANY_SOCKETS, "too many sockets"))
+                    .await
+            })
+            .await;
+            return;
+        }
+    };
     let rooms = Arc::new(Mutex::new(HashSet::new()));
     let (sink, stream) = socket.split();
     let last_seen = Arc::new(std::sync::Mutex::new(Instant::now()));
     let (close_tx, close_rx) = tokio::sync::oneshot::channel::<(u16, &'static str)>();
+    let who = Who {
+        user,
+        since,
+        expires: expiry(token.refused_from),
+    };
     let mut writer = tokio::spawn(write_loop(
         sink,
         st.clone(),
-        user,
-        since,
+        who,
         rx,
         close_rx,
         last_seen.clone(),
@@ -122,15 +172,32 @@ async fn run(socket: WebSocket, st: Arc<AppState>, user: UserId, since: Option<M
     st.conns.unregister(&conn, &rooms);
 }
 
+/// Whose socket the writer serves: the user, where its replay starts, when its token expires.
+struct Who {
+    user: UserId,
+    since: Option<MessageId>,
+    expires: Option<tokio::time::Instant>,
+}
+
 async fn write_loop(
     sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
     st: Arc<AppState>,
-    user: UserId,
-    since: Option<MessageId>,
+    Who {
+        user,
+        since,
+        expires,
+    }: Who,
     mut q: ConnRx,
     mut close_rx: tokio::sync::oneshot::Receiver<(u16, &'static str)>,
     last_seen: Arc<std::sync::Mutex<Instant>>,
 ) {
+    let expired = async {
+        match expires {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut expired = std::pin::pin!(expired);
     let mut sink = Sink {
         inner: sink,
         timeout: st.config.write_timeout,
@@ -207,6 +274,12 @@ async fn write_loop(
                 let _ = sink.send(close_frame(close::GOING_AWAY, "server shutting down")).await;
                 return;
             }
+            () = &mut expired => {
+                tracing::debug!(%user, "websocket closed: token expired");
+                let f = close_frame(close::TOKEN_EXPIRED, "token expired: reconnect with a new token and since");
+                let _ = sink.send(f).await;
+                return;
+            }
         }
     }
 }
@@ -246,10 +319,17 @@ fn close_frame(code: u16, reason: &'static str) -> WsMessage {
     }))
 }
 
-/// Frames a client may send.
-#[derive(Debug, Deserialize)]
+/// Parses one client text frame (the WebSocket protocol's only parser of peer bytes; public
+/// for the fuzz target). An error's text is what the client gets in its `bad_frame` error.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+/// Frames a client may send (see `docs/social.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum ClientFrame {
+#[allow(missing_docs)]
+pub enum ClientFrame {
     Send {
         to: uuid::Uuid,
         content: String,
@@ -287,6 +367,7 @@ async fn read_loop(
     last_seen: Arc<std::sync::Mutex<Instant>>,
 ) -> Option<(u16, &'static str)> {
     let mut bad = 0u32;
+    let mut local = Local::default();
     loop {
         let msg = match tokio::time::timeout(st.config.idle_timeout, stream.next()).await {
             Err(_) => return Some((close::IDLE, "idle timeout")),
@@ -324,7 +405,7 @@ async fn read_loop(
                 continue;
             }
         };
-        let frame: ClientFrame = match serde_json::from_str(&text) {
+        let frame = match parse_client_frame(&text) {
             Ok(f) => f,
             Err(e) => {
                 bad += 1;
@@ -338,7 +419,7 @@ async fn read_loop(
                 continue;
             }
         };
-        handle(st, conn, &rooms, frame).await;
+        handle(st, conn, &rooms, &mut local, frame).await;
     }
 }
 
@@ -351,7 +432,25 @@ fn error_frame(e: impl Into<ApiError>, client_id: Option<&str>) -> serde_json::V
     json!({"type": "error", "code": e.code(), "message": e.message(), "client_id": client_id})
 }
 
-async fn handle(st: &AppState, conn: &Conn, rooms: &Mutex<HashSet<String>>, frame: ClientFrame) {
+/// What one socket's reader remembers between frames.
+#[derive(Debug, Default)]
+struct Local {
+    /// Users this socket's user was found to share a conversation with (typing goes to them).
+    partners: HashSet<UserId>,
+    /// Whether the subscription cap was already logged for this socket (one line per socket).
+    subs_cap_logged: bool,
+}
+
+/// Partners remembered per socket, at most (then the cache starts over).
+const MAX_PARTNERS_CACHED: usize = 1024;
+
+async fn handle(
+    st: &AppState,
+    conn: &Conn,
+    rooms: &Mutex<HashSet<String>>,
+    local: &mut Local,
+    frame: ClientFrame,
+) {
     let me = conn.user;
     match frame {
         ClientFrame::Send {
@@ -387,16 +486,60 @@ async fn handle(st: &AppState, conn: &Conn, rooms: &Mutex<HashSet<String>>, fram
             }
         }
         ClientFrame::Typing { to } => {
+            let to = UserId(to);
+            let interval = st.config.typing_interval;
+            if !st.conns.typing_allowed(me, Instant::now(), interval) {
+                let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+                reply(
+                    conn,
+                    json!({"type": "error", "code": "typing_rate_limited",
+                        "message": format!("at most one typing notice per {ms} ms"),
+                        "retry_after_ms": ms}),
+                );
+                return;
+            }
+            if !local.partners.contains(&to) {
+                match st.messaging.are_partners(me, to).await {
+                    Ok(true) => {
+                        if local.partners.len() >= MAX_PARTNERS_CACHED {
+                            local.partners.clear();
+                        }
+                        local.partners.insert(to);
+                    }
+                    Ok(false) => {
+                        st.conns
+                            .refused
+                            .typing_stranger
+                            .fetch_add(1, Ordering::Relaxed);
+                        reply(
+                            conn,
+                            json!({"type": "error", "code": "not_a_partner",
+                                "message": "typing notices go only to users you share a conversation with"}),
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        reply(conn, error_frame(e, None));
+                        return;
+                    }
+                }
+            }
             // Ephemeral and best effort: never let a slow bus stall this socket's reads.
             let bus = st.bus.clone();
             tokio::spawn(async move {
                 let _ = bus
-                    .publish_ephemeral(BusMessage::Typing {
-                        from: me,
-                        to: UserId(to),
-                    })
+                    .publish_ephemeral(BusMessage::Typing { from: me, to })
                     .await;
             });
+        }
+        ClientFrame::Subscribe { room }
+            if at_subscription_cap(st, conn, rooms, local, &room).await =>
+        {
+            reply(
+                conn,
+                json!({"type": "error", "code": "too_many_subscriptions", "room": room,
+                    "message": format!("at most {} rooms per socket; unsubscribe first", st.config.max_subscriptions)}),
+            );
         }
         ClientFrame::Subscribe { room } => match st.chat.history(&room).await {
             Ok(history) => {
@@ -428,4 +571,29 @@ async fn handle(st: &AppState, conn: &Conn, rooms: &Mutex<HashSet<String>>, fram
         },
         ClientFrame::Ping => reply(conn, json!({"type": "pong"})),
     }
+}
+
+/// Whether subscribing to `room` would take this socket over `max_subscriptions` (a room it
+/// is already in does not count); counts and logs (once per socket) a refusal.
+async fn at_subscription_cap(
+    st: &AppState,
+    conn: &Conn,
+    rooms: &Mutex<HashSet<String>>,
+    local: &mut Local,
+    room: &str,
+) -> bool {
+    let max = st.config.max_subscriptions;
+    let rooms = rooms.lock().await;
+    if rooms.len() < max || rooms.contains(room) {
+        return false;
+    }
+    st.conns
+        .refused
+        .subscriptions
+        .fetch_add(1, Ordering::Relaxed);
+    if !local.subs_cap_logged {
+        local.subs_cap_logged = true;
+        tracing::info!(user = %conn.user, "websocket subscribe refused: {max} rooms (max-subscriptions)");
+    }
+    true
 }

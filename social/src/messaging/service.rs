@@ -66,6 +66,24 @@ impl Messaging {
         &self.store
     }
 
+    /// Whether `a` and `b` share a conversation (at least one message, in either direction,
+    /// deleted or not): who may see the other's typing notices.
+    pub async fn are_partners(&self, a: UserId, b: UserId) -> Result<bool, MessagingError> {
+        if a == b {
+            return Ok(false);
+        }
+        let page = Page {
+            before: None,
+            after: None,
+            limit: 1,
+        };
+        let one = self
+            .store
+            .history(ConversationId::between(a, b), page)
+            .await?;
+        Ok(!one.is_empty())
+    }
+
     /// Validates, rate-limits and durably stores a message from `from` to `to`; idempotent by
     /// `client_id`.
     pub async fn send(

@@ -7,10 +7,15 @@
 //! Each connection has a bounded outbound queue. Delivery never waits: a frame that does not
 //! fit marks the connection as too slow, and its socket task closes it with close code 4001;
 //! the client reconnects with `since` and recovers what it missed from the store.
+//!
+//! Per-user limits live here too: sockets per user ([`Connections::register_capped`]) and the
+//! pace of typing notices ([`Connections::typing_allowed`]); what a user's sockets hold is
+//! dropped with their last socket, so the registry holds only connected users.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
 
@@ -78,14 +83,36 @@ pub struct ConnRx {
     pub kick: Arc<Notify>,
 }
 
+/// The connections of one user, and when they last sent a typing notice.
+#[derive(Debug, Default)]
+struct UserConns {
+    conns: HashMap<u64, Conn>,
+    last_typing: Option<Instant>,
+}
+
+/// How often each per-user or per-socket limit refused something.
+#[derive(Debug, Default)]
+pub struct LimitCounts {
+    /// Sockets refused: the user had `max_sockets_per_user` open.
+    pub sockets: AtomicU64,
+    /// Subscriptions refused: the socket had `max_subscriptions`.
+    pub subscriptions: AtomicU64,
+    /// Typing notices dropped: faster than `typing_interval`.
+    pub typing_rate: AtomicU64,
+    /// Typing notices dropped: to someone the sender shares no conversation with.
+    pub typing_stranger: AtomicU64,
+}
+
 /// Connections by user and room.
 #[derive(Debug, Default)]
 pub struct Connections {
     next: AtomicU64,
-    users: Mutex<HashMap<UserId, HashMap<u64, Conn>>>,
+    users: Mutex<HashMap<UserId, UserConns>>,
     rooms: Mutex<HashMap<String, HashMap<u64, Conn>>>,
     /// Connections closed for being too slow.
     pub slow_closes: AtomicU64,
+    /// Refusals by the per-user and per-socket limits.
+    pub refused: LimitCounts,
 }
 
 impl Connections {
@@ -96,6 +123,27 @@ impl Connections {
 
     /// Registers a connection of `user` with an outbound queue of `capacity` frames.
     pub fn register(&self, user: UserId, capacity: usize) -> (Conn, ConnRx) {
+        self.register_capped(user, capacity, usize::MAX)
+            .unwrap_or_else(|_| unreachable!("no user has usize::MAX sockets"))
+    }
+
+    /// As [`register`](Self::register), unless `user` already has `max` connections here:
+    /// then `Err(max)` and nothing is registered (the check and the insert are one step).
+    pub fn register_capped(
+        &self,
+        user: UserId,
+        capacity: usize,
+        max: usize,
+    ) -> Result<(Conn, ConnRx), usize> {
+        let mut users = lock(&self.users);
+        let mine = users.entry(user).or_default();
+        if mine.conns.len() >= max {
+            if mine.conns.is_empty() {
+                users.remove(&user);
+            }
+            self.refused.sockets.fetch_add(1, Ordering::Relaxed);
+            return Err(max);
+        }
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let slow = Arc::new(AtomicBool::new(false));
         let kick = Arc::new(Notify::new());
@@ -106,19 +154,35 @@ impl Connections {
             slow: slow.clone(),
             kick: kick.clone(),
         };
-        lock(&self.users)
-            .entry(user)
-            .or_default()
-            .insert(conn.id, conn.clone());
-        (conn, ConnRx { rx, slow, kick })
+        mine.conns.insert(conn.id, conn.clone());
+        Ok((conn, ConnRx { rx, slow, kick }))
+    }
+
+    /// Whether `user` may send a typing notice at `now`: at most one per `interval` over all
+    /// their sockets (a notice that is refused does not count). Always `false` for a user
+    /// with no connection here.
+    pub fn typing_allowed(&self, user: UserId, now: Instant, interval: Duration) -> bool {
+        let mut users = lock(&self.users);
+        let Some(mine) = users.get_mut(&user) else {
+            return false;
+        };
+        let ok = mine
+            .last_typing
+            .is_none_or(|t| now.saturating_duration_since(t) >= interval);
+        if ok {
+            mine.last_typing = Some(now);
+        } else {
+            self.refused.typing_rate.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
     /// Removes a connection from its user and every room.
     pub fn unregister(&self, conn: &Conn, rooms: &HashSet<String>) {
         let mut users = lock(&self.users);
         if let Some(m) = users.get_mut(&conn.user) {
-            m.remove(&conn.id);
-            if m.is_empty() {
+            m.conns.remove(&conn.id);
+            if m.conns.is_empty() {
                 users.remove(&conn.user);
             }
         }
@@ -138,7 +202,7 @@ impl Connections {
     pub fn to_user(&self, user: UserId, frame: &Frame) -> usize {
         let conns: Vec<Conn> = lock(&self.users)
             .get(&user)
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.conns.values().cloned().collect())
             .unwrap_or_default();
         conns.iter().filter(|c| c.send(frame)).count()
     }
@@ -150,7 +214,7 @@ impl Connections {
 
     /// Connections open now.
     pub fn connections(&self) -> usize {
-        lock(&self.users).values().map(HashMap::len).sum()
+        lock(&self.users).values().map(|u| u.conns.len()).sum()
     }
 
     /// Adds a connection to a room.
@@ -205,6 +269,46 @@ mod tests {
         assert_eq!(conns.to_user(u, &f), 1);
         assert_eq!(conns.to_user(u, &f), 0);
         assert!(rx.slow.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn sockets_per_user_are_capped_and_freed_on_unregister() {
+        let conns = Connections::new();
+        let (a, b) = (UserId(uuid::Uuid::new_v4()), UserId(uuid::Uuid::new_v4()));
+        let (c1, _r1) = conns.register_capped(a, 4, 2).unwrap();
+        let (_c2, _r2) = conns.register_capped(a, 4, 2).unwrap();
+        assert_eq!(conns.register_capped(a, 4, 2).err(), Some(2));
+        assert_eq!(conns.refused.sockets.load(Ordering::Relaxed), 1);
+        // Another user is not affected; closing one socket makes room.
+        assert!(conns.register_capped(b, 4, 2).is_ok());
+        conns.unregister(&c1, &HashSet::new());
+        assert!(conns.register_capped(a, 4, 2).is_ok());
+        // A cap of 0 refuses everyone and leaves nothing behind.
+        let c = UserId(uuid::Uuid::new_v4());
+        assert!(conns.register_capped(c, 4, 0).is_err());
+        assert!(!conns.is_connected(c));
+    }
+
+    #[test]
+    fn typing_is_paced_per_user_across_sockets() {
+        let conns = Connections::new();
+        let a = UserId(uuid::Uuid::new_v4());
+        let t0 = Instant::now();
+        let sec = Duration::from_secs(1);
+        assert!(!conns.typing_allowed(a, t0, sec), "not connected");
+        let (c1, _r1) = conns.register(a, 4);
+        let (_c2, _r2) = conns.register(a, 4);
+        assert!(conns.typing_allowed(a, t0, sec));
+        assert!(!conns.typing_allowed(a, t0 + sec / 2, sec));
+        assert!(conns.typing_allowed(a, t0 + sec, sec));
+        assert!(!conns.typing_allowed(a, t0 + sec, sec));
+        assert_eq!(conns.refused.typing_rate.load(Ordering::Relaxed), 2);
+        // The pace state goes with the user's last socket.
+        conns.unregister(&c1, &HashSet::new());
+        assert!(
+            !conns.typing_allowed(a, t0 + sec + sec / 2, sec),
+            "kept while one is open"
+        );
     }
 
     #[test]
