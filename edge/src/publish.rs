@@ -299,18 +299,6 @@ async fn check_key(
     }
 }
 
-/// Splits `NAME?key=KEY&...` into the name and the key.
-pub fn split_key(raw: &str) -> (&str, Option<&str>) {
-    let Some((name, query)) = raw.split_once('?') else {
-        return (raw, None);
-    };
-    let key = query
-        .split('&')
-        .find_map(|p| p.strip_prefix("key="))
-        .filter(|k| !k.is_empty());
-    (name, key)
-}
-
 /// An HTTP/1.1 endpoint zerocast POSTs JSON to (`http://` only; the host is resolved once, at
 /// start).
 #[derive(Debug, Clone)]
@@ -386,27 +374,12 @@ async fn exchange(addr: SocketAddr, req: Vec<u8>) -> Result<u16, String> {
         let (r, buf) = s.read(buf).await;
         let n = r.map_err(|e| format!("read: {e}"))?;
         got.extend_from_slice(&buf[..n]);
-        if let Some(status) = response_status(&got)? {
+        if let Some(status) = crate::http::request::response_status(&got)? {
             return Ok(status);
         }
         if n == 0 {
             return Err("connection closed before a status line".into());
         }
-    }
-}
-
-/// The status of an HTTP/1.x response head in `bytes`: `None` while incomplete.
-pub fn response_status(bytes: &[u8]) -> Result<Option<u16>, String> {
-    const MAX: usize = 16 * 1024;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(bytes) {
-        Ok(httparse::Status::Complete(_)) => Ok(resp.code),
-        Ok(httparse::Status::Partial) if bytes.len() >= MAX => {
-            Err("response head too large".into())
-        }
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(e) => Err(format!("bad response: {e}")),
     }
 }
 
@@ -437,15 +410,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_in_stream_names() {
-        assert_eq!(split_key("demo"), ("demo", None));
-        assert_eq!(split_key("demo?key=abc"), ("demo", Some("abc")));
-        assert_eq!(split_key("demo?x=1&key=abc"), ("demo", Some("abc")));
-        assert_eq!(split_key("demo?key="), ("demo", None));
-    }
-
-    #[test]
-    fn webhook_urls_and_status_lines() {
+    fn webhook_urls() {
         let t = Duration::from_secs(1);
         let w = Webhook::parse("http://127.0.0.1:9/hook?x=1", t).unwrap();
         assert_eq!(w.addr, "127.0.0.1:9".parse().unwrap());
@@ -456,11 +421,5 @@ mod tests {
         );
         assert!(Webhook::parse("https://127.0.0.1/", t).is_err());
         assert!(Webhook::parse("http:///x", t).is_err());
-        assert_eq!(
-            response_status(b"HTTP/1.1 204 No Content\r\n\r\n"),
-            Ok(Some(204))
-        );
-        assert_eq!(response_status(b"HTTP/1.1 403 Forbidden\r\nX: y"), Ok(None));
-        assert!(response_status(b"garbage\r\n\r\n").is_err());
     }
 }

@@ -17,7 +17,6 @@ use zerocast_ingest::session::{Output, ServerSession, SessionError, SessionEvent
 use crate::hub::{lock, PublishError, Stream};
 use crate::limits::held_back;
 use crate::metrics::Limit;
-use crate::publish::split_key;
 use crate::transport::Transport;
 use crate::Ctx;
 
@@ -128,8 +127,8 @@ impl Conn {
     async fn decide(&mut self, ctx: &Ctx, (request_id, app, raw): (u32, String, String)) {
         // The key may ride on the name (`NAME?key=KEY`, OBS's stream key) or on the app
         // (`rtmp://HOST/live?key=KEY` + name).
-        let (app, app_key) = split_key(&app);
-        let (name, name_key) = split_key(&raw);
+        let (app, app_key) = zerocast_ingest::split_stream_key(&app);
+        let (name, name_key) = zerocast_ingest::split_stream_key(&raw);
         let key = name_key.or(app_key);
         let verdict = if self.publishing.is_some() {
             Err("this connection is already publishing".to_owned())

@@ -99,3 +99,31 @@ pub mod timestamp;
 pub use session::{
     Output, ServerSession, SessionError, SessionEvent, SessionLimits, StreamMetadata,
 };
+
+/// Splits a publish name (or application) as an encoder sends it, `NAME?key=KEY&...`, into the
+/// name and the stream key (`None` when absent or empty). OBS sends its "stream key" field as the
+/// name, so `NAME?key=KEY` there carries the key.
+pub fn split_stream_key(raw: &str) -> (&str, Option<&str>) {
+    let Some((name, query)) = raw.split_once('?') else {
+        return (raw, None);
+    };
+    let key = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("key="))
+        .filter(|k| !k.is_empty());
+    (name, key)
+}
+
+#[cfg(test)]
+mod stream_key_tests {
+    use super::split_stream_key;
+
+    #[test]
+    fn keys_in_stream_names() {
+        assert_eq!(split_stream_key("demo"), ("demo", None));
+        assert_eq!(split_stream_key("demo?key=abc"), ("demo", Some("abc")));
+        assert_eq!(split_stream_key("demo?x=1&key=abc"), ("demo", Some("abc")));
+        assert_eq!(split_stream_key("demo?key="), ("demo", None));
+        assert_eq!(split_stream_key("demo?keys=abc"), ("demo", None));
+    }
+}

@@ -18,7 +18,7 @@ mod api;
 pub(crate) mod h2;
 pub(crate) mod h3;
 mod private;
-mod request;
+pub(crate) mod request;
 mod response;
 
 use std::future::{poll_fn, Future};

@@ -1,4 +1,5 @@
-//! Request heads, parsed with `httparse` from the connection's read buffer.
+//! HTTP/1.x heads, parsed with `httparse`: viewers' requests from the connection's read buffer,
+//! and the status of a webhook's response.
 
 /// Largest request head accepted.
 pub(super) const MAX_HEAD: usize = 16 * 1024;
@@ -68,9 +69,36 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<Request>, &'static str> {
     }))
 }
 
+/// The status of an HTTP/1.x response head in `bytes` (a webhook's answer): `None` while
+/// incomplete; an error for a malformed head or one over 16 KiB.
+pub(crate) fn response_status(bytes: &[u8]) -> Result<Option<u16>, String> {
+    const MAX: usize = 16 * 1024;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => Ok(resp.code),
+        Ok(httparse::Status::Partial) if bytes.len() >= MAX => {
+            Err("response head too large".into())
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(format!("bad response: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_status_lines() {
+        assert_eq!(
+            response_status(b"HTTP/1.1 204 No Content\r\n\r\n"),
+            Ok(Some(204))
+        );
+        assert_eq!(response_status(b"HTTP/1.1 403 Forbidden\r\nX: y"), Ok(None));
+        assert!(response_status(b"garbage\r\n\r\n").is_err());
+        assert!(response_status(&vec![b'a'; 20_000]).is_err());
+    }
 
     #[test]
     fn parses_requests() {
