@@ -76,7 +76,11 @@ pub(crate) fn response_status(bytes: &[u8]) -> Result<Option<u16>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(bytes) {
-        Ok(httparse::Status::Complete(_)) => Ok(resp.code),
+        // httparse takes any three digits; a status below 100 (`042`) is no HTTP status.
+        Ok(httparse::Status::Complete(_)) => match resp.code {
+            Some(c) if c >= 100 => Ok(Some(c)),
+            _ => Err("bad response: no valid status code".into()),
+        },
         Ok(httparse::Status::Partial) if bytes.len() >= MAX => {
             Err("response head too large".into())
         }
@@ -97,6 +101,7 @@ mod tests {
         );
         assert_eq!(response_status(b"HTTP/1.1 403 Forbidden\r\nX: y"), Ok(None));
         assert!(response_status(b"garbage\r\n\r\n").is_err());
+        assert!(response_status(b"HTTP/1.1 042 No Co 5\r\n\r\n").is_err());
         assert!(response_status(&vec![b'a'; 20_000]).is_err());
     }
 
