@@ -323,6 +323,10 @@ fn a_private_stream_needs_a_playback_token() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(server.get("/live/secret/index.m3u8").status, 403);
+    let listed: serde_json::Value =
+        serde_json::from_slice(&server.get("/api/streams").body).unwrap();
+    assert_eq!(listed["streams"][0]["name"], "secret", "{listed}");
+    assert_eq!(listed["streams"][0]["private"], true, "{listed}");
     let forged = format!("9999999999.{}", token.split_once('.').unwrap().1);
     assert_eq!(
         server
