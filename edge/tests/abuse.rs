@@ -278,21 +278,6 @@ fn connect_from(src: [u8; 4], port: u16) -> std::io::Result<TcpStream> {
     }
 }
 
-/// Resident memory of `pid`, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Open descriptors of `pid`.
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
 /// Completes the client side of the RTMP handshake on `s`; returns bytes read past it.
 fn rtmp_handshake(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};

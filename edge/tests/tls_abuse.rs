@@ -23,15 +23,6 @@ use common::*;
 /// Offending connections per TLS port and kind of attack.
 const PER_PORT: usize = 8;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Waits until the server closes `s` (EOF or reset); false if it is still open at `limit`.
 fn closed_by_server(s: &mut TcpStream, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
