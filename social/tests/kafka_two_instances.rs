@@ -14,7 +14,7 @@ mod common;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
-use serde_json::json;
+use serde_json::{json, Value};
 use uuid::Uuid;
 use zerocast_social::backends::Backends;
 use zerocast_social::events::kafka::KafkaBus;
@@ -113,13 +113,47 @@ async fn two_instances_sharing_a_store_and_a_topic_deliver_across_instances() {
     wb.send(json!({"type": "typing", "to": a})).await;
     assert_eq!(wa.expect("typing").await["from"], json!(b));
 
-    // Live chat: B watches a room on instance 2, A chats on instance 1.
+    // Live chat: A reserves the stream "show" (its room is A's) on instance 1; B watches the
+    // room on instance 2, A chats on instance 1.
+    let (s, v) = one
+        .call_as("POST", "/api/v1/streams", a, Some(json!({"name": "show"})))
+        .await;
+    assert_eq!(s, 201, "{v}");
     wb.send(json!({"type": "subscribe", "room": "show"})).await;
     wb.expect("subscribed").await;
     wa.send(json!({"type": "chat", "room": "show", "content": "gg", "client_id": "c"}))
         .await;
     wa.expect("chat_ack").await;
     assert_eq!(wb.expect("chat").await["message"]["content"], "gg");
+
+    // Moderation is shared: A bans B on instance 1, and B cannot chat through instance 2 (the
+    // ban is in the shared store; the bus tells instance 2 to drop its cached rules).
+    let (s, v) = one
+        .call_as(
+            "POST",
+            "/api/v1/rooms/show/bans",
+            a,
+            Some(json!({"user": b})),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let mut refused = Value::Null;
+    for _ in 0..100 {
+        let (s, v) = two
+            .call_as(
+                "POST",
+                "/api/v1/rooms/show/messages",
+                b,
+                Some(json!({"content": "still here?"})),
+            )
+            .await;
+        if s == 403 {
+            refused = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refused["error"]["code"], "banned", "{refused}");
 
     // Each event was pushed once: each instance relays only its own node's outbox.
     assert_eq!(wb.count_message(&id, Duration::from_millis(1500)).await, 0);
