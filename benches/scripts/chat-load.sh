@@ -45,8 +45,9 @@ k=0
 for clients in "${counts[@]}"; do
   port=$((port0 + k))
   data=$(mktemp -d /tmp/chat-load-data.XXXXXX)
-  # Only the flags configure the server: no config file, no ZEROCAST_* secret.
-  env -u ZEROCAST_CONFIG -u ZEROCAST_JWT_SECRET \
+  # Only the flags configure the server: no config file, no ZEROCAST_* secret. Every client
+  # comes from 127.0.0.1, so the per-address connection cap is off.
+  env -u ZEROCAST_CONFIG -u ZEROCAST_JWT_SECRET ZEROCAST_API_MAX_CONNECTIONS_PER_IP=0 \
     "$server_bin" social --api 127.0.0.1:"$port" --data-dir "$data" 2> "$log.$k" &
   server=$!
   for _ in $(seq 100); do

@@ -141,6 +141,10 @@ pub struct Config {
     /// A social API connection on which no byte moves for this long is closed, milliseconds
     /// (longer than the 20 s WebSocket ping interval).
     pub api_idle_timeout: u64,
+    /// Open social API connections at most (plain and TLS ports together).
+    pub api_max_connections: usize,
+    /// Open social API connections at most from one address (IPv6: one /64); 0: no cap.
+    pub api_max_connections_per_ip: usize,
     /// WebSockets one user may have open on one instance.
     pub ws_max_sockets_per_user: usize,
     /// Chat rooms one WebSocket may subscribe to at once.
@@ -231,6 +235,8 @@ impl Default for Config {
             api_cors_origins: Vec::new(),
             api_header_timeout: 10_000,
             api_idle_timeout: 40_000,
+            api_max_connections: 10_000,
+            api_max_connections_per_ip: 256,
             ws_max_sockets_per_user: 8,
             ws_max_subscriptions: 32,
             ws_typing_interval: 1000,
@@ -491,6 +497,11 @@ impl Config {
         var!("ZEROCAST_NODE_ID", self.node_id);
         var!("ZEROCAST_API_HEADER_TIMEOUT", self.api_header_timeout);
         var!("ZEROCAST_API_IDLE_TIMEOUT", self.api_idle_timeout);
+        var!("ZEROCAST_API_MAX_CONNECTIONS", self.api_max_connections);
+        var!(
+            "ZEROCAST_API_MAX_CONNECTIONS_PER_IP",
+            self.api_max_connections_per_ip
+        );
         var!(
             "ZEROCAST_WS_MAX_SOCKETS_PER_USER",
             self.ws_max_sockets_per_user
@@ -707,6 +718,11 @@ impl Config {
                 "api-idle-timeout must exceed the 20000 ms WebSocket ping interval".into(),
             ));
         }
+        if self.api_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "api-max-connections must be at least 1".into(),
+            ));
+        }
         if self.ws_max_sockets_per_user == 0 || self.ws_max_subscriptions == 0 {
             return Err(ConfigError::Invalid(
                 "ws-max-sockets-per-user and ws-max-subscriptions must be at least 1".into(),
@@ -844,6 +860,8 @@ impl Config {
         c.header_read_timeout = Duration::from_millis(self.api_header_timeout);
         c.conn_idle_timeout = Duration::from_millis(self.api_idle_timeout);
         c.max_sockets_per_user = self.ws_max_sockets_per_user;
+        c.max_connections = self.api_max_connections;
+        c.max_connections_per_ip = self.api_max_connections_per_ip;
         c.max_subscriptions = self.ws_max_subscriptions;
         c.typing_interval = Duration::from_millis(self.ws_typing_interval);
         c

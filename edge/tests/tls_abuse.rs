@@ -232,3 +232,55 @@ fn hostile_tls_clients_do_not_disturb_a_viewer() {
         "rapid reset and big headers:\n{logs}"
     );
 }
+
+/// HTTP/3 connections count toward `max-connections-per-ip` with the TCP ones (once their
+/// handshake proved the address): with the address's places taken by two TCP connections, a
+/// QUIC client is closed; with one place free, it is served.
+#[test]
+fn http3_counts_toward_the_per_address_cap() {
+    let tmp = TempDir::new("h3-per-ip");
+    make_cert(&tmp.0);
+    let (https, rtmps) = (free_port(), free_port());
+    let flags = tls_flags(&tmp.0, https, rtmps);
+    let server = Server::start_with_env(
+        "auto",
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[("ZEROCAST_MAX_CONNECTIONS_PER_IP", "2".into())],
+    );
+    let h3_get = || {
+        Command::new("python3")
+            .arg(repo_root().join("tests/h3/get.py"))
+            .args(["--connect", &format!("127.0.0.1:{https}"), "--insecure"])
+            .arg("/api/streams")
+            .output()
+            .expect("python3 is installed")
+    };
+    // Both places of 127.0.0.1 taken (the server start's probe connection has gone by now).
+    std::thread::sleep(Duration::from_millis(300));
+    let first = TcpStream::connect(("127.0.0.1", server.http)).unwrap();
+    let second = TcpStream::connect(("127.0.0.1", server.http)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = h3_get();
+    assert!(
+        !refused.status.success(),
+        "served over HTTP/3 past the cap: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    let served = h3_get();
+    assert!(
+        served.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&served.stdout),
+        String::from_utf8_lossy(&served.stderr)
+    );
+    drop(second);
+    std::thread::sleep(Duration::from_millis(300));
+    let metrics = server.get("/metrics").text();
+    assert!(
+        metrics.contains(r#"zerocast_limit_hits_total{limit="max_connections_per_ip"}"#)
+            && !metrics.contains(r#"zerocast_limit_hits_total{limit="max_connections_per_ip"} 0"#),
+        "{metrics}"
+    );
+}

@@ -48,6 +48,10 @@ pub struct SocialConfig {
     pub conn_idle_timeout: Duration,
     /// A socket silent (no frame, no pong) for this long is closed.
     pub idle_timeout: Duration,
+    /// Open API connections at most (plain and TLS ports together); more are closed at once.
+    pub max_connections: usize,
+    /// Open API connections at most from one address (IPv6: one /64); 0 for no cap.
+    pub max_connections_per_ip: usize,
     /// WebSockets one user may have open on this instance; one more is refused (close 4004).
     pub max_sockets_per_user: usize,
     /// Rooms one WebSocket may subscribe to at once; one more gets a `too_many_subscriptions`
@@ -110,6 +114,8 @@ impl SocialConfig {
             header_read_timeout: Duration::from_secs(10),
             conn_idle_timeout: Duration::from_secs(40),
             idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
             max_sockets_per_user: 8,
             max_subscriptions: 32,
             typing_interval: Duration::from_secs(1),

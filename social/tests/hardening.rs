@@ -372,3 +372,26 @@ async fn typing_reaches_only_conversation_partners_at_a_bounded_pace() {
 async fn next_typing(ws: &mut Socket) -> Value {
     ws.expect("typing").await
 }
+
+/// The API's listeners cap connections per address: past the cap a connection is closed
+/// before a byte is read, and a freed place is taken again.
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    let api = start(|c| c.max_connections_per_ip = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(api.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut over = TcpStream::connect(api.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), over.read(&mut buf))
+        .await
+        .expect("closed at once, not left hanging")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the connection over the cap was closed");
+    held.pop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _) = api.call("GET", "/api/v1/health", None, None).await;
+    assert_eq!(status, 200);
+}

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use super::response::{http_head, preflight, Body, Response, PART_STALL};
 use super::{route, timeout, Rt, ViewerSlot};
 use crate::background::Background;
+use crate::metrics::Limit;
 use crate::tls::CertStore;
 use crate::Ctx;
 
@@ -205,6 +206,16 @@ async fn serve_conn(incoming: quinn::Incoming, ctx: Arc<Ctx>) -> Result<(), Stri
     let conn = match tokio::time::timeout(HANDSHAKE, incoming).await {
         Ok(r) => r.map_err(|e| format!("handshake: {e}"))?,
         Err(_) => return Err("handshake timed out".into()),
+    };
+    // The per-address cap shared with the TCP listeners, counted once the handshake proved
+    // the address (an Initial packet's source can be spoofed; a completed handshake cannot).
+    let Some(_slot) = ctx.per_ip.acquire(conn.remote_address().ip()) else {
+        ctx.metrics.count_limit(Limit::MaxConnectionsPerIp);
+        conn.close(0x0107u32.into(), b"too many connections from this address");
+        return Err(format!(
+            "max-connections-per-ip ({}) reached: connection closed",
+            ctx.config.max_connections_per_ip
+        ));
     };
     let mut h3 = h3::server::builder()
         .max_field_section_size(MAX_FIELD_SECTION)

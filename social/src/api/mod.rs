@@ -28,6 +28,7 @@ use crate::limits::Limits;
 use crate::messaging::service::Messaging;
 use crate::realtime::{fanout, Connections};
 
+mod caps;
 pub mod cors;
 pub mod error;
 pub mod extract;
@@ -212,10 +213,21 @@ impl SocialServer {
             self.state.config.header_read_timeout,
             self.state.config.conn_idle_timeout,
         );
-        let plain = serve_http1(listener, app.clone(), limits, stopped(stop_rx.clone()));
+        // One pair of caps over both ports.
+        let caps = caps::ConnCaps::new(
+            self.state.config.max_connections,
+            self.state.config.max_connections_per_ip,
+        );
+        let plain = serve_http1(
+            listener,
+            app.clone(),
+            limits,
+            caps.clone(),
+            stopped(stop_rx.clone()),
+        );
         let r = match tls {
             Some(tls) => {
-                let secure = serve_http1(tls, app, limits, stopped(stop_rx));
+                let secure = serve_http1(tls, app, limits, caps, stopped(stop_rx));
                 let (a, b) = tokio::join!(plain, secure);
                 a.and(b)
             }
@@ -240,10 +252,11 @@ async fn serve_http1<L>(
     mut listener: L,
     app: Router,
     (header_read, idle): (std::time::Duration, std::time::Duration),
+    caps: Arc<caps::ConnCaps>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()>
 where
-    L: axum::serve::Listener,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
 {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let mut builder =
@@ -254,16 +267,29 @@ where
         .header_read_timeout(header_read)
         .keep_alive(true);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut refusals = caps::EverySecond::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let io = tokio::select! {
-            (io, _addr) = listener.accept() => io,
+        let (io, addr) = tokio::select! {
+            a = listener.accept() => a,
             () = &mut shutdown => break,
+        };
+        let slot = match caps.acquire(addr.ip()) {
+            Ok(slot) => slot,
+            Err(hit) => {
+                // Closed before hyper reads a byte; one line per second at most.
+                if refusals.admit() {
+                    tracing::warn!(peer = %addr, "social API: {hit:?} connection cap reached: connection closed");
+                }
+                drop(io);
+                continue;
+            }
         };
         let svc = hyper_util::service::TowerToHyperService::new(app.clone());
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(IdleIo::new(io, idle)), svc);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.await {
                 tracing::debug!("social API connection: {e}");
             }
