@@ -868,19 +868,16 @@ print(json.dumps(out))
 
 #[test]
 fn tls_connections_idle_after_the_handshake_are_cut_by_their_deadlines() {
-    let tmp = TempDir::new("abuse-tls-idle");
-    make_cert(&tmp.0);
-    let (https, rtmps) = (free_port(), free_port());
-    let flags = tls_flags(&tmp.0, https, rtmps);
-    let server = Server::start_with_env(
-        "auto",
-        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    let tls = TlsServer::start(
+        "abuse-tls-idle",
+        &[],
         &[
             ("ZEROCAST_HTTP_HEAD_TIMEOUT", DEADLINE_MS.to_string()),
             ("ZEROCAST_RTMP_PUBLISH_TIMEOUT", DEADLINE_MS.to_string()),
         ],
     );
-    let s = &server;
+    let (https, rtmps) = (tls.https, tls.rtmps);
+    let s = &tls.server;
     // TLS handshakes that complete, then silence: HTTP/2, HTTP/1.1 (HTTPS) and RTMPS.
     let cases = serde_json::json!([[https, "h2"], [https, "http/1.1"], [rtmps, ""]]);
     let attack = std::process::Command::new("python3")

@@ -386,8 +386,9 @@ fn a_private_stream_needs_a_playback_token() {
     let _ = ff.kill();
     let _ = ff.wait();
     let metrics = server.get("/metrics").text();
+    // Three refusals above: no token, a forged token, and the media playlist without one.
     assert!(
-        !metrics.contains("zerocast_playback_refused_total 0"),
+        metrics.contains("zerocast_playback_refused_total 3\n"),
         "{metrics}"
     );
 }

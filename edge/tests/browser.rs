@@ -83,21 +83,15 @@ fn hlsjs_plays_a_private_stream_with_a_playback_token() {
 /// in Chromium by its SPKI (and QUIC forced on the origin for `h3`); checks that every
 /// request went over `proto`.
 fn play_over_tls(proto: &str) {
-    let certs = TempDir::new(proto);
-    let pin = make_cert(&certs.0);
-    let https = free_port();
-    let https_addr = format!("127.0.0.1:{https}");
-    let flags = tls_flags(&certs.0, https, free_port());
-    let server = Server::start(
-        "auto",
-        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let tls = TlsServer::start(proto, &[], &[]);
+    let (server, pin) = (&tls.server, &tls.pin);
+    let https_addr = format!("127.0.0.1:{}", tls.https);
     let url = format!("https://{https_addr}/live/browser/index.m3u8");
     let mut chromium = vec![format!("--ignore-certificate-errors-spki-list={pin}")];
     if proto == "h3" {
         chromium.push(format!("--origin-to-force-quic-on={https_addr}"));
     }
-    let v = play(&server, &url, &chromium);
+    let v = play(server, &url, &chromium);
     only_protocol(&v, proto);
 }
 

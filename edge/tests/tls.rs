@@ -13,38 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-struct TlsServer {
-    server: Server,
-    https: u16,
-    rtmps: u16,
-    certs: TempDir,
-}
-
 fn start_tls() -> (TlsServer, String) {
-    let certs = TempDir::new("certs");
-    let pin = make_cert(&certs.0);
-    let https = free_port();
-    let rtmps = free_port();
-    let flags = tls_flags(&certs.0, https, rtmps);
-    let server = Server::start(
-        "auto",
-        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    (
-        TlsServer {
-            server,
-            https,
-            rtmps,
-            certs,
-        },
-        pin,
-    )
-}
-
-impl TlsServer {
-    fn https_url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.https)
-    }
+    let s = TlsServer::start("certs", &[], &[]);
+    let pin = s.pin.clone();
+    (s, pin)
 }
 
 /// One curl transfer: (HTTP version, status, headers, body).

@@ -58,16 +58,13 @@ fn python(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn hostile_tls_clients_do_not_disturb_a_viewer() {
-    let tmp = TempDir::new("tls-abuse");
-    let dir = &tmp.0;
-    make_cert(dir);
-    let (https, rtmps, api_https) = (free_port(), free_port(), free_port());
-    let mut flags = tls_flags(dir, https, rtmps);
-    flags.extend(["--api-https".into(), format!("127.0.0.1:{api_https}")]);
-    let server = Server::start(
-        "auto",
-        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    let api_https = free_port();
+    let tls = TlsServer::start(
+        "tls-abuse",
+        &["--api-https", &format!("127.0.0.1:{api_https}")],
+        &[],
     );
+    let (https, rtmps, server) = (tls.https, tls.rtmps, &tls.server);
     let mut ffmpeg = ffmpeg_publish(&server.rtmp_url("calm"), 90, "320x240");
     let media = server.wait_live("calm", Duration::from_secs(20));
     let pid = server.child.id();
@@ -238,15 +235,12 @@ fn hostile_tls_clients_do_not_disturb_a_viewer() {
 /// QUIC client is closed; with one place free, it is served.
 #[test]
 fn http3_counts_toward_the_per_address_cap() {
-    let tmp = TempDir::new("h3-per-ip");
-    make_cert(&tmp.0);
-    let (https, rtmps) = (free_port(), free_port());
-    let flags = tls_flags(&tmp.0, https, rtmps);
-    let server = Server::start_with_env(
-        "auto",
-        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    let tls = TlsServer::start(
+        "h3-per-ip",
+        &[],
         &[("ZEROCAST_MAX_CONNECTIONS_PER_IP", "2".into())],
     );
+    let (https, server) = (tls.https, &tls.server);
     let h3_get = || {
         Command::new("python3")
             .arg(repo_root().join("tests/h3/get.py"))

@@ -8,29 +8,13 @@ mod common;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use zerocast_social::auth::{Audience, Claims, Keys};
 
 use common::{start, user, Api, Socket, SECRET};
-
-/// One raw request on a fresh connection; returns the status and the head (lowercased) and
-/// the body.
-async fn raw(api: &Api, req: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(api.addr).await.unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (status, head.to_ascii_lowercase(), body.to_owned())
-}
 
 /// Opens a WebSocket with `token` in the query and an optional `Origin`; the HTTP status of a
 /// refused upgrade as `Err`.
@@ -176,7 +160,7 @@ async fn cors_answers_preflights_and_checks_websocket_origins() {
              Access-Control-Request-Headers: authorization, content-type\r\n\r\n"
         )
     };
-    let (s, head, _) = raw(&api, &preflight("https://app.example")).await;
+    let (s, head, _) = api.raw(&preflight("https://app.example")).await;
     assert_eq!(s, 204, "{head}");
     for h in [
         "access-control-allow-origin: https://app.example",
@@ -187,7 +171,7 @@ async fn cors_answers_preflights_and_checks_websocket_origins() {
     ] {
         assert!(head.contains(h), "{h} missing in:\n{head}");
     }
-    let (s, head, body) = raw(&api, &preflight("https://evil.example")).await;
+    let (s, head, body) = api.raw(&preflight("https://evil.example")).await;
     assert_eq!(s, 403);
     assert!(!head.contains("access-control-allow-origin"), "{head}");
     assert!(body.contains("origin_not_allowed"), "{body}");
@@ -200,14 +184,14 @@ async fn cors_answers_preflights_and_checks_websocket_origins() {
             api.token(a)
         )
     };
-    let (s, head, _) = raw(&api, &get("https://app.example")).await;
+    let (s, head, _) = api.raw(&get("https://app.example")).await;
     assert_eq!(s, 200);
     assert!(
         head.contains("access-control-allow-origin: https://app.example"),
         "{head}"
     );
     assert!(head.contains("access-control-expose-headers: retry-after"));
-    let (s, head, _) = raw(&api, &get("https://evil.example")).await;
+    let (s, head, _) = api.raw(&get("https://evil.example")).await;
     assert_eq!(s, 200);
     assert!(!head.contains("access-control-allow-origin"), "{head}");
 
@@ -224,7 +208,7 @@ async fn cors_answers_preflights_and_checks_websocket_origins() {
     // With no origins configured (the default): no CORS headers at all, every browser
     // WebSocket refused.
     let closed = start(|_| {}).await;
-    let (s, head, _) = raw(&closed, &preflight("https://app.example")).await;
+    let (s, head, _) = closed.raw(&preflight("https://app.example")).await;
     assert_eq!(s, 403);
     assert!(!head.contains("access-control-"), "{head}");
     assert_eq!(
@@ -237,11 +221,9 @@ async fn cors_answers_preflights_and_checks_websocket_origins() {
 }
 
 async fn metric(api: &Api, limit: &str) -> u64 {
-    let (s, _, body) = raw(
-        api,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let (s, _, body) = api
+        .raw("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
     assert_eq!(s, 200);
     let key = format!("zerocast_ws_limit_total{{limit=\"{limit}\"}} ");
     body.lines()

@@ -258,7 +258,9 @@ fn playback_gate<'q>(ctx: &Ctx, s: &Stream, query: &'q str) -> Result<Option<&'q
     let verdict = match (private::param(query, "token"), ctx.auth.playback()) {
         (None, _) => Err(TokenError::Missing),
         (Some(_), None) => Err(TokenError::Invalid),
-        (Some(t), Some(keys)) => keys.verify(&s.name, t, unix_secs()).map(|()| t),
+        (Some(t), Some(keys)) => keys
+            .verify(&s.name, t, zerocast_social::now_ms() / 1000)
+            .map(|()| t),
     };
     verdict.map(Some).map_err(|e| {
         ctx.metrics.count_playback_refused();
@@ -274,17 +276,13 @@ fn private_response(resp: &mut Response, token: &str) {
         resp.cache = "private, max-age=31536000, immutable";
     }
     if resp.status == 200 && resp.content_type == "application/vnd.apple.mpegurl" {
+        // Playlists are one buffer (rendered text); no media byte passes here.
         if let Body::Full(bufs) = &resp.body {
-            let text: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-            resp.body = Body::Full(vec![private::tokenize_playlist(&text, token)]);
+            if let [text] = bufs.as_slice() {
+                resp.body = Body::Full(vec![private::tokenize_playlist(text, token)]);
+            }
         }
     }
-}
-
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 async fn multivariant_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, token: Option<&str>) -> Response {

@@ -58,19 +58,48 @@ pub fn make_cert(dir: &std::path::Path) -> String {
         .unwrap_or_else(|| panic!("no SPKI pin printed: {stdout}"))
 }
 
-/// The flags of a server with TLS: `dir`'s `make_cert` certificate, HTTPS on `https` and RTMPS
-/// on `rtmps` (loopback).
-pub fn tls_flags(dir: &std::path::Path, https: u16, rtmps: u16) -> Vec<String> {
-    vec![
-        "--tls-cert".into(),
-        dir.join("cert.pem").to_str().unwrap().into(),
-        "--tls-key".into(),
-        dir.join("key.pem").to_str().unwrap().into(),
-        "--https".into(),
-        format!("127.0.0.1:{https}"),
-        "--rtmps".into(),
-        format!("127.0.0.1:{rtmps}"),
-    ]
+/// A running server with TLS: a `make_cert` certificate in `certs`, HTTPS on `https` and RTMPS
+/// on `rtmps` (loopback); `pin` is the certificate's SPKI pin.
+pub struct TlsServer {
+    pub server: Server,
+    pub https: u16,
+    pub rtmps: u16,
+    pub certs: TempDir,
+    pub pin: String,
+}
+
+impl TlsServer {
+    /// Starts one with `extra` flags and `env` variables.
+    pub fn start(tag: &str, extra: &[&str], env: &[(&str, String)]) -> TlsServer {
+        let certs = TempDir::new(tag);
+        let pin = make_cert(&certs.0);
+        let (https, rtmps) = (free_port(), free_port());
+        let (cert, key) = (certs.0.join("cert.pem"), certs.0.join("key.pem"));
+        let (https_addr, rtmps_addr) = (format!("127.0.0.1:{https}"), format!("127.0.0.1:{rtmps}"));
+        let mut args = vec![
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--https",
+            &https_addr,
+            "--rtmps",
+            &rtmps_addr,
+        ];
+        args.extend_from_slice(extra);
+        let server = Server::start_with_env("auto", &args, env);
+        TlsServer {
+            server,
+            https,
+            rtmps,
+            certs,
+            pin,
+        }
+    }
+
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.https)
+    }
 }
 
 /// Resident memory of `pid`, KiB.

@@ -107,7 +107,6 @@ impl Api {
         token: Option<&str>,
         body: Option<&str>,
     ) -> (u16, Value) {
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
         if let Some(t) = token {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -120,24 +119,29 @@ impl Api {
         } else {
             req.push_str("\r\n");
         }
+        let (status, head, rest) = self.raw(&req).await;
+        let body = if head.contains("transfer-encoding: chunked") {
+            dechunk(&rest)
+        } else {
+            rest
+        };
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// One raw request on a fresh connection; returns the status, the head (lowercased) and
+    /// the body as sent.
+    pub async fn raw(&self, req: &str) -> (u16, String, String) {
+        let mut s = TcpStream::connect(self.addr).await.unwrap();
         s.write_all(req.as_bytes()).await.unwrap();
         let mut out = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
             .await
             .unwrap()
             .unwrap();
-        let text = String::from_utf8_lossy(&out);
-        let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(rest)
-        } else {
-            rest.to_owned()
-        };
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (status, head.to_ascii_lowercase(), body.to_owned())
     }
 
     pub async fn send(

@@ -16,15 +16,11 @@ use async_trait::async_trait;
 use super::ChannelStore;
 use crate::channels::{Ban, Channel, ChannelError};
 use crate::id::UserId;
-use crate::messaging::store::embedded::EmbeddedStore;
+use crate::messaging::store::embedded::{backend, EmbeddedStore};
 use crate::messaging::store::StoreError;
 
 fn err(e: StoreError) -> ChannelError {
     ChannelError::Backend(e.to_string())
-}
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
 }
 
 fn owned_key(owner: UserId, name: &str) -> Vec<u8> {

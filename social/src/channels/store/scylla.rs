@@ -250,20 +250,16 @@ impl ChannelStore for ScyllaChannels {
         let Some(c) = self.get(name).await? else {
             return Ok(false);
         };
-        for (stmt, by_owner) in [
-            (&self.q.drop_bans, false),
-            (&self.q.delete, false),
-            (&self.q.disown, true),
-        ] {
-            let r = if by_owner {
-                self.session()
-                    .execute_unpaged(stmt, (uuid(c.owner), name))
-                    .await
-            } else {
-                self.session().execute_unpaged(stmt, (name,)).await
-            };
-            r.map_err(backend)?;
-        }
+        let s = self.session();
+        s.execute_unpaged(&self.q.drop_bans, (name,))
+            .await
+            .map_err(backend)?;
+        s.execute_unpaged(&self.q.delete, (name,))
+            .await
+            .map_err(backend)?;
+        s.execute_unpaged(&self.q.disown, (uuid(c.owner), name))
+            .await
+            .map_err(backend)?;
         Ok(true)
     }
 

@@ -205,7 +205,7 @@ pub(crate) struct Writer {
     seqs: HashMap<u16, u64>,
 }
 
-fn backend(e: impl fmt::Display) -> StoreError {
+pub(crate) fn backend(e: impl fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
