@@ -8,6 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use zerocast_core::Timestamp;
 use zerocast_packager::{MediaPlaylist, PlaylistConfig, Query, Reload, Skip};
 
 fuzz_target!(|data: &[u8]| {
@@ -35,11 +36,11 @@ fuzz_target!(|data: &[u8]| {
     let mut pl = MediaPlaylist::new(PlaylistConfig::default());
     for s in 0..3 {
         for i in 0..10 {
-            pl.push_part(0.2, i == 0, s * 2000, 1, false);
+            pl.push_part(0.2, i == 0, s * 2000, Timestamp::from_millis(s * 2000), 1, false);
         }
         pl.close_segment();
     }
-    pl.push_part(0.2, true, 6000, 1, false);
+    pl.push_part(0.2, true, 6000, Timestamp::from_millis(6000), 1, false);
     let answer = pl.reload(&q);
     if q.msn.is_none() && q.part.is_some() {
         assert!(matches!(answer, Reload::BadRequest(_)));

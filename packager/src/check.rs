@@ -286,17 +286,29 @@ mod tests {
     use super::*;
     use crate::playlist::{MediaPlaylist, PlaylistConfig};
     use crate::query::Skip;
+    use zerocast_core::Timestamp;
+
+    fn ms(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
 
     #[test]
     fn rendered_playlists_parse_and_pass() {
         let mut pl = MediaPlaylist::new(PlaylistConfig::default());
         for s in 0..8 {
             for i in 0..10 {
-                pl.push_part(0.2, i == 0, 1_700_000_000_000 + s * 2000, 1, false);
+                pl.push_part(
+                    0.2,
+                    i == 0,
+                    1_700_000_000_000 + s * 2000,
+                    ms(s * 2000),
+                    1,
+                    false,
+                );
             }
             pl.close_segment();
         }
-        pl.push_part(0.2, true, 0, 1, false);
+        pl.push_part(0.2, true, 0, ms(16_000), 1, false);
         let mut text = String::new();
         pl.render(&mut text, Skip::No).unwrap();
         let p = parse(&text).unwrap();
@@ -324,11 +336,18 @@ mod tests {
         let mut pl = MediaPlaylist::new(PlaylistConfig::default());
         for s in 0..3 {
             for i in 0..10 {
-                pl.push_part(0.2, i == 0, 1_700_000_000_000 + s * 2000, 1, false);
+                pl.push_part(
+                    0.2,
+                    i == 0,
+                    1_700_000_000_000 + s * 2000,
+                    ms(s * 2000),
+                    1,
+                    false,
+                );
             }
             pl.close_segment();
         }
-        pl.push_part(0.2, true, 1_700_000_006_000, 1, false);
+        pl.push_part(0.2, true, 1_700_000_006_000, ms(6000), 1, false);
         let mut text = String::new();
         pl.render(&mut text, Skip::No).unwrap();
         text

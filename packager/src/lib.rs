@@ -1,4 +1,4 @@
-//! # zerocast-packager: CMAF and LL-HLS, sans-IO
+//! # zerocast-packager: CMAF, LL-HLS and DASH, sans-IO
 //!
 //! Values in, bytes and text out. The [`Packager`] turns one stream's [`zerocast_core::Frame`]s
 //! into an init segment, CMAF chunks, parts and segments; the [`MediaPlaylist`] it keeps is a
@@ -8,7 +8,8 @@
 //! Track, Frame ─► stream::Packager ─► Event::{Init, PartStarted, Chunk, PartDone, SegmentDone}
 //!                      │                      (fMP4 bytes: headers + the frames' own Bytes)
 //!                      └─► playlist::MediaPlaylist ─► reload(Query) ─► Ready | Wait | BadRequest
-//!                                                  └► render(&mut impl fmt::Write)
+//!                                                  ├► render(&mut impl fmt::Write)
+//!                                                  └► dash::render: the MPD of the same segments
 //! ```
 //!
 //! This crate does no IO, spawns nothing and reads no clock: wall-clock time (for
@@ -17,12 +18,13 @@
 //! `Bytes` followed by the frames' payload `Bytes`.
 
 pub mod check;
+pub mod dash;
 pub mod fmp4;
 pub mod multivariant;
 pub mod playlist;
 pub mod query;
 pub mod stream;
 
-pub use playlist::{MediaPlaylist, PlaylistConfig, Reload};
+pub use playlist::{MediaPlaylist, PlaylistConfig, Reload, Segment, TimelineStart};
 pub use query::{Query, QueryError, Skip};
 pub use stream::{Event, Packager, PackagerConfig};

@@ -12,6 +12,8 @@
 use std::collections::VecDeque;
 use std::fmt::{self, Write};
 
+use zerocast_core::Timestamp;
+
 use crate::query::{Query, Skip};
 
 /// Fixed playlist parameters.
@@ -59,6 +61,11 @@ pub struct Segment {
     pub duration: f64,
     /// Wall-clock time of the segment's first sample, Unix milliseconds.
     pub program_date_time: i64,
+    /// Decode time of the segment's first sample on the stream's media timeline (the `tfdt`
+    /// of its first chunk's first track run).
+    pub start: Timestamp,
+    /// Where the stretch of timeline this segment belongs to began: a DASH Period.
+    pub timeline: TimelineStart,
     /// The init segment version (`init{V}.mp4`) this segment needs.
     pub init_version: u32,
     /// Preceded by `EXT-X-DISCONTINUITY`.
@@ -69,6 +76,22 @@ pub struct Segment {
     pub part_count: u32,
     /// The segment is finished.
     pub complete: bool,
+}
+
+/// The first segment of a stretch of timeline that one init segment and one wall-clock anchor
+/// describe: the stream's first segment, and every segment after a discontinuity or with a new
+/// init segment. DASH turns each into a Period; HLS only needs `EXT-X-DISCONTINUITY`/`EXT-X-MAP`.
+///
+/// Every segment carries a copy, so the stretch stays known after its first segment slid out of
+/// the window (a Period's start must not change between MPD updates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelineStart {
+    /// Media sequence number of the first segment.
+    pub msn: u64,
+    /// Its decode time (see [`Segment::start`]).
+    pub start: Timestamp,
+    /// Its wall-clock time, Unix milliseconds.
+    pub program_date_time: i64,
 }
 
 /// What a blocking playlist request should get.
@@ -95,6 +118,10 @@ pub struct MediaPlaylist {
     /// Next part id (the preload hint), `None` once ended.
     next_part: u64,
     next_msn: u64,
+    /// The stream's first segment's wall-clock time, Unix ms: DASH's `availabilityStartTime`.
+    availability_start: Option<i64>,
+    /// The stretch of timeline of the newest segment.
+    timeline: Option<TimelineStart>,
     ended: bool,
     version: u64,
 }
@@ -109,6 +136,8 @@ impl MediaPlaylist {
             max_segment: 0.0,
             next_part: 0,
             next_msn: 0,
+            availability_start: None,
+            timeline: None,
             ended: false,
             version: 0,
         }
@@ -132,6 +161,12 @@ impl MediaPlaylist {
     /// The part id the preload hint names: the next part to be produced.
     pub fn next_part_id(&self) -> u64 {
         self.next_part
+    }
+
+    /// Wall-clock time of the stream's first segment (Unix ms), fixed for the stream's life;
+    /// `None` before the first part.
+    pub fn availability_start(&self) -> Option<i64> {
+        self.availability_start
     }
 
     /// `EXT-X-ENDLIST` has been written.
@@ -159,22 +194,39 @@ impl MediaPlaylist {
 
     /// Adds a finished part to the open segment, opening segment `next_msn` first if needed.
     ///
-    /// `program_date_time` and `init_version` are used when the part opens a segment;
+    /// `program_date_time`, `start` and `init_version` are used when the part opens a segment;
     /// `discontinuity` marks that new segment.
     pub fn push_part(
         &mut self,
         duration: f64,
         independent: bool,
         program_date_time: i64,
+        start: Timestamp,
         init_version: u32,
         discontinuity: bool,
     ) -> Part {
         let open = matches!(self.segments.back(), Some(s) if !s.complete);
         if !open {
+            let same_init = self
+                .segments
+                .back()
+                .map_or(self.timeline.is_some(), |s| s.init_version == init_version);
+            let timeline = match self.timeline {
+                Some(t) if same_init && !discontinuity => t,
+                _ => TimelineStart {
+                    msn: self.next_msn,
+                    start,
+                    program_date_time,
+                },
+            };
+            self.timeline = Some(timeline);
+            self.availability_start.get_or_insert(program_date_time);
             self.segments.push_back(Segment {
                 msn: self.next_msn,
                 duration: 0.0,
                 program_date_time,
+                start,
+                timeline,
                 init_version,
                 discontinuity,
                 parts: Vec::new(),
@@ -407,7 +459,7 @@ impl MediaPlaylist {
 }
 
 /// Seconds with up to five decimals, trailing zeros trimmed (`0.2`, `2.00001`, `4`).
-struct Secs(f64);
+pub(crate) struct Secs(pub(crate) f64);
 
 impl fmt::Display for Secs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -418,7 +470,7 @@ impl fmt::Display for Secs {
 }
 
 /// An ISO 8601 UTC date-time with milliseconds, from Unix milliseconds.
-struct Pdt(i64);
+pub(crate) struct Pdt(pub(crate) i64);
 
 impl fmt::Display for Pdt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -453,7 +505,13 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    use zerocast_core::Timescale;
+
     use super::*;
+
+    fn video(ticks: i64) -> Timestamp {
+        Timestamp::new(ticks, Timescale::VIDEO)
+    }
 
     fn q(msn: Option<u64>, part: Option<u32>) -> Query {
         Query {
@@ -467,7 +525,14 @@ mod tests {
         let mut p = MediaPlaylist::new(PlaylistConfig::default());
         for s in 0..segments {
             for i in 0..parts_per_segment {
-                p.push_part(0.2, i == 0, 1_700_000_000_000 + s as i64 * 2000, 0, false);
+                p.push_part(
+                    0.2,
+                    i == 0,
+                    1_700_000_000_000 + s as i64 * 2000,
+                    video(s as i64 * 180_000 + i64::from(i) * 18_000),
+                    0,
+                    false,
+                );
             }
             p.close_segment();
         }
@@ -494,7 +559,7 @@ mod tests {
     #[test]
     fn reload_rules() {
         let mut p = playlist_with(3, 10); // segments 0..=2 complete, parts 0..=9 each
-        p.push_part(0.2, true, 0, 0, false); // segment 3 open with part 0
+        p.push_part(0.2, true, 0, video(540_000), 0, false); // segment 3 open with part 0
         assert_eq!(p.reload(&q(None, None)), Reload::Ready);
         assert!(matches!(p.reload(&q(None, Some(1))), Reload::BadRequest(_)));
         assert_eq!(p.reload(&q(Some(2), None)), Reload::Ready);
@@ -584,7 +649,7 @@ mod tests {
             ..PlaylistConfig::default()
         });
         assert_eq!(p.config().part_target, 1.0);
-        p.push_part(1.0, true, 0, 0, false);
+        p.push_part(1.0, true, 0, video(0), 0, false);
         assert_eq!(p.reload(&q(Some(0), Some(3))), Reload::Wait);
         assert!(matches!(
             p.reload(&q(Some(0), Some(4))),
@@ -604,7 +669,14 @@ mod tests {
         let mut versions = vec![p.version()];
         // Segments 0..=5; 1 and 4 follow a publisher change.
         for s in 0..6 {
-            p.push_part(2.0, true, 1_700_000_000_000 + s * 2000, 1, s == 1 || s == 4);
+            p.push_part(
+                2.0,
+                true,
+                1_700_000_000_000 + s * 2000,
+                video(s * 180_000),
+                1,
+                s == 1 || s == 4,
+            );
             versions.push(p.version());
             p.close_segment();
             versions.push(p.version());

@@ -94,6 +94,8 @@ struct OpenSegment {
     first_part: u64,
     duration: f64,
     program_date_time: i64,
+    /// Decode time of its first sample (the first chunk's `tfdt`).
+    start: Timestamp,
     init_version: u32,
     discontinuity: bool,
 }
@@ -354,7 +356,7 @@ impl Packager {
     }
 
     /// Closes the part or segment as the next chunk requires, and opens what is missing.
-    fn boundary(&mut self, keyframe: bool, duration: f64, start_ms: i64) {
+    fn boundary(&mut self, keyframe: bool, duration: f64, start: Timestamp) {
         let cfg = self.config.playlist;
         if keyframe {
             let seg_full = self
@@ -376,7 +378,8 @@ impl Packager {
                 msn: self.next_msn,
                 first_part: self.playlist.next_part_id(),
                 duration: 0.0,
-                program_date_time: self.anchor_ms.unwrap_or(0) + start_ms,
+                program_date_time: self.anchor_ms.unwrap_or(0) + start.as_millis(),
+                start,
                 init_version: self.init_version,
                 discontinuity: std::mem::take(&mut self.discontinuity),
             });
@@ -396,7 +399,7 @@ impl Packager {
 
     fn emit_video(&mut self, frame: Frame, duration: i64) {
         let secs = self.seconds(duration, TrackKind::Video);
-        self.boundary(frame.keyframe, secs, frame.dts.as_millis());
+        self.boundary(frame.keyframe, secs, frame.dts);
         let video = [Sample {
             duration: duration as u32,
             composition_offset: frame.composition_offset() as i32,
@@ -415,14 +418,13 @@ impl Packager {
             .map(|s| i64::from(s.duration))
             .sum();
         let secs = self.seconds(ticks, TrackKind::Audio);
-        let start_ms = Timestamp::new(
+        let start = Timestamp::new(
             self.audio_base,
             self.audio
                 .as_ref()
                 .map_or(Timescale::MILLIS, Track::timescale),
-        )
-        .as_millis();
-        self.boundary(true, secs, start_ms);
+        );
+        self.boundary(true, secs, start);
         self.flush_chunk(None);
         self.add_duration(secs);
     }
@@ -479,6 +481,7 @@ impl Packager {
             part.duration,
             part.independent,
             seg.program_date_time,
+            seg.start,
             seg.init_version,
             seg.discontinuity,
         );

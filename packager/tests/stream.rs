@@ -454,3 +454,162 @@ fn audio_configuration_change_waits_for_the_next_video_keyframe() {
     assert_eq!(p.dropped_frames(), 2);
     assert_eq!(seen.samples + 2, fed);
 }
+
+/// `tfdt` of the first `traf` of `track` in a `moof` header (a test-only scan: box types are
+/// looked up by name, which the fixed-size synthetic payloads cannot contain).
+fn tfdt(header: &[u8], track: u32) -> Option<u64> {
+    let find = |from: usize, kind: &[u8; 4]| {
+        header[from..]
+            .windows(4)
+            .position(|w| w == kind)
+            .map(|p| p + from)
+    };
+    let mut at = 0;
+    while let Some(tfhd) = find(at, b"tfhd") {
+        let id = u32::from_be_bytes(header[tfhd + 8..tfhd + 12].try_into().unwrap());
+        let dt = find(tfhd, b"tfdt")?;
+        if id == track {
+            return Some(u64::from_be_bytes(
+                header[dt + 8..dt + 16].try_into().unwrap(),
+            ));
+        }
+        at = dt;
+    }
+    None
+}
+
+#[test]
+fn mpd_timeline_matches_the_segments_tfdt() {
+    use std::collections::HashMap;
+    use zerocast_packager::dash::{self, Layout, Manifest, MpdConfig};
+
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut first_chunk: HashMap<u64, Bytes> = HashMap::new();
+    let mut segments: Vec<(u64, u64)> = Vec::new();
+    let mut collect = |p: &mut Packager| {
+        while let Some(ev) = p.poll_event() {
+            match ev {
+                Event::Chunk { part, fragment } => {
+                    first_chunk.entry(part).or_insert(fragment.header);
+                }
+                Event::SegmentDone {
+                    msn, first_part, ..
+                } => segments.push((msn, first_part)),
+                _ => {}
+            }
+        }
+    };
+    // Keyframes every 50 frames (1.67 s), then, after a publisher away for 3 s whose clock
+    // starts at 0 again, every 70 (2.33 s): segments of different lengths, two Periods.
+    let (v, a) = tracks();
+    p.handle_track(v);
+    p.handle_track(a);
+    feed_collect(&mut p, &mut collect, T0, 8, 50);
+    p.handle_discontinuity();
+    collect(&mut p);
+    feed_collect(&mut p, &mut collect, T0 + 11_000, 8, 70);
+    let (v, a) = tracks();
+    let tracks = [v, a];
+    let mut text = String::new();
+    dash::render(
+        &mut text,
+        &Manifest {
+            playlist: p.playlist(),
+            tracks: &tracks,
+            bandwidth: 3_000_000,
+            frame_rate: Some(30.0),
+            base: "",
+            utc_timing: "/time",
+            now_unix_ms: T0 + 20_000,
+            layout: Layout::Muxed,
+            config: MpdConfig::default(),
+        },
+    )
+    .unwrap();
+    golden("reconnect.mpd", &text);
+    let mut hls = String::new();
+    p.playlist().render(&mut hls, Skip::No).unwrap();
+
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let periods: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("Period"))
+        .collect();
+    assert_eq!(periods.len(), 2, "{text}");
+    let mut checked = 0;
+    for period in periods {
+        let tpl = period
+            .descendants()
+            .find(|n| n.has_tag_name("SegmentTemplate"))
+            .unwrap();
+        let mut number: u64 = tpl.attribute("startNumber").unwrap().parse().unwrap();
+        let mut t: i64 = -1;
+        for s in tpl.descendants().filter(|n| n.has_tag_name("S")) {
+            if let Some(st) = s.attribute("t") {
+                t = st.parse().unwrap();
+            }
+            let d: i64 = s.attribute("d").unwrap().parse().unwrap();
+            let r: i64 = s.attribute("r").map_or(0, |r| r.parse().unwrap());
+            for _ in 0..=r {
+                if let Some(&(_, first_part)) = segments.iter().find(|s| s.0 == number) {
+                    let header = &first_chunk[&first_part];
+                    assert_eq!(tfdt(header, 1), Some(t as u64), "segment {number}");
+                    checked += 1;
+                }
+                number += 1;
+                t += d;
+            }
+        }
+    }
+    assert_eq!(
+        checked,
+        segments.len(),
+        "every segment is in the MPD\n{text}"
+    );
+    // ... and they are the segments the media playlist lists.
+    let listed: Vec<u64> = hls
+        .lines()
+        .filter_map(|l| l.strip_prefix("seg")?.strip_suffix(".m4s")?.parse().ok())
+        .collect();
+    assert_eq!(listed, segments.iter().map(|s| s.0).collect::<Vec<_>>());
+}
+
+/// [`feed_tracks`]'s frames from media time 0, arriving from wall-clock `wall_ms` on, handing
+/// events to `collect` instead of a [`Seen`].
+fn feed_collect(
+    p: &mut Packager,
+    collect: &mut impl FnMut(&mut Packager),
+    wall_ms: i64,
+    secs: i64,
+    gop: i64,
+) {
+    let start_ms = 0;
+    let mut audio_n = 0i64;
+    for n in 0..secs * 30 {
+        let ms = start_ms + n * 1000 / 30;
+        while audio_n * 1024 * 1000 / 48_000 <= n * 1000 / 30 {
+            let ams = start_ms + audio_n * 1024 * 1000 / 48_000;
+            let ts = Timestamp::from_millis(ams).rescale(Timescale::new(48_000).unwrap());
+            let frame = Frame {
+                track: TrackId::AUDIO,
+                dts: ts,
+                pts: ts,
+                keyframe: true,
+                data: Bytes::from_static(&[0x21; 10]),
+            };
+            p.handle_frame(frame, wall_ms + ams);
+            audio_n += 1;
+            collect(p);
+        }
+        let dts = Timestamp::new((start_ms * 90) + n * 3000, Timescale::VIDEO);
+        let frame = Frame {
+            track: TrackId::VIDEO,
+            dts,
+            pts: Timestamp::new(dts.ticks() + 6000, Timescale::VIDEO),
+            keyframe: n % gop == 0,
+            data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
+        };
+        p.handle_frame(frame, wall_ms + ms);
+        collect(p);
+    }
+}
