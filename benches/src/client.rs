@@ -15,7 +15,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use monoio::buf::IoBufMut;
@@ -77,6 +77,8 @@ impl ClientError {
 pub(crate) struct Response {
     pub(crate) status: u16,
     pub(crate) body: Bytes,
+    /// When the response head was complete (time to first byte, near enough).
+    pub(crate) head_at: Instant,
 }
 
 /// How a [`Conn`] opens its byte stream: [`Plain`] TCP or [`Tls`].
@@ -325,6 +327,7 @@ impl<C: Connector> Conn<C> {
         );
         self.write_all(Bytes::from(req)).await?;
         let head = self.read_head().await?;
+        let head_at = Instant::now();
         let body = if matches!(head.status, 100..=199 | 204 | 304) {
             Bytes::new()
         } else if head.chunked {
@@ -345,6 +348,7 @@ impl<C: Connector> Conn<C> {
         Ok(Response {
             status: head.status,
             body,
+            head_at,
         })
     }
 

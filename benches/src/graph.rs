@@ -951,6 +951,7 @@ impl Http {
             }
             self.fill("waiting for the response head").await?;
         };
+        let head_at = Instant::now();
         while self.buf.len() < len {
             self.fill("reading the body").await?;
         }
@@ -958,7 +959,11 @@ impl Http {
         if close {
             self.stream = None;
         }
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            body,
+            head_at,
+        })
     }
 
     async fn fill(&mut self, during: &str) -> Result<(), ClientError> {

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -86,6 +86,7 @@ impl H2Client {
             .await
             .map_err(|_| timeout_error(self.timeout, "waiting for the response head"))?
             .map_err(|e| hyper_error(&e, "waiting for the response head"))?;
+        let head_at = Instant::now();
         let (head, mut body) = resp.into_parts();
         let mut data = BytesMut::new();
         loop {
@@ -111,6 +112,7 @@ impl H2Client {
         Ok(Response {
             status: head.status.as_u16(),
             body: data.freeze(),
+            head_at,
         })
     }
 }

@@ -11,7 +11,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::{Buf, Bytes, BytesMut};
@@ -149,6 +149,7 @@ impl H3Client {
         let mut stream = step(t, "sending the request", open.send.send_request(req)).await?;
         step(t, "finishing the request", stream.finish()).await?;
         let head = step(t, "waiting for the response head", stream.recv_response()).await?;
+        let head_at = Instant::now();
         self.bytes += head
             .headers()
             .iter()
@@ -173,6 +174,7 @@ impl H3Client {
         Ok(Response {
             status: head.status().as_u16(),
             body: body.freeze(),
+            head_at,
         })
     }
 }

@@ -17,6 +17,14 @@
 //!   merges Stats ◀── join ── …                                         ┘   (h1, TLS h1, h2, h3)
 //! ```
 //!
+//! `zerocast-load dash` runs low-latency DASH viewers the same way (same protocols, workers
+//! and flags): each fetches the MPD every `minimumUpdatePeriod` on one connection and, on one
+//! connection per track (video, audio), the newest segment the MPD announces, read to its
+//! end while the server writes it, then the next number, and so on (see `dash`). It reports
+//! segment time to first byte and lateness (last byte − the segment's end on the MPD's
+//! timeline, on the server's clock from its `UTCTiming`), MPD and init fetches, errors by
+//! kind, and the CPU and memory of the server and of itself.
+//!
 //! `zerocast-load chat` runs N WebSocket clients of the social API, each its own user, sending
 //! direct messages to each other at a fixed total rate (see `chat`). It reports send → ack and
 //! send → delivery latency, losses (acked but never delivered), errors by kind, and the CPU and
@@ -32,20 +40,23 @@
 //!
 //! Exit status: 0 when the run saw no errors (and, for `chat`, no losses), 1 when it saw some,
 //! 2 on bad arguments or setup. `hls` does not play media, fetch segments or preload hints, or
-//! check media bytes.
+//! check media bytes; `dash` plays nothing and does not check media bytes either.
 
 // This binary's output is its report table; printing to stdout is its job.
 #![allow(clippy::print_stdout)]
 
 mod chat;
 mod client;
+mod dash;
 mod graph;
 mod h2;
 mod h3;
 mod hls;
+mod mpd;
 mod procfs;
 mod stats;
 mod tls;
+mod viewers;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -57,10 +68,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
-use crate::hls::Proto;
 use crate::procfs::Pid;
-use crate::stats::Stats;
+use crate::stats::{Samples, Stats};
 use crate::tls::Trust;
+use crate::viewers::{Mode, Proto};
 
 /// Load generators for zerocast.
 #[derive(Debug, Parser)]
@@ -73,7 +84,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// LL-HLS viewers following one live stream with blocking playlist reloads.
-    Hls(HlsArgs),
+    Hls(ViewerArgs),
+    /// Low-latency DASH viewers following one live stream's MPD and segments.
+    Dash(DashArgs),
     /// WebSocket clients of the social API sending direct messages to each other.
     Chat(ChatArgs),
     /// Builds a power-law follow graph through the social API, then reads and changes it.
@@ -81,10 +94,10 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
-struct HlsArgs {
-    /// Multivariant playlist: http://127.0.0.1:8080/live/NAME/index.m3u8 for HTTP/1.1, or
-    /// https://127.0.0.1:8443/live/NAME/index.m3u8 for HTTP/1.1 over TLS (ALPN http/1.1),
-    /// HTTP/2 with --http2, HTTP/3 with --http3 (UDP, same port).
+struct ViewerArgs {
+    /// Multivariant playlist (hls) or MPD (dash): http://127.0.0.1:8080/live/NAME/index.m3u8
+    /// for HTTP/1.1, or https://127.0.0.1:8443/live/NAME/index.m3u8 for HTTP/1.1 over TLS
+    /// (ALPN http/1.1), HTTP/2 with --http2, HTTP/3 with --http3 (UDP, same port).
     #[arg(long)]
     url: String,
     /// HTTP/2 over TLS (ALPN h2), one connection per viewer; needs an https URL.
@@ -101,7 +114,8 @@ struct HlsArgs {
     /// the system's CAs.
     #[arg(long)]
     cafile: Option<PathBuf>,
-    /// Concurrent viewers, one connection each.
+    /// Concurrent viewers: one connection each for hls, one per track plus one for the MPD
+    /// for dash.
     #[arg(long, default_value_t = 100)]
     viewers: u64,
     /// Seconds to keep issuing requests; viewers still running 10 s later are abandoned.
@@ -122,6 +136,16 @@ struct HlsArgs {
     /// Most part-latency samples kept (u32 microseconds each) for the percentiles.
     #[arg(long, default_value_t = 2_000_000)]
     max_samples: usize,
+}
+
+#[derive(Debug, Args)]
+struct DashArgs {
+    #[command(flatten)]
+    viewers: ViewerArgs,
+    /// Request each segment at its availability time (end − availabilityTimeOffset), as the
+    /// MPD's timing model says, instead of as soon as the previous one is received.
+    #[arg(long)]
+    at_availability: bool,
 }
 
 #[derive(Debug, Args)]
@@ -220,7 +244,8 @@ struct GraphArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Hls(args) => hls_load(&args),
+        Command::Hls(args) => viewer_load(&args, None),
+        Command::Dash(args) => viewer_load(&args.viewers, Some(!args.at_availability)),
         Command::Chat(args) => chat::run(&args).map(|report| {
             print!("{}", report.render());
             report.failures()
@@ -310,7 +335,7 @@ fn parse_url(url: &str) -> anyhow::Result<Url> {
 
 /// The protocol of `args`, and for TLS the client configuration.
 fn protocol(
-    args: &HlsArgs,
+    args: &ViewerArgs,
     url: &Url,
 ) -> anyhow::Result<(Proto, Option<Arc<rustls::ClientConfig>>)> {
     let proto = match (url.https, args.http2, args.http3) {
@@ -334,8 +359,9 @@ fn protocol(
     Ok((proto, Some(config)))
 }
 
-/// Runs the HLS load and prints its table; returns the number of errors.
-fn hls_load(args: &HlsArgs) -> anyhow::Result<u64> {
+/// Runs the HLS load (`dash_eager` `None`) or the DASH load (`Some(eager)`, see
+/// `dash::Setup`) and prints its table; returns the number of errors.
+fn viewer_load(args: &ViewerArgs, dash_eager: Option<bool>) -> anyhow::Result<u64> {
     let url = parse_url(&args.url)?;
     if args.viewers == 0 || args.duration == 0 {
         bail!("--viewers and --duration must be at least 1");
@@ -355,13 +381,14 @@ fn hls_load(args: &HlsArgs) -> anyhow::Result<u64> {
     }
     let workers = workers.min(args.viewers);
 
-    let mut plan = hls::Plan {
+    let mut plan = viewers::Plan {
         proto,
+        mode: Mode::Hls,
         addr: url.addr,
         host: url.authority,
         server_name: url.host,
         tls,
-        index_path: url.path,
+        path: url.path,
         timeout: Duration::from_secs(args.timeout),
         // Set below, once the preflight is done.
         start: Instant::now(),
@@ -369,9 +396,13 @@ fn hls_load(args: &HlsArgs) -> anyhow::Result<u64> {
         hard_stop: Instant::now(),
         sample_cap: args.max_samples.div_ceil(workers as usize),
     };
-    // One request before the run: an untrusted certificate or a server that does not speak
-    // the protocol is one clear error, not one per request.
-    hls::preflight(&plan)?;
+    // Requests before the run: an untrusted certificate or a server that does not speak the
+    // protocol (or, for DASH, serves no MPD it can follow) is one clear error, not one per
+    // request.
+    match dash_eager {
+        None => drop(viewers::preflight(&plan, &[&plan.path])?),
+        Some(eager) => plan.mode = Mode::Dash(dash::setup(&plan, eager)?),
+    }
 
     let server = args.server_pid.map(Pid::Other);
     let server_cpu0 = server.and_then(procfs::cpu_time);
@@ -394,7 +425,7 @@ fn hls_load(args: &HlsArgs) -> anyhow::Result<u64> {
         let plan = plan.clone();
         let t = std::thread::Builder::new()
             .name(format!("load-{w}"))
-            .spawn(move || hls::run_worker(plan, first, n))
+            .spawn(move || viewers::run_worker(plan, first, n))
             .context("spawning a worker thread")?;
         threads.push(t);
         first += n;
@@ -430,6 +461,7 @@ fn hls_load(args: &HlsArgs) -> anyhow::Result<u64> {
     let report = Report {
         url: &args.url,
         proto: proto.label(),
+        mode: &plan.mode,
         viewers: args.viewers,
         workers,
         duration: args.duration,
@@ -459,6 +491,11 @@ fn cpu_share(
 /// A [`cpu_share`] for a table.
 fn fmt_cpu((total, user, system): (f64, f64, f64)) -> String {
     format!("{total:.1} % of one core (user {user:.1}, system {system:.1})")
+}
+
+/// A signed microsecond count for a table, in ms, `-` when there is none.
+fn fmt_us(us: Option<i64>) -> String {
+    us.map_or_else(|| "-".to_owned(), |us| format!("{:.2} ms", us as f64 / 1e3))
 }
 
 /// A latency for a table, `-` when there is none.
@@ -500,6 +537,8 @@ struct Report<'a> {
     url: &'a str,
     /// The protocol, for the title.
     proto: &'static str,
+    /// What the viewers played: which rows the table has.
+    mode: &'a Mode,
     viewers: u64,
     workers: u64,
     duration: u64,
@@ -517,7 +556,6 @@ impl Report<'_> {
     fn render(&self) -> String {
         let s = self.stats;
         let secs = self.ran.as_secs_f64().max(1e-9);
-        let ms = fmt_ms;
         let mut rows: Vec<(String, String)> = vec![
             (
                 "viewers".into(),
@@ -545,27 +583,11 @@ impl Report<'_> {
                     s.bytes as f64 * 8.0 / secs / 1e6
                 ),
             ),
-            ("parts received".into(), s.parts.to_string()),
-            ("part latency p50".into(), ms(s.percentile(0.50))),
-            ("part latency p99".into(), ms(s.percentile(0.99))),
-            ("part latency p999".into(), ms(s.percentile(0.999))),
-            (
-                "part latency max".into(),
-                ms((s.parts > 0).then(|| s.max_latency())),
-            ),
         ];
-        if s.samples_dropped() > 0 {
-            rows.push((
-                "latency samples".into(),
-                format!(
-                    "{} dropped; percentiles from the first {}",
-                    s.samples_dropped(),
-                    s.parts - s.samples_dropped()
-                ),
-            ));
+        match self.mode {
+            Mode::Hls => hls_rows(s, &mut rows),
+            Mode::Dash(setup) => dash_rows(s, &setup.clock, &mut rows),
         }
-        rows.push(("playlists (blocking)".into(), s.reloads.to_string()));
-        rows.push(("playlists (full)".into(), s.full_playlists.to_string()));
         rows.push(("errors".into(), s.errors_total().to_string()));
         for (kind, n, _) in s.errors() {
             rows.push((format!("  {}", kind.label()), n.to_string()));
@@ -584,12 +606,70 @@ impl Report<'_> {
             rows.push(("load generator CPU".into(), cpu(c)));
         }
 
+        let command = match self.mode {
+            Mode::Hls => "hls",
+            Mode::Dash(_) => "dash",
+        };
         render_table(
-            &format!("zerocast-load hls {} ({})", self.url, self.proto),
+            &format!("zerocast-load {command} {} ({})", self.url, self.proto),
             &rows,
             s.errors().filter_map(|(k, _, d)| Some((k.label(), d?))),
         )
     }
+}
+
+/// The HLS rows: parts and their latency, playlists.
+fn hls_rows(s: &Stats, rows: &mut Vec<(String, String)>) {
+    let ms = fmt_ms;
+    rows.extend([
+        ("parts received".into(), s.parts.to_string()),
+        ("part latency p50".into(), ms(s.percentile(0.50))),
+        ("part latency p99".into(), ms(s.percentile(0.99))),
+        ("part latency p999".into(), ms(s.percentile(0.999))),
+        (
+            "part latency max".into(),
+            ms((s.parts > 0).then(|| s.max_latency())),
+        ),
+    ]);
+    if s.samples_dropped() > 0 {
+        rows.push((
+            "latency samples".into(),
+            format!(
+                "{} dropped; percentiles from the first {}",
+                s.samples_dropped(),
+                s.parts - s.samples_dropped()
+            ),
+        ));
+    }
+    rows.push(("playlists (blocking)".into(), s.reloads.to_string()));
+    rows.push(("playlists (full)".into(), s.full_playlists.to_string()));
+}
+
+/// The DASH rows: segments, their time to first byte and lateness, MPDs and inits.
+fn dash_rows(s: &Stats, clock: &str, rows: &mut Vec<(String, String)>) {
+    let dist = |rows: &mut Vec<(String, String)>, name: &str, d: &Samples, qs: &[f64]| {
+        for q in qs {
+            let label = format!("p{}", q * 100.0).replace('.', "");
+            rows.push((format!("{name} {label}"), fmt_us(d.percentile_us(*q))));
+        }
+        rows.push((format!("{name} max"), fmt_us(d.max_us())));
+        if d.dropped() > 0 {
+            rows.push((
+                format!("{name} samples"),
+                format!(
+                    "{} dropped; percentiles from the first {}",
+                    d.dropped(),
+                    d.count() - d.dropped()
+                ),
+            ));
+        }
+    };
+    rows.push(("segments received".into(), s.lateness.count().to_string()));
+    dist(rows, "segment TTFB", &s.ttfb, &[0.5, 0.99]);
+    dist(rows, "segment lateness", &s.lateness, &[0.5, 0.99, 0.999]);
+    rows.push(("init segments".into(), s.inits.to_string()));
+    rows.push(("MPDs".into(), s.mpds.to_string()));
+    rows.push(("clock".into(), clock.to_owned()));
 }
 
 /// An in-process social server on the embedded defaults, for the load generators' own tests.
@@ -715,6 +795,7 @@ mod tests {
             duration: 1,
             ran: Duration::from_secs(2),
             stats: &stats,
+            mode: &Mode::Hls,
             server_cpu: Some((12.34, 2.0, 10.34)),
             server_rss: Some((2 << 20, 1 << 20)),
             my_cpu: None,

@@ -29,12 +29,14 @@ pub(crate) enum ErrorKind {
     BadPlaylist,
     /// A blocking reload answered 200 without the part it asked for.
     StaleReload,
+    /// An MPD that does not parse, or lacks what a player needs.
+    BadMpd,
     /// The viewer was still running at the hard stop (duration + 10 s).
     HardStop,
 }
 
 impl ErrorKind {
-    pub(crate) const ALL: [ErrorKind; 13] = [
+    pub(crate) const ALL: [ErrorKind; 14] = [
         ErrorKind::Connect,
         ErrorKind::Tls,
         ErrorKind::Timeout,
@@ -47,6 +49,7 @@ impl ErrorKind {
         ErrorKind::StatusOther,
         ErrorKind::BadPlaylist,
         ErrorKind::StaleReload,
+        ErrorKind::BadMpd,
         ErrorKind::HardStop,
     ];
 
@@ -64,6 +67,7 @@ impl ErrorKind {
             ErrorKind::StatusOther => "http other",
             ErrorKind::BadPlaylist => "bad playlist",
             ErrorKind::StaleReload => "stale reload",
+            ErrorKind::BadMpd => "bad MPD",
             ErrorKind::HardStop => "hard stop",
         }
     }
@@ -83,6 +87,89 @@ impl ErrorKind {
     }
 }
 
+/// A distribution of signed durations (microseconds, as `i32`: ±35 minutes), of which the
+/// first `cap` are kept for percentiles; the count and the maximum cover all of them.
+#[derive(Debug, Default)]
+pub(crate) struct Samples {
+    kept: Vec<i32>,
+    cap: usize,
+    count: u64,
+    dropped: u64,
+    max: Option<i64>,
+}
+
+impl Samples {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            ..Self::default()
+        }
+    }
+
+    /// Adds one sample, `us` microseconds (negative for "early").
+    pub(crate) fn push(&mut self, us: i64) {
+        self.count += 1;
+        self.max = Some(self.max.map_or(us, |m| m.max(us)));
+        if self.kept.len() < self.cap {
+            // Saturates: a sample beyond ±35 minutes is an error elsewhere, not a number here.
+            let clamped = us.clamp(i64::from(i32::MIN), i64::from(i32::MAX));
+            self.kept.push(i32::try_from(clamped).unwrap_or(i32::MAX));
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    pub(crate) fn push_duration(&mut self, d: Duration) {
+        self.push(i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn merge(&mut self, other: Samples) {
+        self.kept.extend(other.kept);
+        self.count += other.count;
+        self.dropped += other.dropped;
+        self.max = match (self.max, other.max) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// Samples added, kept or not.
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Samples not kept for the percentiles.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The largest sample, microseconds.
+    pub(crate) fn max_us(&self) -> Option<i64> {
+        self.max
+    }
+
+    /// Sorts the kept samples; call once before [`Samples::percentile_us`].
+    pub(crate) fn sort(&mut self) {
+        self.kept.sort_unstable();
+    }
+
+    /// Nearest-rank percentile (`q` in 0..=1) of the kept samples, microseconds, after
+    /// [`Samples::sort`].
+    pub(crate) fn percentile_us(&self, q: f64) -> Option<i64> {
+        let n = self.kept.len();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        self.kept.get(rank - 1).map(|us| i64::from(*us))
+    }
+}
+
+/// A non-negative microsecond count as a [`Duration`].
+fn micros(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
+}
+
 /// What one worker (or, merged, the whole run) measured.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -98,20 +185,27 @@ pub(crate) struct Stats {
     pub(crate) reloads: u64,
     /// Full (non-blocking) media playlist fetches answered 200.
     pub(crate) full_playlists: u64,
+    /// DASH: MPDs fetched and parsed.
+    pub(crate) mpds: u64,
+    /// DASH: initialization segments received.
+    pub(crate) inits: u64,
+    /// DASH: request → response head of each media segment.
+    pub(crate) ttfb: Samples,
+    /// DASH: last byte of each media segment − the segment's end on the MPD's timeline.
+    pub(crate) lateness: Samples,
     errors: [u64; ErrorKind::ALL.len()],
     first_error: [Option<String>; ErrorKind::ALL.len()],
-    /// Announcement → receipt latencies, microseconds; at most `sample_cap` are kept.
-    samples: Vec<u32>,
-    sample_cap: usize,
-    samples_dropped: u64,
-    max_latency: Duration,
+    /// The latency of `parts` (HLS), or of what the load measures (acks, requests).
+    latency: Samples,
 }
 
 impl Stats {
-    /// Keeps at most `sample_cap` latency samples (the maximum is tracked over all of them).
+    /// Keeps at most `sample_cap` samples per distribution (the maximum is tracked over all).
     pub(crate) fn new(sample_cap: usize) -> Self {
         Self {
-            sample_cap,
+            latency: Samples::new(sample_cap),
+            ttfb: Samples::new(sample_cap),
+            lateness: Samples::new(sample_cap),
             ..Self::default()
         }
     }
@@ -126,13 +220,7 @@ impl Stats {
 
     pub(crate) fn part_latency(&mut self, latency: Duration) {
         self.parts += 1;
-        self.max_latency = self.max_latency.max(latency);
-        if self.samples.len() < self.sample_cap {
-            let us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
-            self.samples.push(us);
-        } else {
-            self.samples_dropped += 1;
-        }
+        self.latency.push_duration(latency);
     }
 
     pub(crate) fn merge(&mut self, other: Stats) {
@@ -142,6 +230,8 @@ impl Stats {
         self.parts += other.parts;
         self.reloads += other.reloads;
         self.full_playlists += other.full_playlists;
+        self.mpds += other.mpds;
+        self.inits += other.inits;
         for (i, n) in other.errors.iter().enumerate() {
             self.errors[i] += n;
         }
@@ -150,9 +240,9 @@ impl Stats {
                 *mine = theirs;
             }
         }
-        self.samples.extend(other.samples);
-        self.samples_dropped += other.samples_dropped;
-        self.max_latency = self.max_latency.max(other.max_latency);
+        self.latency.merge(other.latency);
+        self.ttfb.merge(other.ttfb);
+        self.lateness.merge(other.lateness);
     }
 
     pub(crate) fn errors_total(&self) -> u64 {
@@ -170,28 +260,24 @@ impl Stats {
     }
 
     pub(crate) fn samples_dropped(&self) -> u64 {
-        self.samples_dropped
+        self.latency.dropped()
     }
 
     pub(crate) fn max_latency(&self) -> Duration {
-        self.max_latency
+        self.latency.max_us().map_or(Duration::ZERO, micros)
     }
 
-    /// Sorts the samples; call once before [`Stats::percentile`].
+    /// Sorts the samples of every distribution; call once before the percentiles.
     pub(crate) fn sort_samples(&mut self) {
-        self.samples.sort_unstable();
+        self.latency.sort();
+        self.ttfb.sort();
+        self.lateness.sort();
     }
 
-    /// Nearest-rank percentile (`q` in 0..=1) of the kept samples, after [`Stats::sort_samples`].
+    /// Nearest-rank percentile (`q` in 0..=1) of the kept latency samples, after
+    /// [`Stats::sort_samples`].
     pub(crate) fn percentile(&self, q: f64) -> Option<Duration> {
-        let n = self.samples.len();
-        if n == 0 {
-            return None;
-        }
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        self.samples
-            .get(rank - 1)
-            .map(|us| Duration::from_micros(u64::from(*us)))
+        self.latency.percentile_us(q).map(micros)
     }
 }
 
@@ -220,5 +306,24 @@ mod tests {
         assert_eq!(a.errors_total(), 2);
         let e: Vec<_> = a.errors().collect();
         assert_eq!(e, vec![(ErrorKind::Status503, 2, Some("first"))]);
+    }
+
+    #[test]
+    fn signed_samples() {
+        let mut a = Samples::new(2);
+        a.push(-3000);
+        a.push(5000);
+        let mut b = Samples::new(2);
+        b.push(-7000);
+        b.push(9000);
+        b.push(1000);
+        a.merge(b);
+        a.sort();
+        assert_eq!((a.count(), a.dropped()), (5, 1));
+        assert_eq!(a.max_us(), Some(9000));
+        assert_eq!(a.percentile_us(0.0), Some(-7000));
+        assert_eq!(a.percentile_us(0.5), Some(-3000));
+        assert_eq!(a.percentile_us(1.0), Some(9000));
+        assert_eq!(Samples::new(1).percentile_us(0.5), None);
     }
 }
