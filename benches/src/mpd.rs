@@ -755,13 +755,13 @@ mod tests {
         assert!(v.segment(2).is_none() && v.find(7).is_none());
     }
 
-    /// The server's own renderer, per-track layout: what the edge will serve.
+    /// The server's own renderer: what the edge serves.
     #[test]
     fn follows_the_packager_per_track_mpd() {
         use bytes::Bytes;
         use zerocast_core::codec::{aac::AacConfig, avc::AvcConfig};
         use zerocast_core::{AudioCodec, Timescale, Timestamp, Track, TrackId, VideoCodec};
-        use zerocast_packager::dash::{render, Layout, Manifest, MpdConfig};
+        use zerocast_packager::dash::{render, Manifest, MpdConfig};
         use zerocast_packager::{MediaPlaylist, PlaylistConfig};
 
         const T0_MS: i64 = 1_700_000_000_000;
@@ -807,9 +807,9 @@ mod tests {
             bandwidth: 2_500_000,
             frame_rate: Some(30.0),
             base: "3f2a/",
+            query: "",
             utc_timing: "/time",
             now_unix_ms: T0_MS + 6_400,
-            layout: Layout::PerTrack,
             config: MpdConfig::default(),
         };
         render(&mut text, &manifest).unwrap();
@@ -847,16 +847,42 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_packager_golden_muxed_mpd() {
+    fn reads_the_packager_golden_mpd() {
         let text = include_str!("../../packager/tests/golden/reconnect.mpd");
         let mpd = parse(text, "/live/a/index.mpd").unwrap();
         assert_eq!(mpd.period.id.as_deref(), Some("p3"));
-        assert_eq!(mpd.period.tracks.len(), 1, "one muxed AdaptationSet");
+        assert_eq!(mpd.period.start_us, 11_000_000);
+        for (t, (kind, id)) in mpd
+            .period
+            .tracks
+            .iter()
+            .zip([(Kind::Video, 1), (Kind::Audio, 2)])
+        {
+            assert_eq!(t.kind, kind);
+            let numbers: Vec<u64> = t.segments.iter().map(|s| s.number).collect();
+            assert_eq!(numbers, [3, 4, 5, 6]);
+            let newest = &t.segments[3];
+            let path = format!("/live/a/t{id}-seg6.m4s");
+            assert_eq!(t.media_path(newest).unwrap(), path);
+            // 11 s + 3 × 210 000 ticks at 90 kHz, then the forecast of the fourth.
+            assert_eq!(t.end_us(&t.segments[2]), 11_000_000 + 7_000_000);
+            assert_eq!(t.end_us(newest), 11_000_000 + 9_333_333);
+        }
+    }
+
+    /// A muxed AdaptationSet (one Representation, video and audio ContentComponents) is
+    /// followed as one video track.
+    #[test]
+    fn a_muxed_adaptation_set_is_one_track() {
+        let text = r#"<MPD type="static"><Period><AdaptationSet mimeType="application/mp4">
+  <ContentComponent id="2" contentType="audio"/><ContentComponent id="1" contentType="video"/>
+  <SegmentTemplate media="seg$Number$.m4s"><SegmentTimeline><S d="2"/></SegmentTimeline></SegmentTemplate>
+  <Representation id="av"/></AdaptationSet></Period></MPD>"#;
+        let mpd = parse(text, "/a/index.mpd").unwrap();
+        assert_eq!(mpd.period.tracks.len(), 1);
         let t = &mpd.period.tracks[0];
-        assert_eq!(t.kind, Kind::Video);
-        assert_eq!(t.segments.len(), 4);
-        assert_eq!(t.segments[0].number, 3);
-        assert_eq!(t.media_path(&t.segments[3]).unwrap(), "/live/a/seg6.m4s");
+        assert_eq!((t.kind, t.segments[0].number), (Kind::Video, 1));
+        assert_eq!(t.media_path(&t.segments[0]).unwrap(), "/a/seg1.m4s");
     }
 
     #[test]
