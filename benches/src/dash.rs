@@ -41,6 +41,8 @@ pub(crate) struct Setup {
     /// Request the next segment as soon as the previous one is received, when the MPD says
     /// segments are served while written; otherwise (or when false) at its availability time.
     pub(crate) eager: bool,
+    /// The MPD is refreshed at most this often (zero: every `minimumUpdatePeriod`).
+    pub(crate) min_update_period: Duration,
     /// Server clock − local clock, microseconds.
     pub(crate) clock_offset_us: i64,
     /// Where the offset came from, for the report.
@@ -49,7 +51,11 @@ pub(crate) struct Setup {
 
 /// Fetches and parses the MPD once (a server that does not serve one is one clear error),
 /// then its `UTCTiming` resource for the clock offset (failing that, the local clock).
-pub(crate) fn setup(plan: &Plan, eager: bool) -> anyhow::Result<Setup> {
+pub(crate) fn setup(
+    plan: &Plan,
+    eager: bool,
+    min_update_period: Duration,
+) -> anyhow::Result<Setup> {
     let (sys0, inst0) = (unix_now_us(), Instant::now());
     let mut got = preflight(plan, &[&plan.path])?;
     let (_, r) = got.pop().context("no preflight response")?;
@@ -66,6 +72,7 @@ pub(crate) fn setup(plan: &Plan, eager: bool) -> anyhow::Result<Setup> {
     let Some(time) = mpd.utc_timing else {
         return Ok(Setup {
             eager,
+            min_update_period,
             clock_offset_us: 0,
             clock: "local (the MPD has no UTCTiming)".to_owned(),
         });
@@ -96,6 +103,7 @@ pub(crate) fn setup(plan: &Plan, eager: bool) -> anyhow::Result<Setup> {
     };
     Ok(Setup {
         eager,
+        min_update_period,
         clock_offset_us,
         clock,
     })
@@ -113,6 +121,8 @@ struct Shared {
     mpd: RefCell<Rc<Mpd>>,
     /// When the latest MPD's request was sent.
     fetched: Cell<Instant>,
+    /// `Setup::min_update_period`.
+    min_update_period: Duration,
 }
 
 impl Shared {
@@ -125,7 +135,7 @@ impl Shared {
     fn next_refresh(&self) -> Option<Instant> {
         let mpd = self.mpd.borrow();
         let period = mpd.minimum_update_period.filter(|_| mpd.dynamic)?;
-        Some(self.fetched.get() + period)
+        Some(self.fetched.get() + period.max(self.min_update_period))
     }
 }
 
@@ -154,6 +164,7 @@ pub(crate) async fn viewer<R: Rt, C: Client>(
     let shared = Shared {
         mpd: RefCell::new(Rc::new(first)),
         fetched: Cell::new(fetched),
+        min_update_period: setup.min_update_period,
     };
     let tracks = kinds.into_iter().map(|kind| {
         let http = Fetcher {

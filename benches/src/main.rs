@@ -146,6 +146,10 @@ struct DashArgs {
     /// MPD's timing model says, instead of as soon as the previous one is received.
     #[arg(long)]
     at_availability: bool,
+    /// Refresh the MPD at most this often, milliseconds, whatever its minimumUpdatePeriod
+    /// (to measure what the refreshes cost the server; 0: as the MPD says).
+    #[arg(long, default_value_t = 0)]
+    min_update_period: u64,
 }
 
 #[derive(Debug, Args)]
@@ -245,7 +249,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Hls(args) => viewer_load(&args, None),
-        Command::Dash(args) => viewer_load(&args.viewers, Some(!args.at_availability)),
+        Command::Dash(args) => viewer_load(&args.viewers, Some(&args)),
         Command::Chat(args) => chat::run(&args).map(|report| {
             print!("{}", report.render());
             report.failures()
@@ -359,9 +363,9 @@ fn protocol(
     Ok((proto, Some(config)))
 }
 
-/// Runs the HLS load (`dash_eager` `None`) or the DASH load (`Some(eager)`, see
-/// `dash::Setup`) and prints its table; returns the number of errors.
-fn viewer_load(args: &ViewerArgs, dash_eager: Option<bool>) -> anyhow::Result<u64> {
+/// Runs the HLS load (`dash` `None`) or the DASH load and prints its table; returns the
+/// number of errors.
+fn viewer_load(args: &ViewerArgs, dash: Option<&DashArgs>) -> anyhow::Result<u64> {
     let url = parse_url(&args.url)?;
     if args.viewers == 0 || args.duration == 0 {
         bail!("--viewers and --duration must be at least 1");
@@ -399,9 +403,12 @@ fn viewer_load(args: &ViewerArgs, dash_eager: Option<bool>) -> anyhow::Result<u6
     // Requests before the run: an untrusted certificate or a server that does not speak the
     // protocol (or, for DASH, serves no MPD it can follow) is one clear error, not one per
     // request.
-    match dash_eager {
+    match dash {
         None => drop(viewers::preflight(&plan, &[&plan.path])?),
-        Some(eager) => plan.mode = Mode::Dash(dash::setup(&plan, eager)?),
+        Some(d) => {
+            let min_update = Duration::from_millis(d.min_update_period);
+            plan.mode = Mode::Dash(dash::setup(&plan, !d.at_availability, min_update)?);
+        }
     }
 
     let server = args.server_pid.map(Pid::Other);
