@@ -385,9 +385,12 @@ async fn mpd<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, token: Option<&str>, utc_timing:
     let body = match token {
         None => s.rendered_mpd(utc_timing, now_unix_ms()),
         Some(t) => {
-            let tracks = lock(&s.media).tracks.clone();
+            let (tracks, next) = {
+                let m = lock(&s.media);
+                (m.tracks.clone(), m.next_started(&playlist))
+            };
             let query = format!("?token={t}");
-            Bytes::from(s.render_mpd(&playlist, &tracks, utc_timing, &query, now_unix_ms()))
+            Bytes::from(s.render_mpd(&playlist, &tracks, next, utc_timing, &query, now_unix_ms()))
         }
     };
     Response::new(
@@ -462,6 +465,7 @@ enum Found {
 /// one is waited for (bounded, like a blocking playlist reload); LL-HLS players never ask for
 /// an incomplete muxed segment, so that is a 404.
 async fn segment<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, msn: u64, layer: Layer) -> Response {
+    let mut waited = false;
     let found = wait_for::<R, _>(s, ctx.block_limit(s), || {
         let m = lock(&s.media);
         if let Some(seg) = m.segments.get(&msn) {
@@ -471,8 +475,15 @@ async fn segment<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, msn: u64, layer: Layer) -> R
             return Some(None);
         }
         if let Some((first, pm)) = m.open_segment(msn) {
+            // Asked for before it existed, as the continuation of the Period the player knew,
+            // but it starts a new one (the publisher came back): that number is not the
+            // media the player expects.
+            if waited && pm.starts_period() {
+                return Some(None);
+            }
             return Some(Some(Found::Open(first, pm)));
         }
+        waited = true;
         let next = m.newest_msn().map_or(0, |n| n + 1);
         if m.ended || msn != next {
             return Some(None);
