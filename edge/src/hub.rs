@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use zerocast_core::{Frame, Track, TrackKind};
-use zerocast_packager::{Event, MediaPlaylist, Packager, PackagerConfig, Skip};
+use zerocast_packager::{dash, Event, MediaPlaylist, Packager, PackagerConfig, Skip};
 
 use crate::metrics::{Metrics, StreamMetrics, StreamSeries};
 use crate::notify::Notify;
@@ -26,38 +26,170 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Which bytes of a part, segment or init segment: the muxed fragments the LL-HLS playlist
+/// lists, or one track's (DASH: one media component per Representation). Both are the same
+/// sample `Bytes` under different `moof` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// Every track in each `moof` (`init{V}.mp4`, `seg{N}.m4s`, `part{N}.m4s`).
+    Muxed,
+    /// One track, by id (`t{ID}-init{V}.mp4`, `t{ID}-seg{N}.m4s`).
+    Track(u32),
+}
+
+/// Buffers by [`Layer`]: a handful of layers, searched linearly.
+#[derive(Debug, Default, Clone)]
+pub struct Layers(Vec<(Layer, Vec<Bytes>)>);
+
+impl Layers {
+    /// The buffers of `layer` (empty when it has none).
+    pub fn get(&self, layer: Layer) -> &[Bytes] {
+        self.0
+            .iter()
+            .find(|(l, _)| *l == layer)
+            .map_or(&[], |(_, b)| b.as_slice())
+    }
+
+    /// Whether `layer` has any buffer.
+    pub fn has(&self, layer: Layer) -> bool {
+        !self.get(layer).is_empty()
+    }
+
+    fn extend(&mut self, layer: Layer, bufs: impl IntoIterator<Item = Bytes>) {
+        match self.0.iter_mut().find(|(l, _)| *l == layer) {
+            Some((_, v)) => v.extend(bufs),
+            None => self.0.push((layer, bufs.into_iter().collect())),
+        }
+    }
+
+    /// All layers of `other` appended to this one's.
+    fn append(&mut self, other: &Layers) {
+        for (layer, bufs) in &other.0 {
+            self.extend(*layer, bufs.iter().cloned());
+        }
+    }
+
+    /// Bytes of one layer.
+    fn len(&self, layer: Layer) -> usize {
+        self.get(layer).iter().map(Bytes::len).sum()
+    }
+}
+
 /// A part: complete, or still being written (its chunks grow until `complete`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PartMedia {
+    /// The segment it belongs to.
+    msn: u64,
     inner: Mutex<PartInner>,
 }
 
 #[derive(Debug, Default)]
 struct PartInner {
-    chunks: Vec<Bytes>,
+    layers: Layers,
     complete: bool,
 }
 
 impl PartMedia {
-    /// Chunks from index `from` on, and whether the part is complete.
-    pub fn chunks_from(&self, from: usize) -> (Vec<Bytes>, bool) {
-        let p = lock(&self.inner);
-        (
-            p.chunks.get(from..).unwrap_or_default().to_vec(),
-            p.complete,
-        )
+    fn new(msn: u64) -> Self {
+        Self {
+            msn,
+            inner: Mutex::default(),
+        }
     }
 
-    fn push(&self, bufs: impl IntoIterator<Item = Bytes>) {
-        lock(&self.inner).chunks.extend(bufs);
+    /// Buffers of `layer` from index `from` on, and whether the part is complete.
+    pub fn chunks_from(&self, layer: Layer, from: usize) -> (Vec<Bytes>, bool) {
+        let p = lock(&self.inner);
+        (
+            p.layers.get(layer).get(from..).unwrap_or_default().to_vec(),
+            p.complete,
+        )
     }
 
     fn finish(&self) {
         lock(&self.inner).complete = true;
     }
+}
 
-    fn all(&self) -> Vec<Bytes> {
-        lock(&self.inner).chunks.clone()
+/// A response body that grows while it is sent: a part being written, or a segment being
+/// written (its parts one after another), in one [`Layer`].
+#[derive(Debug)]
+pub struct LiveBody {
+    stream: Arc<Stream>,
+    layer: Layer,
+    part_id: u64,
+    part: Arc<PartMedia>,
+    /// `Some(msn)`: continue with the segment's next parts until it is complete.
+    segment: Option<u64>,
+    /// Buffers of `part` already taken.
+    taken: usize,
+}
+
+impl LiveBody {
+    /// Part `id`, while it is written.
+    pub fn part(stream: Arc<Stream>, id: u64, part: Arc<PartMedia>, layer: Layer) -> Self {
+        Self {
+            stream,
+            layer,
+            part_id: id,
+            part,
+            segment: None,
+            taken: 0,
+        }
+    }
+
+    /// The segment that part `first` (its first part) opened, while it is written.
+    pub fn segment(stream: Arc<Stream>, first: u64, part: Arc<PartMedia>, layer: Layer) -> Self {
+        Self {
+            stream,
+            layer,
+            part_id: first,
+            segment: Some(part.msn),
+            part,
+            taken: 0,
+        }
+    }
+
+    /// The stream whose `chunks` notification announces more bytes.
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// The buffers produced since the last call, and whether the body is now complete.
+    ///
+    /// Read the stream's `chunks` sequence number before calling, and wait for it to change
+    /// when this returns no buffers and `false`.
+    pub fn take(&mut self) -> (Vec<Bytes>, bool) {
+        let mut out = Vec::new();
+        loop {
+            let (bufs, complete) = self.part.chunks_from(self.layer, self.taken);
+            self.taken += bufs.len();
+            out.extend(bufs);
+            if !complete {
+                return (out, false);
+            }
+            let Some(msn) = self.segment else {
+                return (out, true);
+            };
+            let m = lock(&self.stream.media);
+            match m.parts.get(&(self.part_id + 1)) {
+                Some(next) if next.msn == msn => {
+                    self.part_id += 1;
+                    self.part = next.clone();
+                    self.taken = 0;
+                }
+                // The next part belongs to the next segment.
+                Some(_) => return (out, true),
+                // The segment is closed (or the stream ended, or this segment left the window
+                // while it was being sent); else its next part has not started yet.
+                None => {
+                    let done = m.ended
+                        || m.segments.contains_key(&msn)
+                        || !m.parts.contains_key(&self.part_id);
+                    return (out, done);
+                }
+            }
+        }
     }
 }
 
@@ -67,6 +199,8 @@ struct Rendered {
     version: u64,
     full: Option<Bytes>,
     delta: Option<Bytes>,
+    /// The MPD, with the `UTCTiming` URL it was rendered with.
+    mpd: Option<(String, Bytes)>,
 }
 
 /// Everything viewers read of one stream.
@@ -74,17 +208,37 @@ struct Rendered {
 pub struct Media {
     /// The playlist as of the last finished part.
     pub playlist: Option<Arc<MediaPlaylist>>,
-    /// Init segments by version.
-    pub inits: BTreeMap<u32, Bytes>,
+    /// Init segments by version: the muxed one and one per track.
+    pub inits: BTreeMap<u32, Layers>,
     /// Parts by stream-wide id (complete and in progress).
     pub parts: BTreeMap<u64, Arc<PartMedia>>,
-    /// Complete segments by msn: the buffers to write, in order.
-    pub segments: BTreeMap<u64, Arc<Vec<Bytes>>>,
+    /// Complete segments by msn: the buffers to write, in order, per layer.
+    pub segments: BTreeMap<u64, Arc<Layers>>,
     /// Tracks of the current init segment.
     pub tracks: Vec<Track>,
     /// The stream has ended (`EXT-X-ENDLIST`).
     pub ended: bool,
     rendered: Rendered,
+}
+
+impl Media {
+    /// The first part of segment `msn` when that segment is still being written.
+    pub fn open_segment(&self, msn: u64) -> Option<(u64, Arc<PartMedia>)> {
+        if self.segments.contains_key(&msn) {
+            return None;
+        }
+        self.parts
+            .iter()
+            .find(|(_, pm)| pm.msn == msn)
+            .map(|(id, pm)| (*id, pm.clone()))
+    }
+
+    /// The newest segment number: the one being written, or the last complete one.
+    pub fn newest_msn(&self) -> Option<u64> {
+        let open = self.parts.values().next_back().map(|pm| pm.msn);
+        let done = self.segments.keys().next_back().copied();
+        open.max(done)
+    }
 }
 
 /// Measured facts of a stream for `/api/streams` and the multivariant playlist.
@@ -247,22 +401,42 @@ impl Stream {
             let mut m = lock(&self.media);
             while let Some(ev) = p.poll_event() {
                 match ev {
-                    Event::Init { version, data } => {
-                        m.inits.insert(version, data);
+                    Event::Init {
+                        version,
+                        data,
+                        tracks,
+                    } => {
+                        let mut layers = Layers::default();
+                        layers.extend(Layer::Muxed, [data]);
+                        for (id, init) in tracks {
+                            layers.extend(Layer::Track(id), [init]);
+                        }
+                        m.inits.insert(version, layers);
                         m.tracks = p.tracks().to_vec();
                         changed = true;
                     }
-                    Event::PartStarted { id, .. } => {
-                        m.parts.insert(id, Arc::new(PartMedia::default()));
+                    Event::PartStarted { id, msn } => {
+                        m.parts.insert(id, Arc::new(PartMedia::new(msn)));
                         arrivals.part_start = arrivals.pending;
                         changed = true;
                     }
-                    Event::Chunk { part, fragment } => {
+                    Event::Chunk {
+                        part,
+                        fragment,
+                        tracks,
+                    } => {
                         if let (Some(mx), Some(t)) = (metrics, arrivals.pending) {
                             mx.observe_chunk_latency(now - t);
                         }
                         if let Some(pm) = m.parts.get(&part) {
-                            pm.push(std::iter::once(fragment.header).chain(fragment.payloads));
+                            let mut inner = lock(&pm.inner);
+                            for (layer, f) in std::iter::once((Layer::Muxed, fragment))
+                                .chain(tracks.into_iter().map(|(id, f)| (Layer::Track(id), f)))
+                            {
+                                inner
+                                    .layers
+                                    .extend(layer, std::iter::once(f.header).chain(f.payloads));
+                            }
                         }
                         chunk = true;
                     }
@@ -282,12 +456,12 @@ impl Stream {
                         first_part,
                         last_part,
                     } => {
-                        let mut bufs = Vec::new();
+                        let mut layers = Layers::default();
                         for (_, pm) in m.parts.range(first_part..=last_part) {
-                            bufs.extend(pm.all());
+                            layers.append(&lock(&pm.inner).layers);
                         }
-                        let bytes: usize = bufs.iter().map(Bytes::len).sum();
-                        m.segments.insert(msn, Arc::new(bufs));
+                        let bytes = layers.len(Layer::Muxed);
+                        m.segments.insert(msn, Arc::new(layers));
                         self.note_segment(p.playlist(), msn, bytes);
                         changed = true;
                     }
@@ -329,8 +503,7 @@ impl Stream {
         if m.rendered.version != pl.version() {
             m.rendered = Rendered {
                 version: pl.version(),
-                full: None,
-                delta: None,
+                ..Rendered::default()
             };
         }
         let slot = if skip == Skip::No {
@@ -345,6 +518,77 @@ impl Stream {
             *slot = Some(Bytes::from(s));
         }
         slot.clone()
+    }
+
+    /// The DASH MPD for this snapshot, cached per playlist version and `UTCTiming` URL (so its
+    /// `publishTime` is when this version was first asked for). Rendered outside the lock.
+    pub fn rendered_mpd(&self, utc_timing: &str, now_unix_ms: i64) -> Bytes {
+        let (pl, tracks) = {
+            let m = lock(&self.media);
+            if let Some((url, mpd)) = &m.rendered.mpd {
+                if url == utc_timing
+                    && m.playlist.as_ref().map(|p| p.version()) == Some(m.rendered.version)
+                {
+                    return mpd.clone();
+                }
+            }
+            (m.playlist.clone(), m.tracks.clone())
+        };
+        let Some(pl) = pl else {
+            return Bytes::new();
+        };
+        let mpd = Bytes::from(self.render_mpd(&pl, &tracks, utc_timing, "", now_unix_ms));
+        let mut m = lock(&self.media);
+        if m.playlist.as_ref().is_some_and(|p| Arc::ptr_eq(p, &pl)) {
+            if m.rendered.version != pl.version() {
+                m.rendered = Rendered {
+                    version: pl.version(),
+                    ..Rendered::default()
+                };
+            }
+            m.rendered.mpd = Some((utc_timing.to_owned(), mpd.clone()));
+        }
+        mpd
+    }
+
+    /// Renders the DASH MPD of `pl` (one AdaptationSet per track; `query` goes on every URL).
+    pub fn render_mpd(
+        &self,
+        pl: &MediaPlaylist,
+        tracks: &[Track],
+        utc_timing: &str,
+        query: &str,
+        now_unix_ms: i64,
+    ) -> String {
+        let mut out = String::with_capacity(4096);
+        let base = format!("{}/", self.epoch);
+        // Writing into a String cannot fail.
+        let _ = dash::render(
+            &mut out,
+            &dash::Manifest {
+                playlist: pl,
+                tracks,
+                bandwidth: self.bandwidth(),
+                frame_rate: self.frame_rate(),
+                base: &base,
+                query,
+                utc_timing,
+                now_unix_ms,
+                layout: dash::Layout::PerTrack,
+                config: dash::MpdConfig::default(),
+            },
+        );
+        out
+    }
+
+    /// Peak bits per second to announce (`BANDWIDTH`, `@bandwidth`): the peak of a complete
+    /// segment, at least 1.25x the mean so far, at least 100 kb/s.
+    pub fn bandwidth(&self) -> u64 {
+        self.stats
+            .peak_bps
+            .load(Ordering::Relaxed)
+            .max(self.bitrate() * 5 / 4)
+            .max(100_000)
     }
 
     /// A connection started watching this stream.

@@ -27,6 +27,9 @@ pub(crate) type TlsStream = tokio_rustls::server::TlsStream<TcpStreamPoll>;
 
 /// What a connection loop needs from its socket.
 pub(crate) trait Transport {
+    /// TLS: URLs pointing back at this connection's listener are `https://`.
+    const SECURE: bool;
+
     /// Reads into the spare capacity of `buf` (reserving `want` bytes first). Fails with
     /// `TimedOut` when nothing arrives within `idle` or when `stop` completes first; `Ok(0)`
     /// is end of stream.
@@ -44,6 +47,8 @@ pub(crate) trait Transport {
 }
 
 impl Transport for TcpStream {
+    const SECURE: bool = false;
+
     async fn read_into(
         &mut self,
         buf: &mut BytesMut,
@@ -70,6 +75,8 @@ impl Transport for TcpStream {
 }
 
 impl Transport for TlsStream {
+    const SECURE: bool = true;
+
     async fn read_into(
         &mut self,
         buf: &mut BytesMut,

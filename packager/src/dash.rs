@@ -98,6 +98,8 @@ pub struct Manifest<'a> {
     pub frame_rate: Option<f64>,
     /// Prefix of the init and segment URLs, relative to the MPD (e.g. `"1a2b/"`). Escaped here.
     pub base: &'a str,
+    /// Appended to every init and segment URL (e.g. `"?token=…"`, or `""`). Escaped here.
+    pub query: &'a str,
     /// URL answering the server's time as ISO 8601 (`UTCTiming`). Escaped here.
     pub utc_timing: &'a str,
     /// `publishTime`, Unix milliseconds.
@@ -230,7 +232,7 @@ fn periods(m: &Manifest<'_>, dynamic: bool) -> Vec<Period> {
 /// pl.close_segment();
 /// let mut mpd = String::new();
 /// dash::render(&mut mpd, &Manifest {
-///     playlist: &pl, tracks: &[], bandwidth: 1_000_000, frame_rate: None, base: "",
+///     playlist: &pl, tracks: &[], bandwidth: 1_000_000, frame_rate: None, base: "", query: "",
 ///     utc_timing: "/time", now_unix_ms: 1_700_000_002_100, layout: Layout::Muxed,
 ///     config: MpdConfig::default(),
 /// }).unwrap();
@@ -310,6 +312,7 @@ pub fn render(out: &mut impl Write, m: &Manifest<'_>) -> fmt::Result {
         let template = Template {
             period: p,
             base: m.base,
+            query: m.query,
             ato: ll.then_some(ato),
         };
         adaptation_sets(out, m, &template)?;
@@ -329,6 +332,7 @@ pub fn render(out: &mut impl Write, m: &Manifest<'_>) -> fmt::Result {
 struct Template<'a> {
     period: &'a Period,
     base: &'a str,
+    query: &'a str,
     ato: Option<f64>,
 }
 
@@ -338,13 +342,13 @@ impl Template<'_> {
         let p = self.period;
         write!(
             out,
-            r#"{indent}<SegmentTemplate timescale="{}" presentationTimeOffset="{}" startNumber="{}" initialization="{}{prefix}init{}.mp4" media="{}{prefix}seg$Number$.m4s""#,
+            r#"{indent}<SegmentTemplate timescale="{}" presentationTimeOffset="{}" startNumber="{}" initialization="{base}{prefix}init{}.mp4{query}" media="{base}{prefix}seg$Number$.m4s{query}""#,
             p.timescale.ticks(),
             p.pto,
             p.start_number,
-            Xml(self.base),
             p.init_version,
-            Xml(self.base),
+            base = Xml(self.base),
+            query = Xml(self.query),
         )?;
         if let Some(ato) = self.ato {
             write!(
@@ -662,6 +666,7 @@ mod tests {
             bandwidth: 2_000_000,
             frame_rate: Some(30.0),
             base: "3f2a/",
+            query: "",
             utc_timing: "/time",
             now_unix_ms: T0 + 60_000,
             layout,

@@ -25,6 +25,6 @@ pub mod playlist;
 pub mod query;
 pub mod stream;
 
-pub use playlist::{MediaPlaylist, PlaylistConfig, Reload, Segment, TimelineStart};
+pub use playlist::{MediaPlaylist, Pdt, PlaylistConfig, Reload, Segment, TimelineStart};
 pub use query::{Query, QueryError, Skip};
 pub use stream::{Event, Packager, PackagerConfig};

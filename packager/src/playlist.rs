@@ -469,8 +469,10 @@ impl fmt::Display for Secs {
     }
 }
 
-/// An ISO 8601 UTC date-time with milliseconds, from Unix milliseconds.
-pub(crate) struct Pdt(pub(crate) i64);
+/// An ISO 8601 UTC date-time with milliseconds, from Unix milliseconds: `Pdt(0)` displays as
+/// `1970-01-01T00:00:00.000Z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pdt(pub i64);
 
 impl fmt::Display for Pdt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -41,6 +41,9 @@ pub enum Event {
         version: u32,
         /// `ftyp` + `moov`.
         data: Bytes,
+        /// One init segment per track (for DASH, which wants one media component per
+        /// Representation), by track id.
+        tracks: Vec<(u32, Bytes)>,
     },
     /// Part `id` has begun; its chunks follow.
     PartStarted {
@@ -55,6 +58,9 @@ pub enum Event {
         part: u64,
         /// The `moof`+`mdat` bytes.
         fragment: Fragment,
+        /// The same chunk split by track, by track id: a one-track `moof` over the same sample
+        /// `Bytes` (for DASH). A track without samples in this chunk is absent.
+        tracks: Vec<(u32, Fragment)>,
     },
     /// Part `id` is complete and listed in the playlist.
     PartDone {
@@ -298,9 +304,15 @@ impl Packager {
         self.init_version += 1;
         self.reinit = false;
         self.audio_clock = None;
+        let tracks = self
+            .init_tracks
+            .iter()
+            .map(|t| (t.id().0, fmp4::init_segment(std::slice::from_ref(t))))
+            .collect();
         self.events.push_back(Event::Init {
             version: self.init_version,
             data: fmp4::init_segment(&self.init_tracks),
+            tracks,
         });
     }
 
@@ -467,7 +479,20 @@ impl Packager {
         }
         self.sequence = self.sequence.wrapping_add(1);
         let fragment = fmp4::fragment(self.sequence, &runs);
-        self.events.push_back(Event::Chunk { part, fragment });
+        let tracks = runs
+            .iter()
+            .map(|r| {
+                (
+                    r.track_id,
+                    fmp4::fragment(self.sequence, std::slice::from_ref(r)),
+                )
+            })
+            .collect();
+        self.events.push_back(Event::Chunk {
+            part,
+            fragment,
+            tracks,
+        });
     }
 
     fn close_part(&mut self) {

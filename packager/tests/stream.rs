@@ -489,7 +489,7 @@ fn mpd_timeline_matches_the_segments_tfdt() {
     let mut collect = |p: &mut Packager| {
         while let Some(ev) = p.poll_event() {
             match ev {
-                Event::Chunk { part, fragment } => {
+                Event::Chunk { part, fragment, .. } => {
                     first_chunk.entry(part).or_insert(fragment.header);
                 }
                 Event::SegmentDone {
@@ -519,6 +519,7 @@ fn mpd_timeline_matches_the_segments_tfdt() {
             bandwidth: 3_000_000,
             frame_rate: Some(30.0),
             base: "",
+            query: "",
             utc_timing: "/time",
             now_unix_ms: T0 + 20_000,
             layout: Layout::Muxed,
@@ -612,4 +613,69 @@ fn feed_collect(
         p.handle_frame(frame, wall_ms + ms);
         collect(p);
     }
+}
+
+/// Every chunk also comes split by track (DASH's one component per Representation): one
+/// `traf` per track fragment, the same sample `Bytes` (no copy), and per-track init segments
+/// with one `trak` each.
+#[test]
+fn chunks_split_by_track_share_the_muxed_payloads() {
+    fn count(hay: &[u8], needle: &[u8]) -> usize {
+        hay.windows(needle.len()).filter(|w| *w == needle).count()
+    }
+    let mut p = Packager::new(PackagerConfig::default());
+    let (mut chunks, mut audio_chunks, mut inits) = (0, 0, 0);
+    let mut check_events = |p: &mut Packager| {
+        while let Some(ev) = p.poll_event() {
+            match ev {
+                Event::Init { data, tracks, .. } => {
+                    inits += 1;
+                    assert_eq!(count(&data, b"trak"), 2);
+                    let ids: Vec<u32> = tracks.iter().map(|(id, _)| *id).collect();
+                    assert_eq!(ids, [TrackId::VIDEO.0, TrackId::AUDIO.0]);
+                    for (_, init) in &tracks {
+                        assert_eq!(count(init, b"trak"), 1);
+                        assert_eq!(count(init, b"trex"), 1);
+                    }
+                }
+                Event::Chunk {
+                    fragment, tracks, ..
+                } => {
+                    chunks += 1;
+                    assert_eq!(tracks[0].0, TrackId::VIDEO.0, "video first");
+                    let split: Vec<*const u8> = tracks
+                        .iter()
+                        .flat_map(|(_, f)| f.payloads.iter().map(|b| b.as_ptr()))
+                        .collect();
+                    let muxed: Vec<*const u8> =
+                        fragment.payloads.iter().map(|b| b.as_ptr()).collect();
+                    assert_eq!(split, muxed, "the same sample buffers, in the same order");
+                    for (id, f) in &tracks {
+                        assert_eq!(count(&f.header, b"traf"), 1);
+                        // tfhd: size, "tfhd", version+flags, then the track id.
+                        let at = f.header.windows(4).position(|w| w == b"tfhd").unwrap();
+                        assert_eq!(f.header[at + 8..at + 12], id.to_be_bytes());
+                        let body: usize = f.payloads.iter().map(Bytes::len).sum();
+                        let mdat = u32::from_be_bytes(
+                            f.header[f.header.len() - 8..f.header.len() - 4]
+                                .try_into()
+                                .unwrap(),
+                        );
+                        assert_eq!(mdat as usize, body + 8);
+                    }
+                    audio_chunks += usize::from(tracks.len() == 2);
+                }
+                _ => {}
+            }
+        }
+    };
+    let (v, a) = tracks();
+    p.handle_track(v);
+    p.handle_track(a);
+    feed_collect(&mut p, &mut check_events, T0, 4, 30);
+    assert_eq!(inits, 1);
+    assert!(
+        chunks > 100 && audio_chunks > 100,
+        "{chunks} {audio_chunks}"
+    );
 }

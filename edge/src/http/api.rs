@@ -29,6 +29,8 @@ struct StreamInfo {
     viewers: usize,
     uptime_seconds: u64,
     playlist: String,
+    /// The DASH MPD of the same media.
+    mpd: String,
     /// Playback needs a token (`?token=`).
     private: bool,
 }
@@ -58,6 +60,7 @@ pub(crate) fn streams(ctx: &Ctx) -> Response {
             viewers: s.stats.viewers.load(Ordering::Relaxed),
             uptime_seconds: s.started.elapsed().as_secs(),
             playlist: format!("/live/{}/index.m3u8", s.name),
+            mpd: format!("/live/{}/index.mpd", s.name),
             private: s.is_private(),
         };
         for t in &tracks {

@@ -28,8 +28,8 @@ use http_body::{Frame, SizeHint};
 use monoio_compat::hyper::{MonoioExecutor, MonoioIo, MonoioTimer};
 
 use super::response::{http_head, preflight, Body, Response, PART_STALL};
-use super::{route, Monoio, ViewerSlot, IDLE};
-use crate::hub::{PartMedia, Stream};
+use super::{route, Get, Monoio, ViewerSlot, IDLE};
+use crate::hub::LiveBody;
 use crate::metrics::Limit;
 use crate::transport::TlsStream;
 use crate::Ctx;
@@ -173,8 +173,7 @@ async fn handle(
     let head = req.method() == http::Method::HEAD;
     let resp = match *req.method() {
         http::Method::GET | http::Method::HEAD => {
-            let query = req.uri().query().unwrap_or("");
-            route::<Monoio>(ctx, req.uri().path(), query, viewing).await
+            route::<Monoio>(ctx, &Get::of(&req), viewing).await
         }
         http::Method::OPTIONS => preflight(req.uri().path()),
         _ => Response::text(405, "method not allowed"),
@@ -199,7 +198,7 @@ fn into_http(ctx: &Arc<Ctx>, mut resp: Response, head: bool) -> http::Response<M
         _ if head => MediaBody::full(ctx, Vec::new()),
         Body::Empty => MediaBody::full(ctx, Vec::new()),
         Body::Full(bufs) => MediaBody::full(ctx, bufs),
-        Body::Live(stream, part) => MediaBody::live(ctx, stream, part),
+        Body::Live(live) => MediaBody::live(ctx, live),
     };
     parts.map(|()| body)
 }
@@ -215,10 +214,7 @@ pub(crate) struct MediaBody {
 }
 
 struct Live {
-    stream: Arc<Stream>,
-    part: Arc<PartMedia>,
-    /// Chunks of `part` already queued.
-    taken: usize,
+    body: LiveBody,
     /// Waiting for the next chunk: `false` when the part stalled.
     wait: Option<Pin<Box<dyn Future<Output = bool>>>>,
 }
@@ -233,17 +229,12 @@ impl MediaBody {
         }
     }
 
-    fn live(ctx: &Arc<Ctx>, stream: Arc<Stream>, part: Arc<PartMedia>) -> Self {
+    fn live(ctx: &Arc<Ctx>, body: LiveBody) -> Self {
         Self {
             ctx: ctx.clone(),
             busy: None,
             queue: VecDeque::new(),
-            live: Some(Live {
-                stream,
-                part,
-                taken: 0,
-                wait: None,
-            }),
+            live: Some(Live { body, wait: None }),
         }
     }
 }
@@ -279,15 +270,14 @@ impl http_body::Body for MediaBody {
                 }
             }
             // Read the sequence number before the chunks, so a chunk added in between wakes us.
-            let seen = live.stream.chunks.seq();
-            let (chunks, complete) = live.part.chunks_from(live.taken);
-            live.taken += chunks.len();
+            let seen = live.body.stream().chunks.seq();
+            let (chunks, complete) = live.body.take();
             let got = !chunks.is_empty();
             this.queue.extend(chunks);
             if complete {
                 this.live = None;
             } else if !got {
-                let stream = live.stream.clone();
+                let stream = live.body.stream().clone();
                 live.wait = Some(Box::pin(async move {
                     monoio::time::timeout(PART_STALL, stream.chunks.changed(seen))
                         .await

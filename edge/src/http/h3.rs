@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::response::{http_head, preflight, Body, Response, PART_STALL};
-use super::{route, timeout, Rt, ViewerSlot};
+use super::{route, timeout, Get, Rt, ViewerSlot};
 use crate::background::Background;
 use crate::metrics::Limit;
 use crate::tls::CertStore;
@@ -268,8 +268,7 @@ async fn answer(
     let head = req.method() == http::Method::HEAD;
     let resp = match *req.method() {
         http::Method::GET | http::Method::HEAD => {
-            let query = req.uri().query().unwrap_or("");
-            route::<Tokio>(ctx, req.uri().path(), query, viewing).await
+            route::<Tokio>(ctx, &Get::of(&req), viewing).await
         }
         http::Method::OPTIONS => preflight(req.uri().path()),
         _ => Response::text(405, "method not allowed"),
@@ -293,12 +292,11 @@ async fn answer(
                     stream.send_data(b).await?;
                 }
             }
-            Body::Live(s, part) => {
-                let mut taken = 0;
+            Body::Live(mut live) => {
+                let s = live.stream().clone();
                 loop {
                     let seen = s.chunks.seq();
-                    let (chunks, complete) = part.chunks_from(taken);
-                    taken += chunks.len();
+                    let (chunks, complete) = live.take();
                     for b in chunks {
                         ctx.metrics.add_bytes_out(b.len() as u64);
                         stream.send_data(b).await?;

@@ -25,17 +25,16 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use zerocast_packager::{multivariant, Query, Reload, Skip};
+use zerocast_packager::{multivariant, Pdt, Query, Reload, Skip};
 
 use self::request::{parse, Method, MAX_HEAD};
 use self::response::{preflight, respond, Body, Response};
-use crate::hub::{lock, PartMedia, Stream};
+use crate::hub::{lock, Layer, Layers, LiveBody, PartMedia, Stream};
 use crate::metrics::{Kind, Limit};
 use crate::transport::Transport;
 use crate::Ctx;
@@ -134,7 +133,13 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
             Method::Options => preflight(&req.path),
             Method::Other => Response::text(405, "method not allowed"),
             Method::Get | Method::Head => {
-                route::<Monoio>(&ctx, &req.path, &req.query, &viewing).await
+                let get = Get {
+                    path: &req.path,
+                    query: &req.query,
+                    authority: req.host.as_deref(),
+                    secure: S::SECURE,
+                };
+                route::<Monoio>(&ctx, &get, &viewing).await
             }
         }
         .for_origin(&ctx.config.media_api_cors, req.origin.as_deref());
@@ -204,18 +209,67 @@ impl Drop for Viewer {
     }
 }
 
-/// Answers `GET path?query`, the same on every protocol. `viewing` is the connection's slot
+/// A GET or HEAD request as every protocol sees it.
+pub(crate) struct Get<'a> {
+    pub(crate) path: &'a str,
+    pub(crate) query: &'a str,
+    /// `Host` or `:authority`, when usable in a URL ([`request::valid_authority`]).
+    pub(crate) authority: Option<&'a str>,
+    /// Arrived over TLS.
+    pub(crate) secure: bool,
+}
+
+impl<'a> Get<'a> {
+    /// An HTTP/2 or HTTP/3 request (always over TLS here).
+    pub(crate) fn of<B>(req: &'a http::Request<B>) -> Self {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .filter(|a| request::valid_authority(a));
+        Self {
+            path: req.uri().path(),
+            query: req.uri().query().unwrap_or(""),
+            authority,
+            secure: true,
+        }
+    }
+
+    /// The absolute URL of `path` on the listener this request came to; the bare path when
+    /// the request named no usable host.
+    fn url(&self, path: &str) -> String {
+        match self.authority {
+            Some(a) => format!("{}://{a}{path}", if self.secure { "https" } else { "http" }),
+            None => path.to_owned(),
+        }
+    }
+}
+
+/// Answers a GET (or HEAD), the same on every protocol. `viewing` is the connection's slot
 /// that counts it as a viewer of the stream it asks for.
-pub(crate) async fn route<R: Rt>(
-    ctx: &Ctx,
-    path: &str,
-    query: &str,
-    viewing: &ViewerSlot,
-) -> Response {
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+pub(crate) async fn route<R: Rt>(ctx: &Ctx, req: &Get<'_>, viewing: &ViewerSlot) -> Response {
+    let query = req.query;
+    let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {
         ["api", "streams"] => api::streams(ctx),
         ["metrics"] => api::metrics(ctx),
+        ["time"] => time(),
+        ["live", name, "index.mpd"] => match ctx.hub.get(name) {
+            Some(s) => {
+                let token = match playback_gate(ctx, &s, query) {
+                    Ok(t) => t,
+                    Err(refusal) => return refusal,
+                };
+                Viewer::watch(viewing, &s);
+                mpd::<R>(ctx, &s, token, &req.url("/time")).await
+            }
+            None => Response::not_found(),
+        },
         ["live", name, "index.m3u8"] => match ctx.hub.get(name) {
             Some(s) => {
                 let token = match playback_gate(ctx, &s, query) {
@@ -300,17 +354,11 @@ async fn multivariant_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, token: Option<
     if let Some(t) = token {
         uri = private::with_token(&uri, t);
     }
-    let bandwidth = s
-        .stats
-        .peak_bps
-        .load(Ordering::Relaxed)
-        .max(s.bitrate() * 5 / 4)
-        .max(100_000);
     let _ = multivariant::render(
         &mut text,
         &multivariant::Variant {
             tracks: &tracks,
-            bandwidth,
+            bandwidth: s.bandwidth(),
             frame_rate: s.frame_rate(),
             uri: &uri,
         },
@@ -323,46 +371,87 @@ async fn multivariant_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, token: Option<
     )
 }
 
+/// The DASH MPD of the stream (cached per playlist version and time URL; a private stream's
+/// carries the token in every URL and is rendered per request).
+async fn mpd<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, token: Option<&str>, utc_timing: &str) -> Response {
+    let ready = wait_for::<R, _>(s, ctx.block_limit(s), || {
+        let m = lock(&s.media);
+        m.playlist.clone().filter(|_| !m.tracks.is_empty())
+    })
+    .await;
+    let Some(playlist) = ready else {
+        return Response::text(503, "stream is not ready yet");
+    };
+    let body = match token {
+        None => s.rendered_mpd(utc_timing, now_unix_ms()),
+        Some(t) => {
+            let tracks = lock(&s.media).tracks.clone();
+            let query = format!("?token={t}");
+            Bytes::from(s.render_mpd(&playlist, &tracks, utc_timing, &query, now_unix_ms()))
+        }
+    };
+    Response::new(
+        200,
+        "application/dash+xml",
+        Body::Full(vec![body]),
+        Kind::Playlist,
+    )
+}
+
+/// `GET /time`: the server's clock as ISO 8601 with milliseconds, for the MPD's `UTCTiming`.
+fn time() -> Response {
+    Response::new(
+        200,
+        "text/plain",
+        Body::Full(vec![Bytes::from(Pdt(now_unix_ms()).to_string())]),
+        Kind::Other,
+    )
+}
+
+fn now_unix_ms() -> i64 {
+    i64::try_from(zerocast_social::now_ms()).unwrap_or(i64::MAX)
+}
+
+/// `t{ID}-{rest}` names a track's file (DASH); anything else the muxed one (LL-HLS).
+fn layer_of(file: &str) -> Option<(Layer, &str)> {
+    let Some(rest) = file.strip_prefix('t') else {
+        return Some((Layer::Muxed, file));
+    };
+    let (id, rest) = rest.split_once('-')?;
+    if id.is_empty() || id.len() > 9 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((Layer::Track(id.parse().ok()?), rest))
+}
+
 async fn media_file<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, file: &str, query: &str) -> Response {
     if file == "stream.m3u8" {
         return media_playlist::<R>(ctx, s, query).await;
     }
-    let immutable = |mut r: Response| {
-        r.cache = "public, max-age=31536000, immutable";
-        r
+    let Some((layer, file)) = layer_of(file) else {
+        return Response::not_found();
     };
     if let Some(v) = numbered(file, "init", ".mp4") {
-        let init = lock(&s.media).inits.get(&(v as u32)).cloned();
+        let init = u32::try_from(v)
+            .ok()
+            .and_then(|v| lock(&s.media).inits.get(&v).map(|l| l.get(layer).to_vec()))
+            .filter(|b| !b.is_empty());
         return match init {
-            Some(b) => immutable(Response::new(
-                200,
-                "video/mp4",
-                Body::Full(vec![b]),
-                Kind::Init,
-            )),
+            Some(b) => immutable(Response::new(200, "video/mp4", Body::Full(b), Kind::Init)),
             None => Response::not_found(),
         };
     }
     if let Some(msn) = numbered(file, "seg", ".m4s") {
-        let seg = lock(&s.media).segments.get(&msn).cloned();
-        return match seg {
-            Some(bufs) => immutable(Response::new(
-                200,
-                "video/mp4",
-                Body::Full(bufs.as_ref().clone()),
-                Kind::Segment,
-            )),
-            None => Response::not_found(),
-        };
+        return segment::<R>(ctx, s, msn, layer).await;
     }
-    if let Some(id) = numbered(file, "part", ".m4s") {
+    if let (Some(id), Layer::Muxed) = (numbered(file, "part", ".m4s"), layer) {
         return match part::<R>(ctx, s, id).await {
             Some(pm) => {
-                let (chunks, complete) = pm.chunks_from(0);
+                let (chunks, complete) = pm.chunks_from(layer, 0);
                 let body = if complete {
                     Body::Full(chunks)
                 } else {
-                    Body::Live(s.clone(), pm)
+                    Body::Live(LiveBody::part(s.clone(), id, pm, layer))
                 };
                 immutable(Response::new(200, "video/mp4", body, Kind::Part))
             }
@@ -370,6 +459,51 @@ async fn media_file<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, file: &str, query: &str) 
         };
     }
     Response::not_found()
+}
+
+/// Parts, segments and init segments never change once named.
+fn immutable(mut r: Response) -> Response {
+    r.cache = "public, max-age=31536000, immutable";
+    r
+}
+
+/// What a segment request finds.
+enum Found {
+    Complete(Arc<Layers>),
+    /// Being written: its first part.
+    Open(u64, Arc<PartMedia>),
+}
+
+/// Segment `msn` in `layer`. A complete segment is sent whole. A track's segment still being
+/// written (LL-DASH) is sent chunk by chunk as it is produced, and the segment after the newest
+/// one is waited for (bounded, like a blocking playlist reload); LL-HLS players never ask for
+/// an incomplete muxed segment, so that is a 404.
+async fn segment<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, msn: u64, layer: Layer) -> Response {
+    let found = wait_for::<R, _>(s, ctx.block_limit(s), || {
+        let m = lock(&s.media);
+        if let Some(seg) = m.segments.get(&msn) {
+            return Some(Some(Found::Complete(seg.clone())));
+        }
+        if layer == Layer::Muxed {
+            return Some(None);
+        }
+        if let Some((first, pm)) = m.open_segment(msn) {
+            return Some(Some(Found::Open(first, pm)));
+        }
+        let next = m.newest_msn().map_or(0, |n| n + 1);
+        if m.ended || msn != next {
+            return Some(None);
+        }
+        None
+    })
+    .await
+    .flatten();
+    let body = match found {
+        Some(Found::Complete(seg)) if seg.has(layer) => Body::Full(seg.get(layer).to_vec()),
+        Some(Found::Open(first, pm)) => Body::Live(LiveBody::segment(s.clone(), first, pm, layer)),
+        _ => return Response::not_found(),
+    };
+    immutable(Response::new(200, "video/mp4", body, Kind::Segment))
 }
 
 /// Finds part `id`, waiting (bounded) when it is the next one to be produced.

@@ -21,6 +21,17 @@ pub(super) struct Request {
     pub(super) head_len: usize,
     /// The `Origin` header (a browser's cross-origin request), when sent.
     pub(super) origin: Option<Vec<u8>>,
+    /// The `Host` header, when sent and well-formed ([`valid_authority`]).
+    pub(super) host: Option<String>,
+}
+
+/// A `Host` header or `:authority` usable in an absolute URL this server writes (a host name
+/// or address and an optional port): at most 255 characters of `[A-Za-z0-9.:[]-]`.
+pub(super) fn valid_authority(a: &str) -> bool {
+    !a.is_empty()
+        && a.len() <= 255
+        && a.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'[' | b']'))
 }
 
 /// Parses one request head; `Ok(None)` when more bytes are needed.
@@ -42,9 +53,16 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<Request>, &'static str> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut keep_alive = req.version == Some(1);
     let mut origin = None;
+    let mut host = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("origin") {
             origin = Some(h.value.to_vec());
+        }
+        if h.name.eq_ignore_ascii_case("host") {
+            host = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|h| valid_authority(h))
+                .map(str::to_owned);
         }
         if h.name.eq_ignore_ascii_case("connection") {
             let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
@@ -66,6 +84,7 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<Request>, &'static str> {
         keep_alive,
         head_len,
         origin,
+        host,
     }))
 }
 
@@ -114,6 +133,13 @@ mod tests {
         assert_eq!(r.query, "x=1");
         assert!(r.keep_alive);
         assert_eq!(r.head_len, 48);
+        assert_eq!(r.host.as_deref(), Some("h"));
+        let r = parse(b"GET / HTTP/1.1\r\nHost: a\"><x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.host, None, "not usable in a URL");
+        assert!(valid_authority("[::1]:8080") && valid_authority("cdn-1.example.com"));
+        assert!(!valid_authority("a/b") && !valid_authority("") && !valid_authority("a b"));
         assert!(parse(b"GET / HTTP/1.1\r\nHost").unwrap().is_none());
         assert!(parse(b"\x00\x01 / HTTP/1.1\r\n\r\n").is_err());
         let r = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();

@@ -2,12 +2,11 @@
 //! shared media `Bytes`, or chunked transfer coding for a part still being written.
 
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::hub::{PartMedia, Stream};
+use crate::hub::LiveBody;
 use crate::metrics::Kind;
 use crate::transport::Transport;
 use crate::Ctx;
@@ -83,8 +82,8 @@ pub(crate) enum Body {
     Empty,
     /// Complete buffers, written with one `writev`.
     Full(Vec<Bytes>),
-    /// A part being written: chunked transfer coding until it completes.
-    Live(Arc<Stream>, Arc<PartMedia>),
+    /// A part or segment being written: chunked transfer coding until it completes.
+    Live(LiveBody),
 }
 
 impl Response {
@@ -252,31 +251,30 @@ pub(super) async fn respond<S: Transport>(
             *sent += bufs.iter().map(|b| b.len() as u64).sum::<u64>();
             stream.write_bufs(&bufs, WRITE_DEADLINE).await
         }
-        Body::Live(s, pm) => {
+        Body::Live(live) => {
             h.put_slice(b"Transfer-Encoding: chunked\r\n\r\n");
             *sent += h.len() as u64;
             stream.write_bufs(&[h.freeze()], WRITE_DEADLINE).await?;
             if head_only {
                 return Ok(());
             }
-            stream_part(stream, &s, &pm, sent).await
+            stream_live(stream, live, sent).await
         }
     }
 }
 
-/// Sends a part as its chunks arrive, with chunked transfer coding, until it is complete.
-async fn stream_part<S: Transport>(
+/// Sends a part or segment as its chunks arrive, with chunked transfer coding, until it is
+/// complete.
+async fn stream_live<S: Transport>(
     stream: &mut S,
-    s: &Stream,
-    pm: &PartMedia,
+    mut live: LiveBody,
     sent_bytes: &mut u64,
 ) -> io::Result<()> {
-    let mut sent = 0;
+    let s = live.stream().clone();
     loop {
         let seen = s.chunks.seq();
-        let (chunks, complete) = pm.chunks_from(sent);
+        let (chunks, complete) = live.take();
         if !chunks.is_empty() {
-            sent += chunks.len();
             let len: usize = chunks.iter().map(Bytes::len).sum();
             let mut bufs = Vec::with_capacity(chunks.len() + 2);
             bufs.push(Bytes::from(format!("{len:x}\r\n")));
