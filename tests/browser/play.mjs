@@ -164,6 +164,7 @@ function finalJson() {
     errorCount: s.errorCount ?? 0,
     latencySamples: lat ? lat.samples : 0,
     maxPlaybackRate: s.maxPlaybackRate ?? 1,
+    currentTime: s.currentTime ?? null,
     protocols: s.protocols ?? {},
     hardTimeout: hardTimedOut,
     wallSeconds: Math.round((Date.now() - t0) / 100) / 10,
@@ -373,9 +374,15 @@ async function main() {
   // Phase 2: watch for --seconds.
   const watchEnd = Date.now() + opts.seconds * 1000;
   fatalAt = null;
+  let traced = 0;
   while (Date.now() < watchEnd) {
     await sleep(Math.min(POLL_MS, Math.max(0, watchEnd - Date.now())));
     s = (await snap()) ?? s;
+    if (opts.verbose && s && Date.now() - traced >= 1000) {
+      traced = Date.now();
+      vlog(`currentTime ${s.currentTime} latency ${s.lastLatency} bufferAhead ${s.bufferAhead} ` +
+        `rate ${Math.round(s.playbackRate * 1000) / 1000} readyState ${s.readyState} stalls ${s.stalls}`);
+    }
     if (s && s.fatalErrors > 0) {
       fatalAt ??= Date.now();
       if (Date.now() - fatalAt > FATAL_GRACE_MS) {

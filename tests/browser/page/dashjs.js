@@ -60,10 +60,15 @@ window.ZC_ADAPTER = {
     // Fired for the first Period too: periodsPlayed is 1 + the number of Period switches.
     player.on(E.PERIOD_SWITCH_COMPLETED, () => { I.periodsPlayed++; });
     player.on(E.STREAM_INITIALIZED, () => { initialized = true; });
+    // Raised again at each MPD update: each distinct AdaptationSet is listed once. (Its
+    // Representations, and so their codecs, are already gone; `codecs` says which the MPD
+    // declares and which this browser refuses.)
     player.on(E.ADAPTATION_SET_REMOVED_NO_CAPABILITIES, (e) => {
       const a = e.adaptationSet || {};
-      I.removedAdaptationSets.push({ contentType: a.contentType || a.mimeType || null, codecs: a.codecs || null });
-      console.warn('[zc] dash.js removed an AdaptationSet it cannot play: ' + JSON.stringify(I.removedAdaptationSets.at(-1)));
+      const set = { id: a.id === undefined ? null : String(a.id), contentType: a.contentType || null, mimeType: a.mimeType || null };
+      if (I.removedAdaptationSets.some((x) => x.id === set.id && x.contentType === set.contentType)) return;
+      I.removedAdaptationSets.push(set);
+      console.warn('[zc] dash.js removed an AdaptationSet it cannot play: ' + JSON.stringify(set));
     });
 
     return {

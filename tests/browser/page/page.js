@@ -152,6 +152,7 @@
       maxPlaybackRate: S.maxPlaybackRate,
       protocols: S.protocols, codecs: S.codecs,
       currentTime: r(video.currentTime), paused: video.paused, readyState: video.readyState,
+      playbackRate: video.playbackRate, lastLatency: S.latency.length ? r(S.latency[S.latency.length - 1]) : null,
       bufferAhead: (function () {
         const b = video.buffered, ct = video.currentTime;
         for (let i = 0; i < b.length; i++) if (b.start(i) <= ct + 0.1 && ct <= b.end(i)) return r(b.end(i) - ct);

@@ -5,6 +5,14 @@
 // apply its low-latency configuration when the manifest is low-latency (for DASH: an
 // availabilityTimeOffset > 0). Catch-up then follows the MPD's ServiceDescription (target
 // latency and playback-rate bounds), since streaming.liveSync is left off.
+//
+// manifest.dash.autoCorrectDrift is false in that low-latency configuration, but Shaka
+// applies it only after the first manifest parse, and the drift correction done on that
+// parse stays: it places the presentation start at now - (end of the last listed segment)
+// - (longest segment), which for an LL MPD listing the segment still being written moves
+// Shaka's timeline about a segment ahead of availabilityStartTime, so Shaka plays at the
+// very edge of what exists (0.2-0.4 s behind the wall clock with 2 s segments, a stall now
+// and then). Turning it off from the start makes the low-latency configuration whole.
 window.ZC_ADAPTER = {
   name: 'shaka',
   // Wall clock minus (presentation start time + currentTime), i.e. Shaka's
@@ -20,6 +28,7 @@ window.ZC_ADAPTER = {
         lowLatencyMode: true,
         bufferBehind: 30, // keep memory bounded, like backBufferLength for hls.js
       },
+      manifest: { dash: { autoCorrectDrift: false } },
     }, ctx.config);
     player.configure(config);
     if (ctx.debug && shaka.log && shaka.log.setLevel) shaka.log.setLevel(shaka.log.Level.DEBUG);
