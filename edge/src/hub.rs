@@ -574,7 +574,6 @@ impl Stream {
                 query,
                 utc_timing,
                 now_unix_ms,
-                layout: dash::Layout::PerTrack,
                 config: dash::MpdConfig::default(),
             },
         );

@@ -575,3 +575,61 @@ fn a_reconnect_starts_a_period_and_the_end_makes_the_mpd_static() {
         "6 s of video at 30 fps: {streams:?}"
     );
 }
+
+/// A private stream's MPD needs the playback token, and carries it in every URL it lists, so
+/// a stock player needs nothing more than the MPD URL.
+#[test]
+fn a_private_stream_mpd_carries_the_token_into_every_url() {
+    let _g = serial();
+    let server = Server::start("auto", &[]);
+    let owner = user_token(&server.data, &uuid::Uuid::new_v4().to_string());
+    let r = api_call(
+        server.api,
+        "POST",
+        "/api/v1/streams",
+        &owner,
+        Some(r#"{"name":"secret","private":true}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let key = v["key"].as_str().unwrap().to_owned();
+    let r = api_call(
+        server.api,
+        "POST",
+        "/api/v1/streams/secret/playback-token",
+        &owner,
+        Some("{}"),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let token = v["token"].as_str().unwrap().to_owned();
+    let mut ff = ffmpeg_publish(
+        &server.rtmp_url(&format!("secret?key={key}")),
+        10,
+        "320x240",
+    );
+    server.wait_live_with(
+        "secret",
+        &format!("?token={token}"),
+        Duration::from_secs(15),
+    );
+    assert_eq!(server.get("/live/secret/index.mpd").status, 403);
+    let r = server.get(&format!("/live/secret/index.mpd?token={token}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = parse_mpd(&r.text());
+    let set = &m.periods[0].sets[0];
+    let suffix = format!("?token={token}");
+    assert!(
+        set.init.ends_with(&suffix) && set.media.ends_with(&suffix),
+        "{set:?}"
+    );
+    assert_eq!(
+        server.get(&format!("/live/secret/{}", set.init)).status,
+        200
+    );
+    let seg = set.url(&set.media, set.number(0));
+    assert_eq!(server.get(&format!("/live/secret/{seg}")).status, 200);
+    let bare = seg.split_once('?').unwrap().0;
+    assert_eq!(server.get(&format!("/live/secret/{bare}")).status, 403);
+    let _ = ff.kill();
+    let _ = ff.wait();
+}

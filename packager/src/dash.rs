@@ -6,8 +6,11 @@
 //! bandwidth, frame rate, URLs, now                 ─┘        dynamic MPD, or static once ended
 //! ```
 //!
-//! The MPD describes the same segments the media playlist lists (`seg{N}.m4s`, `init{V}.mp4`):
-//! there is no second packaging. Addressing is `SegmentTemplate` with `$Number$` = the media
+//! The MPD describes the same segments the media playlist lists, by the same numbers: there is
+//! no second packaging. Each track is an AdaptationSet of its own (dash.js and DASH-IF IOP want
+//! one media component per Representation) at `t{ID}-init{V}.mp4` and `t{ID}-seg{N}.m4s`: the
+//! same chunks under one-track `moof` headers, which the packager emits beside the muxed ones
+//! ([`crate::Event::Chunk`]). Addressing is `SegmentTemplate` with `$Number$` = the media
 //! sequence number and a `SegmentTimeline`, because segments are cut at the publisher's
 //! keyframes and their durations vary; `@duration` alone would let the computed segment times
 //! drift away from the real ones.
@@ -71,20 +74,6 @@ impl Default for MpdConfig {
     }
 }
 
-/// How the tracks map to AdaptationSets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// One AdaptationSet whose Representation is the muxed CMAF-style segments the LL-HLS
-    /// playlist lists (`seg{N}.m4s`, video and audio in each chunk). ffmpeg and Shaka Player
-    /// play this; dash.js refuses multiplexed Representations (DASH-IF IOP requires one media
-    /// component per Representation).
-    Muxed,
-    /// One AdaptationSet per track, at per-track URLs `t{ID}-init{V}.mp4` and
-    /// `t{ID}-seg{N}.m4s`: the same chunks with a one-track `moof` each (same sample `Bytes`),
-    /// which the IO layer has to serve.
-    PerTrack,
-}
-
 /// Everything an MPD says, borrowed from the stream's state.
 #[derive(Debug, Clone, Copy)]
 pub struct Manifest<'a> {
@@ -104,8 +93,6 @@ pub struct Manifest<'a> {
     pub utc_timing: &'a str,
     /// `publishTime`, Unix milliseconds.
     pub now_unix_ms: i64,
-    /// AdaptationSet layout.
-    pub layout: Layout,
     /// Service parameters.
     pub config: MpdConfig,
 }
@@ -223,21 +210,29 @@ fn periods(m: &Manifest<'_>, dynamic: bool) -> Vec<Period> {
 /// once the playlist has ended.
 ///
 /// ```
-/// use zerocast_core::{Timescale, Timestamp};
-/// use zerocast_packager::dash::{self, Layout, Manifest, MpdConfig};
+/// use bytes::Bytes;
+/// use zerocast_core::codec::aac::AacConfig;
+/// use zerocast_core::{AudioCodec, Timescale, Timestamp, Track, TrackId};
+/// use zerocast_packager::dash::{self, Manifest, MpdConfig};
 /// use zerocast_packager::{MediaPlaylist, PlaylistConfig};
 ///
+/// let aac = Track::Audio {
+///     id: TrackId::AUDIO,
+///     timescale: Timescale::new(48_000).unwrap(),
+///     codec: AudioCodec::Aac(AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap()),
+/// };
 /// let mut pl = MediaPlaylist::new(PlaylistConfig::default());
 /// pl.push_part(2.0, true, 1_700_000_000_000, Timestamp::new(0, Timescale::VIDEO), 1, false);
 /// pl.close_segment();
 /// let mut mpd = String::new();
 /// dash::render(&mut mpd, &Manifest {
-///     playlist: &pl, tracks: &[], bandwidth: 1_000_000, frame_rate: None, base: "", query: "",
-///     utc_timing: "/time", now_unix_ms: 1_700_000_002_100, layout: Layout::Muxed,
+///     playlist: &pl, tracks: &[aac], bandwidth: 1_000_000, frame_rate: None, base: "", query: "",
+///     utc_timing: "/time", now_unix_ms: 1_700_000_002_100,
 ///     config: MpdConfig::default(),
 /// }).unwrap();
 /// // Segment 0, then the announced segment 1 of the same expected duration.
 /// assert!(mpd.contains(r#"<S t="0" d="180000" r="1"/>"#));
+/// assert!(mpd.contains(r#"media="t2-seg$Number$.m4s""#));
 /// ```
 pub fn render(out: &mut impl Write, m: &Manifest<'_>) -> fmt::Result {
     let pl = m.playlist;
@@ -393,6 +388,8 @@ fn audio_bandwidth(channels: u8, total: u64) -> u64 {
     (64_000 * u64::from(channels.max(1))).min(total / 4).max(1)
 }
 
+/// One AdaptationSet per track (DASH-IF IOP: one media component per Representation), each
+/// with one Representation at the track's URLs (`t{ID}-init{V}.mp4`, `t{ID}-seg{N}.m4s`).
 fn adaptation_sets(out: &mut impl Write, m: &Manifest<'_>, tpl: &Template<'_>) -> fmt::Result {
     let video = m.tracks.iter().find_map(|t| match t {
         Track::Video { codec, id, .. } => Some((id, codec)),
@@ -402,104 +399,52 @@ fn adaptation_sets(out: &mut impl Write, m: &Manifest<'_>, tpl: &Template<'_>) -
         Track::Audio { codec, id, .. } => Some((id, codec)),
         Track::Video { .. } => None,
     });
-    let video_attrs = |out: &mut dyn Write| -> fmt::Result {
-        if let Some((w, h)) = video.and_then(|(_, c)| c.dimensions()) {
+    let audio_bw = audio.map_or(0, |(_, a)| audio_bandwidth(a.channels(), m.bandwidth));
+    if let Some((id, codec)) = video {
+        writeln!(
+            out,
+            r#"    <AdaptationSet id="{}" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">"#,
+            id.0
+        )?;
+        tpl.write(out, "      ", &format!("t{}-", id.0))?;
+        write!(
+            out,
+            r#"      <Representation id="v{}" bandwidth="{}" codecs="{}""#,
+            id.0,
+            m.bandwidth.saturating_sub(audio_bw).max(1),
+            Xml(&codec.codec_string())
+        )?;
+        if let Some((w, h)) = codec.dimensions() {
             write!(out, r#" width="{w}" height="{h}""#)?;
         }
         if let Some(fps) = m.frame_rate {
             write!(out, r#" frameRate="{}""#, FrameRate(fps))?;
         }
-        Ok(())
-    };
-    match m.layout {
-        Layout::Muxed => {
-            let codecs: Vec<String> = m.tracks.iter().map(Track::codec_string).collect();
-            let mime = if video.is_some() {
-                "video/mp4"
-            } else {
-                "audio/mp4"
-            };
-            writeln!(
-                out,
-                r#"    <AdaptationSet id="0" mimeType="{mime}" segmentAlignment="true" startWithSAP="1">"#
-            )?;
-            for t in m.tracks {
-                let kind = match t {
-                    Track::Video { .. } => "video",
-                    Track::Audio { .. } => "audio",
-                };
-                writeln!(
-                    out,
-                    r#"      <ContentComponent id="{}" contentType="{kind}"/>"#,
-                    t.id().0
-                )?;
-            }
-            tpl.write(out, "      ", "")?;
-            write!(
-                out,
-                r#"      <Representation id="av" bandwidth="{}" codecs="{}""#,
-                m.bandwidth,
-                Xml(&codecs.join(","))
-            )?;
-            video_attrs(out)?;
-            if let Some((_, a)) = audio {
-                write!(out, r#" audioSamplingRate="{}""#, a.sample_rate())?;
-                writeln!(out, ">")?;
-                writeln!(
-                    out,
-                    r#"        <AudioChannelConfiguration schemeIdUri="{CHANNEL_SCHEME}" value="{}"/>"#,
-                    a.channels()
-                )?;
-                writeln!(out, "      </Representation>")?;
-            } else {
-                writeln!(out, "/>")?;
-            }
-            writeln!(out, "    </AdaptationSet>")
-        }
-        Layout::PerTrack => {
-            let audio_bw = audio.map_or(0, |(_, a)| audio_bandwidth(a.channels(), m.bandwidth));
-            if let Some((id, codec)) = video {
-                writeln!(
-                    out,
-                    r#"    <AdaptationSet id="{}" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">"#,
-                    id.0
-                )?;
-                tpl.write(out, "      ", &format!("t{}-", id.0))?;
-                write!(
-                    out,
-                    r#"      <Representation id="v{}" bandwidth="{}" codecs="{}""#,
-                    id.0,
-                    m.bandwidth.saturating_sub(audio_bw).max(1),
-                    Xml(&codec.codec_string())
-                )?;
-                video_attrs(out)?;
-                writeln!(out, "/>")?;
-                writeln!(out, "    </AdaptationSet>")?;
-            }
-            if let Some((id, codec)) = audio {
-                writeln!(
-                    out,
-                    r#"    <AdaptationSet id="{}" contentType="audio" mimeType="audio/mp4" segmentAlignment="true" startWithSAP="1">"#,
-                    id.0
-                )?;
-                writeln!(
-                    out,
-                    r#"      <AudioChannelConfiguration schemeIdUri="{CHANNEL_SCHEME}" value="{}"/>"#,
-                    codec.channels()
-                )?;
-                tpl.write(out, "      ", &format!("t{}-", id.0))?;
-                writeln!(
-                    out,
-                    r#"      <Representation id="a{}" bandwidth="{audio_bw}" codecs="{}" audioSamplingRate="{}"/>"#,
-                    id.0,
-                    Xml(&codec.codec_string()),
-                    codec.sample_rate()
-                )?;
-                writeln!(out, "    </AdaptationSet>")?;
-            }
-            Ok(())
-        }
+        writeln!(out, "/>")?;
+        writeln!(out, "    </AdaptationSet>")?;
     }
+    if let Some((id, codec)) = audio {
+        writeln!(
+            out,
+            r#"    <AdaptationSet id="{}" contentType="audio" mimeType="audio/mp4" segmentAlignment="true" startWithSAP="1">"#,
+            id.0
+        )?;
+        writeln!(
+            out,
+            r#"      <AudioChannelConfiguration schemeIdUri="{CHANNEL_SCHEME}" value="{}"/>"#,
+            codec.channels()
+        )?;
+        tpl.write(out, "      ", &format!("t{}-", id.0))?;
+        writeln!(
+            out,
+            r#"      <Representation id="a{}" bandwidth="{audio_bw}" codecs="{}" audioSamplingRate="{}"/>"#,
+            id.0,
+            Xml(&codec.codec_string()),
+            codec.sample_rate()
+        )?;
+        writeln!(out, "    </AdaptationSet>")?;
+    }
+    Ok(())
 }
 
 fn millis(secs: f64) -> u64 {
@@ -659,7 +604,7 @@ mod tests {
         }
     }
 
-    fn manifest<'a>(pl: &'a MediaPlaylist, tracks: &'a [Track], layout: Layout) -> Manifest<'a> {
+    fn manifest<'a>(pl: &'a MediaPlaylist, tracks: &'a [Track]) -> Manifest<'a> {
         Manifest {
             playlist: pl,
             tracks,
@@ -669,7 +614,6 @@ mod tests {
             query: "",
             utc_timing: "/time",
             now_unix_ms: T0 + 60_000,
-            layout,
             config: MpdConfig::default(),
         }
     }
@@ -799,7 +743,7 @@ mod tests {
         }
         b.segment(36_000, 1, false, false);
         let tracks = [avc(), aac()];
-        let text = mpd(&manifest(&b.pl, &tracks, Layout::PerTrack));
+        let text = mpd(&manifest(&b.pl, &tracks));
         let doc = roxmltree::Document::parse(&text).unwrap();
         let root = doc.root_element();
         assert_eq!(
@@ -873,7 +817,7 @@ mod tests {
         b.segment(180_000, 1, false, true);
         b.segment(171_000, 1, false, true);
         let tracks = [avc(), aac()];
-        let text = mpd(&manifest(&b.pl, &tracks, Layout::Muxed));
+        let text = mpd(&manifest(&b.pl, &tracks));
         let doc = roxmltree::Document::parse(&text).unwrap();
         let tpl = doc
             .descendants()
@@ -888,7 +832,7 @@ mod tests {
             ]
         );
         // Without low latency, only complete segments and no availability offset.
-        let mut m = manifest(&b.pl, &tracks, Layout::Muxed);
+        let mut m = manifest(&b.pl, &tracks);
         m.config.low_latency = false;
         let text = mpd(&m);
         assert!(!text.contains("availabilityTimeOffset"), "{text}");
@@ -913,7 +857,7 @@ mod tests {
             b.segment(180_000, 1, i == 0, true);
         }
         let tracks = [avc(), aac()];
-        let text = mpd(&manifest(&b.pl, &tracks, Layout::PerTrack));
+        let text = mpd(&manifest(&b.pl, &tracks));
         let doc = roxmltree::Document::parse(&text).unwrap();
         let periods = kids(doc.root_element(), "Period");
         assert_eq!(periods.len(), 2, "{text}");
@@ -945,14 +889,22 @@ mod tests {
         b.segment(180_000, 1, false, true);
         b.segment(180_000, 2, false, true);
         let tracks = [hevc(), aac()];
-        let text = mpd(&manifest(&b.pl, &tracks, Layout::Muxed));
+        let text = mpd(&manifest(&b.pl, &tracks));
         let doc = roxmltree::Document::parse(&text).unwrap();
         let inits: Vec<&str> = doc
             .descendants()
             .filter(|n| n.has_tag_name("SegmentTemplate"))
             .map(|n| attr(n, "initialization"))
             .collect();
-        assert_eq!(inits, ["3f2a/init1.mp4", "3f2a/init2.mp4"]);
+        assert_eq!(
+            inits,
+            [
+                "3f2a/t1-init1.mp4",
+                "3f2a/t2-init1.mp4",
+                "3f2a/t1-init2.mp4",
+                "3f2a/t2-init2.mp4"
+            ]
+        );
         assert_times_match_pdt(&text, &b.pl);
     }
 
@@ -965,7 +917,7 @@ mod tests {
         b.segment(90_000, 1, false, false);
         b.pl.end();
         let tracks = [avc(), aac()];
-        let text = mpd(&manifest(&b.pl, &tracks, Layout::PerTrack));
+        let text = mpd(&manifest(&b.pl, &tracks));
         let doc = roxmltree::Document::parse(&text).unwrap();
         let root = doc.root_element();
         assert_eq!(attr(root, "type"), "static");
@@ -1007,7 +959,7 @@ mod tests {
             let mut b = Builder::new(20);
             b.segment(180_000, 1, false, true);
             let tracks = [video, aac()];
-            let mut m = manifest(&b.pl, &tracks, Layout::PerTrack);
+            let mut m = manifest(&b.pl, &tracks);
             m.frame_rate = Some(29.97);
             let text = mpd(&m);
             let doc = roxmltree::Document::parse(&text).unwrap();
@@ -1035,19 +987,6 @@ mod tests {
                 .find(|n| n.has_tag_name("AudioChannelConfiguration"))
                 .unwrap();
             assert_eq!(attr(channels, "value"), "2");
-
-            let text = mpd(&manifest(&b.pl, &tracks, Layout::Muxed));
-            let doc = roxmltree::Document::parse(&text).unwrap();
-            let rep = doc
-                .descendants()
-                .find(|n| n.has_tag_name("Representation"))
-                .unwrap();
-            assert_eq!(attr(rep, "codecs"), format!("{codecs},mp4a.40.2"));
-            let components = doc
-                .descendants()
-                .filter(|n| n.has_tag_name("ContentComponent"))
-                .count();
-            assert_eq!(components, 2);
         }
     }
 
@@ -1056,8 +995,9 @@ mod tests {
         let mut b = Builder::new(20);
         b.segment(180_000, 1, false, true);
         let tracks = [avc()];
-        let mut m = manifest(&b.pl, &tracks, Layout::Muxed);
+        let mut m = manifest(&b.pl, &tracks);
         m.base = "a&b\"/";
+        m.query = "?token=1&x";
         m.utc_timing = "/time?x=<1>&y='2'";
         let text = mpd(&m);
         let doc = roxmltree::Document::parse(&text).unwrap();
@@ -1065,7 +1005,7 @@ mod tests {
             .descendants()
             .find(|n| n.has_tag_name("SegmentTemplate"))
             .unwrap();
-        assert_eq!(attr(tpl, "media"), "a&b\"/seg$Number$.m4s");
+        assert_eq!(attr(tpl, "media"), "a&b\"/t1-seg$Number$.m4s?token=1&x");
         let utc = doc
             .descendants()
             .find(|n| n.has_tag_name("UTCTiming"))
@@ -1090,7 +1030,7 @@ mod tests {
     #[test]
     fn an_empty_playlist_renders_an_mpd_without_periods_content() {
         let pl = MediaPlaylist::new(PlaylistConfig::default());
-        let text = mpd(&manifest(&pl, &[], Layout::PerTrack));
+        let text = mpd(&manifest(&pl, &[]));
         let doc = roxmltree::Document::parse(&text).unwrap();
         assert_eq!(attr(doc.root_element(), "type"), "dynamic");
         assert!(kids(doc.root_element(), "Period").is_empty());

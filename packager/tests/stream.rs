@@ -481,7 +481,7 @@ fn tfdt(header: &[u8], track: u32) -> Option<u64> {
 #[test]
 fn mpd_timeline_matches_the_segments_tfdt() {
     use std::collections::HashMap;
-    use zerocast_packager::dash::{self, Layout, Manifest, MpdConfig};
+    use zerocast_packager::dash::{self, Manifest, MpdConfig};
 
     let mut p = Packager::new(PackagerConfig::default());
     let mut first_chunk: HashMap<u64, Bytes> = HashMap::new();
@@ -522,7 +522,6 @@ fn mpd_timeline_matches_the_segments_tfdt() {
             query: "",
             utc_timing: "/time",
             now_unix_ms: T0 + 20_000,
-            layout: Layout::Muxed,
             config: MpdConfig::default(),
         },
     )
