@@ -398,7 +398,7 @@ fn dashjs_plays_hevc_and_av1() {
 /// that much later on the wall clock than the old one ends, with nothing in between. A
 /// player 1.5 s behind live reaches the end of the old Period's media about when the new
 /// Period appears in the MPD; dash.js then needs an MPD update and the new Period's init
-/// segment and first chunks before it can jump the hole (one `waiting`, 1.7-2.5 s here, and
+/// segment and first chunks before it can jump the hole (one `waiting`, 1.3-2.5 s here, and
 /// one seek). A second stall or jump means the player was given something else to play.
 #[test]
 fn dashjs_plays_through_a_publisher_reconnect() {
