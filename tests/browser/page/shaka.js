@@ -28,7 +28,9 @@ window.ZC_ADAPTER = {
         lowLatencyMode: true,
         bufferBehind: 30, // keep memory bounded, like backBufferLength for hls.js
       },
-      manifest: { dash: { autoCorrectDrift: false } },
+      // As README.md recommends: Shaka would add suggestedPresentationDelay (1.5 s) to the
+      // ServiceDescription's 1.5 s target; ignoring it, Shaka plays at the target.
+      manifest: { dash: { autoCorrectDrift: false, ignoreSuggestedPresentationDelay: true } },
     }, ctx.config);
     player.configure(config);
     if (ctx.debug && shaka.log && shaka.log.setLevel) shaka.log.setLevel(shaka.log.Level.DEBUG);
