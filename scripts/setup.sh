@@ -18,8 +18,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
-# hls.js and playwright-core for the browser playback test (versions pinned in package-lock.json).
-if [ ! -d tests/browser/node_modules/hls.js ] || [ ! -d tests/browser/node_modules/playwright-core ]; then
+# hls.js, dash.js, Shaka Player and playwright-core for the browser playback tests (versions
+# pinned in package-lock.json).
+if [ ! -d tests/browser/node_modules/hls.js ] || [ ! -d tests/browser/node_modules/dashjs ] \
+  || [ ! -d tests/browser/node_modules/shaka-player ] || [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 # aioquic (a real HTTP/3 client, tests/h3/get.py) and h2 (hostile HTTP/2 clients,

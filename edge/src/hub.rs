@@ -80,6 +80,8 @@ impl Layers {
 pub struct PartMedia {
     /// The segment it belongs to.
     msn: u64,
+    /// It opens a segment that starts a new stretch of timeline (a new DASH Period).
+    new_period: bool,
     inner: Mutex<PartInner>,
 }
 
@@ -90,11 +92,17 @@ struct PartInner {
 }
 
 impl PartMedia {
-    fn new(msn: u64) -> Self {
+    fn new(msn: u64, new_period: bool) -> Self {
         Self {
             msn,
+            new_period,
             inner: Mutex::default(),
         }
+    }
+
+    /// It opens a segment that starts a new stretch of timeline (a new DASH Period).
+    pub fn starts_period(&self) -> bool {
+        self.new_period
     }
 
     /// Buffers of `layer` from index `from` on, and whether the part is complete.
@@ -199,8 +207,8 @@ struct Rendered {
     version: u64,
     full: Option<Bytes>,
     delta: Option<Bytes>,
-    /// The MPD, with the `UTCTiming` URL it was rendered with.
-    mpd: Option<(String, Bytes)>,
+    /// The MPD, with the `UTCTiming` URL and the [`Media::next_started`] it was rendered with.
+    mpd: Option<(String, bool, Bytes)>,
 }
 
 /// Everything viewers read of one stream.
@@ -231,6 +239,16 @@ impl Media {
             .iter()
             .find(|(_, pm)| pm.msn == msn)
             .map(|(id, pm)| (*id, pm.clone()))
+    }
+
+    /// Whether the segment after the last one `pl` lists has started (its first part is being
+    /// written) and continues the same stretch of timeline.
+    pub fn next_started(&self, pl: &MediaPlaylist) -> bool {
+        let Some(next) = pl.segments().last().map(|s| s.msn + 1) else {
+            return false;
+        };
+        self.open_segment(next)
+            .is_some_and(|(_, first)| !first.starts_period())
     }
 
     /// The newest segment number: the one being written, or the last complete one.
@@ -415,8 +433,13 @@ impl Stream {
                         m.tracks = p.tracks().to_vec();
                         changed = true;
                     }
-                    Event::PartStarted { id, msn } => {
-                        m.parts.insert(id, Arc::new(PartMedia::new(msn)));
+                    Event::PartStarted {
+                        id,
+                        msn,
+                        new_period,
+                    } => {
+                        m.parts
+                            .insert(id, Arc::new(PartMedia::new(msn, new_period)));
                         arrivals.part_start = arrivals.pending;
                         changed = true;
                     }
@@ -523,21 +546,24 @@ impl Stream {
     /// The DASH MPD for this snapshot, cached per playlist version and `UTCTiming` URL (so its
     /// `publishTime` is when this version was first asked for). Rendered outside the lock.
     pub fn rendered_mpd(&self, utc_timing: &str, now_unix_ms: i64) -> Bytes {
-        let (pl, tracks) = {
+        let (pl, tracks, next_started) = {
             let m = lock(&self.media);
-            if let Some((url, mpd)) = &m.rendered.mpd {
+            let next = m.playlist.as_ref().is_some_and(|p| m.next_started(p));
+            if let Some((url, n, mpd)) = &m.rendered.mpd {
                 if url == utc_timing
+                    && *n == next
                     && m.playlist.as_ref().map(|p| p.version()) == Some(m.rendered.version)
                 {
                     return mpd.clone();
                 }
             }
-            (m.playlist.clone(), m.tracks.clone())
+            (m.playlist.clone(), m.tracks.clone(), next)
         };
         let Some(pl) = pl else {
             return Bytes::new();
         };
-        let mpd = Bytes::from(self.render_mpd(&pl, &tracks, utc_timing, "", now_unix_ms));
+        let mpd =
+            Bytes::from(self.render_mpd(&pl, &tracks, next_started, utc_timing, "", now_unix_ms));
         let mut m = lock(&self.media);
         if m.playlist.as_ref().is_some_and(|p| Arc::ptr_eq(p, &pl)) {
             if m.rendered.version != pl.version() {
@@ -546,7 +572,7 @@ impl Stream {
                     ..Rendered::default()
                 };
             }
-            m.rendered.mpd = Some((utc_timing.to_owned(), mpd.clone()));
+            m.rendered.mpd = Some((utc_timing.to_owned(), next_started, mpd.clone()));
         }
         mpd
     }
@@ -556,6 +582,7 @@ impl Stream {
         &self,
         pl: &MediaPlaylist,
         tracks: &[Track],
+        next_started: bool,
         utc_timing: &str,
         query: &str,
         now_unix_ms: i64,
@@ -574,6 +601,7 @@ impl Stream {
                 query,
                 utc_timing,
                 now_unix_ms,
+                next_started,
                 config: dash::MpdConfig::default(),
             },
         );

@@ -527,7 +527,23 @@ fn a_reconnect_starts_a_period_and_the_end_makes_the_mpd_static() {
     let mut first = ffmpeg_publish(&server.rtmp_url("re"), 5, "320x240");
     server.wait_live("re", Duration::from_secs(15));
     first.wait().unwrap();
+    // While the publisher is away, the MPD announces nothing past the last complete segment
+    // (the newest listed one is whole), and a request for the next number, held until the
+    // publisher returns, is refused: that number starts a new Period.
+    std::thread::sleep(Duration::from_millis(300));
+    let (away, text) = mpd(&server, "re");
+    let v = &away.periods[0].sets[0];
+    let newest = v.number(v.segments.len() - 1);
+    let url = format!("/live/re/{}", v.url(&v.media, newest));
+    let r = server.get(&url);
+    assert!(r.status == 200 && !r.chunked, "{url} is complete:\n{text}");
+    let next = format!("/live/re/{}", v.url(&v.media, newest + 1));
+    let port = server.http;
+    let held = std::thread::spawn(move || http_get(port, &next, Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(300));
     let mut second = ffmpeg_publish(&server.rtmp_url("re"), 6, "320x240");
+    let held = held.join().unwrap().unwrap();
+    assert_eq!(held.status, 404, "the old Period's next number is not the new Period's media");
     std::thread::sleep(Duration::from_secs(4));
     let (m, text) = mpd(&server, "re");
     assert_eq!(m.periods.len(), 2, "{text}");

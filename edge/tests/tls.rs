@@ -232,6 +232,101 @@ fn rtmps_in_h2_and_h3_out() {
     let _ = ffmpeg.wait();
 }
 
+/// `(EPOCH, number after the newest)` of an MPD's video AdaptationSet: the segment a
+/// low-latency player asks for next (announced soon, and then still being written).
+fn dash_next(mpd: &str) -> (String, u64) {
+    let init = mpd.split("initialization=\"").nth(1).unwrap();
+    let epoch = init.split('/').next().unwrap().to_owned();
+    let start: u64 = mpd
+        .split("startNumber=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The first SegmentTimeline is video's: every S is 1 + r segments.
+    let timeline = mpd.split("</SegmentTimeline>").next().unwrap();
+    let count: u64 = timeline
+        .split("<S ")
+        .skip(1)
+        .map(|s| {
+            1 + s
+                .split("r=\"")
+                .nth(1)
+                .map_or(0, |r| r.split('"').next().unwrap().parse::<u64>().unwrap())
+        })
+        .sum();
+    (epoch, start + count)
+}
+
+/// LL-DASH over HTTP/2 and HTTP/3: the MPD points its clock at the HTTPS listener, and the
+/// segment after the newest one is waited for and then sent as it is written (several DATA
+/// frames on HTTP/3).
+#[test]
+fn dash_over_h2_and_h3() {
+    let (s, _pin) = start_tls();
+    let mut ffmpeg = ffmpeg_publish(&s.server.rtmp_url("dash"), 30, "320x240");
+    s.server.wait_live("dash", Duration::from_secs(20));
+    let mpd = curl(&["--http2"], &s.https_url("/live/dash/index.mpd"));
+    assert_eq!((mpd.version.as_str(), mpd.status), ("2", 200));
+    let text = String::from_utf8_lossy(&mpd.body).into_owned();
+    assert!(
+        text.contains(&format!("value=\"https://127.0.0.1:{}/time\"", s.https)),
+        "UTCTiming on the listener the MPD came from:\n{text}"
+    );
+    let (epoch, next) = dash_next(&text);
+    let seg = curl(
+        &["--http2"],
+        &s.https_url(&format!("/live/dash/{epoch}/t1-seg{next}.m4s")),
+    );
+    assert_eq!((seg.version.as_str(), seg.status), ("2", 200));
+    assert!(is_fmp4_fragment(&seg.body) && seg.body.len() > 1000);
+
+    let mpd = curl(&["--http2"], &s.https_url("/live/dash/index.mpd"));
+    let (epoch, next) = dash_next(&String::from_utf8_lossy(&mpd.body));
+    let out = Command::new("python3")
+        .arg(repo_root().join("tests/h3/get.py"))
+        .args(["--connect", &format!("127.0.0.1:{}", s.https), "--insecure"])
+        .args([
+            "/live/dash/index.mpd".to_owned(),
+            format!("/live/dash/{epoch}/t2-seg{next}.m4s"),
+        ])
+        .output()
+        .expect("python3 is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 2, "{stdout}");
+    for a in &answers {
+        assert_eq!(
+            (a["alpn"].as_str(), a["status"].as_u64()),
+            (Some("h3"), Some(200)),
+            "{a}"
+        );
+    }
+    assert!(answers[0]["body"].as_str().unwrap().contains("<MPD"));
+    let frames = answers[1]["data_frames"].as_u64().unwrap();
+    println!(
+        "h3: audio segment {next}: {} bytes in {frames} DATA frames, {} ms",
+        answers[1]["length"], answers[1]["ms"]
+    );
+    assert!(
+        frames > 5,
+        "sent as it was written, not at once: {frames} DATA frames"
+    );
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+}
+
 #[test]
 fn certificate_reload_keeps_live_connections() {
     let (s, old_pin) = start_tls();

@@ -4,7 +4,9 @@
 //! Invariants: no panic; a parsed head is a prefix of the input ending in an empty line, parses
 //! the same on its own, and every shorter prefix of it is "need more bytes" (the result does
 //! not depend on how the socket split the head); the path has no `?`; a head with a body
-//! header is refused.
+//! header is refused; a `Host` kept for URLs is a plain authority. The last path segment goes
+//! through the media file-name parser (`MediaFile`), whose names are canonical: a parsed name
+//! prints back to itself. Any input is also tried as a file name.
 
 #![no_main]
 
@@ -15,6 +17,9 @@ use libfuzzer_sys::fuzz_target;
 mod request;
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(name) = std::str::from_utf8(data) {
+        media_file(name);
+    }
     let Ok(Some(req)) = request::parse(data) else {
         return;
     };
@@ -45,6 +50,10 @@ fuzz_target!(|data: &[u8]| {
             &req.origin
         )
     );
+    if let Some(host) = &req.host {
+        assert!(request::valid_authority(host), "{host:?}");
+    }
+    media_file(req.path.rsplit('/').next().unwrap_or(""));
     for k in [0, 1, n / 2, n.saturating_sub(1)] {
         if k < n {
             assert!(
@@ -54,3 +63,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+fn media_file(name: &str) {
+    if let Some(f) = request::MediaFile::parse(name) {
+        assert_eq!(f.to_string(), name);
+    }
+}

@@ -93,6 +93,12 @@ pub struct Manifest<'a> {
     pub utc_timing: &'a str,
     /// `publishTime`, Unix milliseconds.
     pub now_unix_ms: i64,
+    /// The segment after the last one in `playlist` has started (its first part is being
+    /// written) and continues the last Period, so it may be announced. Otherwise nothing is
+    /// announced past the last listed segment: after a publisher left, or before a new init
+    /// segment, the next segment starts a new Period, and a number announced in the old one
+    /// would name media of the new one.
+    pub next_started: bool,
     /// Service parameters.
     pub config: MpdConfig,
 }
@@ -193,7 +199,7 @@ fn periods(m: &Manifest<'_>, dynamic: bool) -> Vec<Period> {
     }
     // Between a segment's end and its successor's first complete part, announce the successor
     // where the last one ended.
-    if announce_open && !pl.is_ended() {
+    if announce_open && m.next_started && !pl.is_ended() {
         if let (Some(last), Some(p)) = (segs.last(), out.last_mut()) {
             if last.complete && p.id == last.timeline.msn {
                 if let Some(&e) = p.entries.last() {
@@ -227,7 +233,7 @@ fn periods(m: &Manifest<'_>, dynamic: bool) -> Vec<Period> {
 /// let mut mpd = String::new();
 /// dash::render(&mut mpd, &Manifest {
 ///     playlist: &pl, tracks: &[aac], bandwidth: 1_000_000, frame_rate: None, base: "", query: "",
-///     utc_timing: "/time", now_unix_ms: 1_700_000_002_100,
+///     utc_timing: "/time", now_unix_ms: 1_700_000_002_100, next_started: true,
 ///     config: MpdConfig::default(),
 /// }).unwrap();
 /// // Segment 0, then the announced segment 1 of the same expected duration.
@@ -614,6 +620,7 @@ mod tests {
             query: "",
             utc_timing: "/time",
             now_unix_ms: T0 + 60_000,
+            next_started: true,
             config: MpdConfig::default(),
         }
     }
@@ -831,6 +838,17 @@ mod tests {
                 (2, 1_251_000, 171_000)
             ]
         );
+        // The next segment has not started (the publisher left, and may come back with a new
+        // Period): only what exists.
+        let mut m = manifest(&b.pl, &tracks);
+        m.next_started = false;
+        let text = mpd(&m);
+        let doc = roxmltree::Document::parse(&text).unwrap();
+        let tpl = doc
+            .descendants()
+            .find(|n| n.has_tag_name("SegmentTemplate"))
+            .unwrap();
+        assert_eq!(timeline(tpl).len(), 2, "{text}");
         // Without low latency, only complete segments and no availability offset.
         let mut m = manifest(&b.pl, &tracks);
         m.config.low_latency = false;

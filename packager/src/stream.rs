@@ -51,6 +51,9 @@ pub enum Event {
         id: u64,
         /// The segment it belongs to.
         msn: u64,
+        /// This part opens a segment that starts a new stretch of timeline after a
+        /// discontinuity or with a new init segment (a new DASH Period).
+        new_period: bool,
     },
     /// A chunk appended to part `part`.
     Chunk {
@@ -385,7 +388,10 @@ impl Packager {
                 self.close_part();
             }
         }
+        let mut new_period = false;
         if self.segment.is_none() {
+            let last_init = self.playlist.segments().last().map(|s| s.init_version);
+            new_period = self.discontinuity || last_init.is_some_and(|v| v != self.init_version);
             self.segment = Some(OpenSegment {
                 msn: self.next_msn,
                 first_part: self.playlist.next_part_id(),
@@ -405,7 +411,11 @@ impl Packager {
                 duration: 0.0,
                 independent: keyframe,
             });
-            self.events.push_back(Event::PartStarted { id, msn });
+            self.events.push_back(Event::PartStarted {
+                id,
+                msn,
+                new_period,
+            });
         }
     }
 

@@ -520,6 +520,7 @@ fn mpd_timeline_matches_the_segments_tfdt() {
             frame_rate: Some(30.0),
             base: "",
             query: "",
+            next_started: true,
             utc_timing: "/time",
             now_unix_ms: T0 + 20_000,
             config: MpdConfig::default(),
@@ -677,4 +678,36 @@ fn chunks_split_by_track_share_the_muxed_payloads() {
         chunks > 100 && audio_chunks > 100,
         "{chunks} {audio_chunks}"
     );
+}
+
+/// The part that opens the first segment after a publisher change, or with a new init
+/// segment, says it starts a new stretch of timeline (a DASH Period); no other part does.
+#[test]
+fn parts_opening_a_new_timeline_say_so() {
+    let mut p = Packager::new(PackagerConfig::default());
+    let mut starts: Vec<(u64, bool)> = Vec::new();
+    let mut collect = |p: &mut Packager| {
+        while let Some(ev) = p.poll_event() {
+            if let Event::PartStarted {
+                msn, new_period, ..
+            } = ev
+            {
+                if starts.last().map(|s| s.0) != Some(msn) {
+                    starts.push((msn, new_period));
+                } else {
+                    assert!(!new_period, "only a segment's first part");
+                }
+            }
+        }
+    };
+    let (v, a) = tracks();
+    p.handle_track(v);
+    p.handle_track(a);
+    feed_collect(&mut p, &mut collect, T0, 4, 30);
+    p.handle_discontinuity();
+    collect(&mut p);
+    feed_collect(&mut p, &mut collect, T0 + 10_000, 4, 30);
+    let first_after = starts.iter().position(|s| s.1).expect("a new period");
+    assert!(first_after > 0);
+    assert_eq!(starts.iter().filter(|s| s.1).count(), 1, "{starts:?}");
 }

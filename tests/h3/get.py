@@ -11,7 +11,7 @@ line of JSON per request:
     {"path": ..., "status": 200, "headers": {...}, "length": N, "body": "text or null",
      "data_frames": N, "ms": elapsed, "alpn": "h3"}
 
-`body` is the body as text for playlists and JSON, null for media. Exit 0 when every request
+`body` is the body as text for playlists, MPDs and JSON, null for media. Exit 0 when every request
 got a response (whatever its status), 2 on a connection or protocol failure (message on stderr).
 
 `--flood N` opens N connections at once instead (a flood of new QUIC connections), each
@@ -79,7 +79,7 @@ class Client(QuicConnectionProtocol):
                 headers[k] = v
         ctype = headers.get("content-type", "")
         text = None
-        if "mpegurl" in ctype or "json" in ctype or ctype.startswith("text/"):
+        if "mpegurl" in ctype or "json" in ctype or "xml" in ctype or ctype.startswith("text/"):
             text = r["data"].decode(errors="replace")
         return {"path": path, "status": status, "headers": headers, "length": len(r["data"]),
                 "body": text, "head_hex": r["data"][:16].hex(), "data_frames": r["frames"],

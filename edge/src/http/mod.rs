@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use zerocast_packager::{multivariant, Pdt, Query, Reload, Skip};
 
-use self::request::{parse, Method, MAX_HEAD};
+use self::request::{parse, MediaFile, Method, MAX_HEAD};
 use self::response::{preflight, respond, Body, Response};
 use crate::hub::{lock, Layer, Layers, LiveBody, PartMedia, Stream};
 use crate::metrics::{Kind, Limit};
@@ -385,9 +385,12 @@ async fn mpd<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, token: Option<&str>, utc_timing:
     let body = match token {
         None => s.rendered_mpd(utc_timing, now_unix_ms()),
         Some(t) => {
-            let tracks = lock(&s.media).tracks.clone();
+            let (tracks, next) = {
+                let m = lock(&s.media);
+                (m.tracks.clone(), m.next_started(&playlist))
+            };
             let query = format!("?token={t}");
-            Bytes::from(s.render_mpd(&playlist, &tracks, utc_timing, &query, now_unix_ms()))
+            Bytes::from(s.render_mpd(&playlist, &tracks, next, utc_timing, &query, now_unix_ms()))
         }
     };
     Response::new(
@@ -412,53 +415,36 @@ fn now_unix_ms() -> i64 {
     i64::try_from(zerocast_social::now_ms()).unwrap_or(i64::MAX)
 }
 
-/// `t{ID}-{rest}` names a track's file (DASH); anything else the muxed one (LL-HLS).
-fn layer_of(file: &str) -> Option<(Layer, &str)> {
-    let Some(rest) = file.strip_prefix('t') else {
-        return Some((Layer::Muxed, file));
-    };
-    let (id, rest) = rest.split_once('-')?;
-    if id.is_empty() || id.len() > 9 || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((Layer::Track(id.parse().ok()?), rest))
-}
-
 async fn media_file<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, file: &str, query: &str) -> Response {
-    if file == "stream.m3u8" {
-        return media_playlist::<R>(ctx, s, query).await;
-    }
-    let Some((layer, file)) = layer_of(file) else {
-        return Response::not_found();
-    };
-    if let Some(v) = numbered(file, "init", ".mp4") {
-        let init = u32::try_from(v)
-            .ok()
-            .and_then(|v| lock(&s.media).inits.get(&v).map(|l| l.get(layer).to_vec()))
-            .filter(|b| !b.is_empty());
-        return match init {
-            Some(b) => immutable(Response::new(200, "video/mp4", Body::Full(b), Kind::Init)),
-            None => Response::not_found(),
-        };
-    }
-    if let Some(msn) = numbered(file, "seg", ".m4s") {
-        return segment::<R>(ctx, s, msn, layer).await;
-    }
-    if let (Some(id), Layer::Muxed) = (numbered(file, "part", ".m4s"), layer) {
-        return match part::<R>(ctx, s, id).await {
+    let layer = |track: Option<u32>| track.map_or(Layer::Muxed, Layer::Track);
+    match MediaFile::parse(file) {
+        Some(MediaFile::MediaPlaylist) => media_playlist::<R>(ctx, s, query).await,
+        Some(MediaFile::Init { track, version }) => {
+            let init = lock(&s.media)
+                .inits
+                .get(&version)
+                .map(|l| l.get(layer(track)).to_vec())
+                .filter(|b| !b.is_empty());
+            match init {
+                Some(b) => immutable(Response::new(200, "video/mp4", Body::Full(b), Kind::Init)),
+                None => Response::not_found(),
+            }
+        }
+        Some(MediaFile::Segment { track, msn }) => segment::<R>(ctx, s, msn, layer(track)).await,
+        Some(MediaFile::Part(id)) => match part::<R>(ctx, s, id).await {
             Some(pm) => {
-                let (chunks, complete) = pm.chunks_from(layer, 0);
+                let (chunks, complete) = pm.chunks_from(Layer::Muxed, 0);
                 let body = if complete {
                     Body::Full(chunks)
                 } else {
-                    Body::Live(LiveBody::part(s.clone(), id, pm, layer))
+                    Body::Live(LiveBody::part(s.clone(), id, pm, Layer::Muxed))
                 };
                 immutable(Response::new(200, "video/mp4", body, Kind::Part))
             }
             None => Response::not_found(),
-        };
+        },
+        None => Response::not_found(),
     }
-    Response::not_found()
 }
 
 /// Parts, segments and init segments never change once named.
@@ -479,6 +465,7 @@ enum Found {
 /// one is waited for (bounded, like a blocking playlist reload); LL-HLS players never ask for
 /// an incomplete muxed segment, so that is a 404.
 async fn segment<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, msn: u64, layer: Layer) -> Response {
+    let mut waited = false;
     let found = wait_for::<R, _>(s, ctx.block_limit(s), || {
         let m = lock(&s.media);
         if let Some(seg) = m.segments.get(&msn) {
@@ -488,8 +475,15 @@ async fn segment<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, msn: u64, layer: Layer) -> R
             return Some(None);
         }
         if let Some((first, pm)) = m.open_segment(msn) {
+            // Asked for before it existed, as the continuation of the Period the player knew,
+            // but it starts a new one (the publisher came back): that number is not the
+            // media the player expects.
+            if waited && pm.starts_period() {
+                return Some(None);
+            }
             return Some(Some(Found::Open(first, pm)));
         }
+        waited = true;
         let next = m.newest_msn().map_or(0, |n| n + 1);
         if m.ended || msn != next {
             return Some(None);
@@ -580,30 +574,5 @@ async fn media_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, query: &str) -> Respo
             Kind::Playlist,
         ),
         None => Response::text(503, "stream is not ready yet"),
-    }
-}
-
-/// `prefix{N}suffix` → N.
-fn numbered(file: &str, prefix: &str, suffix: &str) -> Option<u64> {
-    let n = file.strip_prefix(prefix)?.strip_suffix(suffix)?;
-    if n.is_empty() || n.len() > 20 || !n.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    n.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbered_names() {
-        assert_eq!(numbered("part12.m4s", "part", ".m4s"), Some(12));
-        assert_eq!(numbered("part.m4s", "part", ".m4s"), None);
-        assert_eq!(numbered("part-1.m4s", "part", ".m4s"), None);
-        assert_eq!(
-            numbered("part99999999999999999999999.m4s", "part", ".m4s"),
-            None
-        );
     }
 }

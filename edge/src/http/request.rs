@@ -88,6 +88,79 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<Request>, &'static str> {
     }))
 }
 
+/// What a file name under `/live/NAME/EPOCH/` names. Names are canonical (numbers without
+/// leading zeros), so one resource has one URL and `to_string` gives the name back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MediaFile {
+    /// `stream.m3u8`.
+    MediaPlaylist,
+    /// `init{V}.mp4`, or one track's `t{ID}-init{V}.mp4`.
+    Init { track: Option<u32>, version: u32 },
+    /// `seg{N}.m4s`, or one track's `t{ID}-seg{N}.m4s`.
+    Segment { track: Option<u32>, msn: u64 },
+    /// `part{N}.m4s`.
+    Part(u64),
+}
+
+impl MediaFile {
+    /// Parses a file name; `None` for anything else.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        if name == "stream.m3u8" {
+            return Some(Self::MediaPlaylist);
+        }
+        let (track, rest) = match name.strip_prefix('t') {
+            Some(rest) => {
+                let (id, rest) = rest.split_once('-')?;
+                (Some(u32::try_from(number(id)?).ok()?), rest)
+            }
+            None => (None, name),
+        };
+        let numbered =
+            |prefix: &str, suffix: &str| number(rest.strip_prefix(prefix)?.strip_suffix(suffix)?);
+        if let Some(v) = numbered("init", ".mp4") {
+            let version = u32::try_from(v).ok()?;
+            return Some(Self::Init { track, version });
+        }
+        if let Some(msn) = numbered("seg", ".m4s") {
+            return Some(Self::Segment { track, msn });
+        }
+        match (numbered("part", ".m4s"), track) {
+            (Some(id), None) => Some(Self::Part(id)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for MediaFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let track = |f: &mut std::fmt::Formatter<'_>, t: &Option<u32>| match t {
+            Some(id) => write!(f, "t{id}-"),
+            None => Ok(()),
+        };
+        match self {
+            Self::MediaPlaylist => f.write_str("stream.m3u8"),
+            Self::Init { track: t, version } => {
+                track(f, t)?;
+                write!(f, "init{version}.mp4")
+            }
+            Self::Segment { track: t, msn } => {
+                track(f, t)?;
+                write!(f, "seg{msn}.m4s")
+            }
+            Self::Part(id) => write!(f, "part{id}.m4s"),
+        }
+    }
+}
+
+/// A decimal number without sign or leading zeros that fits a `u64`.
+fn number(s: &str) -> Option<u64> {
+    let canonical = !s.is_empty() && (s == "0" || !s.starts_with('0'));
+    if !canonical || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
 /// The status of an HTTP/1.x response head in `bytes` (a webhook's answer): `None` while
 /// incomplete; an error for a malformed head or one over 16 KiB.
 pub(crate) fn response_status(bytes: &[u8]) -> Result<Option<u16>, String> {
@@ -122,6 +195,61 @@ mod tests {
         assert!(response_status(b"garbage\r\n\r\n").is_err());
         assert!(response_status(b"HTTP/1.1 042 No Co 5\r\n\r\n").is_err());
         assert!(response_status(&vec![b'a'; 20_000]).is_err());
+    }
+
+    #[test]
+    fn media_file_names() {
+        use MediaFile::*;
+        let cases = [
+            ("stream.m3u8", Some(MediaPlaylist)),
+            ("part12.m4s", Some(Part(12))),
+            (
+                "seg0.m4s",
+                Some(Segment {
+                    track: None,
+                    msn: 0,
+                }),
+            ),
+            (
+                "t2-seg7.m4s",
+                Some(Segment {
+                    track: Some(2),
+                    msn: 7,
+                }),
+            ),
+            (
+                "init1.mp4",
+                Some(Init {
+                    track: None,
+                    version: 1,
+                }),
+            ),
+            (
+                "t1-init3.mp4",
+                Some(Init {
+                    track: Some(1),
+                    version: 3,
+                }),
+            ),
+            ("part.m4s", None),
+            ("part-1.m4s", None),
+            ("part012.m4s", None),
+            ("t01-seg1.m4s", None),
+            ("t1-part1.m4s", None),
+            ("tx-seg1.m4s", None),
+            ("t-seg1.m4s", None),
+            ("t4294967296-seg1.m4s", None),
+            ("init4294967296.mp4", None),
+            ("part99999999999999999999999.m4s", None),
+            ("seg1.mp4", None),
+        ];
+        for (name, want) in cases {
+            let got = MediaFile::parse(name);
+            assert_eq!(got, want, "{name}");
+            if let Some(f) = got {
+                assert_eq!(f.to_string(), name);
+            }
+        }
     }
 
     #[test]

@@ -417,6 +417,20 @@ pub fn ffprobe_count(url: &str) -> (Vec<(String, u64)>, String) {
 /// Publishes an FLV file's tags over RTMP in real time (like `ffmpeg -re -c copy`), with
 /// rml_rtmp's client session. Used for captures Debian's ffmpeg cannot demux (Enhanced FLV).
 pub fn publish_flv(port: u16, name: &str, path: &std::path::Path) -> Result<(), String> {
+    publish_flv_looped(port, name, path, 1)
+}
+
+/// [`publish_flv`], the capture's media sent `loops` times in one publish, as one stream: each
+/// pass after the first is shifted by the capture's length (its last tag of each kind plus
+/// that kind's last step) and leaves out the codec configuration (sequence headers, Enhanced
+/// RTMP metadata); a sequence end is sent only at the very end. For a capture that starts
+/// on a keyframe, like those in `testdata/`.
+pub fn publish_flv_looped(
+    port: u16,
+    name: &str,
+    path: &std::path::Path,
+    loops: u32,
+) -> Result<(), String> {
     use bytes::Bytes;
     use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
     use rml_rtmp::sessions::{
@@ -501,25 +515,71 @@ pub fn publish_flv(port: u16, name: &str, path: &std::path::Path) -> Result<(), 
         }
     }
     // Tags: 11-byte header (type, 24-bit size, 24+8-bit timestamp, stream id), body, 4-byte size.
-    let start = Instant::now();
+    let mut tags = Vec::new();
     let mut pos = 13;
     while pos + 11 <= flv.len() {
         let kind = flv[pos];
         let size = u32::from_be_bytes([0, flv[pos + 1], flv[pos + 2], flv[pos + 3]]) as usize;
         let ts = u32::from_be_bytes([flv[pos + 7], flv[pos + 4], flv[pos + 5], flv[pos + 6]]);
-        let body = Bytes::copy_from_slice(&flv[pos + 11..pos + 11 + size]);
-        pos += 11 + size + 4;
-        let due = Duration::from_millis(u64::from(ts));
-        if let Some(wait) = due.checked_sub(start.elapsed()) {
-            std::thread::sleep(wait);
+        if kind == 8 || kind == 9 {
+            tags.push((kind, ts, &flv[pos + 11..pos + 11 + size]));
         }
-        let t = RtmpTimestamp::new(ts);
-        let r = match kind {
-            8 => session.publish_audio_data(body, t, false),
-            9 => session.publish_video_data(body, t, false),
-            _ => continue,
-        };
-        send(&mut s, r.map_err(|e| format!("{e:?}"))?);
+        pos += 11 + size + 4;
+    }
+    // The capture's length: past the last tag of each kind by that kind's last step.
+    let end_of = |kind: u8| {
+        let ts: Vec<u32> = tags.iter().filter(|t| t.0 == kind).map(|t| t.1).collect();
+        match ts[..] {
+            [.., a, b] => b + (b - a),
+            [b] => b,
+            [] => 0,
+        }
+    };
+    let length = end_of(8).max(end_of(9));
+    let start = Instant::now();
+    for pass in 0..loops {
+        for &(kind, ts, body) in &tags {
+            let config = codec_config(kind, body);
+            let end = kind == 9 && video_sequence_end(body);
+            if (pass > 0 && config) || (end && pass + 1 < loops) {
+                continue;
+            }
+            let ts = ts + pass * length;
+            let due = Duration::from_millis(u64::from(ts));
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            let t = RtmpTimestamp::new(ts);
+            let body = Bytes::copy_from_slice(body);
+            let r = match kind {
+                8 => session.publish_audio_data(body, t, false),
+                _ => session.publish_video_data(body, t, false),
+            };
+            send(&mut s, r.map_err(|e| format!("{e:?}"))?);
+        }
     }
     Ok(())
+}
+
+/// An FLV audio or video tag body carrying codec configuration rather than media: an AAC or
+/// AVC sequence header, an Enhanced RTMP SequenceStart or Metadata packet.
+fn codec_config(kind: u8, body: &[u8]) -> bool {
+    match (kind, body) {
+        // AAC (sound format 10), AACPacketType 0.
+        (8, [b0, 0, ..]) => b0 >> 4 == 10,
+        // Enhanced RTMP (IsExHeader): PacketType 0 SequenceStart, 4 Metadata.
+        (9, [b0, ..]) if b0 & 0x80 != 0 => matches!(b0 & 0x0f, 0 | 4),
+        // Legacy AVC (codec 7), AVCPacketType 0.
+        (9, [b0, 0, ..]) => b0 & 0x0f == 7,
+        _ => false,
+    }
+}
+
+/// An FLV video tag body ending the sequence (Enhanced RTMP SequenceEnd, AVC end of sequence).
+fn video_sequence_end(body: &[u8]) -> bool {
+    match body {
+        [b0, ..] if b0 & 0x80 != 0 => b0 & 0x0f == 2,
+        [b0, 2, ..] => b0 & 0x0f == 7,
+        _ => false,
+    }
 }
