@@ -810,6 +810,7 @@ mod tests {
             query: "",
             utc_timing: "/time",
             now_unix_ms: T0_MS + 6_400,
+            next_started: true,
             config: MpdConfig::default(),
         };
         render(&mut text, &manifest).unwrap();
