@@ -16,7 +16,8 @@
 //! served while they are written (`availabilityTimeComplete="false"`: the server holds the
 //! request until the segment starts), else at its availability time (end − availability
 //! time offset). A `$Time$` template can only address listed segments: the viewer waits for
-//! an MPD that lists the next one. A 404 sends the track back to the newest listed segment.
+//! an MPD that lists the next one. A 404 (the server refuses a held request whose segment
+//! starts a new Period) sends the track back to the newest listed segment it has not received.
 //!
 //! A segment's end is the start of the next listed segment in the latest MPD, or its own
 //! `t + d` (a forecast for the segment being written); lateness compares it with the arrival
@@ -226,9 +227,11 @@ async fn follow<R: Rt, C: Client>(
 ) {
     let backoff = || R::sleep_until(Instant::now() + ERROR_BACKOFF);
     // The segment to request next (`None`: the newest listed), the Period it belongs to, the
-    // init segment received, and since when the MPD has not listed the next segment.
+    // last segment received (with its Period), the init segment received, and since when
+    // the MPD has not listed the segment wanted.
     let mut next: Option<u64> = None;
     let mut period: Option<(Option<String>, i64)> = None;
+    let mut received: Option<((Option<String>, i64), u64)> = None;
     let mut init: Option<String> = None;
     let mut unlisted_since: Option<Instant> = None;
     while Instant::now() < plan.end {
@@ -269,35 +272,48 @@ async fn follow<R: Rt, C: Client>(
         }
 
         let first_listed = track.segments.first().map_or(0, |s| s.number);
+        // `Err(n)`: segment n can only be asked for once an MPD lists it.
         let seg = match next {
-            // A parsed timeline is never empty.
-            None => track.segments.last().copied(),
-            Some(n) if n < first_listed => None,
-            Some(n) if track.needs_time() => match track.find(n) {
-                Some(s) => Some(*s),
-                None => {
-                    // Only the MPD can tell where segment n starts: wait for the next one.
-                    let since = *unlisted_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > plan.timeout {
-                        let detail = format!(
-                            "{}: segment {n} of the {} track not listed after {:?}",
-                            plan.path,
-                            kind.label(),
-                            plan.timeout
-                        );
-                        http.error(ErrorKind::Timeout, &detail);
-                        (next, unlisted_since) = (None, None);
-                        continue;
-                    }
-                    let due = shared.next_refresh();
-                    let wake = due.map_or(Instant::now() + ERROR_BACKOFF, |d| {
-                        d.max(Instant::now()) + Duration::from_millis(10)
-                    });
-                    R::sleep_until(wake).await;
+            None => match track.segments.last() {
+                // Back at the live edge after a refusal: what was received already is not
+                // asked for again; wait for an MPD listing something newer (or a new Period).
+                Some(s)
+                    if received
+                        .as_ref()
+                        .is_some_and(|(k, n)| period.as_ref() == Some(k) && s.number <= *n) =>
+                {
+                    Err(s.number + 1)
+                }
+                s => Ok(s.copied()),
+            },
+            Some(n) if n < first_listed => Ok(None),
+            // Only the MPD can tell where a `$Time$` segment starts.
+            Some(n) if track.needs_time() => track.find(n).map(|s| Some(*s)).ok_or(n),
+            Some(n) => Ok(track.segment(n)),
+        };
+        let seg = match seg {
+            Ok(seg) => seg,
+            Err(n) => {
+                let since = *unlisted_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > plan.timeout {
+                    let detail = format!(
+                        "{}: segment {n} of the {} track not listed after {:?}",
+                        plan.path,
+                        kind.label(),
+                        plan.timeout
+                    );
+                    http.error(ErrorKind::Timeout, &detail);
+                    (next, unlisted_since) = (None, None);
                     continue;
                 }
-            },
-            Some(n) => track.segment(n),
+                let wake = shared
+                    .next_refresh()
+                    .map_or(Instant::now() + ERROR_BACKOFF, |d| {
+                        d.max(Instant::now()) + Duration::from_millis(10)
+                    });
+                R::sleep_until(wake).await;
+                continue;
+            }
         };
         unlisted_since = None;
         let Some(seg) = seg else {
@@ -350,6 +366,7 @@ async fn follow<R: Rt, C: Client>(
                     .push_duration(r.head_at.saturating_duration_since(sent));
                 s.lateness.push(done_us - end_us);
                 next = Some(seg.number + 1);
+                received = period.clone().map(|k| (k, seg.number));
             }
             Err(e) => {
                 if e.kind == ErrorKind::Status404 {
