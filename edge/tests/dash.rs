@@ -543,7 +543,10 @@ fn a_reconnect_starts_a_period_and_the_end_makes_the_mpd_static() {
     std::thread::sleep(Duration::from_millis(300));
     let mut second = ffmpeg_publish(&server.rtmp_url("re"), 6, "320x240");
     let held = held.join().unwrap().unwrap();
-    assert_eq!(held.status, 404, "the old Period's next number is not the new Period's media");
+    assert_eq!(
+        held.status, 404,
+        "the old Period's next number is not the new Period's media"
+    );
     std::thread::sleep(Duration::from_secs(4));
     let (m, text) = mpd(&server, "re");
     assert_eq!(m.periods.len(), 2, "{text}");
