@@ -681,6 +681,16 @@ mod tests {
     }
 
     /// A SegmentTemplate's segments as (number, t, d), `r` expanded.
+    /// The timeline of the MPD's first `SegmentTemplate`.
+    fn first_timeline(text: &str) -> Vec<(u64, i64, i64)> {
+        let doc = roxmltree::Document::parse(text).unwrap();
+        let tpl = doc
+            .descendants()
+            .find(|n| n.has_tag_name("SegmentTemplate"))
+            .unwrap();
+        timeline(tpl)
+    }
+
     fn timeline(tpl: roxmltree::Node<'_, '_>) -> Vec<(u64, i64, i64)> {
         let mut number: u64 = attr(tpl, "startNumber").parse().unwrap();
         let mut next_t: Option<i64> = None;
@@ -826,13 +836,8 @@ mod tests {
         b.segment(171_000, 1, false, true);
         let tracks = [avc(), aac()];
         let text = mpd(&manifest(&b.pl, &tracks));
-        let doc = roxmltree::Document::parse(&text).unwrap();
-        let tpl = doc
-            .descendants()
-            .find(|n| n.has_tag_name("SegmentTemplate"))
-            .unwrap();
         assert_eq!(
-            timeline(tpl),
+            first_timeline(&text),
             [
                 (0, 900_000, 180_000),
                 (1, 1_080_000, 171_000),
@@ -844,24 +849,14 @@ mod tests {
         let mut m = manifest(&b.pl, &tracks);
         m.next_started = false;
         let text = mpd(&m);
-        let doc = roxmltree::Document::parse(&text).unwrap();
-        let tpl = doc
-            .descendants()
-            .find(|n| n.has_tag_name("SegmentTemplate"))
-            .unwrap();
-        assert_eq!(timeline(tpl).len(), 2, "{text}");
+        assert_eq!(first_timeline(&text).len(), 2, "{text}");
         // Without low latency, only complete segments and no availability offset.
         let mut m = manifest(&b.pl, &tracks);
         m.config.low_latency = false;
         let text = mpd(&m);
         assert!(!text.contains("availabilityTimeOffset"), "{text}");
         assert!(!text.contains("ServiceDescription"), "{text}");
-        let doc = roxmltree::Document::parse(&text).unwrap();
-        let tpl = doc
-            .descendants()
-            .find(|n| n.has_tag_name("SegmentTemplate"))
-            .unwrap();
-        assert_eq!(timeline(tpl).len(), 2);
+        assert_eq!(first_timeline(&text).len(), 2);
     }
 
     #[test]
