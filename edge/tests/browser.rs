@@ -48,27 +48,7 @@ fn hlsjs_plays_over_http3() {
 #[test]
 fn hlsjs_plays_a_private_stream_with_a_playback_token() {
     let server = Server::start("auto", &[]);
-    let owner = user_token(&server.data, &uuid::Uuid::new_v4().to_string());
-    let r = api_call(
-        server.api,
-        "POST",
-        "/api/v1/streams",
-        &owner,
-        Some(r#"{"name":"browser","private":true}"#),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let key = v["key"].as_str().unwrap().to_owned();
-    let r = api_call(
-        server.api,
-        "POST",
-        "/api/v1/streams/browser/playback-token",
-        &owner,
-        Some("{}"),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let token = v["token"].as_str().unwrap().to_owned();
+    let (key, token) = private_stream(&server, "browser");
     let url = server.url(&format!("/live/browser/index.m3u8?token={token}"));
     let v = play_published(
         &server,

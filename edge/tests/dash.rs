@@ -543,7 +543,10 @@ fn a_reconnect_starts_a_period_and_the_end_makes_the_mpd_static() {
     std::thread::sleep(Duration::from_millis(300));
     let mut second = ffmpeg_publish(&server.rtmp_url("re"), 6, "320x240");
     let held = held.join().unwrap().unwrap();
-    assert_eq!(held.status, 404, "the old Period's next number is not the new Period's media");
+    assert_eq!(
+        held.status, 404,
+        "the old Period's next number is not the new Period's media"
+    );
     std::thread::sleep(Duration::from_secs(4));
     let (m, text) = mpd(&server, "re");
     assert_eq!(m.periods.len(), 2, "{text}");
@@ -598,26 +601,7 @@ fn a_reconnect_starts_a_period_and_the_end_makes_the_mpd_static() {
 fn a_private_stream_mpd_carries_the_token_into_every_url() {
     let _g = serial();
     let server = Server::start("auto", &[]);
-    let owner = user_token(&server.data, &uuid::Uuid::new_v4().to_string());
-    let r = api_call(
-        server.api,
-        "POST",
-        "/api/v1/streams",
-        &owner,
-        Some(r#"{"name":"secret","private":true}"#),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let key = v["key"].as_str().unwrap().to_owned();
-    let r = api_call(
-        server.api,
-        "POST",
-        "/api/v1/streams/secret/playback-token",
-        &owner,
-        Some("{}"),
-    );
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let token = v["token"].as_str().unwrap().to_owned();
+    let (key, token) = private_stream(&server, "secret");
     let mut ff = ffmpeg_publish(
         &server.rtmp_url(&format!("secret?key={key}")),
         10,

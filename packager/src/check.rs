@@ -292,22 +292,22 @@ mod tests {
         Timestamp::from_millis(ms)
     }
 
-    #[test]
-    fn rendered_playlists_parse_and_pass() {
+    /// A playlist of `n` complete 2 s segments of ten 0.2 s parts.
+    fn complete_segments(n: i64) -> MediaPlaylist {
         let mut pl = MediaPlaylist::new(PlaylistConfig::default());
-        for s in 0..8 {
+        for s in 0..n {
             for i in 0..10 {
-                pl.push_part(
-                    0.2,
-                    i == 0,
-                    1_700_000_000_000 + s * 2000,
-                    ms(s * 2000),
-                    1,
-                    false,
-                );
+                let pdt = 1_700_000_000_000 + s * 2000;
+                pl.push_part(0.2, i == 0, pdt, ms(s * 2000), 1, false);
             }
             pl.close_segment();
         }
+        pl
+    }
+
+    #[test]
+    fn rendered_playlists_parse_and_pass() {
+        let mut pl = complete_segments(8);
         pl.push_part(0.2, true, 0, ms(16_000), 1, false);
         let mut text = String::new();
         pl.render(&mut text, Skip::No).unwrap();
@@ -333,20 +333,7 @@ mod tests {
 
     /// A live playlist of three 2 s segments and an open one, rendered by `MediaPlaylist`.
     fn live() -> String {
-        let mut pl = MediaPlaylist::new(PlaylistConfig::default());
-        for s in 0..3 {
-            for i in 0..10 {
-                pl.push_part(
-                    0.2,
-                    i == 0,
-                    1_700_000_000_000 + s * 2000,
-                    ms(s * 2000),
-                    1,
-                    false,
-                );
-            }
-            pl.close_segment();
-        }
+        let mut pl = complete_segments(3);
         pl.push_part(0.2, true, 1_700_000_006_000, ms(6000), 1, false);
         let mut text = String::new();
         pl.render(&mut text, Skip::No).unwrap();

@@ -259,25 +259,18 @@ pub(crate) async fn route<R: Rt>(ctx: &Ctx, req: &Get<'_>, viewing: &ViewerSlot)
         ["api", "streams"] => api::streams(ctx),
         ["metrics"] => api::metrics(ctx),
         ["time"] => time(),
-        ["live", name, "index.mpd"] => match ctx.hub.get(name) {
+        ["live", name, index @ ("index.m3u8" | "index.mpd")] => match ctx.hub.get(name) {
             Some(s) => {
                 let token = match playback_gate(ctx, &s, query) {
                     Ok(t) => t,
                     Err(refusal) => return refusal,
                 };
                 Viewer::watch(viewing, &s);
-                mpd::<R>(ctx, &s, token, &req.url("/time")).await
-            }
-            None => Response::not_found(),
-        },
-        ["live", name, "index.m3u8"] => match ctx.hub.get(name) {
-            Some(s) => {
-                let token = match playback_gate(ctx, &s, query) {
-                    Ok(t) => t,
-                    Err(refusal) => return refusal,
-                };
-                Viewer::watch(viewing, &s);
-                multivariant_playlist::<R>(ctx, &s, token).await
+                if *index == "index.mpd" {
+                    mpd::<R>(ctx, &s, token, &req.url("/time")).await
+                } else {
+                    multivariant_playlist::<R>(ctx, &s, token).await
+                }
             }
             None => Response::not_found(),
         },

@@ -327,6 +327,22 @@ pub fn api_call(port: u16, method: &str, path: &str, token: &str, body: Option<&
     read_response(&mut BufReader::new(s)).expect("API response")
 }
 
+/// Reserves `name` as a private stream of a new user through the social API; returns its
+/// stream key and a playback token for it.
+pub fn private_stream(server: &Server, name: &str) -> (String, String) {
+    let owner = user_token(&server.data, &uuid::Uuid::new_v4().to_string());
+    let body = format!(r#"{{"name":"{name}","private":true}}"#);
+    let r = api_call(server.api, "POST", "/api/v1/streams", &owner, Some(&body));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let key = v["key"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/streams/{name}/playback-token");
+    let r = api_call(server.api, "POST", &path, &owner, Some("{}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    (key, v["token"].as_str().unwrap().to_owned())
+}
+
 /// One GET on a fresh connection; decodes Content-Length and chunked bodies.
 pub fn http_get(port: u16, path: &str, timeout: Duration) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;

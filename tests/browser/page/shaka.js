@@ -28,8 +28,8 @@ window.ZC_ADAPTER = {
         lowLatencyMode: true,
         bufferBehind: 30, // keep memory bounded, like backBufferLength for hls.js
       },
-      // As README.md recommends: Shaka would add suggestedPresentationDelay (1.5 s) to the
-      // ServiceDescription's 1.5 s target; ignoring it, Shaka plays at the target.
+      // As README.md recommends: Shaka would add suggestedPresentationDelay to the
+      // ServiceDescription's target; ignoring it, Shaka plays at about the target.
       manifest: { dash: { autoCorrectDrift: false, ignoreSuggestedPresentationDelay: true } },
     }, ctx.config);
     player.configure(config);
