@@ -235,9 +235,13 @@ impl Media {
         if self.segments.contains_key(&msn) {
             return None;
         }
+        // From the newest part back: the segment asked for is at or near the live edge.
         self.parts
             .iter()
-            .find(|(_, pm)| pm.msn == msn)
+            .rev()
+            .take_while(|(_, pm)| pm.msn >= msn)
+            .filter(|(_, pm)| pm.msn == msn)
+            .last()
             .map(|(id, pm)| (*id, pm.clone()))
     }
 

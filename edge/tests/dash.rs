@@ -416,8 +416,16 @@ fn mpd_describes_the_live_segments_on_the_server_clock() {
             "segment {msn}: DASH {dash_ms} ms, HLS {pdt} ms"
         );
     }
+    // The publisher stops (and may come back): the next segment is waited for at most
+    // `block-limit` target durations, then a 503 says "try again", as a blocking reload does.
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    let (m, _) = mpd(&server, "d");
+    let v = &m.periods[0].sets[0];
+    let next = v.url(&v.media, v.number(v.segments.len()));
+    let r = server.get(&format!("/live/d/{next}"));
+    assert_eq!(r.status, 503, "{}", r.text());
 }
 
 /// `EXT-X-PROGRAM-DATE-TIME` (Unix ms) of segment `msn` in a media playlist.

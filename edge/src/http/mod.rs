@@ -455,8 +455,8 @@ enum Found {
 
 /// Segment `msn` in `layer`. A complete segment is sent whole. A track's segment still being
 /// written (LL-DASH) is sent chunk by chunk as it is produced, and the segment after the newest
-/// one is waited for (bounded, like a blocking playlist reload); LL-HLS players never ask for
-/// an incomplete muxed segment, so that is a 404.
+/// one is waited for (bounded, like a blocking playlist reload: 503 when it did not start in
+/// time); LL-HLS players never ask for an incomplete muxed segment, so that is a 404.
 async fn segment<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, msn: u64, layer: Layer) -> Response {
     let mut waited = false;
     let found = wait_for::<R, _>(s, ctx.block_limit(s), || {
@@ -483,11 +483,14 @@ async fn segment<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, msn: u64, layer: Layer) -> R
         }
         None
     })
-    .await
-    .flatten();
+    .await;
     let body = match found {
-        Some(Found::Complete(seg)) if seg.has(layer) => Body::Full(seg.get(layer).to_vec()),
-        Some(Found::Open(first, pm)) => Body::Live(LiveBody::segment(s.clone(), first, pm, layer)),
+        Some(Some(Found::Complete(seg))) if seg.has(layer) => Body::Full(seg.get(layer).to_vec()),
+        Some(Some(Found::Open(first, pm))) => {
+            Body::Live(LiveBody::segment(s.clone(), first, pm, layer))
+        }
+        // Waited `block-limit` target durations: like a blocking playlist reload, try again.
+        None => return Response::text(503, "the requested segment did not start in time"),
         _ => return Response::not_found(),
     };
     immutable(Response::new(200, "video/mp4", body, Kind::Segment))
