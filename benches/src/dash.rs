@@ -34,7 +34,18 @@ use anyhow::{bail, Context as _};
 use crate::client::Client;
 use crate::mpd::{self, Kind, Mpd};
 use crate::stats::{ErrorKind, Stats};
-use crate::viewers::{preflight, Fetcher, NewClient, Plan, Rt, ERROR_BACKOFF};
+use crate::viewers::{preflight, Fetcher, NewClient, Plan, Play, Rt, ERROR_BACKOFF};
+
+impl Play for Setup {
+    fn play<R: Rt, C: Client + 'static>(
+        &self,
+        plan: &Plan,
+        stats: &RefCell<Stats>,
+        new_client: &NewClient<C>,
+    ) -> impl std::future::Future<Output = ()> {
+        viewer::<R, C>(plan, self, stats, new_client)
+    }
+}
 
 /// How the viewers schedule and time their requests, settled before the run.
 #[derive(Debug, Clone)]

@@ -22,7 +22,22 @@ use zerocast_packager::check::{self, ParsedPlaylist};
 
 use crate::client::Client;
 use crate::stats::{ErrorKind, Stats};
-use crate::viewers::{resolve, Fetcher, Plan, Rt, ERROR_BACKOFF};
+use crate::viewers::{resolve, Fetcher, NewClient, Plan, Play, Rt, ERROR_BACKOFF};
+
+/// LL-HLS viewers: blocking playlist reloads and every new part, on one connection each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hls;
+
+impl Play for Hls {
+    fn play<R: Rt, C: Client + 'static>(
+        &self,
+        plan: &Plan,
+        stats: &RefCell<Stats>,
+        new_client: &NewClient<C>,
+    ) -> impl std::future::Future<Output = ()> {
+        viewer::<R, C>(plan, stats, new_client())
+    }
+}
 
 /// Where a viewer goes next.
 enum Step {

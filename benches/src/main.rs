@@ -71,7 +71,16 @@ use clap::{Args, Parser, Subcommand};
 use crate::procfs::Pid;
 use crate::stats::{Samples, Stats};
 use crate::tls::Trust;
-use crate::viewers::{Mode, Proto};
+use crate::viewers::Proto;
+
+/// What the viewers play.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// LL-HLS: blocking playlist reloads and every new part (see `hls`).
+    Hls,
+    /// Low-latency DASH: the MPD and each track's segments as they are written (see `dash`).
+    Dash(dash::Setup),
+}
 
 /// Load generators for zerocast.
 #[derive(Debug, Parser)]
@@ -387,7 +396,6 @@ fn viewer_load(args: &ViewerArgs, dash: Option<&DashArgs>) -> anyhow::Result<u64
 
     let mut plan = viewers::Plan {
         proto,
-        mode: Mode::Hls,
         addr: url.addr,
         host: url.authority,
         server_name: url.host,
@@ -403,13 +411,16 @@ fn viewer_load(args: &ViewerArgs, dash: Option<&DashArgs>) -> anyhow::Result<u64
     // Requests before the run: an untrusted certificate or a server that does not speak the
     // protocol (or, for DASH, serves no MPD it can follow) is one clear error, not one per
     // request.
-    match dash {
-        None => drop(viewers::preflight(&plan, &[&plan.path])?),
+    let mode = match dash {
+        None => {
+            viewers::preflight(&plan, &[&plan.path])?;
+            Mode::Hls
+        }
         Some(d) => {
             let min_update = Duration::from_millis(d.min_update_period);
-            plan.mode = Mode::Dash(dash::setup(&plan, !d.at_availability, min_update)?);
+            Mode::Dash(dash::setup(&plan, !d.at_availability, min_update)?)
         }
-    }
+    };
 
     let server = args.server_pid.map(Pid::Other);
     let server_cpu0 = server.and_then(procfs::cpu_time);
@@ -429,10 +440,13 @@ fn viewer_load(args: &ViewerArgs, dash: Option<&DashArgs>) -> anyhow::Result<u64
     for w in 0..workers {
         // Spread viewers evenly: the first `viewers % workers` workers take one more.
         let n = args.viewers / workers + u64::from(w < args.viewers % workers);
-        let plan = plan.clone();
+        let (plan, mode) = (plan.clone(), mode.clone());
         let t = std::thread::Builder::new()
             .name(format!("load-{w}"))
-            .spawn(move || viewers::run_worker(plan, first, n))
+            .spawn(move || match mode {
+                Mode::Hls => viewers::run_worker(plan, hls::Hls, first, n),
+                Mode::Dash(setup) => viewers::run_worker(plan, setup, first, n),
+            })
             .context("spawning a worker thread")?;
         threads.push(t);
         first += n;
@@ -468,7 +482,7 @@ fn viewer_load(args: &ViewerArgs, dash: Option<&DashArgs>) -> anyhow::Result<u64
     let report = Report {
         url: &args.url,
         proto: proto.label(),
-        mode: &plan.mode,
+        mode: &mode,
         viewers: args.viewers,
         workers,
         duration: args.duration,

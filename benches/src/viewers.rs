@@ -62,20 +62,22 @@ impl Proto {
     }
 }
 
-/// What the viewers play.
-#[derive(Debug, Clone)]
-pub(crate) enum Mode {
-    /// LL-HLS: blocking playlist reloads and every new part (see `hls`).
-    Hls,
-    /// Low-latency DASH: the MPD and each track's segments as they are written (see `dash`).
-    Dash(crate::dash::Setup),
+/// What each viewer of a run does: follow LL-HLS playlists, or a low-latency DASH MPD. The
+/// run's machinery (workers, runtimes, clients, stagger) is the same for both.
+pub(crate) trait Play: Clone + 'static {
+    /// Plays until `plan.end`, counting into `stats`; `new_client` makes its connections.
+    fn play<R: Rt, C: Client + 'static>(
+        &self,
+        plan: &Plan,
+        stats: &RefCell<Stats>,
+        new_client: &NewClient<C>,
+    ) -> impl Future<Output = ()>;
 }
 
 /// What every viewer of a run shares.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub(crate) proto: Proto,
-    pub(crate) mode: Mode,
     /// TCP address, or UDP for HTTP/3.
     pub(crate) addr: SocketAddr,
     /// `Host` header value (the `:authority` for HTTP/2 and HTTP/3).
@@ -163,20 +165,28 @@ impl Rt for Tokio {
     }
 }
 
-/// Runs `viewers` viewers (numbered from `first`) on the current thread's own runtime.
-pub(crate) fn run_worker(plan: Plan, first: u64, viewers: u64) -> anyhow::Result<Stats> {
+/// Runs `viewers` viewers (numbered from `first`), each playing `play`, on the current
+/// thread's own runtime.
+pub(crate) fn run_worker<P: Play>(
+    plan: Plan,
+    play: P,
+    first: u64,
+    viewers: u64,
+) -> anyhow::Result<Stats> {
     let (addr, timeout, host) = (plan.addr, plan.timeout, plan.host.clone());
     match plan.proto {
-        Proto::Http1 => on_monoio(worker::<Monoio, _>(
+        Proto::Http1 => on_monoio(worker::<Monoio, _, _>(
             &plan,
+            &play,
             first,
             viewers,
             Rc::new(move || Conn::new(addr, host.clone(), timeout, Plain)),
         )),
         Proto::Https1 => {
             let tls = plan.tls()?;
-            on_monoio(worker::<Monoio, _>(
+            on_monoio(worker::<Monoio, _, _>(
                 &plan,
+                &play,
                 first,
                 viewers,
                 Rc::new(move || Conn::new(addr, host.clone(), timeout, tls.clone())),
@@ -184,8 +194,9 @@ pub(crate) fn run_worker(plan: Plan, first: u64, viewers: u64) -> anyhow::Result
         }
         Proto::H2 => {
             let tls = plan.tls()?;
-            on_monoio(worker::<Monoio, _>(
+            on_monoio(worker::<Monoio, _, _>(
                 &plan,
+                &play,
                 first,
                 viewers,
                 Rc::new(move || H2Client::new(addr, &host, timeout, tls.clone())),
@@ -203,7 +214,7 @@ pub(crate) fn run_worker(plan: Plan, first: u64, viewers: u64) -> anyhow::Result
                 let (ep, name) = (endpoint.clone(), plan.server_name.clone());
                 let new_client: NewClient<H3Client> =
                     Rc::new(move || H3Client::new(ep.clone(), addr, &host, &name, timeout));
-                let stats = worker::<Tokio, _>(&plan, first, viewers, new_client).await;
+                let stats = worker::<Tokio, _, _>(&plan, &play, first, viewers, new_client).await;
                 // Viewers that ended dropped their connections; close what is left, and give
                 // the CONNECTION_CLOSE frames a moment to leave.
                 endpoint.close(0u32.into(), b"done");
@@ -299,8 +310,9 @@ async fn probe<R: Rt, C: Client>(
 
 /// Runs the viewers as tasks of the current thread, each with clients from `new_client`,
 /// until they all end or the hard stop.
-async fn worker<R: Rt, C: Client + 'static>(
+async fn worker<R: Rt, C: Client + 'static, P: Play>(
     plan: &Plan,
+    play: &P,
     first: u64,
     viewers: u64,
     new_client: NewClient<C>,
@@ -311,19 +323,19 @@ async fn worker<R: Rt, C: Client + 'static>(
         .map(|id| {
             running.set(running.get() + 1);
             let guard = Running(running.clone());
-            let (plan, stats, new_client) = (plan.clone(), stats.clone(), new_client.clone());
+            let (plan, play, stats, new_client) = (
+                plan.clone(),
+                play.clone(),
+                stats.clone(),
+                new_client.clone(),
+            );
             R::spawn(async move {
                 let _guard = guard;
                 // Seeded by the viewer number: the same run plan staggers the same way every
                 // time.
                 let offset = STAGGER.mul_f64(SplitMix(id).unit());
                 R::sleep_until(plan.start + offset).await;
-                match &plan.mode {
-                    Mode::Hls => crate::hls::viewer::<R, C>(&plan, &stats, new_client()).await,
-                    Mode::Dash(setup) => {
-                        crate::dash::viewer::<R, C>(&plan, setup, &stats, &new_client).await;
-                    }
-                }
+                play.play::<R, C>(&plan, &stats, &new_client).await;
             })
         })
         .collect();
