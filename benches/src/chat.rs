@@ -39,6 +39,7 @@ use zerocast_social::auth::Keys;
 use zerocast_social::id::UserId;
 
 use crate::procfs::{self, Pid};
+use crate::rng::Rng;
 use crate::stats::Stats;
 use crate::{cpu_share, fmt_cpu, fmt_ms, mib, render_table, ChatArgs};
 
@@ -742,32 +743,6 @@ impl Shared {
     }
 }
 
-/// splitmix64: enough randomness to pick senders and recipients.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0; the modulo bias is negligible for client counts).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn shuffle(&mut self, v: &mut [u32]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i as u64 + 1) as usize;
-            v.swap(i, j);
-        }
-    }
-}
-
 /// Raises this process's open-file soft limit to cover `want` sockets, if the hard limit allows.
 fn raise_open_files(want: u64) {
     let mut lim = libc::rlimit {
@@ -930,22 +905,6 @@ mod tests {
         assert_eq!(seq_of(&Value::from("c42"), None), Some(42));
         assert_eq!(seq_of(&Value::Null, Some("seq 7 t_us 1")), Some(7));
         assert_eq!(seq_of(&Value::from("x"), Some("hello")), None);
-    }
-
-    #[test]
-    fn rng_spreads_and_shuffles() {
-        let mut r = Rng(1);
-        let mut seen = [0u32; 5];
-        for _ in 0..5000 {
-            seen[r.below(5) as usize] += 1;
-        }
-        assert!(seen.iter().all(|n| (800..1200).contains(n)), "{seen:?}");
-        let mut v: Vec<u32> = (0..50).collect();
-        r.shuffle(&mut v);
-        let mut sorted = v.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
-        assert_ne!(v, sorted);
     }
 
     #[test]

@@ -39,6 +39,7 @@ use zerocast_social::id::UserId;
 
 use crate::client::{ClientError, Response};
 use crate::procfs::{self, CpuTime, Pid};
+use crate::rng::Rng;
 use crate::stats::{ErrorKind, Stats};
 use crate::{cpu_share, fmt_cpu, fmt_ms, mib, parse_url, read_secret, render_table, GraphArgs};
 
@@ -839,30 +840,6 @@ impl Zipf {
     fn sample(&self, rng: &mut Rng) -> usize {
         let u = rng.unit();
         self.cdf.partition_point(|c| *c < u).min(self.cdf.len() - 1)
-    }
-}
-
-/// splitmix64, seeded: deterministic graphs, cheap choices.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0; the modulo bias is negligible here).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

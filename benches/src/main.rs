@@ -54,6 +54,7 @@ mod h3;
 mod hls;
 mod mpd;
 mod procfs;
+mod rng;
 mod stats;
 mod tls;
 mod viewers;

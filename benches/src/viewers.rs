@@ -5,7 +5,7 @@
 //! run_worker(plan) ── one runtime per thread ──▶ worker: one task per viewer
 //!                                                  │ sleeps until its stagger offset
 //!                                                  ▼
-//!                           hls::viewer / dash::viewer (Plan::mode) with a NewClient
+//!                          Play::play (LL-HLS or DASH viewers) with a NewClient
 //!                                                  │ each of its connections a Client
 //!                                                  ▼
 //!                                    Fetcher::get: counts requests, bytes, errors
@@ -28,6 +28,7 @@ use anyhow::Context as _;
 use crate::client::{Client, ClientError, Conn, Plain, Response, Tls};
 use crate::h2::H2Client;
 use crate::h3::H3Client;
+use crate::rng::Rng;
 use crate::stats::{ErrorKind, Stats};
 
 /// Pause after an error before starting again, so a failing server is not hammered.
@@ -333,7 +334,7 @@ async fn worker<R: Rt, C: Client + 'static, P: Play>(
                 let _guard = guard;
                 // Seeded by the viewer number: the same run plan staggers the same way every
                 // time.
-                let offset = STAGGER.mul_f64(SplitMix(id).unit());
+                let offset = STAGGER.mul_f64(Rng(id).unit());
                 R::sleep_until(plan.start + offset).await;
                 play.play::<R, C>(&plan, &stats, &new_client).await;
             })
@@ -443,24 +444,6 @@ pub(crate) fn resolve(base: &str, uri: &str) -> String {
     out
 }
 
-/// splitmix64: enough randomness for start offsets, no dependency.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,11 +461,5 @@ mod tests {
         assert_eq!(resolve("/a.m3u8", "../../x"), "/x");
         assert_eq!(resolve(&media, "/abs/p.m4s"), "/abs/p.m4s");
         assert_eq!(resolve(&media, "http://h:1/q/p.m4s"), "/q/p.m4s");
-    }
-
-    #[test]
-    fn stagger_is_in_range() {
-        let mut r = SplitMix(7);
-        assert!((0..1000).map(|_| r.unit()).all(|u| (0.0..1.0).contains(&u)));
     }
 }
