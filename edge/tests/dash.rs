@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
+use zerocast_packager::{dash, Pdt};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -79,36 +80,21 @@ impl Set {
     }
 }
 
-/// Unix ms of `YYYY-MM-DDTHH:MM:SS(.fff)Z`.
+/// Unix ms of a UTC date-time (`…Z`: the server writes no other zone).
 fn parse_date(s: &str) -> i64 {
-    let s = s
-        .strip_suffix('Z')
-        .unwrap_or_else(|| panic!("not UTC: {s}"));
-    let (date, time) = s.split_once('T').unwrap();
-    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
-    let ms: i64 = format!("{frac:0<3}")[..3].parse().unwrap();
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if d[1] <= 2 {
-        (d[0] - 1, d[1] + 9)
-    } else {
-        (d[0], d[1] - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d[2] - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000) + ms
+    assert!(s.ends_with('Z'), "not UTC: {s}");
+    Pdt::parse_us(s).unwrap_or_else(|| panic!("not a date-time: {s}")) / 1000
 }
 
 /// Seconds of `PTnS` (the only form the server writes; anything else fails the test).
 fn parse_duration(s: &str) -> f64 {
-    s.strip_prefix("PT")
-        .and_then(|s| s.strip_suffix('S'))
-        .and_then(|s| s.parse().ok())
+    assert!(
+        s.starts_with("PT") && s.ends_with('S'),
+        "unexpected duration {s:?}"
+    );
+    dash::parse_duration(s)
         .unwrap_or_else(|| panic!("unexpected duration {s:?}"))
+        .as_secs_f64()
 }
 
 /// The child elements of `n` named `name`.

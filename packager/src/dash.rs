@@ -30,6 +30,7 @@
 //! Like the rest of the crate this reads no clock: `publishTime` is an argument.
 
 use std::fmt::{self, Write};
+use std::time::Duration;
 
 use zerocast_core::{Timescale, Track};
 
@@ -458,6 +459,37 @@ fn millis(secs: f64) -> u64 {
     (secs * 1000.0).round().max(0.0) as u64
 }
 
+/// Parses an `xs:duration`: `PnDTnHnMn.nS` (years and months, having no fixed length, only as
+/// zero). `None` for anything else.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let rest = v.trim().strip_prefix('P')?;
+    let (date, time) = rest.split_once('T').unwrap_or((rest, ""));
+    if rest.is_empty() || rest.ends_with('T') {
+        return None;
+    }
+    let mut secs = 0f64;
+    for (part, units) in [
+        (date, &[('Y', 0.0), ('M', 0.0), ('D', 86_400.0)][..]),
+        (time, &[('H', 3_600.0), ('M', 60.0), ('S', 1.0)][..]),
+    ] {
+        let mut s = part;
+        for &(unit, scale) in units {
+            if let Some(i) = s.find(unit) {
+                let n: f64 = s[..i].parse().ok()?;
+                if !n.is_finite() || n < 0.0 || (scale == 0.0 && n != 0.0) {
+                    return None;
+                }
+                secs += n * scale;
+                s = &s[i + 1..];
+            }
+        }
+        if !s.is_empty() {
+            return None;
+        }
+    }
+    Duration::try_from_secs_f64(secs).ok()
+}
+
 /// An `xs:duration` in seconds: `PT1.5S`.
 struct Dur(f64);
 
@@ -651,26 +683,40 @@ mod tests {
 
     /// `PT1.5S` → 1.5 (the only form the renderer writes).
     fn secs(d: &str) -> f64 {
-        d.strip_prefix("PT")
-            .and_then(|d| d.strip_suffix('S'))
-            .and_then(|d| d.parse().ok())
-            .unwrap_or_else(|| panic!("not PTnS: {d}"))
+        parse_duration(d).unwrap().as_secs_f64()
     }
 
-    /// Unix ms of an ISO 8601 UTC date-time as the renderer writes it
-    /// (`2023-11-14T22:13:20.123Z`), by Howard Hinnant's days-from-civil.
     fn unix_ms(date: &str) -> i64 {
-        let n = |r: std::ops::Range<usize>| -> i64 { date[r].parse().unwrap() };
-        assert_eq!(date.len(), 24, "{date}");
-        let (y, m, d) = (n(0..4), n(5..7), n(8..10));
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
-        let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
-        secs * 1000 + n(20..23)
+        Pdt::parse_us(date).unwrap() / 1000
+    }
+
+    #[test]
+    fn parses_durations_and_date_times() {
+        let d = |v: &str| parse_duration(v).map(|d| d.as_micros());
+        assert_eq!(d("PT0.2S"), Some(200_000));
+        assert_eq!(d("PT1H2M3.5S"), Some(3_723_500_000));
+        assert_eq!(d("P1DT1S"), Some(86_401_000_000));
+        assert_eq!(d("P0Y0M0DT2S"), Some(2_000_000));
+        for bad in ["", "P", "PT", "T1S", "PT1", "P1M", "-PT1S", "PT1S2", "PTxS"] {
+            assert!(parse_duration(bad).is_none(), "{bad}");
+        }
+        let t = Pdt::parse_us;
+        const AST_US: i64 = T0 * 1000;
+        assert_eq!(t("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(t("2023-11-14T22:13:20.000Z"), Some(AST_US));
+        assert_eq!(t("2023-11-14T22:13:20.1234567Z"), Some(AST_US + 123_456));
+        assert_eq!(t("2023-11-14T22:13:20"), Some(AST_US));
+        assert_eq!(t("2023-11-14T23:13:20+01:00"), Some(AST_US));
+        assert_eq!(t("2023-11-14T21:43:20-00:30"), Some(AST_US));
+        assert_eq!(t("2000-02-29T00:00:00Z"), Some(951_782_400_000_000));
+        for bad in [
+            "2023-11-14",
+            "2023-13-01T00:00:00Z",
+            "2023-11-14T22:13Z",
+            "x-1-1T0:0:0",
+        ] {
+            assert!(t(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

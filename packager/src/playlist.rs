@@ -491,6 +491,61 @@ impl fmt::Display for Pdt {
     }
 }
 
+impl Pdt {
+    /// Parses an `xs:dateTime` (`EXT-X-PROGRAM-DATE-TIME`, an MPD's `availabilityStartTime`)
+    /// as Unix microseconds: `YYYY-MM-DDThh:mm:ss[.f][Z|±hh:mm]`, UTC when it has no zone (as
+    /// DASH players assume). `None` for anything else.
+    pub fn parse_us(v: &str) -> Option<i64> {
+        let num = |s: &str| -> Option<i64> {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            s.parse().ok()
+        };
+        let (date, time) = v.trim().split_once('T')?;
+        let mut d = date.splitn(3, '-');
+        let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+        // The zone: Z, ±hh:mm, or none.
+        let (clock, offset_s) = if let Some(c) = time.strip_suffix('Z') {
+            (c, 0)
+        } else if let Some(i) = time.rfind(['+', '-']) {
+            let (c, z) = time.split_at(i);
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let (h, mi) = z[1..].split_once(':')?;
+            (c, sign * (num(h)? * 3600 + num(mi)? * 60))
+        } else {
+            (time, 0)
+        };
+        let mut c = clock.splitn(3, ':');
+        let (h, mi) = (num(c.next()?)?, num(c.next()?)?);
+        let sec = c.next()?;
+        let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
+        let frac_us = if frac.is_empty() {
+            0
+        } else {
+            let digits: String = frac.chars().chain("000000".chars()).take(6).collect();
+            num(&digits)?
+        };
+        let s = num(whole)?;
+        if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 24 || mi > 59 || s > 60 {
+            return None;
+        }
+        let secs = days_from_civil(y, m, day) * 86_400 + h * 3600 + mi * 60 + s - offset_s;
+        Some(secs * 1_000_000 + frac_us)
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Howard Hinnant's days-to-civil algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
