@@ -230,6 +230,17 @@ pub struct Media {
 }
 
 impl Media {
+    /// The rendering cache of playlist version `version` (emptied when the version moved on).
+    fn rendered_at(&mut self, version: u64) -> &mut Rendered {
+        if self.rendered.version != version {
+            self.rendered = Rendered {
+                version,
+                ..Rendered::default()
+            };
+        }
+        &mut self.rendered
+    }
+
     /// The first part of segment `msn` when that segment is still being written.
     pub fn open_segment(&self, msn: u64) -> Option<(u64, Arc<PartMedia>)> {
         if self.segments.contains_key(&msn) {
@@ -527,16 +538,11 @@ impl Stream {
     pub fn rendered(&self, skip: Skip) -> Option<Bytes> {
         let mut m = lock(&self.media);
         let pl = m.playlist.clone()?;
-        if m.rendered.version != pl.version() {
-            m.rendered = Rendered {
-                version: pl.version(),
-                ..Rendered::default()
-            };
-        }
+        let rendered = m.rendered_at(pl.version());
         let slot = if skip == Skip::No {
-            &mut m.rendered.full
+            &mut rendered.full
         } else {
-            &mut m.rendered.delta
+            &mut rendered.delta
         };
         if slot.is_none() {
             let mut s = String::with_capacity(4096);
@@ -547,58 +553,34 @@ impl Stream {
         slot.clone()
     }
 
-    /// The DASH MPD for this snapshot, cached per playlist version and `UTCTiming` URL (so its
-    /// `publishTime` is when this version was first asked for). Rendered outside the lock.
-    pub fn rendered_mpd(&self, utc_timing: &str, now_unix_ms: i64) -> Bytes {
+    /// The DASH MPD of this snapshot (one AdaptationSet per track), `None` before the first
+    /// part. `query` goes on every media URL (a private stream's token). Without one, the MPD
+    /// is cached per playlist version, `UTCTiming` URL and [`Media::next_started`], so its
+    /// `publishTime` is when that version was first asked for. Rendered outside the lock.
+    pub fn mpd(&self, utc_timing: &str, query: &str, now_unix_ms: i64) -> Option<Bytes> {
         let (pl, tracks, next_started) = {
             let m = lock(&self.media);
-            let next = m.playlist.as_ref().is_some_and(|p| m.next_started(p));
+            let pl = m.playlist.clone()?;
+            let next = m.next_started(&pl);
             if let Some((url, n, mpd)) = &m.rendered.mpd {
-                if url == utc_timing
+                if query.is_empty()
+                    && url == utc_timing
                     && *n == next
-                    && m.playlist.as_ref().map(|p| p.version()) == Some(m.rendered.version)
+                    && pl.version() == m.rendered.version
                 {
-                    return mpd.clone();
+                    return Some(mpd.clone());
                 }
             }
-            (m.playlist.clone(), m.tracks.clone(), next)
+            (pl, m.tracks.clone(), next)
         };
-        let Some(pl) = pl else {
-            return Bytes::new();
-        };
-        let mpd =
-            Bytes::from(self.render_mpd(&pl, &tracks, next_started, utc_timing, "", now_unix_ms));
-        let mut m = lock(&self.media);
-        if m.playlist.as_ref().is_some_and(|p| Arc::ptr_eq(p, &pl)) {
-            if m.rendered.version != pl.version() {
-                m.rendered = Rendered {
-                    version: pl.version(),
-                    ..Rendered::default()
-                };
-            }
-            m.rendered.mpd = Some((utc_timing.to_owned(), next_started, mpd.clone()));
-        }
-        mpd
-    }
-
-    /// Renders the DASH MPD of `pl` (one AdaptationSet per track; `query` goes on every URL).
-    pub fn render_mpd(
-        &self,
-        pl: &MediaPlaylist,
-        tracks: &[Track],
-        next_started: bool,
-        utc_timing: &str,
-        query: &str,
-        now_unix_ms: i64,
-    ) -> String {
         let mut out = String::with_capacity(4096);
         let base = format!("{}/", self.epoch);
         // Writing into a String cannot fail.
         let _ = dash::render(
             &mut out,
             &dash::Manifest {
-                playlist: pl,
-                tracks,
+                playlist: &pl,
+                tracks: &tracks,
                 bandwidth: self.bandwidth(),
                 frame_rate: self.frame_rate(),
                 base: &base,
@@ -609,7 +591,15 @@ impl Stream {
                 config: dash::MpdConfig::default(),
             },
         );
-        out
+        let mpd = Bytes::from(out);
+        if query.is_empty() {
+            let mut m = lock(&self.media);
+            if m.playlist.as_ref().is_some_and(|p| Arc::ptr_eq(p, &pl)) {
+                m.rendered_at(pl.version()).mpd =
+                    Some((utc_timing.to_owned(), next_started, mpd.clone()));
+            }
+        }
+        Some(mpd)
     }
 
     /// Peak bits per second to announce (`BANDWIDTH`, `@bandwidth`): the peak of a complete

@@ -37,6 +37,12 @@ use crate::metrics::Metrics;
 use crate::notify::Notify;
 use crate::publish::PublishAuth;
 
+/// Wall-clock now in Unix milliseconds (`EXT-X-PROGRAM-DATE-TIME`, stream epochs, the MPD's
+/// `publishTime` and `/time`).
+pub(crate) fn unix_ms() -> i64 {
+    i64::try_from(zerocast_social::now_ms()).unwrap_or(i64::MAX)
+}
+
 /// State shared by every worker.
 #[derive(Debug)]
 pub struct Ctx {

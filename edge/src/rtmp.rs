@@ -8,7 +8,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use zerocast_ingest::chunk::ChunkError;
@@ -140,12 +140,15 @@ impl Conn {
             Err(format!("invalid stream name {name:?}"))
         } else {
             match ctx.auth.authorize(app, name, key, self.peer).await {
-                Ok(grant) => ctx.hub.claim(name, self.id, grant, unix_ms()).map_err(|e| {
-                    if matches!(e, PublishError::TooManyStreams(_)) {
-                        ctx.metrics.count_limit(Limit::MaxStreams);
-                    }
-                    e.to_string()
-                }),
+                Ok(grant) => ctx
+                    .hub
+                    .claim(name, self.id, grant, crate::unix_ms())
+                    .map_err(|e| {
+                        if matches!(e, PublishError::TooManyStreams(_)) {
+                            ctx.metrics.count_limit(Limit::MaxStreams);
+                        }
+                        e.to_string()
+                    }),
                 Err(why) => Err(why),
             }
         };
@@ -209,7 +212,7 @@ impl Conn {
             }
             SessionEvent::Frame(frame) => {
                 if let Some(s) = &self.publishing {
-                    s.handle_frame(frame, unix_ms(), &ctx.metrics);
+                    s.handle_frame(frame, crate::unix_ms(), &ctx.metrics);
                 }
             }
             _ => {}
@@ -224,11 +227,4 @@ fn limit_of(e: &SessionError) -> Option<Limit> {
         SessionError::Chunk(ChunkError::ChunkSizeTooLarge { .. }) => Some(Limit::RtmpChunkSize),
         _ => None,
     }
-}
-
-/// Wall-clock now in Unix milliseconds (for `EXT-X-PROGRAM-DATE-TIME` and stream epochs).
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

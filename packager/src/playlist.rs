@@ -192,6 +192,18 @@ impl MediaPlaylist {
         6.0 * self.target_duration() as f64
     }
 
+    /// Whether a segment opened now, needing init segment `init_version` (and marked as a
+    /// discontinuity or not), starts a new stretch of timeline ([`TimelineStart`], a DASH
+    /// Period): the stream's first segment does, and so does one after a discontinuity or with
+    /// another init segment than the last one's.
+    pub fn starts_timeline(&self, init_version: u32, discontinuity: bool) -> bool {
+        let same_init = self
+            .segments
+            .back()
+            .map_or(self.timeline.is_some(), |s| s.init_version == init_version);
+        self.timeline.is_none() || discontinuity || !same_init
+    }
+
     /// Adds a finished part to the open segment, opening segment `next_msn` first if needed.
     ///
     /// `program_date_time`, `start` and `init_version` are used when the part opens a segment;
@@ -207,12 +219,8 @@ impl MediaPlaylist {
     ) -> Part {
         let open = matches!(self.segments.back(), Some(s) if !s.complete);
         if !open {
-            let same_init = self
-                .segments
-                .back()
-                .map_or(self.timeline.is_some(), |s| s.init_version == init_version);
             let timeline = match self.timeline {
-                Some(t) if same_init && !discontinuity => t,
+                Some(t) if !self.starts_timeline(init_version, discontinuity) => t,
                 _ => TimelineStart {
                     msn: self.next_msn,
                     start,

@@ -390,8 +390,11 @@ impl Packager {
         }
         let mut new_period = false;
         if self.segment.is_none() {
-            let last_init = self.playlist.segments().last().map(|s| s.init_version);
-            new_period = self.discontinuity || last_init.is_some_and(|v| v != self.init_version);
+            // A new Period after the first: the playlist's own rule for a new stretch.
+            new_period = self.next_msn > 0
+                && self
+                    .playlist
+                    .starts_timeline(self.init_version, self.discontinuity);
             self.segment = Some(OpenSegment {
                 msn: self.next_msn,
                 first_part: self.playlist.next_part_id(),

@@ -369,22 +369,12 @@ async fn multivariant_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, token: Option<
 async fn mpd<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, token: Option<&str>, utc_timing: &str) -> Response {
     let ready = wait_for::<R, _>(s, ctx.block_limit(s), || {
         let m = lock(&s.media);
-        m.playlist.clone().filter(|_| !m.tracks.is_empty())
+        (m.playlist.is_some() && !m.tracks.is_empty()).then_some(())
     })
     .await;
-    let Some(playlist) = ready else {
+    let query = token.map(|t| format!("?token={t}")).unwrap_or_default();
+    let Some(body) = ready.and_then(|()| s.mpd(utc_timing, &query, crate::unix_ms())) else {
         return Response::text(503, "stream is not ready yet");
-    };
-    let body = match token {
-        None => s.rendered_mpd(utc_timing, now_unix_ms()),
-        Some(t) => {
-            let (tracks, next) = {
-                let m = lock(&s.media);
-                (m.tracks.clone(), m.next_started(&playlist))
-            };
-            let query = format!("?token={t}");
-            Bytes::from(s.render_mpd(&playlist, &tracks, next, utc_timing, &query, now_unix_ms()))
-        }
     };
     Response::new(
         200,
@@ -399,13 +389,9 @@ fn time() -> Response {
     Response::new(
         200,
         "text/plain",
-        Body::Full(vec![Bytes::from(Pdt(now_unix_ms()).to_string())]),
+        Body::Full(vec![Bytes::from(Pdt(crate::unix_ms()).to_string())]),
         Kind::Other,
     )
-}
-
-fn now_unix_ms() -> i64 {
-    i64::try_from(zerocast_social::now_ms()).unwrap_or(i64::MAX)
 }
 
 async fn media_file<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, file: &str, query: &str) -> Response {
