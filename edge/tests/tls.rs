@@ -52,6 +52,27 @@ fn curl(args: &[&str], url: &str) -> Curl {
     }
 }
 
+/// GETs `paths` in turn over one HTTP/3 connection with aioquic (`tests/h3/get.py`) to the
+/// HTTPS port's UDP twin; one JSON answer per path.
+fn h3_get(port: u16, paths: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new("python3")
+        .arg(repo_root().join("tests/h3/get.py"))
+        .args(["--connect", &format!("127.0.0.1:{port}"), "--insecure"])
+        .args(paths)
+        .output()
+        .expect("python3 is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "HTTP/3 client failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// The `(msn, part)` of the preload hint in a media playlist, and the hinted part's URI.
 fn hint(playlist: &str) -> (u64, u64, String) {
     let msn: u64 = playlist
@@ -178,28 +199,16 @@ fn rtmps_in_h2_and_h3_out() {
     let (msn, part, hinted) = hint(&String::from_utf8_lossy(&pl.body));
     let blocking = format!("{media}?_HLS_msn={msn}&_HLS_part={part}");
     let hinted_path = format!("{base}{hinted}");
-    let out = Command::new("python3")
-        .arg(repo_root().join("tests/h3/get.py"))
-        .args(["--connect", &format!("127.0.0.1:{}", s.https), "--insecure"])
-        .args([
+    let answers = h3_get(
+        s.https,
+        &[
             "/live/secure/index.m3u8",
             media.as_str(),
             hinted_path.as_str(),
             blocking.as_str(),
-        ])
-        .output()
-        .expect("python3 is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "HTTP/3 client failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let answers: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(answers.len(), 4, "{stdout}");
+    assert_eq!(answers.len(), 4, "{answers:?}");
     for a in &answers {
         assert_eq!(a["alpn"], "h3", "{a}");
         assert_eq!(a["status"], 200, "{a}");
@@ -286,26 +295,9 @@ fn dash_over_h2_and_h3() {
 
     let mpd = curl(&["--http2"], &s.https_url("/live/dash/index.mpd"));
     let (epoch, next) = dash_next(&String::from_utf8_lossy(&mpd.body));
-    let out = Command::new("python3")
-        .arg(repo_root().join("tests/h3/get.py"))
-        .args(["--connect", &format!("127.0.0.1:{}", s.https), "--insecure"])
-        .args([
-            "/live/dash/index.mpd".to_owned(),
-            format!("/live/dash/{epoch}/t2-seg{next}.m4s"),
-        ])
-        .output()
-        .expect("python3 is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answers: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(answers.len(), 2, "{stdout}");
+    let segment = format!("/live/dash/{epoch}/t2-seg{next}.m4s");
+    let answers = h3_get(s.https, &["/live/dash/index.mpd", &segment]);
+    assert_eq!(answers.len(), 2, "{answers:?}");
     for a in &answers {
         assert_eq!(
             (a["alpn"].as_str(), a["status"].as_u64()),
