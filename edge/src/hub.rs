@@ -1,17 +1,20 @@
 //! The stream hub: packaged media of every live stream, shared by all cores.
 //!
 //! The core that accepted a stream's publisher owns its [`Packager`] (behind an uncontended
-//! mutex, so a reconnecting publisher on another core can take it over) and applies its events
-//! to the stream's [`Media`]: init segments, parts being written, complete parts and segments,
-//! and an `Arc` snapshot of the playlist. Viewers on any core clone `Arc`s and `Bytes` out of
-//! `Media` under a lock held for a few pointer copies, then wait on [`Notify`] for the next
-//! change: `chunks` fires for every CMAF chunk, `playlist` for every finished part.
+//! mutex, so a reconnecting publisher on another core can take it over) and applies its events.
+//! After every playlist change it publishes a new immutable [`View`] of the stream (init
+//! segments, parts, complete segments, the playlist, and the playlist and MPD rendered once for
+//! that version) through an [`ArcSwap`]: viewers on any core load the current `View` without a
+//! lock and never wait for the publisher. A part being written grows chunk by chunk the same
+//! way (its [`PartMedia`] swaps in a longer list of buffers). Viewers wait on [`Notify`] for the
+//! next change: `chunks` fires for every CMAF chunk, `playlist` for every new `View`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use zerocast_core::{Frame, Track, TrackKind};
 use zerocast_packager::{dash, Event, MediaPlaylist, Packager, PackagerConfig, Skip};
@@ -82,11 +85,12 @@ pub struct PartMedia {
     msn: u64,
     /// It opens a segment that starts a new stretch of timeline (a new DASH Period).
     new_period: bool,
-    inner: Mutex<PartInner>,
+    /// Replaced, never changed, by the publisher on every chunk; viewers load it lock-free.
+    state: ArcSwap<PartState>,
 }
 
-#[derive(Debug, Default)]
-struct PartInner {
+#[derive(Debug, Default, Clone)]
+struct PartState {
     layers: Layers,
     complete: bool,
 }
@@ -96,7 +100,7 @@ impl PartMedia {
         Self {
             msn,
             new_period,
-            inner: Mutex::default(),
+            state: ArcSwap::default(),
         }
     }
 
@@ -107,15 +111,26 @@ impl PartMedia {
 
     /// Buffers of `layer` from index `from` on, and whether the part is complete.
     pub fn chunks_from(&self, layer: Layer, from: usize) -> (Vec<Bytes>, bool) {
-        let p = lock(&self.inner);
+        let p = self.state.load();
         (
             p.layers.get(layer).get(from..).unwrap_or_default().to_vec(),
             p.complete,
         )
     }
 
+    /// Appends one chunk in every layer (publisher only: one writer, so no update is lost).
+    fn append(&self, chunk: impl IntoIterator<Item = (Layer, Vec<Bytes>)>) {
+        let mut next = PartState::clone(&self.state.load());
+        for (layer, bufs) in chunk {
+            next.layers.extend(layer, bufs);
+        }
+        self.state.store(Arc::new(next));
+    }
+
     fn finish(&self) {
-        lock(&self.inner).complete = true;
+        let mut next = PartState::clone(&self.state.load());
+        next.complete = true;
+        self.state.store(Arc::new(next));
     }
 }
 
@@ -179,7 +194,7 @@ impl LiveBody {
             let Some(msn) = self.segment else {
                 return (out, true);
             };
-            let m = lock(&self.stream.media);
+            let m = self.stream.view();
             match m.parts.get(&(self.part_id + 1)) {
                 Some(next) if next.msn == msn => {
                     self.part_id += 1;
@@ -201,46 +216,31 @@ impl LiveBody {
     }
 }
 
-/// A rendered playlist, cached per playlist version.
-#[derive(Debug, Default)]
-struct Rendered {
-    version: u64,
-    full: Option<Bytes>,
-    delta: Option<Bytes>,
-    /// The MPD, with the `UTCTiming` URL and the [`Media::next_started`] it was rendered with.
-    mpd: Option<(String, bool, Bytes)>,
-}
-
-/// Everything viewers read of one stream.
-#[derive(Debug, Default)]
-pub struct Media {
-    /// The playlist as of the last finished part.
+/// What viewers read of one stream: an immutable snapshot, replaced after every playlist
+/// change by the publishing core. Cloning it copies pointers only.
+#[derive(Debug, Default, Clone)]
+pub struct View {
+    /// The playlist as of the last change.
     pub playlist: Option<Arc<MediaPlaylist>>,
     /// Init segments by version: the muxed one and one per track.
-    pub inits: BTreeMap<u32, Layers>,
+    pub inits: BTreeMap<u32, Arc<Layers>>,
     /// Parts by stream-wide id (complete and in progress).
     pub parts: BTreeMap<u64, Arc<PartMedia>>,
     /// Complete segments by msn: the buffers to write, in order, per layer.
     pub segments: BTreeMap<u64, Arc<Layers>>,
     /// Tracks of the current init segment.
-    pub tracks: Vec<Track>,
+    pub tracks: Arc<Vec<Track>>,
     /// The stream has ended (`EXT-X-ENDLIST`).
     pub ended: bool,
-    rendered: Rendered,
+    /// The playlist rendered in full and as a delta update.
+    full: Option<Bytes>,
+    delta: Option<Bytes>,
+    /// The MPD with the `UTCTiming` URL it was rendered with (the one viewers last asked
+    /// with), once a DASH viewer has asked.
+    mpd: Option<(Arc<String>, Bytes)>,
 }
 
-impl Media {
-    /// The rendering cache of playlist version `version` (emptied when the version moved on).
-    fn rendered_at(&mut self, version: u64) -> &mut Rendered {
-        if self.rendered.version != version {
-            self.rendered = Rendered {
-                version,
-                ..Rendered::default()
-            };
-        }
-        &mut self.rendered
-    }
-
+impl View {
     /// The first part of segment `msn` when that segment is still being written.
     pub fn open_segment(&self, msn: u64) -> Option<(u64, Arc<PartMedia>)> {
         if self.segments.contains_key(&msn) {
@@ -308,8 +308,11 @@ pub struct Stream {
     pub name: String,
     /// When the stream was first published.
     pub started: Instant,
-    /// Viewer-facing media.
-    pub media: Mutex<Media>,
+    /// What viewers read: replaced by the publisher after every change (see [`View`]).
+    view: ArcSwap<View>,
+    /// The `UTCTiming` URL DASH viewers last asked with: each new [`View`] renders the MPD with
+    /// it.
+    mpd_url: ArcSwapOption<String>,
     /// The packager, used only by the publishing connection.
     pub packager: Mutex<Packager>,
     /// Publishing state.
@@ -362,7 +365,8 @@ impl Stream {
             arrivals: Mutex::new(Arrivals::default()),
             name,
             started: Instant::now(),
-            media: Mutex::new(Media::default()),
+            view: ArcSwap::default(),
+            mpd_url: ArcSwapOption::empty(),
             packager: Mutex::new(Packager::new(config)),
             publisher: Mutex::new(Publisher::Live(conn)),
             chunks: Notify::new(),
@@ -424,98 +428,104 @@ impl Stream {
         self.apply(&mut p, None);
     }
 
-    /// Drains the packager's events into `media` and wakes viewers.
+    /// Drains the packager's events, publishes the new [`View`] (if anything but chunks
+    /// changed) and wakes viewers.
     fn apply(&self, p: &mut Packager, metrics: Option<&Metrics>) {
         let mut chunk = false;
-        let mut changed = false;
         let now = Instant::now();
         let mut arrivals = lock(&self.arrivals);
-        {
-            let mut m = lock(&self.media);
-            while let Some(ev) = p.poll_event() {
-                match ev {
-                    Event::Init {
-                        version,
-                        data,
-                        tracks,
-                    } => {
-                        let mut layers = Layers::default();
-                        layers.extend(Layer::Muxed, [data]);
-                        for (id, init) in tracks {
-                            layers.extend(Layer::Track(id), [init]);
-                        }
-                        m.inits.insert(version, layers);
-                        m.tracks = p.tracks().to_vec();
-                        changed = true;
+        let current = self.view.load_full();
+        // The next View, cloned from the current one at the first change.
+        let mut next: Option<View> = None;
+        while let Some(ev) = p.poll_event() {
+            match ev {
+                Event::Init {
+                    version,
+                    data,
+                    tracks,
+                } => {
+                    let mut layers = Layers::default();
+                    layers.extend(Layer::Muxed, [data]);
+                    for (id, init) in tracks {
+                        layers.extend(Layer::Track(id), [init]);
                     }
-                    Event::PartStarted {
-                        id,
-                        msn,
-                        new_period,
-                    } => {
-                        m.parts
-                            .insert(id, Arc::new(PartMedia::new(msn, new_period)));
-                        arrivals.part_start = arrivals.pending;
-                        changed = true;
-                    }
-                    Event::Chunk {
-                        part,
-                        fragment,
-                        tracks,
-                    } => {
-                        if let (Some(mx), Some(t)) = (metrics, arrivals.pending) {
-                            mx.observe_chunk_latency(now - t);
-                        }
-                        if let Some(pm) = m.parts.get(&part) {
-                            let mut inner = lock(&pm.inner);
-                            for (layer, f) in std::iter::once((Layer::Muxed, fragment))
-                                .chain(tracks.into_iter().map(|(id, f)| (Layer::Track(id), f)))
-                            {
-                                inner
-                                    .layers
-                                    .extend(layer, std::iter::once(f.header).chain(f.payloads));
-                            }
-                        }
-                        chunk = true;
-                    }
-                    Event::PartDone { id } => {
-                        if let Some(pm) = m.parts.get(&id) {
-                            pm.finish();
-                        }
-                        self.metrics.part_done();
-                        if let (Some(mx), Some(t)) = (metrics, arrivals.part_start.take()) {
-                            mx.observe_part_latency(now - t);
-                        }
-                        changed = true;
-                        chunk = true;
-                    }
-                    Event::SegmentDone {
-                        msn,
-                        first_part,
-                        last_part,
-                    } => {
-                        let mut layers = Layers::default();
-                        for (_, pm) in m.parts.range(first_part..=last_part) {
-                            layers.append(&lock(&pm.inner).layers);
-                        }
-                        let bytes = layers.len(Layer::Muxed);
-                        m.segments.insert(msn, Arc::new(layers));
-                        self.note_segment(p.playlist(), msn, bytes);
-                        changed = true;
-                    }
-                    Event::Ended => {
-                        m.ended = true;
-                        changed = true;
-                        chunk = true;
-                    }
-                    _ => {}
+                    let v = next.get_or_insert_with(|| View::clone(&current));
+                    v.inits.insert(version, Arc::new(layers));
+                    v.tracks = Arc::new(p.tracks().to_vec());
                 }
+                Event::PartStarted {
+                    id,
+                    msn,
+                    new_period,
+                } => {
+                    let v = next.get_or_insert_with(|| View::clone(&current));
+                    v.parts
+                        .insert(id, Arc::new(PartMedia::new(msn, new_period)));
+                    arrivals.part_start = arrivals.pending;
+                }
+                Event::Chunk {
+                    part,
+                    fragment,
+                    tracks,
+                } => {
+                    if let (Some(mx), Some(t)) = (metrics, arrivals.pending) {
+                        mx.observe_chunk_latency(now - t);
+                    }
+                    let parts = &next.as_ref().unwrap_or(&current).parts;
+                    if let Some(pm) = parts.get(&part) {
+                        pm.append(
+                            std::iter::once((Layer::Muxed, fragment))
+                                .chain(tracks.into_iter().map(|(id, f)| (Layer::Track(id), f)))
+                                .map(|(layer, f)| {
+                                    let mut bufs = Vec::with_capacity(1 + f.payloads.len());
+                                    bufs.push(f.header);
+                                    bufs.extend(f.payloads);
+                                    (layer, bufs)
+                                }),
+                        );
+                    }
+                    chunk = true;
+                }
+                Event::PartDone { id } => {
+                    let v = next.get_or_insert_with(|| View::clone(&current));
+                    if let Some(pm) = v.parts.get(&id) {
+                        pm.finish();
+                    }
+                    self.metrics.part_done();
+                    if let (Some(mx), Some(t)) = (metrics, arrivals.part_start.take()) {
+                        mx.observe_part_latency(now - t);
+                    }
+                    chunk = true;
+                }
+                Event::SegmentDone {
+                    msn,
+                    first_part,
+                    last_part,
+                } => {
+                    let v = next.get_or_insert_with(|| View::clone(&current));
+                    let mut layers = Layers::default();
+                    for (_, pm) in v.parts.range(first_part..=last_part) {
+                        layers.append(&pm.state.load().layers);
+                    }
+                    let bytes = layers.len(Layer::Muxed);
+                    v.segments.insert(msn, Arc::new(layers));
+                    self.note_segment(p.playlist(), msn, bytes);
+                }
+                Event::Ended => {
+                    next.get_or_insert_with(|| View::clone(&current)).ended = true;
+                    chunk = true;
+                }
+                _ => {}
             }
-            if changed {
-                let pl = p.playlist().clone();
-                prune(&mut m, &pl);
-                m.playlist = Some(Arc::new(pl));
-            }
+        }
+        drop(arrivals);
+        let changed = next.is_some();
+        if let Some(mut v) = next {
+            let pl = Arc::new(p.playlist().clone());
+            prune(&mut v, &pl);
+            v.playlist = Some(pl);
+            self.render(&mut v);
+            self.view.store(Arc::new(v));
         }
         if chunk {
             self.chunks.notify_all();
@@ -523,6 +533,26 @@ impl Stream {
         if changed {
             self.playlist.notify_all();
         }
+    }
+
+    /// Renders `v`'s playlist (full and delta) and, once DASH viewers asked, its MPD: once per
+    /// version, on the publisher's core, before any viewer can see it.
+    fn render(&self, v: &mut View) {
+        let Some(pl) = v.playlist.clone() else {
+            return;
+        };
+        let text = |skip| {
+            let mut s = String::with_capacity(4096);
+            // Writing into a String cannot fail.
+            let _ = pl.render(&mut s, skip);
+            Bytes::from(s)
+        };
+        v.full = Some(text(Skip::No));
+        v.delta = Some(text(Skip::Yes));
+        v.mpd = self
+            .mpd_url
+            .load_full()
+            .map(|url| (url.clone(), self.render_mpd(v, &url, "", crate::unix_ms())));
     }
 
     fn note_segment(&self, pl: &MediaPlaylist, msn: u64, bytes: usize) {
@@ -534,44 +564,45 @@ impl Stream {
         }
     }
 
-    /// The rendered playlist for this snapshot (cached per version).
-    pub fn rendered(&self, skip: Skip) -> Option<Bytes> {
-        let mut m = lock(&self.media);
-        let pl = m.playlist.clone()?;
-        let rendered = m.rendered_at(pl.version());
-        let slot = if skip == Skip::No {
-            &mut rendered.full
-        } else {
-            &mut rendered.delta
-        };
-        if slot.is_none() {
-            let mut s = String::with_capacity(4096);
-            // Writing into a String cannot fail.
-            let _ = pl.render(&mut s, skip);
-            *slot = Some(Bytes::from(s));
-        }
-        slot.clone()
+    /// What viewers read now.
+    pub fn view(&self) -> Arc<View> {
+        self.view.load_full()
     }
 
-    /// The DASH MPD of this snapshot (one AdaptationSet per track), `None` before the first
-    /// part. `query` goes on every media URL (a private stream's token). Without one, the MPD
-    /// is cached per playlist version, `UTCTiming` URL and [`Media::next_started`], so its
-    /// `publishTime` is when that version was first asked for. Rendered outside the lock.
+    /// The rendered playlist (full, or a delta update) of the current [`View`].
+    pub fn rendered(&self, skip: Skip) -> Option<Bytes> {
+        let v = self.view.load();
+        if skip == Skip::No {
+            v.full.clone()
+        } else {
+            v.delta.clone()
+        }
+    }
+
+    /// The DASH MPD of the current [`View`] (one AdaptationSet per track), `None` before the
+    /// first part. `query` goes on every media URL (a private stream's token). Without one,
+    /// and with the `UTCTiming` URL viewers last asked with, it is the one rendered with the
+    /// View (its `publishTime` is when that version was made); else it is rendered now, and
+    /// the next Views are rendered with this URL.
     pub fn mpd(&self, utc_timing: &str, query: &str, now_unix_ms: i64) -> Option<Bytes> {
-        let (pl, tracks, next_started) = {
-            let m = lock(&self.media);
-            let pl = m.playlist.clone()?;
-            let next = m.next_started(&pl);
-            if let Some((url, n, mpd)) = &m.rendered.mpd {
-                if query.is_empty()
-                    && url == utc_timing
-                    && *n == next
-                    && pl.version() == m.rendered.version
-                {
+        let v = self.view.load_full();
+        v.playlist.as_ref()?;
+        if query.is_empty() {
+            if let Some((url, mpd)) = &v.mpd {
+                if url.as_str() == utc_timing {
                     return Some(mpd.clone());
                 }
             }
-            (pl, m.tracks.clone(), next)
+            if self.mpd_url.load().as_deref().map(String::as_str) != Some(utc_timing) {
+                self.mpd_url.store(Some(Arc::new(utc_timing.to_owned())));
+            }
+        }
+        Some(self.render_mpd(&v, utc_timing, query, now_unix_ms))
+    }
+
+    fn render_mpd(&self, v: &View, utc_timing: &str, query: &str, now_unix_ms: i64) -> Bytes {
+        let Some(pl) = &v.playlist else {
+            return Bytes::new();
         };
         let mut out = String::with_capacity(4096);
         let base = format!("{}/", self.epoch);
@@ -579,27 +610,19 @@ impl Stream {
         let _ = dash::render(
             &mut out,
             &dash::Manifest {
-                playlist: &pl,
-                tracks: &tracks,
+                playlist: pl,
+                tracks: &v.tracks,
                 bandwidth: self.bandwidth(),
                 frame_rate: self.frame_rate(),
                 base: &base,
                 query,
                 utc_timing,
                 now_unix_ms,
-                next_started,
+                next_started: v.next_started(pl),
                 config: dash::MpdConfig::default(),
             },
         );
-        let mpd = Bytes::from(out);
-        if query.is_empty() {
-            let mut m = lock(&self.media);
-            if m.playlist.as_ref().is_some_and(|p| Arc::ptr_eq(p, &pl)) {
-                m.rendered_at(pl.version()).mpd =
-                    Some((utc_timing.to_owned(), next_started, mpd.clone()));
-            }
-        }
-        Some(mpd)
+        Bytes::from(out)
     }
 
     /// Peak bits per second to announce (`BANDWIDTH`, `@bandwidth`): the peak of a complete
@@ -654,7 +677,7 @@ impl Stream {
 }
 
 /// Drops media that slid out of the playlist window.
-fn prune(m: &mut Media, pl: &MediaPlaylist) {
+fn prune(m: &mut View, pl: &MediaPlaylist) {
     let first_msn = pl.media_sequence();
     m.segments.retain(|&msn, _| msn >= first_msn);
     // Parts of segments that left the window go too. Segment parts are listed only near the
@@ -931,6 +954,75 @@ mod tests {
         };
         let fresh = hub.claim("show", 5, other, 0).unwrap();
         assert!(!Arc::ptr_eq(&s, &fresh));
+    }
+
+    /// `seconds` of 48 kHz AAC (an audio-only stream) into `s`, from frame `from` on.
+    fn publish_audio(s: &Stream, m: &Metrics, from: i64, seconds: i64) {
+        use zerocast_core::codec::aac::AacConfig;
+        use zerocast_core::{AudioCodec, Timescale, Timestamp, TrackId};
+        if from == 0 {
+            let c = AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap();
+            s.handle_track(Track::Audio {
+                id: TrackId::AUDIO,
+                timescale: Timescale::new(48_000).unwrap(),
+                codec: AudioCodec::Aac(c),
+            });
+        }
+        for n in from..from + seconds * 48_000 / 1024 {
+            let ts = Timestamp::new(n * 1024, Timescale::new(48_000).unwrap());
+            let frame = Frame {
+                track: TrackId::AUDIO,
+                dts: ts,
+                pts: ts,
+                keyframe: true,
+                data: Bytes::from_static(&[0x21; 10]),
+            };
+            s.handle_frame(frame, 1_700_000_000_000 + ts.as_millis(), m);
+        }
+    }
+
+    #[test]
+    fn viewers_read_immutable_views_rendered_once_per_version() {
+        let m = Metrics::new(10);
+        let hub = Hub::new(Config::default().packager(), m.stream_series());
+        let s = hub.claim("v", 1, anyone(), 0).unwrap();
+        assert!(s.view().playlist.is_none() && s.rendered(Skip::No).is_none());
+        publish_audio(&s, &m, 0, 5);
+        let old = s.view();
+        let pl = old.playlist.clone().expect("parts were cut");
+        // The publisher rendered this version before publishing it; every viewer gets the
+        // same buffer, none renders again.
+        let full = old.full.clone().expect("rendered with the View");
+        assert_eq!(s.rendered(Skip::No).unwrap().as_ptr(), full.as_ptr());
+        assert_eq!(s.rendered(Skip::No).unwrap().as_ptr(), full.as_ptr());
+        let mut text = String::new();
+        pl.render(&mut text, Skip::No).unwrap();
+        assert_eq!(full, text.as_bytes());
+        assert!(old.delta.is_some());
+        // The MPD: rendered for the first DASH viewer, then with every new View for the URL
+        // viewers asked with.
+        assert!(old.mpd.is_none());
+        let url = "http://127.0.0.1/time";
+        let first = s.mpd(url, "", 0).unwrap();
+        assert!(std::str::from_utf8(&first).unwrap().contains(url));
+
+        publish_audio(&s, &m, 5 * 48_000 / 1024, 3);
+        let new = s.view();
+        assert!(new.playlist.as_ref().unwrap().version() > pl.version());
+        // A View taken before is unchanged: same playlist, same text.
+        assert!(Arc::ptr_eq(old.playlist.as_ref().unwrap(), &pl));
+        assert_eq!(old.full.as_ref().unwrap().as_ptr(), full.as_ptr());
+        assert_ne!(s.rendered(Skip::No).unwrap(), full);
+        let (mpd_url, mpd) = new.mpd.clone().expect("rendered with the View");
+        assert_eq!(mpd_url.as_str(), url);
+        assert_eq!(s.mpd(url, "", 0).unwrap().as_ptr(), mpd.as_ptr());
+        // A token on the URLs, or another clock URL: rendered for that request.
+        let private = s.mpd(url, "?token=t", 0).unwrap();
+        assert!(std::str::from_utf8(&private).unwrap().contains("?token=t"));
+        assert_ne!(
+            s.mpd("http://other/time", "", 0).unwrap().as_ptr(),
+            mpd.as_ptr()
+        );
     }
 
     fn series(text: &str, stream: &str) -> Vec<String> {

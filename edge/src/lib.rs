@@ -102,7 +102,8 @@ impl Ctx {
 
     /// How long a blocking request for `stream` may be held: `block-limit` target durations.
     pub fn block_limit(&self, stream: &Stream) -> Duration {
-        let td = hub::lock(&stream.media)
+        let td = stream
+            .view()
             .playlist
             .as_ref()
             .map_or(self.config.segment_target as f64 / 1000.0, |p| {

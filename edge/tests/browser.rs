@@ -213,6 +213,10 @@ fn play_published<S: AsRef<str>>(
     let _ = ffmpeg.wait();
     let run = Run::from(out);
     run.report();
+    if run.v["stalls"] != 0 || run.v["lateSeeks"] != 0 {
+        // What the server saw while the player waited (the page's `slowest` names the request).
+        println!("server log:\n{}", server.logs());
+    }
     assert_clean(player, &run, 20.0);
     run.v
 }

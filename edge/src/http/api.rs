@@ -38,7 +38,7 @@ struct StreamInfo {
 pub(crate) fn streams(ctx: &Ctx) -> Response {
     let mut out = Vec::new();
     for s in ctx.hub.all() {
-        let tracks = lock(&s.media).tracks.clone();
+        let tracks = s.view().tracks.clone();
         let state = match *lock(&s.publisher) {
             Publisher::Live(_) => "live",
             Publisher::Gone(_) => "reconnecting",
@@ -63,7 +63,7 @@ pub(crate) fn streams(ctx: &Ctx) -> Response {
             mpd: format!("/live/{}/index.mpd", s.name),
             private: s.is_private(),
         };
-        for t in &tracks {
+        for t in tracks.iter() {
             match t {
                 Track::Video { codec, .. } => {
                     info.video_codec = Some(codec.name().to_owned());

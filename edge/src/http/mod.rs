@@ -34,7 +34,7 @@ use zerocast_packager::{multivariant, Pdt, Query, Reload, Skip};
 
 use self::request::{parse, MediaFile, Method, MAX_HEAD};
 use self::response::{preflight, respond, Body, Response};
-use crate::hub::{lock, Layer, Layers, LiveBody, PartMedia, Stream};
+use crate::hub::{Layer, Layers, LiveBody, PartMedia, Stream};
 use crate::metrics::{Kind, Limit};
 use crate::transport::Transport;
 use crate::Ctx;
@@ -335,13 +335,13 @@ fn private_response(resp: &mut Response, token: &str) {
 async fn multivariant_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, token: Option<&str>) -> Response {
     // A player may ask right after the publisher connected: wait (bounded) for the first part.
     let ready = wait_for::<R, _>(s, ctx.block_limit(s), || {
-        lock(&s.media).playlist.is_some().then_some(())
+        s.view().playlist.is_some().then_some(())
     })
     .await;
     if ready.is_none() {
         return Response::text(503, "stream is not ready yet");
     }
-    let tracks = lock(&s.media).tracks.clone();
+    let tracks = s.view().tracks.clone();
     let mut text = String::new();
     let mut uri = format!("{}/stream.m3u8", s.epoch);
     if let Some(t) = token {
@@ -368,7 +368,7 @@ async fn multivariant_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, token: Option<
 /// carries the token in every URL and is rendered per request).
 async fn mpd<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, token: Option<&str>, utc_timing: &str) -> Response {
     let ready = wait_for::<R, _>(s, ctx.block_limit(s), || {
-        let m = lock(&s.media);
+        let m = s.view();
         (m.playlist.is_some() && !m.tracks.is_empty()).then_some(())
     })
     .await;
@@ -399,7 +399,8 @@ async fn media_file<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, file: &str, query: &str) 
     match MediaFile::parse(file) {
         Some(MediaFile::MediaPlaylist) => media_playlist::<R>(ctx, s, query).await,
         Some(MediaFile::Init { track, version }) => {
-            let init = lock(&s.media)
+            let init = s
+                .view()
                 .inits
                 .get(&version)
                 .map(|l| l.get(layer(track)).to_vec())
@@ -446,7 +447,7 @@ enum Found {
 async fn segment<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, msn: u64, layer: Layer) -> Response {
     let mut waited = false;
     let found = wait_for::<R, _>(s, ctx.block_limit(s), || {
-        let m = lock(&s.media);
+        let m = s.view();
         if let Some(seg) = m.segments.get(&msn) {
             return Some(Some(Found::Complete(seg.clone())));
         }
@@ -485,7 +486,7 @@ async fn segment<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, msn: u64, layer: Layer) -> R
 /// Finds part `id`, waiting (bounded) when it is the next one to be produced.
 async fn part<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, id: u64) -> Option<Arc<PartMedia>> {
     wait_for::<R, _>(s, ctx.block_limit(s), || {
-        let m = lock(&s.media);
+        let m = s.view();
         if let Some(pm) = m.parts.get(&id) {
             return Some(Some(pm.clone()));
         }
@@ -531,7 +532,7 @@ async fn media_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, query: &str) -> Respo
         Err(e) => return Response::text(400, &e.to_string()),
     };
     let answer = wait_for::<R, _>(s, ctx.block_limit(s), || {
-        match lock(&s.media).playlist.as_ref().map(|p| p.reload(&q)) {
+        match s.view().playlist.as_ref().map(|p| p.reload(&q)) {
             Some(Reload::Ready) => Some(Ok(())),
             Some(Reload::BadRequest(why)) => Some(Err(why)),
             Some(Reload::Wait) | None => None,

@@ -27,6 +27,9 @@
     errors: [], errorCount: 0, fatalErrors: 0,
     latency: [], maxPlaybackRate: 1,
     protocols: {}, codecs: null,
+    // The slowest requests to the stream's origin (URL, start and duration in ms): when a
+    // playback stalls, this names the request that held it up.
+    slowest: [],
     stopped: false,
   };
   // Which protocol carried each request to the stream's origin (h2, h3, http/1.1), from
@@ -38,7 +41,14 @@
       if (!e.name.startsWith(streamOrigin)) continue;
       const p = e.nextHopProtocol || '(hidden)';
       S.protocols[p] = (S.protocols[p] || 0) + 1;
+      S.slowest.push({
+        url: e.name.slice(streamOrigin.length), p,
+        start: Math.round(e.startTime - 1000 * t0), ttfb: Math.round(e.responseStart - e.startTime),
+        ms: Math.round(e.duration),
+      });
     }
+    S.slowest.sort((a, b) => b.ms - a.ms);
+    S.slowest.length = Math.min(S.slowest.length, 5);
     performance.clearResourceTimings();
   }
   performance.setResourceTimingBufferSize(10000);
@@ -150,7 +160,7 @@
       latency: stats(S.latency),
       droppedFrames: q ? q.droppedVideoFrames : null, totalFrames: q ? q.totalVideoFrames : null,
       maxPlaybackRate: S.maxPlaybackRate,
-      protocols: S.protocols, codecs: S.codecs,
+      protocols: S.protocols, slowest: S.slowest, codecs: S.codecs,
       currentTime: r(video.currentTime), paused: video.paused, readyState: video.readyState,
       playbackRate: video.playbackRate, lastLatency: S.latency.length ? r(S.latency[S.latency.length - 1]) : null,
       bufferAhead: (function () {
