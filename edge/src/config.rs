@@ -63,6 +63,9 @@ pub struct Config {
     pub workers: usize,
     /// IO driver.
     pub driver: Driver,
+    /// Send complete parts and segments over plain HTTP/1.1 with `sendfile(2)` from the
+    /// media's memory file (no copy into the socket buffer); `false` writes them with `writev`.
+    pub sendfile: bool,
     /// LL-HLS part target, milliseconds.
     pub part_target: u64,
     /// Segment target, milliseconds (segments are cut at the first keyframe near it).
@@ -210,6 +213,7 @@ impl Default for Config {
             reconnect_grace: 10_000,
             ended_linger: 30_000,
             block_limit: 3,
+            sendfile: true,
             metrics_max_streams: 1000,
             max_connections: 10_000,
             rtmp_publish_timeout: 10_000,
@@ -322,6 +326,9 @@ pub struct Overrides {
     /// IO driver: auto, uring or epoll [default: auto].
     #[arg(long, value_name = "DRIVER")]
     pub driver: Option<Driver>,
+    /// Send complete media over plain HTTP/1.1 with sendfile(2): true or false [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub sendfile: Option<bool>,
     /// LL-HLS part target in milliseconds [default: 200].
     #[arg(long, value_name = "MS")]
     pub part_target: Option<u64>,
@@ -460,6 +467,7 @@ impl Config {
         var!("ZEROCAST_RTMPS", self.rtmps);
         var!("ZEROCAST_WORKERS", self.workers);
         var!("ZEROCAST_DRIVER", self.driver);
+        var!("ZEROCAST_SENDFILE", self.sendfile);
         var!("ZEROCAST_PART_TARGET", self.part_target);
         var!("ZEROCAST_SEGMENT_TARGET", self.segment_target);
         var!("ZEROCAST_PLAYLIST_WINDOW", self.playlist_window);
@@ -577,6 +585,9 @@ impl Config {
         }
         if let Some(v) = f.driver {
             self.driver = v;
+        }
+        if let Some(v) = f.sendfile {
+            self.sendfile = v;
         }
         if let Some(v) = f.part_target {
             self.part_target = v;

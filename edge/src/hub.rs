@@ -19,6 +19,7 @@ use bytes::Bytes;
 use zerocast_core::{Frame, Track, TrackKind};
 use zerocast_packager::{dash, Event, MediaPlaylist, Packager, PackagerConfig, Skip};
 
+use crate::memfd::{MediaWriter, Span};
 use crate::metrics::{Metrics, StreamMetrics, StreamSeries};
 use crate::notify::Notify;
 use crate::publish::{Grant, PublisherId};
@@ -42,12 +43,41 @@ pub enum Layer {
 
 /// Buffers by [`Layer`]: a handful of layers, searched linearly.
 #[derive(Debug, Default, Clone)]
-pub struct Layers(Vec<(Layer, Vec<Bytes>)>);
+pub struct Layers {
+    layers: Vec<(Layer, Vec<Bytes>)>,
+    /// Where the muxed layer's bytes are in the stream's memory file, while they are one range.
+    file: FileRun,
+}
+
+/// Whether a layer's buffers are one range of a memory file (see [`crate::memfd`]).
+#[derive(Debug, Default, Clone)]
+enum FileRun {
+    /// No buffer yet.
+    #[default]
+    Empty,
+    /// All of them, in order.
+    Run(Span),
+    /// Not one range (heap buffers, or a segment that outgrew its region).
+    Scattered,
+}
+
+impl FileRun {
+    fn then(&self, next: &FileRun) -> FileRun {
+        match (self, next) {
+            (FileRun::Empty, n) => n.clone(),
+            (s, FileRun::Empty) => s.clone(),
+            (FileRun::Run(a), FileRun::Run(b)) => {
+                a.join(b).map_or(FileRun::Scattered, FileRun::Run)
+            }
+            _ => FileRun::Scattered,
+        }
+    }
+}
 
 impl Layers {
     /// The buffers of `layer` (empty when it has none).
     pub fn get(&self, layer: Layer) -> &[Bytes] {
-        self.0
+        self.layers
             .iter()
             .find(|(l, _)| *l == layer)
             .map_or(&[], |(_, b)| b.as_slice())
@@ -58,18 +88,36 @@ impl Layers {
         !self.get(layer).is_empty()
     }
 
-    fn extend(&mut self, layer: Layer, bufs: impl IntoIterator<Item = Bytes>) {
-        match self.0.iter_mut().find(|(l, _)| *l == layer) {
+    /// The range of the memory file holding all of `layer`'s bytes, when they are one.
+    pub(crate) fn span(&self, layer: Layer) -> Option<&Span> {
+        match (&self.file, layer) {
+            (FileRun::Run(s), Layer::Muxed) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Appends `bufs` to `layer`; `span` is where they are in the memory file (muxed only).
+    fn extend(&mut self, layer: Layer, bufs: impl IntoIterator<Item = Bytes>, span: Option<Span>) {
+        if layer == Layer::Muxed {
+            self.file = self
+                .file
+                .then(&span.map_or(FileRun::Scattered, FileRun::Run));
+        }
+        match self.layers.iter_mut().find(|(l, _)| *l == layer) {
             Some((_, v)) => v.extend(bufs),
-            None => self.0.push((layer, bufs.into_iter().collect())),
+            None => self.layers.push((layer, bufs.into_iter().collect())),
         }
     }
 
     /// All layers of `other` appended to this one's.
     fn append(&mut self, other: &Layers) {
-        for (layer, bufs) in &other.0 {
-            self.extend(*layer, bufs.iter().cloned());
+        for (layer, bufs) in &other.layers {
+            match self.layers.iter_mut().find(|(l, _)| l == layer) {
+                Some((_, v)) => v.extend(bufs.iter().cloned()),
+                None => self.layers.push((*layer, bufs.clone())),
+            }
         }
+        self.file = self.file.then(&other.file);
     }
 
     /// Bytes of one layer.
@@ -109,6 +157,14 @@ impl PartMedia {
         self.new_period
     }
 
+    /// The complete part's muxed bytes as one range of the memory file, when they are.
+    pub(crate) fn span(&self) -> Option<Span> {
+        let p = self.state.load();
+        p.complete
+            .then(|| p.layers.span(Layer::Muxed).cloned())
+            .flatten()
+    }
+
     /// Buffers of `layer` from index `from` on, and whether the part is complete.
     pub fn chunks_from(&self, layer: Layer, from: usize) -> (Vec<Bytes>, bool) {
         let p = self.state.load();
@@ -119,10 +175,10 @@ impl PartMedia {
     }
 
     /// Appends one chunk in every layer (publisher only: one writer, so no update is lost).
-    fn append(&self, chunk: impl IntoIterator<Item = (Layer, Vec<Bytes>)>) {
+    fn append(&self, chunk: impl IntoIterator<Item = (Layer, Vec<Bytes>, Option<Span>)>) {
         let mut next = PartState::clone(&self.state.load());
-        for (layer, bufs) in chunk {
-            next.layers.extend(layer, bufs);
+        for (layer, bufs, span) in chunk {
+            next.layers.extend(layer, bufs, span);
         }
         self.state.store(Arc::new(next));
     }
@@ -329,6 +385,8 @@ pub struct Stream {
     pub epoch: String,
     /// Arrival times for the server-added latency metrics.
     arrivals: Mutex<Arrivals>,
+    /// The publisher's copy of the media into the stream's memory file.
+    store: Mutex<Store>,
     /// This stream's series in `/metrics` (removed when the hub forgets the stream).
     pub metrics: StreamMetrics,
     /// Who publishes it; only the same publisher may resume it in the grace window.
@@ -348,6 +406,76 @@ struct Arrivals {
     part_start: Option<Instant>,
 }
 
+/// Copies each chunk once into the stream's memory file (see [`crate::memfd`]); without one
+/// (`memfd_create` or `mmap` failed) chunks stay the ingest buffers they were sliced from.
+#[derive(Debug)]
+struct Store {
+    writer: Option<MediaWriter>,
+    /// The segment being written.
+    msn: Option<u64>,
+}
+
+impl Store {
+    fn new(stream: &str) -> Self {
+        let writer = MediaWriter::new()
+            .inspect_err(|e| {
+                tracing::warn!(%stream, "no memory file for the media ({e}): sent with writev");
+            })
+            .ok();
+        Self { writer, msn: None }
+    }
+
+    /// A part of segment `msn` starts: a new segment starts a new region of the file.
+    fn part_started(&mut self, msn: u64) {
+        if self.msn != Some(msn) {
+            self.msn = Some(msn);
+            if let Some(w) = &mut self.writer {
+                w.start_segment();
+            }
+        }
+    }
+
+    /// One chunk's buffers per layer, with the muxed layer copied into the file and the other
+    /// layers' payloads (the same samples under their own headers) pointed at the copies.
+    fn copy(
+        &mut self,
+        chunk: impl Iterator<Item = (Layer, Vec<Bytes>)>,
+    ) -> Vec<(Layer, Vec<Bytes>, Option<Span>)> {
+        let mut out = Vec::new();
+        let mut originals: Vec<Bytes> = Vec::new();
+        let mut copies: Vec<Bytes> = Vec::new();
+        for (layer, mut bufs) in chunk {
+            let mut span = None;
+            if layer == Layer::Muxed {
+                if let Some(w) = &mut self.writer {
+                    match w.write(&bufs) {
+                        Ok((mapped, s)) => {
+                            originals = std::mem::replace(&mut bufs, mapped);
+                            copies = bufs.clone();
+                            span = Some(s);
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                "memory file: {e}; this stream's media now stays on the heap"
+                            );
+                            self.writer = None;
+                        }
+                    }
+                }
+            } else {
+                for b in bufs.iter_mut().skip(1) {
+                    let same = |o: &Bytes| o.as_ptr() == b.as_ptr() && o.len() == b.len();
+                    if let Some(i) = originals.iter().position(same) {
+                        *b = copies[i].clone();
+                    }
+                }
+            }
+            out.push((layer, bufs, span));
+        }
+        out
+    }
+}
+
 impl Stream {
     fn new(
         name: String,
@@ -363,6 +491,7 @@ impl Stream {
             metrics,
             epoch,
             arrivals: Mutex::new(Arrivals::default()),
+            store: Mutex::new(Store::new(&name)),
             name,
             started: Instant::now(),
             view: ArcSwap::default(),
@@ -434,6 +563,7 @@ impl Stream {
         let mut chunk = false;
         let now = Instant::now();
         let mut arrivals = lock(&self.arrivals);
+        let mut store = lock(&self.store);
         let current = self.view.load_full();
         // The next View, cloned from the current one at the first change.
         let mut next: Option<View> = None;
@@ -445,9 +575,9 @@ impl Stream {
                     tracks,
                 } => {
                     let mut layers = Layers::default();
-                    layers.extend(Layer::Muxed, [data]);
+                    layers.extend(Layer::Muxed, [data], None);
                     for (id, init) in tracks {
-                        layers.extend(Layer::Track(id), [init]);
+                        layers.extend(Layer::Track(id), [init], None);
                     }
                     let v = next.get_or_insert_with(|| View::clone(&current));
                     v.inits.insert(version, Arc::new(layers));
@@ -458,6 +588,7 @@ impl Stream {
                     msn,
                     new_period,
                 } => {
+                    store.part_started(msn);
                     let v = next.get_or_insert_with(|| View::clone(&current));
                     v.parts
                         .insert(id, Arc::new(PartMedia::new(msn, new_period)));
@@ -473,16 +604,14 @@ impl Stream {
                     }
                     let parts = &next.as_ref().unwrap_or(&current).parts;
                     if let Some(pm) = parts.get(&part) {
-                        pm.append(
-                            std::iter::once((Layer::Muxed, fragment))
-                                .chain(tracks.into_iter().map(|(id, f)| (Layer::Track(id), f)))
-                                .map(|(layer, f)| {
-                                    let mut bufs = Vec::with_capacity(1 + f.payloads.len());
-                                    bufs.push(f.header);
-                                    bufs.extend(f.payloads);
-                                    (layer, bufs)
-                                }),
-                        );
+                        let muxed = std::iter::once((Layer::Muxed, fragment));
+                        let each = tracks.into_iter().map(|(id, f)| (Layer::Track(id), f));
+                        pm.append(store.copy(muxed.chain(each).map(|(layer, f)| {
+                            let mut bufs = Vec::with_capacity(1 + f.payloads.len());
+                            bufs.push(f.header);
+                            bufs.extend(f.payloads);
+                            (layer, bufs)
+                        })));
                     }
                     chunk = true;
                 }
@@ -518,7 +647,7 @@ impl Stream {
                 _ => {}
             }
         }
-        drop(arrivals);
+        drop((arrivals, store));
         let changed = next.is_some();
         if let Some(mut v) = next {
             let pl = Arc::new(p.playlist().clone());

@@ -4,15 +4,24 @@
 //! viewer. [`write_all`] hands them to one `writev` (io_uring or epoll) without copying, and
 //! cancels the operation in the kernel if the peer does not take it within the deadline
 //! (dropping an io_uring write does not cancel it; monoio's cancelable IO does).
+//!
+//! A complete part or segment that is one range of the stream's memory file goes with
+//! [`send_file`] instead: `sendfile(2)` puts references to the file's pages in the socket
+//! buffer, where `writev` would copy the bytes, once per viewer.
 
 use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::time::Duration;
 
+use std::os::fd::AsRawFd;
+
 use bytes::Bytes;
 use monoio::buf::IoVecBuf;
 use monoio::io::{CancelHandle, Canceller};
+use monoio::net::TcpStream;
+
+use crate::memfd::Span;
 
 /// At most this many iovecs per `writev` (Linux's IOV_MAX is 1024).
 const MAX_IOVECS: usize = 256;
@@ -143,6 +152,104 @@ pub(crate) fn advance(bufs: &[Bytes], first: &mut usize, skip: &mut usize, mut n
         } else {
             *skip += n;
             n = 0;
+        }
+    }
+}
+
+/// Writes `head` and then the bytes of `span` with `sendfile(2)` from the memory file; fails
+/// if the peer takes nothing for `deadline`.
+///
+/// Both IO drivers: the socket is made non-blocking for the call (the io_uring driver's
+/// sockets are blocking; the epoll driver's already are not), and a full socket buffer is
+/// waited out with monoio's `writable` (an io_uring poll, or epoll readiness re-checked with
+/// `poll(2)`). The HTTP/1.1 loop has no other operation on the socket meanwhile. The header
+/// goes with `MSG_MORE`, so it leaves in the first packet of the body.
+pub(crate) async fn send_file(
+    stream: &TcpStream,
+    head: &[u8],
+    span: &Span,
+    deadline: Duration,
+) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    let _nonblocking = NonBlocking::set(fd)?;
+    let wait = || async {
+        monoio::time::timeout(deadline, stream.writable(false))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer too slow"))?
+    };
+    let mut sent = 0;
+    while sent < head.len() {
+        let rest = &head[sent..];
+        // SAFETY: `rest` is valid for its length; `fd` is this stream's open socket.
+        let n = unsafe {
+            libc::send(
+                fd,
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_MORE | libc::MSG_NOSIGNAL,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => sent += n,
+            Err(_) => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::WouldBlock => wait().await?,
+                e if e.kind() == io::ErrorKind::Interrupted => {}
+                e => return Err(e),
+            },
+        }
+    }
+    let file = span.file().raw_fd();
+    let mut offset = libc::off_t::try_from(span.file_offset()).map_err(io::Error::other)?;
+    let end = offset + span.len() as libc::off_t;
+    while offset < end {
+        // SAFETY: both descriptors are open; the kernel advances `offset`.
+        let n = unsafe { libc::sendfile(fd, file, &mut offset, (end - offset) as usize) };
+        match n {
+            1.. => {}
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            _ => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::WouldBlock => wait().await?,
+                e if e.kind() == io::ErrorKind::Interrupted => {}
+                e => return Err(e),
+            },
+        }
+    }
+    Ok(())
+}
+
+/// `O_NONBLOCK` on a descriptor while this lives; restores the flags it found.
+struct NonBlocking {
+    fd: libc::c_int,
+    /// The flags to restore, when they had no `O_NONBLOCK`.
+    restore: Option<libc::c_int>,
+}
+
+impl NonBlocking {
+    fn set(fd: libc::c_int) -> io::Result<Self> {
+        // SAFETY: fcntl on an open descriptor.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if flags & libc::O_NONBLOCK != 0 {
+            return Ok(Self { fd, restore: None });
+        }
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            fd,
+            restore: Some(flags),
+        })
+    }
+}
+
+impl Drop for NonBlocking {
+    fn drop(&mut self) {
+        if let Some(flags) = self.restore {
+            // SAFETY: as above; the descriptor outlives this guard (it borrows the stream).
+            unsafe { libc::fcntl(self.fd, libc::F_SETFL, flags) };
         }
     }
 }

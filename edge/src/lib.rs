@@ -22,6 +22,7 @@ mod http;
 pub mod hub;
 mod iov;
 pub mod limits;
+mod memfd;
 pub mod metrics;
 pub mod notify;
 pub mod publish;

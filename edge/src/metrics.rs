@@ -103,6 +103,7 @@ pub struct Metrics {
     /// Request latency per [`Kind`], resolved from its family once.
     requests: [Histogram; 5],
     bytes_out: Counter,
+    bytes_sendfile: Counter,
     chunk_latency: Histogram,
     part_latency: Histogram,
     rtmp_errors: Counter,
@@ -180,6 +181,12 @@ impl Metrics {
             "Bytes written to HTTP viewers",
             bytes_out.clone(),
         );
+        let bytes_sendfile = Counter::default();
+        registry.register(
+            "zerocast_bytes_sendfile",
+            "Bytes of media sent to HTTP/1.1 viewers with sendfile(2) from the media memory file",
+            bytes_sendfile.clone(),
+        );
         let requests_family =
             Family::<KindLabel, Histogram, fn() -> Histogram>::new_with_constructor(histogram);
         let requests =
@@ -231,6 +238,7 @@ impl Metrics {
             registry,
             requests,
             bytes_out,
+            bytes_sendfile,
             chunk_latency,
             part_latency,
             rtmp_errors,
@@ -249,6 +257,11 @@ impl Metrics {
     /// Counts bytes written to an HTTP viewer.
     pub fn add_bytes_out(&self, n: u64) {
         self.bytes_out.inc_by(n);
+    }
+
+    /// Counts media bytes sent with `sendfile(2)` (also counted in `bytes_out`).
+    pub fn add_bytes_sendfile(&self, n: u64) {
+        self.bytes_sendfile.inc_by(n);
     }
 
     /// Records the time from a frame's arrival to its CMAF chunk being available.

@@ -17,7 +17,8 @@ use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::TcpStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::iov::{advance, with_deadline_or, write_all};
+use crate::http::FileBody;
+use crate::iov::{advance, send_file, with_deadline_or, write_all};
 
 /// Buffers handed to rustls per vectored write.
 const MAX_SLICES: usize = 64;
@@ -29,6 +30,8 @@ pub(crate) type TlsStream = tokio_rustls::server::TlsStream<TcpStreamPoll>;
 pub(crate) trait Transport {
     /// TLS: URLs pointing back at this connection's listener are `https://`.
     const SECURE: bool;
+    /// [`Transport::write_file`] sends from the file with `sendfile(2)`.
+    const SENDFILE: bool = false;
 
     /// Reads into the spare capacity of `buf` (reserving `want` bytes first). Fails with
     /// `TimedOut` when nothing arrives within `idle` or when `stop` completes first; `Ok(0)`
@@ -44,10 +47,25 @@ pub(crate) trait Transport {
     /// Writes every byte of `bufs` in order; fails when the peer takes none of a write within
     /// `deadline`.
     async fn write_bufs(&mut self, bufs: &[Bytes], deadline: Duration) -> io::Result<()>;
+
+    /// Writes `head` and then `body`: from its memory file with `sendfile(2)` where the
+    /// transport can (plain TCP), else as its buffers.
+    async fn write_file(
+        &mut self,
+        head: Bytes,
+        body: &FileBody,
+        deadline: Duration,
+    ) -> io::Result<()> {
+        let mut bufs = Vec::with_capacity(1 + body.bufs.len());
+        bufs.push(head);
+        bufs.extend(body.bufs.iter().cloned());
+        self.write_bufs(&bufs, deadline).await
+    }
 }
 
 impl Transport for TcpStream {
     const SECURE: bool = false;
+    const SENDFILE: bool = true;
 
     async fn read_into(
         &mut self,
@@ -71,6 +89,15 @@ impl Transport for TcpStream {
 
     async fn write_bufs(&mut self, bufs: &[Bytes], deadline: Duration) -> io::Result<()> {
         write_all(self, bufs, deadline).await
+    }
+
+    async fn write_file(
+        &mut self,
+        head: Bytes,
+        body: &FileBody,
+        deadline: Duration,
+    ) -> io::Result<()> {
+        send_file(self, &head, &body.span, deadline).await
     }
 }
 

@@ -215,6 +215,110 @@ fn live_pipeline(driver: &str) {
         a <= sent_audio + 2 && a + 100 >= sent_audio,
         "audio frames {a} vs ~{sent_audio} sent"
     );
+    sendfile_bodies(&server, &path);
+}
+
+/// Complete parts and segments go with `sendfile(2)` from the memory file (the counter moves),
+/// and every way of reading them gives the same bytes: a segment is its parts end to end, a
+/// reader too slow for the socket buffers (the server waits for writability between sends)
+/// gets the same body, and HEAD announces its length.
+fn sendfile_bodies(server: &Server, path: &str) {
+    let (_, p, text) = playlist(server, path, "");
+    let base = path.rsplit_once('/').unwrap().0;
+    let seg = p
+        .segments
+        .iter()
+        .rev()
+        .find(|s| s.uri.is_some() && s.parts.len() > 1)
+        .unwrap_or_else(|| panic!("no complete segment with its parts listed:\n{text}"));
+    let seg_path = format!("{base}/{}", seg.uri.as_ref().unwrap());
+    let whole = server.get(&seg_path);
+    assert_eq!(whole.status, 200);
+    assert!(!whole.chunked);
+    assert!(
+        whole.body.len() > 16 * 1024,
+        "a segment of {} bytes",
+        whole.body.len()
+    );
+    let mut parts = Vec::new();
+    for part in &seg.parts {
+        let r = server.get(&format!("{base}/{}", part.uri));
+        assert_eq!(r.status, 200);
+        parts.extend_from_slice(&r.body);
+    }
+    assert!(parts == whole.body, "segment {} is not its parts", seg.msn);
+    let slow = slow_get(server.http, &seg_path);
+    assert!(slow == whole.body, "a slow reader got other bytes");
+    let head = http_request(server.http, "HEAD", &seg_path);
+    assert!(
+        head.contains(&format!("Content-Length: {}\r\n", whole.body.len())),
+        "{head}"
+    );
+    let metrics = server.get("/metrics").text();
+    let sent: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("zerocast_bytes_sendfile_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        sent >= 2.0 * whole.body.len() as f64,
+        "sendfile bytes {sent}:\n{metrics}"
+    );
+}
+
+/// GET with a 4 KiB receive buffer, read a little at a time.
+fn slow_get(port: u16, path: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let small: libc::c_int = 4096;
+    // SAFETY: setsockopt with a c_int option on an open socket.
+    let r = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut all = Vec::new();
+    let mut buf = [0u8; 2048];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("slow read: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let at = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    all.split_off(at)
+}
+
+/// A request with `method`; the raw response head.
+fn http_request(port: u16, method: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]

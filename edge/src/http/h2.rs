@@ -27,7 +27,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use monoio_compat::hyper::{MonoioExecutor, MonoioIo, MonoioTimer};
 
-use super::response::{http_head, preflight, Body, Response, PART_STALL};
+use super::response::{http_head, preflight, Body, FileBody, Response, PART_STALL};
 use super::{route, Get, Monoio, ViewerSlot, IDLE};
 use crate::hub::LiveBody;
 use crate::metrics::Limit;
@@ -197,7 +197,7 @@ fn into_http(ctx: &Arc<Ctx>, mut resp: Response, head: bool) -> http::Response<M
     let body = match std::mem::replace(&mut resp.body, Body::Empty) {
         _ if head => MediaBody::full(ctx, Vec::new()),
         Body::Empty => MediaBody::full(ctx, Vec::new()),
-        Body::Full(bufs) => MediaBody::full(ctx, bufs),
+        Body::Full(bufs) | Body::File(FileBody { bufs, .. }) => MediaBody::full(ctx, bufs),
         Body::Live(live) => MediaBody::live(ctx, live),
     };
     parts.map(|()| body)

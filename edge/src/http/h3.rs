@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::response::{http_head, preflight, Body, Response, PART_STALL};
+use super::response::{http_head, preflight, Body, FileBody, Response, PART_STALL};
 use super::{route, timeout, Get, Rt, ViewerSlot};
 use crate::background::Background;
 use crate::metrics::Limit;
@@ -286,7 +286,7 @@ async fn answer(
     if !head {
         match body {
             Body::Empty => {}
-            Body::Full(bufs) => {
+            Body::Full(bufs) | Body::File(FileBody { bufs, .. }) => {
                 for b in bufs {
                     ctx.metrics.add_bytes_out(b.len() as u64);
                     stream.send_data(b).await?;

@@ -33,6 +33,7 @@ use bytes::{Bytes, BytesMut};
 use zerocast_packager::{multivariant, Pdt, Query, Reload, Skip};
 
 use self::request::{parse, MediaFile, Method, MAX_HEAD};
+pub(crate) use self::response::FileBody;
 use self::response::{preflight, respond, Body, Response};
 use crate::hub::{Layer, Layers, LiveBody, PartMedia, Stream};
 use crate::metrics::{Kind, Limit};
@@ -415,7 +416,7 @@ async fn media_file<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, file: &str, query: &str) 
             Some(pm) => {
                 let (chunks, complete) = pm.chunks_from(Layer::Muxed, 0);
                 let body = if complete {
-                    Body::Full(chunks)
+                    Body::media(ctx, chunks, pm.span().as_ref())
                 } else {
                     Body::Live(LiveBody::part(s.clone(), id, pm, Layer::Muxed))
                 };
@@ -472,7 +473,9 @@ async fn segment<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, msn: u64, layer: Layer) -> R
     })
     .await;
     let body = match found {
-        Some(Some(Found::Complete(seg))) if seg.has(layer) => Body::Full(seg.get(layer).to_vec()),
+        Some(Some(Found::Complete(seg))) if seg.has(layer) => {
+            Body::media(ctx, seg.get(layer).to_vec(), seg.span(layer))
+        }
         Some(Some(Found::Open(first, pm))) => {
             Body::Live(LiveBody::segment(s.clone(), first, pm, layer))
         }

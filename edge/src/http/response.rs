@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::hub::LiveBody;
+use crate::memfd::Span;
 use crate::metrics::Kind;
 use crate::transport::Transport;
 use crate::Ctx;
@@ -82,8 +83,36 @@ pub(crate) enum Body {
     Empty,
     /// Complete buffers, written with one `writev`.
     Full(Vec<Bytes>),
+    /// Complete media that is one range of the stream's memory file.
+    File(FileBody),
     /// A part or segment being written: chunked transfer coding until it completes.
     Live(LiveBody),
+}
+
+/// Complete media that is one range of the stream's memory file: sent with `sendfile(2)` on
+/// plain HTTP/1.1, as `bufs` (the same bytes, mapped) everywhere else.
+pub(crate) struct FileBody {
+    pub(crate) span: Span,
+    pub(crate) bufs: Vec<Bytes>,
+}
+
+/// Below this many bytes `writev` costs less than `sendfile` (measured in docs/design.md).
+pub(super) const SENDFILE_MIN: usize = 16 * 1024;
+
+impl Body {
+    /// Complete media: from its memory file when it is one range of it, large enough and
+    /// `sendfile` is on; else its buffers.
+    pub(super) fn media(ctx: &Ctx, bufs: Vec<Bytes>, span: Option<&Span>) -> Body {
+        match span {
+            Some(span) if ctx.config.sendfile && span.len() >= SENDFILE_MIN => {
+                Body::File(FileBody {
+                    span: span.clone(),
+                    bufs,
+                })
+            }
+            _ => Body::Full(bufs),
+        }
+    }
 }
 
 impl Response {
@@ -140,6 +169,7 @@ impl Body {
         match self {
             Body::Empty => Some(0),
             Body::Full(bufs) => Some(bufs.iter().map(Bytes::len).sum()),
+            Body::File(f) => Some(f.span.len()),
             Body::Live(..) => None,
         }
     }
@@ -250,6 +280,22 @@ pub(super) async fn respond<S: Transport>(
             bufs.insert(0, h.freeze());
             *sent += bufs.iter().map(|b| b.len() as u64).sum::<u64>();
             stream.write_bufs(&bufs, WRITE_DEADLINE).await
+        }
+        Body::File(f) => {
+            let _ = std::fmt::Write::write_fmt(
+                &mut StrBuf(&mut h),
+                format_args!("Content-Length: {}\r\n\r\n", f.span.len()),
+            );
+            *sent += h.len() as u64;
+            if head_only {
+                return stream.write_bufs(&[h.freeze()], WRITE_DEADLINE).await;
+            }
+            *sent += f.span.len() as u64;
+            stream.write_file(h.freeze(), &f, WRITE_DEADLINE).await?;
+            if S::SENDFILE {
+                ctx.metrics.add_bytes_sendfile(f.span.len() as u64);
+            }
+            Ok(())
         }
         Body::Live(live) => {
             h.put_slice(b"Transfer-Encoding: chunked\r\n\r\n");
