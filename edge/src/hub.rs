@@ -843,7 +843,11 @@ pub enum PublishError {
 /// Every stream of this process.
 #[derive(Debug)]
 pub struct Hub {
-    streams: Mutex<HashMap<String, Arc<Stream>>>,
+    /// Every stream by name, replaced (copied on write) when one is added or removed: a
+    /// request finds its stream without taking a lock.
+    streams: ArcSwap<HashMap<String, Arc<Stream>>>,
+    /// Held while `streams` is being replaced, so no change is lost.
+    changing: Mutex<()>,
     config: PackagerConfig,
     next_conn: AtomicU64,
     series: StreamSeries,
@@ -855,7 +859,8 @@ impl Hub {
     /// An empty hub; each stream gets its metric handles from `series`.
     pub fn new(config: PackagerConfig, series: StreamSeries) -> Self {
         Self {
-            streams: Mutex::new(HashMap::new()),
+            streams: ArcSwap::default(),
+            changing: Mutex::new(()),
             config,
             next_conn: AtomicU64::new(1),
             series,
@@ -877,7 +882,7 @@ impl Hub {
 
     /// Looks a stream up.
     pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
-        lock(&self.streams).get(name).cloned()
+        self.streams.load().get(name).cloned()
     }
 
     /// Whether `name` has a publisher now, or one that may come back.
@@ -888,7 +893,7 @@ impl Hub {
 
     /// Every stream.
     pub fn all(&self) -> Vec<Arc<Stream>> {
-        let mut v: Vec<_> = lock(&self.streams).values().cloned().collect();
+        let mut v: Vec<_> = self.streams.load().values().cloned().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -909,8 +914,9 @@ impl Hub {
         if !valid_name(name) {
             return Err(PublishError::BadName(name.to_owned()));
         }
-        let mut streams = lock(&self.streams);
-        if let Some(s) = streams.get(name) {
+        let _changing = lock(&self.changing);
+        let current = self.streams.load_full();
+        if let Some(s) = current.get(name) {
             let mut p = lock(&s.publisher);
             match *p {
                 Publisher::Live(_) => return Err(PublishError::Busy(name.to_owned())),
@@ -924,7 +930,9 @@ impl Hub {
                 }
                 Publisher::Ended(_) => {}
             }
-        } else if !self.make_room(&mut streams) {
+        }
+        let mut streams = HashMap::clone(&current);
+        if !streams.contains_key(name) && !self.make_room(&mut streams) {
             return Err(PublishError::TooManyStreams(self.max_streams));
         }
         let epoch = format!("{:x}", now_unix_ms as u64 ^ conn);
@@ -941,6 +949,7 @@ impl Hub {
         if let Some(old) = streams.insert(name.to_owned(), s.clone()) {
             self.series.detach(&old.metrics);
         }
+        self.streams.store(Arc::new(streams));
         Ok(s)
     }
 
@@ -997,7 +1006,8 @@ impl Hub {
             s.handle_end();
         }
         if !remove.is_empty() {
-            let mut streams = lock(&self.streams);
+            let _changing = lock(&self.changing);
+            let mut streams = HashMap::clone(&self.streams.load());
             for s in remove {
                 if let Some(cur) = streams.get(&s.name) {
                     if Arc::ptr_eq(cur, &s) {
@@ -1006,6 +1016,7 @@ impl Hub {
                     }
                 }
             }
+            self.streams.store(Arc::new(streams));
         }
     }
 }
