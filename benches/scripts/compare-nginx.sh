@@ -74,7 +74,7 @@ done
 for s in $servers; do
   case "$s" in nginx|zerocast|zerocast-b) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac
 done
-for c in wrk ffmpeg curl taskset; do
+for c in wrk ffmpeg curl taskset ss; do
   command -v "$c" > /dev/null || { echo "needs $c (apt-get install -y $c)" >&2; exit 2; }
 done
 if [[ " $servers " == *" nginx "* ]] && { ! command -v nginx > /dev/null || [[ ! -f $module ]]; }; then
@@ -98,7 +98,8 @@ autogroup_nice=  # this session's scheduling group's nice value before NICE, res
 nginx_pid=   # the nginx master (it stops its workers)
 cleanup() {
   local p
-  for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done
+  # A client's wrapper shell and the poller have children of their own (wrk, curl).
+  for p in "${pids[@]}"; do pkill -P "$p" 2> /dev/null || true; kill "$p" 2> /dev/null || true; done
   [[ -z "$nginx_pid" ]] || kill "$nginx_pid" 2> /dev/null || true
   wait 2> /dev/null || true
   if [[ -n "$keep" ]]; then rm -rf "$work/nginx" "$work/zc-data"; else rm -rf "$work"; fi
@@ -106,6 +107,16 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# Runs a long command in the background and waits for it: bash runs a trap only once the
+# foreground command is done, but it interrupts `wait` at once, so Ctrl-C stops a load now.
+run_fg() {
+  "$@" &
+  local p=$! rc=0
+  pids+=("$p")
+  wait "$p" || rc=$?
+  unset 'pids[-1]'
+  return "$rc"
+}
 
 # Everything started from here on inherits it. Under autogroup scheduling a process's nice
 # value only ranks it within its session's group; the group's own nice value ranks the group
@@ -123,7 +134,7 @@ fi
 media="$work/src.flv"
 if [[ ! -s "$media" ]]; then
   echo "encoding $media (60 s)..." >&2
-  ffmpeg -hide_banner -loglevel error -nostdin \
+  run_fg ffmpeg -hide_banner -loglevel error -nostdin \
     -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
     -t 60 -c:v libx264 -preset veryfast -tune zerolatency -g 30 -keyint_min 30 -sc_threshold 0 \
     -b:v 2300k -maxrate 2500k -bufsize 2500k -c:a aac -b:a 128k -f flv "$media.tmp"
@@ -163,7 +174,16 @@ pss_mb() { # proportional set size of the pids given, summed, MB (shared pages c
 # to measure from), ff, base (URL prefix), index (the URL a player opens), media_path (the
 # media playlist's path) and seg_dir (the path segment and part URIs are relative to).
 start_server() {
-  local name=$1 bin args
+  local name=$1 bin args port
+  # zerocast listens with SO_REUSEPORT: on a port another program's zerocast holds, both would
+  # listen and the kernel would split the connections (our publisher could land on theirs).
+  for port in $([[ "$name" == nginx ]] && echo "$nrtmp $nhttp" || echo "$zrtmp $zhttp"); do
+    if [[ -n "$(ss -ltnH "sport = :$port")" ]]; then
+      echo "port $port is in use (ss -ltnp 'sport = :$port'); choose others:" \
+        "ZC_RTMP_PORT, ZC_HTTP_PORT, NGINX_RTMP_PORT, NGINX_HTTP_PORT" >&2
+      exit 2
+    fi
+  done
   case "$name" in
     nginx)
       local dir="$work/nginx"
@@ -310,16 +330,16 @@ measure() {
   # The client runs under a shell that reports its CPU (children time) on fd 3.
   case "$load" in
     idle)
-      sleep $(( duration < 10 ? duration : 10 )); echo 0 > "$work/client-ticks"
+      run_fg sleep $(( duration < 10 ? duration : 10 )); echo 0 > "$work/client-ticks"
       ;;
     closed|closed-parts)
       CMP_PLAYLIST="$media_path" CMP_DIR="$seg_dir" CMP_NEWEST="$work/newest" \
-        taskset -c "$ccore" bash -c 'wrk "$@"; rc=$?; awk "{print \$16 + \$17}" /proc/$$/stat >&3; exit $rc' \
+        run_fg taskset -c "$ccore" bash -c 'wrk "$@"; rc=$?; awk "{print \$16 + \$17}" /proc/$$/stat >&3; exit $rc' \
         _ -t1 -c"$n" -d"${duration}s" --timeout 5s --latency -s "$work/alternate.lua" \
         "$base$media_path" 3> "$work/client-ticks" > "$out" 2>&1 || rc=$?
       ;;
     plain|llhls)
-      taskset -c "$ccore" bash -c '"$0" "$@"; rc=$?; awk "{print \$16 + \$17}" /proc/$$/stat >&3; exit $rc' \
+      run_fg taskset -c "$ccore" bash -c '"$0" "$@"; rc=$?; awk "{print \$16 + \$17}" /proc/$$/stat >&3; exit $rc' \
         "$load_bin" "$([[ $load == plain ]] && echo plain || echo hls)" --url "$index" \
         --viewers "$n" --duration "$duration" --workers 1 --server-pid "${sp[1]:-${sp[0]}}" \
         3> "$work/client-ticks" > "$out" 2>&1 || rc=$?
