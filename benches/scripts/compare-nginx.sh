@@ -46,7 +46,7 @@
 #   WORK=DIR           scratch directory, kept (and the encode reused) when given; default a
 #                      new mktemp directory, removed on exit
 #   ZC_RTMP_PORT, ZC_HTTP_PORT, NGINX_RTMP_PORT, NGINX_HTTP_PORT  loopback ports
-#                      (default 19391, 18391, 19392, 18392)
+#                      (default 19451, 18451, 19452, 18452)
 # Needs: nginx (nginx-light), /usr/lib/nginx/modules/ngx_rtmp_module.so (libnginx-mod-rtmp),
 # wrk, ffmpeg (with libx264), curl, taskset: apt-get install -y nginx-light libnginx-mod-rtmp wrk
 set -euo pipefail
@@ -61,8 +61,8 @@ if [[ -n "${ZEROCAST_B_BIN:-}${ZEROCAST_B_ARGS:-}" && " $servers " != *" zerocas
 fi
 driver="${DRIVER:-auto}"
 score="${SERVER_CORE:-0}"; ccore="${CLIENT_CORE:-1}"
-zrtmp="${ZC_RTMP_PORT:-19391}"; zhttp="${ZC_HTTP_PORT:-18391}"
-nrtmp="${NGINX_RTMP_PORT:-19392}"; nhttp="${NGINX_HTTP_PORT:-18392}"
+zrtmp="${ZC_RTMP_PORT:-19451}"; zhttp="${ZC_HTTP_PORT:-18451}"
+nrtmp="${NGINX_RTMP_PORT:-19452}"; nhttp="${NGINX_HTTP_PORT:-18452}"
 bindir="${CARGO_TARGET_DIR:-target}/release"
 zbin="${ZEROCAST_BIN:-$bindir/zerocast}"
 zbin_b="${ZEROCAST_B_BIN:-$zbin}"
