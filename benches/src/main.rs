@@ -25,6 +25,13 @@
 //! timeline, on the server's clock from its `UTCTiming`), MPD and init fetches, errors by
 //! kind, and the CPU and memory of the server and of itself.
 //!
+//! `zerocast-load plain` runs plain-HLS viewers the same way (same protocols, workers and
+//! flags), against zerocast or any other HLS server (nginx-rtmp, say): each polls the media
+//! playlist about once per target duration and fetches each new segment once, like a player
+//! without the low-latency extensions (see `plain`). It reports request time (sent → body
+//! received), segment lateness (received − the first time any viewer saw it listed), errors
+//! by kind, and the CPU and memory of the server and of itself.
+//!
 //! `zerocast-load chat` runs N WebSocket clients of the social API, each its own user, sending
 //! direct messages to each other at a fixed total rate (see `chat`). It reports send → ack and
 //! send → delivery latency, losses (acked but never delivered), errors by kind, and the CPU and
@@ -40,7 +47,7 @@
 //!
 //! Exit status: 0 when the run saw no errors (and, for `chat`, no losses), 1 when it saw some,
 //! 2 on bad arguments or setup. `hls` does not play media, fetch segments or preload hints, or
-//! check media bytes; `dash` plays nothing and does not check media bytes either.
+//! check media bytes; `dash` and `plain` play nothing and do not check media bytes either.
 
 // This binary's output is its report table; printing to stdout is its job.
 #![allow(clippy::print_stdout)]
@@ -53,6 +60,7 @@ mod h2;
 mod h3;
 mod hls;
 mod mpd;
+mod plain;
 mod procfs;
 mod rng;
 mod stats;
@@ -81,6 +89,9 @@ enum Mode {
     Hls,
     /// Low-latency DASH: the MPD and each track's segments as they are written (see `dash`).
     Dash(dash::Setup),
+    /// Plain HLS: the media playlist once per target duration, each new segment once (see
+    /// `plain`).
+    Plain(plain::PlainHls),
 }
 
 /// Load generators for zerocast.
@@ -97,6 +108,9 @@ enum Command {
     Hls(ViewerArgs),
     /// Low-latency DASH viewers following one live stream's MPD and segments.
     Dash(DashArgs),
+    /// Plain-HLS viewers polling a media playlist and fetching each new segment once (any
+    /// HLS server: zerocast, nginx-rtmp, ...).
+    Plain(ViewerArgs),
     /// WebSocket clients of the social API sending direct messages to each other.
     Chat(ChatArgs),
     /// Builds a power-law follow graph through the social API, then reads and changes it.
@@ -105,7 +119,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ViewerArgs {
-    /// Multivariant playlist (hls) or MPD (dash): http://127.0.0.1:8080/live/NAME/index.m3u8
+    /// Multivariant playlist (hls, plain), media playlist (plain) or MPD (dash):
+    /// http://127.0.0.1:8080/live/NAME/index.m3u8
     /// for HTTP/1.1, or https://127.0.0.1:8443/live/NAME/index.m3u8 for HTTP/1.1 over TLS
     /// (ALPN http/1.1), HTTP/2 with --http2, HTTP/3 with --http3 (UDP, same port).
     #[arg(long)]
@@ -124,8 +139,8 @@ struct ViewerArgs {
     /// the system's CAs.
     #[arg(long)]
     cafile: Option<PathBuf>,
-    /// Concurrent viewers: one connection each for hls, one per track plus one for the MPD
-    /// for dash.
+    /// Concurrent viewers: one connection each for hls and plain, one per track plus one for
+    /// the MPD for dash.
     #[arg(long, default_value_t = 100)]
     viewers: u64,
     /// Seconds to keep issuing requests; viewers still running 10 s later are abandoned.
@@ -258,8 +273,9 @@ struct GraphArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Hls(args) => viewer_load(&args, None),
-        Command::Dash(args) => viewer_load(&args.viewers, Some(&args)),
+        Command::Hls(args) => viewer_load(&args, Load::Hls),
+        Command::Dash(args) => viewer_load(&args.viewers, Load::Dash(&args)),
+        Command::Plain(args) => viewer_load(&args, Load::Plain),
         Command::Chat(args) => chat::run(&args).map(|report| {
             print!("{}", report.render());
             report.failures()
@@ -373,9 +389,16 @@ fn protocol(
     Ok((proto, Some(config)))
 }
 
-/// Runs the HLS load (`dash` `None`) or the DASH load and prints its table; returns the
-/// number of errors.
-fn viewer_load(args: &ViewerArgs, dash: Option<&DashArgs>) -> anyhow::Result<u64> {
+/// Which viewer load a command runs.
+#[derive(Debug, Clone, Copy)]
+enum Load<'a> {
+    Hls,
+    Dash(&'a DashArgs),
+    Plain,
+}
+
+/// Runs a viewer load and prints its table; returns the number of errors.
+fn viewer_load(args: &ViewerArgs, load: Load<'_>) -> anyhow::Result<u64> {
     let url = parse_url(&args.url)?;
     if args.viewers == 0 || args.duration == 0 {
         bail!("--viewers and --duration must be at least 1");
@@ -410,17 +433,18 @@ fn viewer_load(args: &ViewerArgs, dash: Option<&DashArgs>) -> anyhow::Result<u64
         sample_cap: args.max_samples.div_ceil(workers as usize),
     };
     // Requests before the run: an untrusted certificate or a server that does not speak the
-    // protocol (or, for DASH, serves no MPD it can follow) is one clear error, not one per
-    // request.
-    let mode = match dash {
-        None => {
+    // protocol (or, for DASH, serves no MPD it can follow; for plain HLS, no media playlist
+    // with a segment) is one clear error, not one per request.
+    let mode = match load {
+        Load::Hls => {
             viewers::preflight(&plan, &[&plan.path])?;
             Mode::Hls
         }
-        Some(d) => {
+        Load::Dash(d) => {
             let min_update = Duration::from_millis(d.min_update_period);
             Mode::Dash(dash::setup(&plan, !d.at_availability, min_update)?)
         }
+        Load::Plain => Mode::Plain(plain::setup(&plan)?),
     };
 
     let server = args.server_pid.map(Pid::Other);
@@ -447,6 +471,7 @@ fn viewer_load(args: &ViewerArgs, dash: Option<&DashArgs>) -> anyhow::Result<u64
             .spawn(move || match mode {
                 Mode::Hls => viewers::run_worker(plan, hls::Hls, first, n),
                 Mode::Dash(setup) => viewers::run_worker(plan, setup, first, n),
+                Mode::Plain(plain) => viewers::run_worker(plan, plain, first, n),
             })
             .context("spawning a worker thread")?;
         threads.push(t);
@@ -609,6 +634,7 @@ impl Report<'_> {
         match self.mode {
             Mode::Hls => hls_rows(s, &mut rows),
             Mode::Dash(setup) => dash_rows(s, &setup.clock, &mut rows),
+            Mode::Plain(_) => plain_rows(s, &mut rows),
         }
         rows.push(("errors".into(), s.errors_total().to_string()));
         for (kind, n, _) in s.errors() {
@@ -631,6 +657,7 @@ impl Report<'_> {
         let command = match self.mode {
             Mode::Hls => "hls",
             Mode::Dash(_) => "dash",
+            Mode::Plain(_) => "plain",
         };
         render_table(
             &format!("zerocast-load {command} {} ({})", self.url, self.proto),
@@ -667,28 +694,39 @@ fn hls_rows(s: &Stats, rows: &mut Vec<(String, String)>) {
     rows.push(("playlists (full)".into(), s.full_playlists.to_string()));
 }
 
+/// The rows of a signed-duration distribution: each percentile in `qs`, the maximum, and how
+/// many samples were not kept.
+fn dist_rows(rows: &mut Vec<(String, String)>, name: &str, d: &Samples, qs: &[f64]) {
+    for q in qs {
+        let label = format!("p{}", q * 100.0).replace('.', "");
+        rows.push((format!("{name} {label}"), fmt_us(d.percentile_us(*q))));
+    }
+    rows.push((format!("{name} max"), fmt_us(d.max_us())));
+    if d.dropped() > 0 {
+        rows.push((
+            format!("{name} samples"),
+            format!(
+                "{} dropped; percentiles from the first {}",
+                d.dropped(),
+                d.count() - d.dropped()
+            ),
+        ));
+    }
+}
+
+/// The plain-HLS rows: playlists, segments, request time and segment lateness.
+fn plain_rows(s: &Stats, rows: &mut Vec<(String, String)>) {
+    rows.push(("playlists".into(), s.full_playlists.to_string()));
+    rows.push(("segments received".into(), s.segments.to_string()));
+    dist_rows(rows, "request time", &s.request_time, &[0.5, 0.99, 0.999]);
+    dist_rows(rows, "segment lateness", &s.lateness, &[0.5, 0.99, 0.999]);
+}
+
 /// The DASH rows: segments, their time to first byte and lateness, MPDs and inits.
 fn dash_rows(s: &Stats, clock: &str, rows: &mut Vec<(String, String)>) {
-    let dist = |rows: &mut Vec<(String, String)>, name: &str, d: &Samples, qs: &[f64]| {
-        for q in qs {
-            let label = format!("p{}", q * 100.0).replace('.', "");
-            rows.push((format!("{name} {label}"), fmt_us(d.percentile_us(*q))));
-        }
-        rows.push((format!("{name} max"), fmt_us(d.max_us())));
-        if d.dropped() > 0 {
-            rows.push((
-                format!("{name} samples"),
-                format!(
-                    "{} dropped; percentiles from the first {}",
-                    d.dropped(),
-                    d.count() - d.dropped()
-                ),
-            ));
-        }
-    };
     rows.push(("segments received".into(), s.lateness.count().to_string()));
-    dist(rows, "segment TTFB", &s.ttfb, &[0.5, 0.99]);
-    dist(rows, "segment lateness", &s.lateness, &[0.5, 0.99, 0.999]);
+    dist_rows(rows, "segment TTFB", &s.ttfb, &[0.5, 0.99]);
+    dist_rows(rows, "segment lateness", &s.lateness, &[0.5, 0.99, 0.999]);
     rows.push(("init segments".into(), s.inits.to_string()));
     rows.push(("MPDs".into(), s.mpds.to_string()));
     rows.push(("clock".into(), clock.to_owned()));
@@ -837,6 +875,51 @@ mod tests {
         );
         assert!(
             text.contains("server RSS max        2.0 MiB (at start 1.0 MiB)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn renders_a_plain_hls_table() {
+        let mut stats = Stats::new(10);
+        stats.requests = 4;
+        stats.full_playlists = 2;
+        stats.segments = 2;
+        for ms in [1, 2, 3, 40] {
+            stats.request_time.push_duration(Duration::from_millis(ms));
+        }
+        stats.lateness.push_duration(Duration::from_millis(500));
+        stats.sort_samples();
+        let r = Report {
+            url: "http://h/hls/demo.m3u8",
+            proto: Proto::Http1.label(),
+            viewers: 1,
+            workers: 1,
+            duration: 1,
+            ran: Duration::from_secs(2),
+            stats: &stats,
+            mode: &Mode::Plain(plain::PlainHls::default()),
+            server_cpu: None,
+            server_rss: None,
+            my_cpu: None,
+        };
+        let text = r.render();
+        assert!(
+            text.starts_with("zerocast-load plain http://h/hls/demo.m3u8 (HTTP/1.1)\n"),
+            "{text}"
+        );
+        assert!(text.contains("  playlists              2\n"), "{text}");
+        assert!(text.contains("  segments received      2\n"), "{text}");
+        assert!(
+            text.contains("  request time p50       2.00 ms\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  request time p99       40.00 ms\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  segment lateness p99   500.00 ms\n"),
             "{text}"
         );
     }

@@ -192,7 +192,12 @@ pub(crate) struct Stats {
     /// DASH: request → response head of each media segment.
     pub(crate) ttfb: Samples,
     /// DASH: last byte of each media segment − the segment's end on the MPD's timeline.
+    /// Plain HLS: last byte of each segment − its first sighting in a playlist (see `plain`).
     pub(crate) lateness: Samples,
+    /// Plain HLS: segments received.
+    pub(crate) segments: u64,
+    /// Plain HLS: request sent → body received, for every request answered 200.
+    pub(crate) request_time: Samples,
     errors: [u64; ErrorKind::ALL.len()],
     first_error: [Option<String>; ErrorKind::ALL.len()],
     /// The latency of `parts` (HLS), or of what the load measures (acks, requests).
@@ -206,6 +211,7 @@ impl Stats {
             latency: Samples::new(sample_cap),
             ttfb: Samples::new(sample_cap),
             lateness: Samples::new(sample_cap),
+            request_time: Samples::new(sample_cap),
             ..Self::default()
         }
     }
@@ -232,6 +238,7 @@ impl Stats {
         self.full_playlists += other.full_playlists;
         self.mpds += other.mpds;
         self.inits += other.inits;
+        self.segments += other.segments;
         for (i, n) in other.errors.iter().enumerate() {
             self.errors[i] += n;
         }
@@ -243,6 +250,7 @@ impl Stats {
         self.latency.merge(other.latency);
         self.ttfb.merge(other.ttfb);
         self.lateness.merge(other.lateness);
+        self.request_time.merge(other.request_time);
     }
 
     pub(crate) fn errors_total(&self) -> u64 {
@@ -272,6 +280,7 @@ impl Stats {
         self.latency.sort();
         self.ttfb.sort();
         self.lateness.sort();
+        self.request_time.sort();
     }
 
     /// Nearest-rank percentile (`q` in 0..=1) of the kept latency samples, after
