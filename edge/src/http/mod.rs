@@ -55,6 +55,9 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
     let head_limit = Duration::from_millis(ctx.config.http_head_timeout);
     // When the head being read must be complete; `None` while idle between requests.
     let mut head_due = Some(Instant::now() + head_limit);
+    // Shutdown cuts an idle read short. One wait for the whole connection: its waker is
+    // registered once, not once per request in the process-wide signal.
+    let mut stop = ctx.shutdown_signal.changed(ctx.shutdown_signal.seq());
     loop {
         // Parse a request from what is buffered; read more while it is incomplete.
         let req = loop {
@@ -94,12 +97,10 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
                 Some(due) => due.saturating_duration_since(Instant::now()),
                 None => IDLE,
             };
-            let seen = ctx.shutdown_signal.seq();
             if ctx.shutting_down() {
                 break None;
             }
-            let stop = ctx.shutdown_signal.changed(seen);
-            match stream.read_into(&mut buf, 4096, wait, stop).await {
+            match stream.read_into(&mut buf, 4096, wait, &mut stop).await {
                 Ok(n) if n > 0 => {}
                 Err(e)
                     if e.kind() == io::ErrorKind::TimedOut
