@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub mod background;
+#[doc(hidden)]
+pub mod bench;
 pub mod config;
 mod http;
 pub mod hub;

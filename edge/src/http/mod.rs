@@ -33,6 +33,7 @@ use bytes::{Bytes, BytesMut};
 use zerocast_packager::{multivariant, Pdt, Query, Reload, Skip};
 
 use self::request::{parse, MediaFile, Method, MAX_HEAD};
+pub(crate) use self::response::media_head;
 pub(crate) use self::response::FileBody;
 use self::response::{preflight, respond, Body, Response};
 use crate::hub::{Layer, Layers, LiveBody, PartMedia, Stream};
@@ -431,7 +432,7 @@ async fn media_file<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, file: &str, query: &str) 
 
 /// Parts, segments and init segments never change once named.
 fn immutable(mut r: Response) -> Response {
-    r.cache = "public, max-age=31536000, immutable";
+    r.cache = response::IMMUTABLE;
     r
 }
 

@@ -16,6 +16,8 @@ use crate::Ctx;
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// A part being written that gains no chunk for this long is abandoned.
 pub(super) const PART_STALL: Duration = Duration::from_secs(10);
+/// `Cache-Control` of media that never changes under its URL (init segments, parts, segments).
+pub(super) const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// A response before it is written, the same for every protocol.
 pub(crate) struct Response {
@@ -231,16 +233,15 @@ pub(super) fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Writes a response, adding the bytes written to `sent`; errors mean the connection is
-/// unusable.
-pub(super) async fn respond<S: Transport>(
-    stream: &mut S,
-    ctx: &Ctx,
-    resp: Response,
-    head_only: bool,
+/// The HTTP/1.1 status line and headers of `resp`, through the blank line that ends them:
+/// `Content-Length: body_len`, or chunked transfer coding when `body_len` is `None` (a part
+/// still being written).
+pub(super) fn head(
+    resp: &Response,
+    body_len: Option<usize>,
+    alt_svc: Option<&str>,
     keep_alive: bool,
-    sent: &mut u64,
-) -> io::Result<()> {
+) -> BytesMut {
     let mut h = BytesMut::with_capacity(320);
     let _ = std::fmt::Write::write_fmt(
         &mut StrBuf(&mut h),
@@ -256,24 +257,57 @@ pub(super) async fn respond<S: Transport>(
         let _ =
             std::fmt::Write::write_fmt(&mut StrBuf(&mut h), format_args!("{name}: {value}\r\n"));
     }
-    if let Some(alt) = &ctx.alt_svc {
+    if let Some(alt) = alt_svc {
         let _ = std::fmt::Write::write_fmt(&mut StrBuf(&mut h), format_args!("alt-svc: {alt}\r\n"));
     }
     if !keep_alive {
         h.put_slice(b"Connection: close\r\n");
     }
-    match resp.body {
-        Body::Empty => {
-            h.put_slice(b"Content-Length: 0\r\n\r\n");
-            *sent += h.len() as u64;
-            stream.write_bufs(&[h.freeze()], WRITE_DEADLINE).await
-        }
-        Body::Full(mut bufs) => {
-            let len: usize = bufs.iter().map(Bytes::len).sum();
+    match body_len {
+        Some(len) => {
             let _ = std::fmt::Write::write_fmt(
                 &mut StrBuf(&mut h),
                 format_args!("Content-Length: {len}\r\n\r\n"),
             );
+        }
+        None => h.put_slice(b"Transfer-Encoding: chunked\r\n\r\n"),
+    }
+    h
+}
+
+/// The head [`respond`] writes before a media body: a 200 with `content_type`, immutable or
+/// `no-cache` caching, CORS for any origin (see [`crate::bench::http1_media_head`]).
+pub(crate) fn media_head(
+    content_type: &'static str,
+    immutable: bool,
+    body_len: Option<usize>,
+    alt_svc: Option<&str>,
+    keep_alive: bool,
+) -> BytesMut {
+    let mut resp = Response::new(200, content_type, Body::Empty, Kind::Other);
+    if immutable {
+        resp.cache = IMMUTABLE;
+    }
+    head(&resp, body_len, alt_svc, keep_alive)
+}
+
+/// Writes a response, adding the bytes written to `sent`; errors mean the connection is
+/// unusable.
+pub(super) async fn respond<S: Transport>(
+    stream: &mut S,
+    ctx: &Ctx,
+    resp: Response,
+    head_only: bool,
+    keep_alive: bool,
+    sent: &mut u64,
+) -> io::Result<()> {
+    let h = head(&resp, resp.body.len(), ctx.alt_svc.as_deref(), keep_alive);
+    match resp.body {
+        Body::Empty => {
+            *sent += h.len() as u64;
+            stream.write_bufs(&[h.freeze()], WRITE_DEADLINE).await
+        }
+        Body::Full(mut bufs) => {
             if head_only {
                 bufs.clear();
             }
@@ -282,10 +316,6 @@ pub(super) async fn respond<S: Transport>(
             stream.write_bufs(&bufs, WRITE_DEADLINE).await
         }
         Body::File(f) => {
-            let _ = std::fmt::Write::write_fmt(
-                &mut StrBuf(&mut h),
-                format_args!("Content-Length: {}\r\n\r\n", f.span.len()),
-            );
             *sent += h.len() as u64;
             if head_only {
                 return stream.write_bufs(&[h.freeze()], WRITE_DEADLINE).await;
@@ -298,7 +328,6 @@ pub(super) async fn respond<S: Transport>(
             Ok(())
         }
         Body::Live(live) => {
-            h.put_slice(b"Transfer-Encoding: chunked\r\n\r\n");
             *sent += h.len() as u64;
             stream.write_bufs(&[h.freeze()], WRITE_DEADLINE).await?;
             if head_only {
@@ -357,4 +386,33 @@ impl std::fmt::Write for StrBuf<'_> {
 /// A JSON string literal.
 fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_of_a_part_and_of_a_playlist() {
+        let part = media_head("video/mp4", true, Some(1234), Some("h3=\":443\""), true);
+        assert_eq!(
+            &part[..],
+            b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n\
+              Cache-Control: public, max-age=31536000, immutable\r\n\
+              access-control-allow-origin: *\r\n\
+              access-control-allow-methods: GET, HEAD, OPTIONS\r\n\
+              access-control-allow-headers: *\r\n\
+              access-control-expose-headers: *\r\n\
+              timing-allow-origin: *\r\n\
+              alt-svc: h3=\":443\"\r\n\
+              Content-Length: 1234\r\n\r\n"
+        );
+        let live = media_head("application/vnd.apple.mpegurl", false, None, None, false);
+        let live = std::str::from_utf8(&live).unwrap();
+        assert!(live.contains("\r\nCache-Control: no-cache\r\n"), "{live}");
+        assert!(
+            live.ends_with("\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "{live}"
+        );
+    }
 }
