@@ -61,13 +61,6 @@ pub struct Capture {
     pub tags: Vec<Tag>,
 }
 
-impl Capture {
-    /// Bytes of all tag bodies.
-    pub fn body_bytes(&self) -> u64 {
-        self.tags.iter().map(|t| t.body.len() as u64).sum()
-    }
-}
-
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
@@ -284,18 +277,20 @@ fn feed(server: &mut ServerSession, wire: &mut Vec<u8>, bytes: &[u8]) -> Vec<u8>
 }
 
 /// Replays a recorded publish into a new [`ServerSession`] in reads of `read_size` bytes,
-/// accepting the publish; returns the number of frames that came out.
+/// accepting the publish; returns the number of frames that came out. The frames are kept
+/// until the end, as the server keeps media for its playlist window: read buffers are not
+/// reused, each read goes to a new allocation.
 pub fn replay_publish(wire: &[u8], read_size: usize) -> usize {
     let mut s = ServerSession::new();
     let mut buf = BytesMut::with_capacity(read_size);
-    let mut frames = 0;
+    let mut frames = Vec::with_capacity(wire.len() / 1024);
     for read in wire.chunks(read_size) {
         buf.reserve(read_size);
         buf.extend_from_slice(read);
         let mut r = s.handle_input(&mut buf);
         while let Some(o) = s.poll_output() {
             match o {
-                Output::Event(SessionEvent::Frame(_)) => frames += 1,
+                Output::Event(SessionEvent::Frame(f)) => frames.push(f),
                 Output::Event(SessionEvent::PublishRequested { request_id, .. }) => {
                     r = r.and(s.accept_publish(request_id));
                 }
@@ -304,7 +299,7 @@ pub fn replay_publish(wire: &[u8], read_size: usize) -> usize {
         }
         r.expect("the recorded publish replays");
     }
-    frames
+    frames.len()
 }
 
 /// The tracks (in the order their sequence headers came) and frames of the tags.
@@ -338,17 +333,6 @@ pub struct ChunkInput {
     pub audio_base: u64,
     /// The audio samples.
     pub audio: Vec<Sample>,
-}
-
-impl ChunkInput {
-    /// Bytes of media in the chunk.
-    pub fn media_bytes(&self) -> usize {
-        self.video
-            .iter()
-            .chain(&self.audio)
-            .map(|s| s.data.len())
-            .sum()
-    }
 }
 
 /// Groups frames into CMAF chunk inputs, one per video frame (the last video frame, whose
