@@ -112,6 +112,7 @@ pub fn h264_capture(dir: &Path) -> io::Result<PathBuf> {
         return Ok(path);
     }
     std::fs::create_dir_all(dir)?;
+    eprintln!("making {} with ffmpeg (once)", path.display());
     // Written under another name and renamed: bench binaries may run side by side.
     let tmp = dir.join(format!("{H264_CAPTURE}.{}.tmp", std::process::id()));
     let status = Command::new("ffmpeg")
