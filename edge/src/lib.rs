@@ -18,6 +18,7 @@ use std::time::Duration;
 
 pub mod background;
 pub mod config;
+mod heap;
 mod http;
 pub mod hub;
 mod iov;

@@ -317,6 +317,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             Err(_) => break,
         }
     }
+    crate::heap::start();
     tracing::info!(
         "ready: rtmp://{}/live/NAME, http://{}/live/NAME/index.m3u8",
         config.rtmp,
