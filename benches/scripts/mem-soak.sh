@@ -24,6 +24,8 @@
 #   IDLE_PATH      what each idle connection requests first (default a 404:
 #                  /live/idle-conns/index.m3u8; the response body is read whole)
 #   SERVER_FLAGS   more `zerocast serve` flags (e.g. "--driver epoll")
+#   SERVER_ENV     more environment for the server only, e.g. another allocator:
+#                  "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=background_thread:true"
 #   SAMPLES        also copy the raw samples to this file
 #   SERVER_LOG     also copy the server's log to this file
 set -euo pipefail
@@ -65,7 +67,7 @@ mkdir "$tmp/data"
 # The trims of the heap thread (if the binary has one) go to the log at debug.
 ZEROCAST_SOCIAL=false ZEROCAST_MAX_CONNECTIONS=$((idle + streams + 1000)) \
   ZEROCAST_MAX_CONNECTIONS_PER_IP=0 ZEROCAST_LOG="${ZEROCAST_LOG:-info,zerocast_edge::heap=debug}" \
-  "$bin" serve --rtmp 127.0.0.1:"$rtmp" --http 127.0.0.1:"$http" --data-dir "$tmp/data" \
+  env ${SERVER_ENV:-} "$bin" serve --rtmp 127.0.0.1:"$rtmp" --http 127.0.0.1:"$http" --data-dir "$tmp/data" \
   ${SERVER_FLAGS:-} 2> "$tmp/server.log" &
 server=$!
 for _ in $(seq 50); do
