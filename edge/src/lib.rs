@@ -20,6 +20,7 @@ pub mod background;
 #[doc(hidden)]
 pub mod bench;
 pub mod config;
+mod heap;
 mod http;
 pub mod hub;
 mod iov;

@@ -1,11 +1,25 @@
 //! RTMP chunk stream decoding (RTMP 1.0 specification, section 5.3).
 //!
 //! [`ChunkDecoder`] reads chunks from the front of a [`BytesMut`] and reassembles messages.
-//! A message that fits in one chunk (every audio frame and most video frames once the
-//! publisher raised its chunk size) is handed out as a slice of the input buffer, without a
-//! copy. A message split across chunks is copied once, into a buffer sized to its length
-//! (for messages over 64 KiB the buffer starts at 64 KiB and grows once, so that a chunk
-//! header alone cannot make the decoder allocate 16 MiB).
+//! Every media byte is copied at most once, and no message keeps the caller's read buffer alive
+//! unless it fills a good part of it:
+//!
+//! - A message that arrives whole in one chunk and is at least [`MIN_SLICE_LEN`] long is a
+//!   slice of the input buffer, no copy.
+//! - A shorter one (every audio frame, small video frames) is copied into an allocation of its
+//!   own length. A slice would pin the whole read allocation it came from (64 KiB in the edge)
+//!   for as long as the frame lives: 46 AAC frames a second of ~370 bytes each pinned 64 KiB
+//!   apiece, about 170x their size.
+//! - Any other message (split across chunks, or a chunk that is not whole in the buffer) is
+//!   copied as its bytes arrive, into a buffer sized to its length: the decoder takes the
+//!   bytes of a chunk that a read boundary cut, so the caller keeps nothing but a partial
+//!   chunk header (at most 17 bytes) between reads. The buffer starts at
+//!   `min(length, 64 KiB)` and is reallocated once, to the exact length, when a longer message
+//!   passes 64 KiB, so that a chunk header alone cannot make the decoder allocate 16 MiB.
+//!
+//! So a caller that reads into one `BytesMut` and calls [`ChunkDecoder::decode`] until it
+//! returns [`Decoded::NeedMore`] is, afterwards, the only owner of that buffer (unless a
+//! [`MIN_SLICE_LEN`] slice was handed out) and `reserve` reuses it for the next read.
 //!
 //! The decoder is written here rather than taken from `rml_rtmp::chunk_io` because that one
 //! shares one reassembly buffer between chunk streams (interleaved chunk streams corrupt each
@@ -30,6 +44,16 @@ pub const MAX_CHUNK_SIZE: u32 = MAX_MESSAGE_LEN;
 
 /// Initial buffer for a message split across chunks; it grows once to the message length.
 const INITIAL_REASSEMBLY_CAPACITY: usize = 64 * 1024;
+
+/// Shortest message handed out as a slice of the input buffer; shorter ones are copied.
+///
+/// Half of the 64 KiB read buffer the edge (and the crate documentation's loop) reads into:
+/// a slice keeps its whole allocation alive, so a sliced message keeps at most twice its own
+/// size, the same bound as a doubling `Vec`, and copying anything shorter costs less than
+/// pinning memory for as long as a frame lives (a playlist window is tens of seconds).
+/// In practice only publishers that raised their chunk size above 32 KiB send such messages;
+/// with the common 4096-byte chunk size every longer frame is reassembled (copied once) anyway.
+pub const MIN_SLICE_LEN: usize = 32 * 1024;
 
 /// Longest chunk header: 3-byte basic header, 11-byte message header, 4-byte extended timestamp.
 const MAX_HEADER_LEN: usize = 18;
@@ -132,10 +156,11 @@ pub struct Message {
 pub enum Decoded {
     /// A chunk completed this message.
     Message(Message),
-    /// One chunk was consumed; its message is not complete yet.
+    /// A chunk, or as much of it as the buffer held, was consumed; its message is not
+    /// complete yet.
     Chunk,
-    /// The buffer does not hold a whole chunk. At least this many more bytes are needed
-    /// (exact once the header is complete). Nothing was consumed.
+    /// The buffer is empty, or holds only part of a chunk header. At least this many more
+    /// bytes are needed (exact in the middle of a chunk's payload). Nothing was consumed.
     NeedMore(usize),
 }
 
@@ -152,8 +177,9 @@ struct ChunkStream {
     length: u32,
     type_id: u8,
     stream_id: u32,
-    /// The message being reassembled, with the offset of its first chunk.
-    partial: Option<(BytesMut, u64)>,
+    /// The message being reassembled, with the offset of its first chunk. A `Vec`, not a
+    /// `BytesMut`, for `reserve_exact` (see [`ChunkDecoder::append`]).
+    partial: Option<(Vec<u8>, u64)>,
 }
 
 /// A parsed chunk header, not yet applied to the chunk stream state.
@@ -184,6 +210,9 @@ pub struct ChunkDecoder {
     max_message_len: u32,
     /// Largest chunk size the peer may set.
     max_chunk_size: u32,
+    /// The chunk whose header was consumed but not all of its payload: (chunk stream id,
+    /// payload bytes still to come). The next bytes are that payload, not a header.
+    in_chunk: Option<(u32, usize)>,
 }
 
 impl ChunkDecoder {
@@ -197,6 +226,7 @@ impl ChunkDecoder {
             reassembling: 0,
             max_message_len: MAX_MESSAGE_LEN,
             max_chunk_size: MAX_CHUNK_SIZE,
+            in_chunk: None,
         }
     }
 
@@ -246,8 +276,18 @@ impl ChunkDecoder {
         }
     }
 
-    /// Decodes one chunk from the front of `buf`.
+    /// Decodes one chunk, or as much of it as `buf` holds, from the front of `buf`.
+    ///
+    /// Call it until it returns [`Decoded::NeedMore`]: `buf` then holds at most the start of
+    /// a chunk header, which the next bytes of the connection must follow. Messages do not
+    /// depend on where reads split the input, errors neither (they are found on headers).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkError> {
+        if let Some((csid, left)) = self.in_chunk {
+            if buf.is_empty() {
+                return Ok(Decoded::NeedMore(left));
+            }
+            return Ok(self.take_payload(buf, csid, left));
+        }
         let header = match self.parse_header(buf)? {
             Ok(h) => h,
             Err(need) => return Ok(Decoded::NeedMore(need)),
@@ -303,17 +343,24 @@ impl ChunkDecoder {
                 max: self.max_message_len,
             });
         }
+        // A new message counts toward the reassembly limit whether or not it ends up being
+        // reassembled (that depends on where reads split the input; errors must not).
+        if partial_len.is_none() {
+            let total = self.reassembling + length as usize;
+            if total > MAX_REASSEMBLY_BYTES {
+                return Err(ChunkError::ReassemblyLimit {
+                    offset: chunk_offset,
+                    bytes: total,
+                });
+            }
+        }
         // `received < length` whenever a message is partial (it would have completed
         // otherwise), so this never underflows; saturate anyway.
         let remaining = (length as usize).saturating_sub(received);
         let payload_len = remaining.min(self.chunk_size as usize);
-        let total = header.len + payload_len;
-        if buf.len() < total {
-            return Ok(Decoded::NeedMore(total - buf.len()));
-        }
 
-        // The whole chunk is here: commit the header to the chunk stream state. Nothing was
-        // changed before this point, so `NeedMore` leaves the decoder as it was.
+        // The header is whole: commit it to the chunk stream state. Nothing was changed before
+        // this point, so `NeedMore` and errors leave the decoder as it was.
         let s = self.streams.entry(header.csid).or_default();
         let continuation = s.partial.is_some();
         match header.fmt {
@@ -346,56 +393,80 @@ impl ChunkDecoder {
 
         buf.advance(header.len);
         self.offset += header.len as u64;
-        let data = buf.split_to(payload_len);
-        self.offset += payload_len as u64;
 
-        let payload = if continuation {
-            let Some((mut partial, start)) = s.partial.take() else {
-                // `continuation` is `s.partial.is_some()`, read above.
-                return Ok(Decoded::Chunk);
+        if !continuation && payload_len == length as usize && buf.len() >= payload_len {
+            // The whole message is in this chunk, and the chunk is in `buf`.
+            let payload = if payload_len >= MIN_SLICE_LEN {
+                buf.split_to(payload_len).freeze()
+            } else {
+                // Not `split_to`: that would make `buf` shared, and `reserve` could no longer
+                // reuse its allocation in place.
+                let copy = Bytes::copy_from_slice(&buf[..payload_len]);
+                buf.advance(payload_len);
+                copy
             };
-            let want = s.length as usize;
-            if partial.capacity() - partial.len() < data.len() {
-                // Past the initial allocation: grow once, to the exact message length.
-                partial.reserve(want.saturating_sub(partial.len()));
-            }
-            partial.extend_from_slice(&data);
-            if partial.len() < want {
-                s.partial = Some((partial, start));
-                return Ok(Decoded::Chunk);
-            }
-            self.reassembling = self.reassembling.saturating_sub(want);
-            (partial.freeze(), start)
-        } else if payload_len < s.length as usize {
-            let want = s.length as usize;
-            let total = self.reassembling + want;
-            if total > MAX_REASSEMBLY_BYTES {
-                return Err(ChunkError::ReassemblyLimit {
-                    offset: chunk_offset,
-                    bytes: total,
-                });
-            }
-            // Allocate for the whole message only once the peer has sent a fair part of it:
-            // a header alone must not make us hold megabytes. Messages up to
-            // INITIAL_REASSEMBLY_CAPACITY are copied exactly once; longer ones at most
-            // INITIAL_REASSEMBLY_CAPACITY bytes twice.
-            let mut partial = BytesMut::with_capacity(want.min(INITIAL_REASSEMBLY_CAPACITY));
-            partial.extend_from_slice(&data);
-            self.reassembling += want;
-            s.partial = Some((partial, chunk_offset));
+            self.offset += payload_len as u64;
+            return Ok(Decoded::Message(Message {
+                csid: header.csid,
+                type_id: s.type_id,
+                stream_id: s.stream_id,
+                timestamp: s.timestamp,
+                offset: chunk_offset,
+                payload,
+            }));
+        }
+        if !continuation {
+            // Allocated when its first payload bytes arrive (`append`), not on a header.
+            s.partial = Some((Vec::new(), chunk_offset));
+            self.reassembling += length as usize;
+        }
+        if payload_len == 0 {
+            // Only a zero-length message has an empty chunk, and it is whole above.
             return Ok(Decoded::Chunk);
-        } else {
-            // The whole message is in this chunk: hand out a slice of the input, no copy.
-            (data.freeze(), chunk_offset)
+        }
+        Ok(self.take_payload(buf, header.csid, payload_len))
+    }
+
+    /// Copies up to `left` payload bytes of the current chunk, on chunk stream `csid`, from
+    /// `buf` into that stream's message; completes the message when they were its last.
+    fn take_payload(&mut self, buf: &mut BytesMut, csid: u32, left: usize) -> Decoded {
+        let n = left.min(buf.len());
+        let left = left - n;
+        self.in_chunk = (left > 0).then_some((csid, left));
+        let data = buf.get(..n).unwrap_or_default();
+        self.offset += n as u64;
+        // The stream and its partial message exist: the header that started this chunk
+        // created them, and only an Abort message (decoded between chunks) removes the
+        // partial. Without one, the bytes are dropped.
+        let Some(s) = self.streams.get_mut(&csid) else {
+            buf.advance(n);
+            return Decoded::Chunk;
         };
-        Ok(Decoded::Message(Message {
-            csid: header.csid,
+        let want = s.length as usize;
+        let complete = match &mut s.partial {
+            Some((partial, _)) => {
+                append(partial, data, want);
+                left == 0 && partial.len() >= want
+            }
+            None => false,
+        };
+        buf.advance(n);
+        if !complete {
+            return Decoded::Chunk;
+        }
+        let Some((partial, start)) = s.partial.take() else {
+            return Decoded::Chunk;
+        };
+        self.reassembling = self.reassembling.saturating_sub(want);
+        Decoded::Message(Message {
+            csid,
             type_id: s.type_id,
             stream_id: s.stream_id,
             timestamp: s.timestamp,
-            offset: payload.1,
-            payload: payload.0,
-        }))
+            offset: start,
+            // `Vec` to `Bytes` takes the allocation over, no copy.
+            payload: Bytes::from(partial),
+        })
     }
 
     /// Parses the chunk header at the front of `buf` without consuming it.
@@ -475,6 +546,23 @@ impl ChunkDecoder {
         debug_assert!(h.len <= MAX_HEADER_LEN);
         Ok(Ok(h))
     }
+}
+
+/// Appends `data` to a message of `want` bytes being reassembled. The buffer is allocated
+/// when the first bytes arrive, at `min(want, 64 KiB)`, and reallocated once, to exactly
+/// `want`, when more than 64 KiB have arrived: a header alone allocates nothing, and no
+/// message gets more capacity than its length (`Vec::reserve` would double).
+fn append(partial: &mut Vec<u8>, data: &[u8], want: usize) {
+    let needed = partial.len() + data.len();
+    if partial.capacity() < needed {
+        let cap = if needed <= INITIAL_REASSEMBLY_CAPACITY {
+            want.min(INITIAL_REASSEMBLY_CAPACITY)
+        } else {
+            want
+        };
+        partial.reserve_exact(cap.max(needed) - partial.len());
+    }
+    partial.extend_from_slice(data);
 }
 
 fn len_u32(n: usize) -> u32 {
@@ -562,10 +650,27 @@ mod tests {
         }
     }
 
+    /// Decodes what `buf` holds until the decoder needs more; the caller's loop.
+    fn drain(d: &mut ChunkDecoder, buf: &mut BytesMut, out: &mut Vec<Message>) {
+        loop {
+            match d.decode(buf).unwrap() {
+                Decoded::Message(m) => out.push(m),
+                Decoded::Chunk => {}
+                Decoded::NeedMore(_) => return,
+            }
+        }
+    }
+
+    fn in_allocation(p: &[u8], base: usize, cap: usize) -> bool {
+        (base..base + cap).contains(&(p.as_ptr() as usize))
+    }
+
     #[test]
-    fn single_chunk_message_is_a_slice_of_the_input() {
+    fn short_single_chunk_messages_are_copied_out_of_the_input() {
+        // An audio frame in a 64 KiB read buffer, as the edge reads it.
         let bytes = message(4, 1000, 8, 1, b"\xaf\x01abc", 128);
-        let mut buf = BytesMut::from(&bytes[..]);
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        buf.extend_from_slice(&bytes);
         let base = buf.as_ptr() as usize;
         let mut d = ChunkDecoder::new(3073);
         let Decoded::Message(m) = d.decode(&mut buf).unwrap() else {
@@ -576,8 +681,86 @@ mod tests {
             (4, 8, 1, 1000, 3073)
         );
         assert_eq!(&m.payload[..], b"\xaf\x01abc");
-        assert_eq!(m.payload.as_ptr() as usize, base + 12, "payload was copied");
         assert_eq!(d.offset(), 3073 + bytes.len() as u64);
+        // The message does not point into the read buffer, and does not keep it: while the
+        // message is alive, the next read reuses the buffer without allocating.
+        assert!(
+            !in_allocation(&m.payload, base, 64 * 1024),
+            "payload is a slice"
+        );
+        assert!(buf.is_empty());
+        assert!(
+            buf.try_reclaim(64 * 1024),
+            "the read buffer is still shared"
+        );
+        assert_eq!(buf.as_ptr() as usize, base);
+        drop(m);
+    }
+
+    #[test]
+    fn long_single_chunk_messages_are_slices_of_the_input() {
+        let body = vec![9u8; MIN_SLICE_LEN];
+        let mut d = ChunkDecoder::new(0);
+        d.set_chunk_size(64 * 1024).unwrap();
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        buf.extend_from_slice(&message(6, 0, 9, 1, &body, 64 * 1024));
+        let base = buf.as_ptr() as usize;
+        let Decoded::Message(m) = d.decode(&mut buf).unwrap() else {
+            panic!("expected a message")
+        };
+        assert!(m.payload == body);
+        assert_eq!(m.payload.as_ptr() as usize, base + 12, "payload was copied");
+        // One byte shorter: copied.
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        buf.extend_from_slice(&message(6, 0, 9, 1, &body[1..], 64 * 1024));
+        let base = buf.as_ptr() as usize;
+        let Decoded::Message(m) = d.decode(&mut buf).unwrap() else {
+            panic!("expected a message")
+        };
+        assert!(!in_allocation(&m.payload, base, 64 * 1024));
+    }
+
+    #[test]
+    fn a_chunk_cut_by_a_read_is_copied_once_into_an_exact_buffer() {
+        // 100,000 bytes in chunks of 70,000: the first chunk is longer than the 64 KiB read
+        // buffer, so it is always cut; reads of 1,000 bytes cut the headers too.
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let bytes = message(6, 0, 9, 1, &big, 70_000);
+        let mut d = ChunkDecoder::new(0);
+        d.set_chunk_size(70_000).unwrap();
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let base = buf.as_ptr() as usize;
+        let mut msgs = Vec::new();
+        for read in bytes.chunks(1000) {
+            buf.reserve(read.len());
+            assert!(
+                in_allocation(&buf, base, 64 * 1024),
+                "the read buffer was reallocated"
+            );
+            buf.extend_from_slice(read);
+            drain(&mut d, &mut buf, &mut msgs);
+            // Nothing but the start of a header is left for the next read.
+            assert!(buf.len() < MAX_HEADER_LEN, "{} bytes left", buf.len());
+            if let Some((partial, _)) = d.streams.get(&6).and_then(|s| s.partial.as_ref()) {
+                let cap = partial.capacity();
+                assert!(cap == 64 * 1024 || cap == big.len(), "capacity {cap}");
+            }
+        }
+        assert_eq!(msgs.len(), 1);
+        assert!(msgs[0].payload == big);
+        assert_eq!((d.reassembling, d.offset()), (0, bytes.len() as u64));
+    }
+
+    #[test]
+    fn a_header_alone_allocates_nothing() {
+        let mut d = ChunkDecoder::new(0);
+        let mut buf = BytesMut::from(&chunk(0, 4, 0, MAX_MESSAGE_LEN, 9, 1, &[])[..]);
+        assert!(matches!(d.decode(&mut buf).unwrap(), Decoded::Chunk));
+        assert!(buf.is_empty());
+        let s = &d.streams[&4];
+        assert_eq!(s.partial.as_ref().map(|(p, _)| p.capacity()), Some(0));
+        assert_eq!(d.reassembling, MAX_MESSAGE_LEN as usize);
+        assert_eq!(d.in_chunk, Some((4, DEFAULT_CHUNK_SIZE as usize)));
     }
 
     #[test]
@@ -670,21 +853,34 @@ mod tests {
     }
 
     #[test]
-    fn need_more_is_exact_once_the_header_is_complete() {
+    fn a_cut_chunk_is_taken_as_far_as_it_goes() {
         let b = message(4, 0, 8, 1, b"hello", 128);
-        let mut d = ChunkDecoder::new(0);
         for cut in 0..b.len() {
+            let mut d = ChunkDecoder::new(0);
             let mut buf = BytesMut::from(&b[..cut]);
-            match d.decode(&mut buf).unwrap() {
-                Decoded::NeedMore(n) => {
-                    assert!(n >= 1 && cut + n <= b.len(), "cut {cut}: need {n}");
-                    if cut >= 12 {
-                        assert_eq!(cut + n, b.len());
-                    }
+            if cut < 12 {
+                // Inside the header: nothing consumed.
+                match d.decode(&mut buf).unwrap() {
+                    Decoded::NeedMore(n) => assert!(n >= 1 && cut + n <= 12, "cut {cut}: {n}"),
+                    other => panic!("cut {cut}: {other:?}"),
                 }
-                other => panic!("cut {cut}: {other:?}"),
+                assert_eq!(buf.len(), cut, "nothing consumed");
+                buf.extend_from_slice(&b[cut..]);
+            } else {
+                // The header and the payload bytes there are: consumed.
+                assert!(matches!(d.decode(&mut buf).unwrap(), Decoded::Chunk));
+                assert!(buf.is_empty());
+                match d.decode(&mut buf).unwrap() {
+                    Decoded::NeedMore(n) => assert_eq!(cut + n, b.len(), "exact"),
+                    other => panic!("cut {cut}: {other:?}"),
+                }
+                buf.extend_from_slice(&b[cut..]);
             }
-            assert_eq!(buf.len(), cut, "nothing consumed");
+            let mut msgs = Vec::new();
+            drain(&mut d, &mut buf, &mut msgs);
+            assert_eq!(msgs.len(), 1, "cut {cut}");
+            assert_eq!((&msgs[0].payload[..], msgs[0].offset), (&b"hello"[..], 0));
+            assert_eq!(d.offset(), b.len() as u64);
         }
     }
 
@@ -836,6 +1032,41 @@ mod tests {
                 prop_assert_eq!((m.csid, m.timestamp, m.type_id, m.stream_id), (*csid, *ts, *ty, *sid));
                 prop_assert_eq!(&m.payload[..], &p[..]);
             }
+        }
+
+        #[test]
+        fn messages_do_not_depend_on_where_reads_split_the_input(
+            msgs in proptest::collection::vec(
+                (2u32..70, 1u8..30, proptest::collection::vec(any::<u8>(), 0..3000)),
+                1..8,
+            ),
+            chunk_size in prop_oneof![1usize..300, 1000usize..5000],
+            reads in proptest::collection::vec(1usize..2000, 1..50),
+        ) {
+            let mut bytes = Vec::new();
+            for (csid, ty, p) in &msgs {
+                bytes.extend(message(*csid, 0, *ty, 1, p, chunk_size));
+            }
+            let mut d = ChunkDecoder::new(0);
+            d.set_chunk_size(chunk_size as u32).unwrap();
+            // One buffer for the whole connection, as the edge reads.
+            let mut buf = BytesMut::with_capacity(4096);
+            let mut got = Vec::new();
+            let (mut rest, mut i) = (&bytes[..], 0);
+            while !rest.is_empty() {
+                let n = reads[i % reads.len()].min(rest.len());
+                i += 1;
+                buf.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                drain(&mut d, &mut buf, &mut got);
+                prop_assert!(buf.len() < MAX_HEADER_LEN);
+            }
+            prop_assert_eq!(got.len(), msgs.len());
+            for (m, (csid, ty, p)) in got.iter().zip(&msgs) {
+                prop_assert_eq!((m.csid, m.type_id), (*csid, *ty));
+                prop_assert_eq!(&m.payload[..], &p[..]);
+            }
+            prop_assert_eq!(d.reassembling, 0);
         }
 
         #[test]

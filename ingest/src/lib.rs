@@ -56,13 +56,23 @@
 //! [`poll_output`](session::ServerSession::poll_output) until it returns `None`. Events do not
 //! depend on how the input was split into reads.
 //!
-//! ## Zero copy
+//! ## Copies and memory
 //!
-//! A media message that arrives in one chunk becomes a [`Frame`](zerocast_core::Frame) whose
-//! `data` is a slice of the caller's read buffer. A message split across chunks is copied once,
-//! into a buffer of its exact length (above 64 KiB, the first 64 KiB are copied twice: the
-//! buffer only grows to the declared length once the peer has sent that much). Stream names and metadata strings are copied into owned
-//! `String`s so that they do not pin read buffers.
+//! Every media byte is copied at most once, and the caller's read buffer is not kept alive by
+//! the frames that came out of it, so one read buffer serves a whole connection:
+//!
+//! - A media message that arrives whole in one chunk and is at least
+//!   [`MIN_SLICE_LEN`](chunk::MIN_SLICE_LEN) (32 KiB) long becomes a
+//!   [`Frame`](zerocast_core::Frame) whose `data` is a slice of the caller's read buffer.
+//! - A shorter one (audio, small video frames) is copied into an allocation of its own length:
+//!   a slice would keep the whole read buffer alive for as long as the frame lives.
+//! - A message split across chunks, or a chunk cut by a read boundary, is copied once as its
+//!   bytes arrive, into a buffer of its exact length (above 64 KiB, the first 64 KiB are
+//!   copied twice: the buffer only grows to the declared length once the peer has sent that
+//!   much). Between reads the session keeps at most the start of a chunk header.
+//!
+//! Stream names and metadata strings are copied into owned `String`s so that they do not pin
+//! read buffers either.
 //!
 //! ## Limits
 //!

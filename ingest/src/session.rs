@@ -26,6 +26,8 @@ const MAX_STREAMS: usize = 16;
 /// Most bytes buffered while a publish request waits for the caller's decision. Publishers
 /// wait for `NetStream.Publish.Start` before sending media, so a few kilobytes is normal.
 const MAX_BUFFERED_WHILE_WAITING: usize = 4 << 20;
+/// Capacity `pending` keeps once empty; a larger one is freed.
+const PENDING_KEEP: usize = 256;
 /// Peer strings quoted in errors are cut to this many characters.
 const MAX_QUOTED: usize = 64;
 
@@ -281,8 +283,8 @@ pub struct ServerSession {
     handshake_fed: u64,
     chunks: ChunkDecoder,
     serializer: ChunkSerializer,
-    /// Unprocessed input: a partial chunk, or everything after a publish request until the
-    /// caller decides.
+    /// Unprocessed input, copied out of the caller's buffer: the start of a chunk header, or
+    /// everything after a publish request until the caller decides.
     pending: BytesMut,
     outputs: VecDeque<Output>,
     app: Option<String>,
@@ -368,7 +370,10 @@ impl ServerSession {
     /// Feeds bytes read from the socket (consumes all of `buf`). Between two calls, drain
     /// [`poll_output`](Self::poll_output) until `None`.
     ///
-    /// Single-chunk media messages come out as slices of `buf`'s allocation (no copy).
+    /// Nothing that comes out of the session refers to `buf`'s allocation, except a media
+    /// message of at least [`MIN_SLICE_LEN`](crate::chunk::MIN_SLICE_LEN) bytes that arrived
+    /// whole in one chunk (a slice, no copy). So the caller can read into the same `buf`
+    /// again: `reserve` reuses its allocation in place (see [`crate::chunk`]).
     pub fn handle_input(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
         if self.failed {
             buf.clear();
@@ -519,6 +524,12 @@ impl ServerSession {
 
     /// Decodes chunks from `self.pending` then `buf` until more bytes are needed or a publish
     /// request waits for a decision. Leaves `buf` empty.
+    ///
+    /// The decoder copies what it keeps of `buf` (see [`crate::chunk`]), so `pending` only
+    /// ever holds bytes `buf` could not be decoded from yet: the start of a chunk header cut by
+    /// the read (at most 17 bytes), the handshake's leftover, or what arrives while a publish
+    /// request waits. Those are copied, never `buf.split()` off: a `pending` that shared
+    /// `buf`'s allocation would keep the caller from reusing it.
     fn drive(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
         loop {
             if matches!(self.publish, Some(Publish::Pending { .. })) {
@@ -532,16 +543,14 @@ impl ServerSession {
             match decoded {
                 Decoded::Message(m) => self.handle_message(m)?,
                 Decoded::Chunk => {}
-                Decoded::NeedMore(_) if self.pending.is_empty() => {
-                    // Keep the partial chunk without copying it.
-                    self.pending = buf.split();
-                    break;
-                }
+                // `buf` ends inside a chunk header: kept below.
+                Decoded::NeedMore(_) if self.pending.is_empty() => break,
                 Decoded::NeedMore(n) => {
                     if buf.is_empty() {
                         break;
                     }
-                    // Move just enough bytes to complete the chunk at the front of `pending`.
+                    // Move just enough bytes to complete the header at the front of `pending`
+                    // (`n` counts header bytes only: a whole header is consumed at once).
                     let take = n.min(buf.len());
                     self.pending.extend_from_slice(&buf[..take]);
                     buf.advance(take);
@@ -549,12 +558,13 @@ impl ServerSession {
             }
         }
         if !buf.is_empty() {
-            if self.pending.is_empty() {
-                self.pending = buf.split();
-            } else {
-                self.pending.extend_from_slice(buf);
-                buf.clear();
-            }
+            self.pending.extend_from_slice(buf);
+            buf.clear();
+        }
+        if self.pending.is_empty() && self.pending.capacity() > PENDING_KEEP {
+            // Whatever arrived while a publish request waited (up to
+            // MAX_BUFFERED_WHILE_WAITING) is decoded: do not keep its allocation.
+            self.pending = BytesMut::new();
         }
         if let Some(Publish::Pending { request_id, .. }) = self.publish {
             if self.pending.len() > MAX_BUFFERED_WHILE_WAITING {
@@ -1741,8 +1751,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn single_chunk_frames_are_slices_of_the_read_buffer() {
+    /// A session past an accepted publish of live/demo.
+    fn publishing() -> ServerSession {
         let mut session = ServerSession::new();
         let mut buf = BytesMut::from(&preamble()[..]);
         session.handle_input(&mut buf).unwrap();
@@ -1751,19 +1761,84 @@ mod tests {
                 session.accept_publish(request_id).unwrap();
             }
         }
-        let mut bytes = video(0, legacy_video(1, 7, 0, 0, AVC_RECORD));
-        bytes.extend(video(0, legacy_video(1, 7, 1, 0, b"\0\0\0\x01\x65")));
-        let mut buf = BytesMut::from(&bytes[..]);
-        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
-        session.handle_input(&mut buf).unwrap();
-        let frame = std::iter::from_fn(|| session.poll_output())
-            .find_map(|o| match o {
+        while session.poll_output().is_some() {}
+        session
+    }
+
+    fn frames(session: &mut ServerSession) -> Vec<Frame> {
+        std::iter::from_fn(|| session.poll_output())
+            .filter_map(|o| match o {
                 Output::Event(SessionEvent::Frame(f)) => Some(f),
                 _ => None,
             })
-            .unwrap();
+            .collect()
+    }
+
+    #[test]
+    fn frames_do_not_keep_the_read_buffer_alive() {
+        // What made RSS grow by ~6x the playlist window: every single-chunk audio frame was a
+        // slice of its 64 KiB read buffer, and kept all of it for the window (~40 s).
+        let mut session = publishing();
+        let mut bytes = video(0, legacy_video(1, 7, 0, 0, AVC_RECORD));
+        bytes.extend(audio(0, aac(0, AAC_CONFIG)));
+        for i in 0..20u32 {
+            bytes.extend(audio(i * 21, aac(1, &[0x21; 100])));
+            bytes.extend(video(i * 33, legacy_video(2, 7, 1, 0, &[0x41; 90])));
+        }
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let (base, cap) = (buf.as_ptr() as usize, buf.capacity());
+        let mut held = Vec::new();
+        // Two reads into the one buffer; the first ends inside a chunk.
+        for read in [&bytes[..1000], &bytes[1000..]] {
+            assert!(buf.try_reclaim(read.len()), "the read buffer is shared");
+            assert!((base..base + cap).contains(&(buf.as_ptr() as usize)));
+            buf.extend_from_slice(read);
+            session.handle_input(&mut buf).unwrap();
+            assert!(session.pending.len() < 18, "{:?}", session);
+            held.extend(frames(&mut session));
+        }
+        assert_eq!(held.len(), 40);
+        for f in &held {
+            let p = f.data.as_ptr() as usize;
+            assert!(
+                !(base..base + cap).contains(&p),
+                "a frame points into the buffer"
+            );
+        }
+        // With every frame alive, the buffer is reused for the next read without allocating.
+        assert!(buf.try_reclaim(cap));
+        assert_eq!(buf.as_ptr() as usize, base);
+    }
+
+    #[test]
+    fn long_single_chunk_frames_are_slices_of_the_read_buffer() {
+        let mut session = publishing();
+        let mut bytes = message(2, 0, 1, 0, &(64u32 << 10).to_be_bytes(), 128);
+        bytes.extend(message(
+            6,
+            0,
+            9,
+            1,
+            &legacy_video(1, 7, 0, 0, AVC_RECORD),
+            64 << 10,
+        ));
+        let nal = vec![0x65; crate::chunk::MIN_SLICE_LEN];
+        bytes.extend(message(
+            6,
+            0,
+            9,
+            1,
+            &legacy_video(1, 7, 1, 0, &nal),
+            64 << 10,
+        ));
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        buf.extend_from_slice(&bytes);
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.capacity();
+        session.handle_input(&mut buf).unwrap();
+        let frames = frames(&mut session);
+        assert_eq!(frames.len(), 1);
         assert!(
-            range.contains(&(frame.data.as_ptr() as usize)),
+            range.contains(&(frames[0].data.as_ptr() as usize)),
             "frame data was copied"
         );
     }
