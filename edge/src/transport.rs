@@ -17,8 +17,8 @@ use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::TcpStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::http::FileBody;
 use crate::iov::{advance, send_file, with_deadline_or, write_all};
+use crate::memfd::FileBody;
 
 /// Buffers handed to rustls per vectored write.
 const MAX_SLICES: usize = 64;

@@ -27,9 +27,10 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use monoio_compat::hyper::{MonoioExecutor, MonoioIo, MonoioTimer};
 
-use super::response::{http_head, preflight, Body, FileBody, Response, PART_STALL};
+use super::response::{http_head, preflight, Body, Response, PART_STALL};
 use super::{route, Get, Monoio, ViewerSlot, IDLE};
 use crate::hub::LiveBody;
+use crate::memfd::FileBody;
 use crate::metrics::Limit;
 use crate::transport::TlsStream;
 use crate::Ctx;

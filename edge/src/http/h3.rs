@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::response::{http_head, preflight, Body, FileBody, Response, PART_STALL};
+use super::response::{http_head, preflight, Body, Response, PART_STALL};
 use super::{route, timeout, Get, Rt, ViewerSlot};
 use crate::background::Background;
+use crate::memfd::FileBody;
 use crate::metrics::Limit;
 use crate::tls::CertStore;
 use crate::Ctx;

@@ -34,7 +34,6 @@ use zerocast_packager::{multivariant, Pdt, Query, Reload, Skip};
 
 use self::request::{parse, MediaFile, Method, MAX_HEAD};
 pub(crate) use self::response::media_head;
-pub(crate) use self::response::FileBody;
 use self::response::{preflight, respond, Body, Response};
 use crate::hub::{Layer, Layers, LiveBody, PartMedia, Stream};
 use crate::metrics::{Kind, Limit};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::hub::LiveBody;
-use crate::memfd::Span;
+use crate::memfd::{FileBody, Span};
 use crate::metrics::Kind;
 use crate::transport::Transport;
 use crate::Ctx;
@@ -89,13 +89,6 @@ pub(crate) enum Body {
     File(FileBody),
     /// A part or segment being written: chunked transfer coding until it completes.
     Live(LiveBody),
-}
-
-/// Complete media that is one range of the stream's memory file: sent with `sendfile(2)` on
-/// plain HTTP/1.1, as `bufs` (the same bytes, mapped) everywhere else.
-pub(crate) struct FileBody {
-    pub(crate) span: Span,
-    pub(crate) bufs: Vec<Bytes>,
 }
 
 /// Below this many bytes `writev` costs less than `sendfile` (measured in docs/design.md).
