@@ -166,6 +166,7 @@ function finalJson() {
     maxPlaybackRate: s.maxPlaybackRate ?? 1,
     currentTime: s.currentTime ?? null,
     protocols: s.protocols ?? {},
+    slowest: s.slowest ?? [],
     hardTimeout: hardTimedOut,
     wallSeconds: Math.round((Date.now() - t0) / 100) / 10,
   };
