@@ -145,7 +145,8 @@ idle_base_kb=$(rss_mean_kb)
 python3 benches/scripts/idle-conns.py 127.0.0.1 "$http" "$idle" "$idle_path" > "$tmp/client.out" 2>&1 &
 client=$!
 for _ in $(seq 240); do grep -q '^ready' "$tmp/client.out" && break; sleep 0.5; done
-sleep 5
+# Past the server's 10 s park (an idle keep-alive connection gives up its read buffer).
+sleep 12
 idle_kb=$(rss_mean_kb)
 idle_ready=$(grep -m1 '^ready' "$tmp/client.out" || echo "ready 0 (client failed)")
 idle_open=$(tail -1 "$tmp/client.out" | awk '{print $2}')

@@ -126,6 +126,32 @@ impl Layers {
     }
 }
 
+/// Complete media that is one range of the stream's memory file: sent with `sendfile(2)` on
+/// plain HTTP/1.1, as its buffers (the same bytes, mapped) everywhere else. Holds the media's
+/// buffers by one reference, so a response sent from the file clones no `Bytes`.
+#[derive(Debug)]
+pub(crate) struct FileBody {
+    pub(crate) span: Span,
+    layers: Arc<Layers>,
+    layer: Layer,
+}
+
+impl FileBody {
+    /// `layer` of `layers` when it is one range of the memory file.
+    pub(crate) fn new(layers: &Arc<Layers>, layer: Layer) -> Option<Self> {
+        Some(Self {
+            span: layers.span(layer)?.clone(),
+            layers: layers.clone(),
+            layer,
+        })
+    }
+
+    /// The same bytes as buffers, for transports that cannot `sendfile`.
+    pub(crate) fn bufs(&self) -> Vec<Bytes> {
+        self.layers.get(self.layer).to_vec()
+    }
+}
+
 /// A part: complete, or still being written (its chunks grow until `complete`).
 #[derive(Debug)]
 pub struct PartMedia {
@@ -139,7 +165,7 @@ pub struct PartMedia {
 
 #[derive(Debug, Default, Clone)]
 struct PartState {
-    layers: Layers,
+    layers: Arc<Layers>,
     complete: bool,
 }
 
@@ -157,12 +183,10 @@ impl PartMedia {
         self.new_period
     }
 
-    /// The complete part's muxed bytes as one range of the memory file, when they are.
-    pub(crate) fn span(&self) -> Option<Span> {
+    /// The buffers of the complete part; `None` while it is being written.
+    pub(crate) fn complete_layers(&self) -> Option<Arc<Layers>> {
         let p = self.state.load();
-        p.complete
-            .then(|| p.layers.span(Layer::Muxed).cloned())
-            .flatten()
+        p.complete.then(|| p.layers.clone())
     }
 
     /// Buffers of `layer` from index `from` on, and whether the part is complete.
@@ -176,11 +200,15 @@ impl PartMedia {
 
     /// Appends one chunk in every layer (publisher only: one writer, so no update is lost).
     fn append(&self, chunk: impl IntoIterator<Item = (Layer, Vec<Bytes>, Option<Span>)>) {
-        let mut next = PartState::clone(&self.state.load());
+        let current = self.state.load();
+        let mut layers = Layers::clone(&current.layers);
         for (layer, bufs, span) in chunk {
-            next.layers.extend(layer, bufs, span);
+            layers.extend(layer, bufs, span);
         }
-        self.state.store(Arc::new(next));
+        self.state.store(Arc::new(PartState {
+            layers: Arc::new(layers),
+            complete: current.complete,
+        }));
     }
 
     fn finish(&self) {

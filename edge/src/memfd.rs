@@ -208,13 +208,6 @@ impl MediaWriter {
     }
 }
 
-/// Complete media that is one range of the stream's memory file: sent with `sendfile(2)` on
-/// plain HTTP/1.1, as `bufs` (the same bytes, mapped) everywhere else.
-pub(crate) struct FileBody {
-    pub(crate) span: Span,
-    pub(crate) bufs: Vec<Bytes>,
-}
-
 /// A mapped, page-aligned range of a memory file.
 #[derive(Debug)]
 struct Region {

@@ -14,6 +14,7 @@ use crate::config::{Config, Driver};
 use crate::metrics::Limit;
 use crate::publish::{ChannelsHandle, Mode as PublishMode};
 use crate::tls::{CertStore, ALPN_HTTP1, ALPN_HTTPS};
+use crate::transport::Tcp;
 use crate::Ctx;
 
 /// The server could not start.
@@ -527,9 +528,9 @@ fn admit(
         let _guard = (guard, ip_slot);
         let _ = stream.set_nodelay(true);
         match (kind, tls) {
-            (Listen::Http, _) => crate::http::serve_conn(stream, peer, ctx.clone()).await,
+            (Listen::Http, _) => crate::http::serve_conn(Tcp::new(stream), peer, ctx.clone()).await,
             (Listen::Rtmp, _) => {
-                Box::pin(crate::rtmp::serve_conn(stream, peer, ctx.clone())).await;
+                Box::pin(crate::rtmp::serve_conn(Tcp::new(stream), peer, ctx.clone())).await;
             }
             (Listen::Rtmps, Some(tls)) => {
                 Box::pin(async {

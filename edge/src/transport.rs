@@ -17,8 +17,8 @@ use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::TcpStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::iov::{advance, send_file, with_deadline_or, write_all};
-use crate::memfd::FileBody;
+use crate::hub::FileBody;
+use crate::iov::{advance, send_file, write_all, Deadlines};
 
 /// Buffers handed to rustls per vectored write.
 const MAX_SLICES: usize = 64;
@@ -32,6 +32,8 @@ pub(crate) trait Transport {
     const SECURE: bool;
     /// [`Transport::write_file`] sends from the file with `sendfile(2)`.
     const SENDFILE: bool = false;
+    /// [`Transport::park`] waits without a read buffer.
+    const PARKS: bool = false;
 
     /// Reads into the spare capacity of `buf` (reserving `want` bytes first). Fails with
     /// `TimedOut` when nothing arrives within `idle` or when `stop` completes first; `Ok(0)`
@@ -56,16 +58,44 @@ pub(crate) trait Transport {
         body: &FileBody,
         deadline: Duration,
     ) -> io::Result<()> {
-        let mut bufs = Vec::with_capacity(1 + body.bufs.len());
-        bufs.push(head);
-        bufs.extend(body.bufs.iter().cloned());
+        let mut bufs = body.bufs();
+        bufs.insert(0, head);
         self.write_bufs(&bufs, deadline).await
+    }
+
+    /// Waits, for at most `idle` and not past `stop`, until the peer sends more or closes,
+    /// holding no read buffer meanwhile (`buf`, empty, is freed): an idle keep-alive
+    /// connection then costs its task and the kernel's socket, not 4 KiB more. Only called
+    /// where [`Transport::PARKS`]; the others keep their buffer in the pending read.
+    async fn park(
+        &mut self,
+        _buf: &mut BytesMut,
+        _idle: Duration,
+        _stop: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        Ok(())
     }
 }
 
-impl Transport for TcpStream {
+/// A plain TCP connection, with the timer and canceller its reads and writes share.
+pub(crate) struct Tcp {
+    stream: TcpStream,
+    deadlines: Deadlines,
+}
+
+impl Tcp {
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            deadlines: Deadlines::new(),
+        }
+    }
+}
+
+impl Transport for Tcp {
     const SECURE: bool = false;
     const SENDFILE: bool = true;
+    const PARKS: bool = true;
 
     async fn read_into(
         &mut self,
@@ -77,18 +107,24 @@ impl Transport for TcpStream {
         buf.reserve(want);
         let owned = std::mem::take(buf);
         let len = owned.len();
-        let stream = &mut *self;
-        let (res, back) = with_deadline_or(idle, stop, |h| async move {
-            let (r, b) = stream.cancelable_read(owned.slice_mut(len..), h).await;
-            Ok((r, b.into_inner()))
-        })
-        .await?;
-        *buf = back;
-        res
+        let stream = &mut self.stream;
+        let ((res, back), expired) = self
+            .deadlines
+            .run(idle, stop, |h| {
+                stream.cancelable_read(owned.slice_mut(len..), h)
+            })
+            .await;
+        *buf = back.into_inner();
+        match (res, expired) {
+            // Bytes that arrived as the deadline passed are kept, not lost with the cancel.
+            (Ok(n), _) if n > 0 => Ok(n),
+            (_, Some(e)) => Err(e),
+            (res, None) => res,
+        }
     }
 
     async fn write_bufs(&mut self, bufs: &[Bytes], deadline: Duration) -> io::Result<()> {
-        write_all(self, bufs, deadline).await
+        write_all(&mut self.stream, bufs, deadline, &mut self.deadlines).await
     }
 
     async fn write_file(
@@ -97,7 +133,21 @@ impl Transport for TcpStream {
         body: &FileBody,
         deadline: Duration,
     ) -> io::Result<()> {
-        send_file(self, &head, &body.span, deadline).await
+        let Self { stream, deadlines } = self;
+        send_file(stream, &head, &body.span, deadline, deadlines).await
+    }
+
+    async fn park(
+        &mut self,
+        buf: &mut BytesMut,
+        idle: Duration,
+        stop: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        debug_assert!(buf.is_empty());
+        *buf = BytesMut::new();
+        // A poll, not a read: nothing of ours is in the kernel while it waits.
+        let readable = self.stream.readable(false);
+        self.deadlines.race(idle, stop, readable).await?
     }
 }
 

@@ -7,7 +7,9 @@
 //! 16 MiB messages (server RSS must stay flat), a flood of stream names past `max-streams`, a
 //! full `max-connections-per-ip`, and slow RTMP clients, while a viewer and a REST client from
 //! another address are served; it prints a table of what they measured per phase. The third
-//! completes TLS handshakes on HTTPS (h2, http/1.1) and RTMPS and then idles.
+//! completes TLS handshakes on HTTPS (h2, http/1.1) and RTMPS and then idles. The fourth
+//! leaves keep-alive connections idle until the server parks them (no read buffer held) and
+//! checks they are served when they send again.
 
 // Tests print what they measured; that is their report.
 #![allow(clippy::print_stdout)]
@@ -928,4 +930,53 @@ fn tls_connections_idle_after_the_handshake_are_cut_by_their_deadlines() {
         logs.contains(&format!("no HTTP/2 request within {DEADLINE_MS} ms")),
         "{logs}"
     );
+}
+
+/// A keep-alive connection idle past the park time (10 s, the write deadline) gives up its read
+/// buffer and waits for readiness instead of a read; it must still be served when the peer
+/// sends again, whole requests and requests split across writes alike, on both IO drivers.
+#[test]
+fn parked_keep_alive_connections_are_served_when_they_speak_again() {
+    let check = |driver: &'static str| {
+        std::thread::spawn(move || {
+            let server = Server::start(driver, &[]);
+            let get = format!(
+                "GET /api/streams HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+                server.http
+            );
+            let mut conns: Vec<BufReader<TcpStream>> = (0..2)
+                .map(|_| {
+                    let s = TcpStream::connect(("127.0.0.1", server.http)).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    BufReader::new(s)
+                })
+                .collect();
+            for c in &mut conns {
+                c.get_mut().write_all(get.as_bytes()).unwrap();
+                assert_eq!(
+                    read_response(c).unwrap().status,
+                    200,
+                    "{driver}: first request"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(11_000));
+            // One whole request; one in two writes, the first of them waking the parked
+            // connection with an incomplete head.
+            conns[0].get_mut().write_all(get.as_bytes()).unwrap();
+            let (a, b) = get.as_bytes().split_at(10);
+            conns[1].get_mut().write_all(a).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            conns[1].get_mut().write_all(b).unwrap();
+            for (i, c) in conns.iter_mut().enumerate() {
+                let r = read_response(c)
+                    .unwrap_or_else(|e| panic!("{driver}: conn {i} after parking: {e}"));
+                assert_eq!(r.status, 200, "{driver}: conn {i} after parking");
+            }
+            println!("{driver}: both parked connections served");
+        })
+    };
+    let threads = [check("uring"), check("epoll")];
+    for t in threads {
+        t.join().unwrap();
+    }
 }

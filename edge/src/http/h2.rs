@@ -30,7 +30,6 @@ use monoio_compat::hyper::{MonoioExecutor, MonoioIo, MonoioTimer};
 use super::response::{http_head, preflight, Body, Response, PART_STALL};
 use super::{route, Get, Monoio, ViewerSlot, IDLE};
 use crate::hub::LiveBody;
-use crate::memfd::FileBody;
 use crate::metrics::Limit;
 use crate::transport::TlsStream;
 use crate::Ctx;
@@ -198,7 +197,8 @@ fn into_http(ctx: &Arc<Ctx>, mut resp: Response, head: bool) -> http::Response<M
     let body = match std::mem::replace(&mut resp.body, Body::Empty) {
         _ if head => MediaBody::full(ctx, Vec::new()),
         Body::Empty => MediaBody::full(ctx, Vec::new()),
-        Body::Full(bufs) | Body::File(FileBody { bufs, .. }) => MediaBody::full(ctx, bufs),
+        Body::Full(bufs) => MediaBody::full(ctx, bufs),
+        Body::File(f) => MediaBody::full(ctx, f.bufs()),
         Body::Live(live) => MediaBody::live(ctx, live),
     };
     parts.map(|()| body)

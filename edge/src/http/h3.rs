@@ -24,7 +24,6 @@ use bytes::Bytes;
 use super::response::{http_head, preflight, Body, Response, PART_STALL};
 use super::{route, timeout, Get, Rt, ViewerSlot};
 use crate::background::Background;
-use crate::memfd::FileBody;
 use crate::metrics::Limit;
 use crate::tls::CertStore;
 use crate::Ctx;
@@ -259,6 +258,19 @@ async fn serve_conn(incoming: quinn::Incoming, ctx: Arc<Ctx>) -> Result<(), Stri
 
 type RequestStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
+/// Sends `bufs` as DATA frames, counting their bytes.
+async fn send_all(
+    ctx: &Ctx,
+    stream: &mut RequestStream,
+    bufs: Vec<Bytes>,
+) -> Result<(), h3::error::StreamError> {
+    for b in bufs {
+        ctx.metrics.add_bytes_out(b.len() as u64);
+        stream.send_data(b).await?;
+    }
+    Ok(())
+}
+
 async fn answer(
     ctx: &Ctx,
     req: http::Request<()>,
@@ -287,12 +299,8 @@ async fn answer(
     if !head {
         match body {
             Body::Empty => {}
-            Body::Full(bufs) | Body::File(FileBody { bufs, .. }) => {
-                for b in bufs {
-                    ctx.metrics.add_bytes_out(b.len() as u64);
-                    stream.send_data(b).await?;
-                }
-            }
+            Body::Full(bufs) => send_all(ctx, &mut stream, bufs).await?,
+            Body::File(f) => send_all(ctx, &mut stream, f.bufs()).await?,
             Body::Live(mut live) => {
                 let s = live.stream().clone();
                 loop {

@@ -44,6 +44,13 @@ use zerocast_social::channels::secrets::TokenError;
 /// An idle keep-alive connection is closed after this long.
 const IDLE: Duration = Duration::from_secs(60);
 
+/// A keep-alive connection idle this long gives up its read buffer until the peer sends again
+/// ([`Transport::park`]). Longer than a plain-HLS viewer's reload interval (one target
+/// duration), so polling viewers keep theirs. Equal to the write deadline: the connection's one
+/// timer then only ever moves later between a response's writes and the next read, which costs
+/// no timer-wheel update (an earlier deadline does).
+const PARK: Duration = response::WRITE_DEADLINE;
+
 /// Serves one HTTP/1.1 connection, plain or over TLS, until it closes, errs or idles out.
 ///
 /// Deadlines: a request head must be complete within `http-head-timeout` of its first byte
@@ -93,8 +100,11 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
             if !buf.is_empty() && head_due.is_none() {
                 head_due = Some(Instant::now() + head_limit);
             }
+            // Between requests, with nothing buffered: may park (see `PARK`).
+            let idle = S::PARKS && head_due.is_none() && buf.is_empty();
             let wait = match head_due {
                 Some(due) => due.saturating_duration_since(Instant::now()),
+                None if idle => PARK,
                 None => IDLE,
             };
             if ctx.shutting_down() {
@@ -119,6 +129,16 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
                     )
                     .await;
                     break None;
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::TimedOut
+                        && idle
+                        && buf.is_empty()
+                        && !ctx.shutting_down() =>
+                {
+                    if stream.park(&mut buf, IDLE - PARK, &mut stop).await.is_err() {
+                        break None;
+                    }
                 }
                 _ => break None,
             }
@@ -415,11 +435,9 @@ async fn media_file<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, file: &str, query: &str) 
         Some(MediaFile::Segment { track, msn }) => segment::<R>(ctx, s, msn, layer(track)).await,
         Some(MediaFile::Part(id)) => match part::<R>(ctx, s, id).await {
             Some(pm) => {
-                let (chunks, complete) = pm.chunks_from(Layer::Muxed, 0);
-                let body = if complete {
-                    Body::media(ctx, chunks, pm.span().as_ref())
-                } else {
-                    Body::Live(LiveBody::part(s.clone(), id, pm, Layer::Muxed))
+                let body = match pm.complete_layers() {
+                    Some(layers) => Body::media(ctx, &layers, Layer::Muxed),
+                    None => Body::Live(LiveBody::part(s.clone(), id, pm, Layer::Muxed)),
                 };
                 immutable(Response::new(200, "video/mp4", body, Kind::Part))
             }
@@ -474,9 +492,7 @@ async fn segment<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, msn: u64, layer: Layer) -> R
     })
     .await;
     let body = match found {
-        Some(Some(Found::Complete(seg))) if seg.has(layer) => {
-            Body::media(ctx, seg.get(layer).to_vec(), seg.span(layer))
-        }
+        Some(Some(Found::Complete(seg))) if seg.has(layer) => Body::media(ctx, &seg, layer),
         Some(Some(Found::Open(first, pm))) => {
             Body::Live(LiveBody::segment(s.clone(), first, pm, layer))
         }

@@ -2,18 +2,18 @@
 //! shared media `Bytes`, or chunked transfer coding for a part still being written.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::hub::LiveBody;
-use crate::memfd::{FileBody, Span};
+use crate::hub::{FileBody, Layer, Layers, LiveBody};
 use crate::metrics::Kind;
 use crate::transport::Transport;
 use crate::Ctx;
 
 /// A peer that does not take a write within this long is dropped as too slow.
-const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+pub(super) const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// A part being written that gains no chunk for this long is abandoned.
 pub(super) const PART_STALL: Duration = Duration::from_secs(10);
 /// `Cache-Control` of media that never changes under its URL (init segments, parts, segments).
@@ -97,16 +97,14 @@ pub(super) const SENDFILE_MIN: usize = 16 * 1024;
 impl Body {
     /// Complete media: from its memory file when it is one range of it, large enough and
     /// `sendfile` is on; else its buffers.
-    pub(super) fn media(ctx: &Ctx, bufs: Vec<Bytes>, span: Option<&Span>) -> Body {
-        match span {
-            Some(span) if ctx.config.sendfile && span.len() >= SENDFILE_MIN => {
-                Body::File(FileBody {
-                    span: span.clone(),
-                    bufs,
-                })
+    pub(super) fn media(ctx: &Ctx, layers: &Arc<Layers>, layer: Layer) -> Body {
+        if ctx.config.sendfile {
+            let file = FileBody::new(layers, layer).filter(|f| f.span.len() >= SENDFILE_MIN);
+            if let Some(f) = file {
+                return Body::File(f);
             }
-            _ => Body::Full(bufs),
         }
+        Body::Full(layers.get(layer).to_vec())
     }
 }
 
