@@ -1,12 +1,9 @@
 //! Vectored writes of shared `Bytes`, and IO with deadlines that really cancel.
 //!
 //! A response is a list of `Bytes`: a small header, then media payloads shared with every other
-//! viewer. [`write_all`] hands them to one `writev` (io_uring or epoll) without copying; a write
-//! the peer does not take within the deadline is dropped, and monoio (feature `async-cancel`)
-//! cancels a dropped io_uring operation in the kernel, keeping its buffers until it is done.
-//! Reads that may be cut short while the connection lives on (an idle connection parking)
-//! use monoio's cancelable IO instead, which waits for the cancel and returns what was read.
-//! Every operation of a connection shares one timer ([`Deadlines`]).
+//! viewer. [`write_all`] hands them to one `writev` (io_uring or epoll) without copying. Every
+//! read and write has a deadline, kept by the connection's two timers ([`Deadlines`]); an
+//! operation that misses it is cancelled in the kernel.
 //!
 //! A complete part or segment that is one range of the stream's memory file goes with
 //! [`send_file`] instead: `sendfile(2)` puts references to the file's pages in the socket
@@ -14,14 +11,13 @@
 
 use std::future::{pending, Future};
 use std::io;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::time::Duration;
 
 use std::os::fd::AsRawFd;
 
 use bytes::Bytes;
 use monoio::buf::IoVecBuf;
-use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpStream;
 use monoio::time::{Instant, Sleep};
 
@@ -78,70 +74,64 @@ unsafe impl IoVecBuf for BytesVec {
     }
 }
 
-/// The deadlines of one connection: one timer and one canceller serve all its operations.
+/// The deadlines of one connection: one timer for its reads and one for its writes.
 ///
 /// A timer per operation cost an insertion into monoio's timer wheel and a removal from it
 /// every time (`Wheel::remove` alone was 4.8% of the server's time in the closed-loop load),
-/// and a canceller per operation two allocations. Here an operation only moves the one timer's
-/// deadline: moving it later, the usual case, rewrites the entry's expiry and leaves the wheel
-/// alone; when the entry's old tick comes, the wheel files it again under the new one. So an
-/// active connection touches the wheel about once per deadline length, not per read or write.
+/// and monoio's canceller of each operation two allocations and a hash-set entry. Here an
+/// operation only moves its direction's timer: moving a timer later, the usual case, rewrites
+/// the entry's expiry and leaves the wheel alone (the wheel files it again under the new tick
+/// when the old one comes), so an active connection touches the wheel about once per deadline
+/// length, not per operation. Reads and writes have a timer each because their deadlines
+/// differ (an idle keep-alive read may wait 60 s, a write 10 s), and moving a timer *earlier*
+/// does cost a wheel update.
+///
+/// An operation that misses its deadline is dropped: monoio (feature `async-cancel`) cancels a
+/// dropped io_uring operation in the kernel and keeps its buffer until the kernel is done with
+/// it; under epoll nothing is in flight. Callers close the connection after a timeout, so what
+/// such an operation did at the last moment does not matter.
 pub(crate) struct Deadlines {
-    timer: Pin<Box<Sleep>>,
-    canceller: Canceller,
+    reads: Pin<Box<Sleep>>,
+    writes: Pin<Box<Sleep>>,
+}
+
+/// Which of a connection's timers an operation runs under.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dir {
+    Read,
+    Write,
 }
 
 impl Deadlines {
     pub(crate) fn new() -> Self {
+        // Armed far out; every operation sets its own deadline first.
+        let far = || Box::pin(monoio::time::sleep(Duration::from_secs(3600)));
         Self {
-            // Armed far out; every operation sets its own deadline first.
-            timer: Box::pin(monoio::time::sleep(Duration::from_secs(3600))),
-            canceller: Canceller::new(),
+            reads: far(),
+            writes: far(),
         }
     }
 
-    /// Waits for `fut` for at most `limit`, and not past `stop` (shutdown): `Err` names which
-    /// came first. `fut` is dropped then, which must cancel it (readiness waits; io_uring
-    /// operations are cancelled in the kernel on drop, but without waiting for what they did).
+    /// Waits for `fut` for at most `limit`, and not past `stop` (shutdown); else drops it and
+    /// fails with `TimedOut`, saying which came first.
     pub(crate) async fn race<F: Future, S: Future<Output = ()>>(
         &mut self,
+        dir: Dir,
         limit: Duration,
         stop: S,
         fut: F,
-    ) -> Result<F::Output, io::Error> {
-        self.timer.as_mut().reset(Instant::now() + limit);
+    ) -> io::Result<F::Output> {
+        let timer = match dir {
+            Dir::Read => self.reads.as_mut(),
+            Dir::Write => self.writes.as_mut(),
+        };
+        let mut timer = timer;
+        timer.as_mut().reset(Instant::now() + limit);
         monoio::select! {
             r = fut => Ok(r),
-            _ = self.timer.as_mut() => Err(timed_out("peer too slow")),
+            _ = timer => Err(timed_out("peer too slow")),
             _ = stop => Err(timed_out("shutting down")),
         }
-    }
-
-    /// Runs a cancelable operation that must complete within `limit` and before `stop`
-    /// completes; else it is cancelled in the kernel and awaited, so no io_uring operation
-    /// outlives the call. Returns what the operation returned (after a cancel: usually
-    /// "cancelled", but it may have completed first) and, when it was cut short, why.
-    pub(crate) async fn run<T, F, Fut, S>(
-        &mut self,
-        limit: Duration,
-        stop: S,
-        op: F,
-    ) -> (T, Option<io::Error>)
-    where
-        F: FnOnce(CancelHandle) -> Fut,
-        Fut: Future<Output = T>,
-        S: Future<Output = ()>,
-    {
-        self.timer.as_mut().reset(Instant::now() + limit);
-        let mut fut = pin!(op(self.canceller.handle()));
-        let why = monoio::select! {
-            r = &mut fut => return (r, None),
-            _ = self.timer.as_mut() => "peer too slow",
-            _ = stop => "shutting down",
-        };
-        // A used canceller stays cancelled: `cancel` hands back a fresh one.
-        self.canceller = std::mem::take(&mut self.canceller).cancel();
-        (fut.await, Some(timed_out(why)))
     }
 }
 
@@ -152,8 +142,8 @@ fn timed_out(why: &'static str) -> io::Error {
 /// Writes every byte of `bufs`, in order, with vectored writes; fails if the peer takes longer
 /// than `deadline` for any one write.
 ///
-/// A write that times out is dropped, which cancels it in the kernel (monoio's `async-cancel`)
-/// without waiting for what it wrote: the caller closes the connection on any error.
+/// A write that times out is dropped (see [`Deadlines`]): the caller closes the connection on
+/// any error.
 pub(crate) async fn write_all<S>(
     stream: &mut S,
     bufs: &[Bytes],
@@ -173,7 +163,7 @@ where
         }
         let batch = BytesVec::new(&bufs[first..], skip);
         let (res, _) = deadlines
-            .race(deadline, pending(), stream.writev(batch))
+            .race(Dir::Write, deadline, pending(), stream.writev(batch))
             .await?;
         let n = res?;
         if n == 0 {
@@ -233,7 +223,9 @@ pub(crate) async fn send_file(
             Err(_) => match io::Error::last_os_error() {
                 e if e.kind() == io::ErrorKind::WouldBlock => {
                     let writable = stream.writable(false);
-                    deadlines.race(deadline, pending(), writable).await??;
+                    deadlines
+                        .race(Dir::Write, deadline, pending(), writable)
+                        .await??;
                 }
                 e if e.kind() == io::ErrorKind::Interrupted => {}
                 e => return Err(e),
@@ -252,7 +244,9 @@ pub(crate) async fn send_file(
             _ => match io::Error::last_os_error() {
                 e if e.kind() == io::ErrorKind::WouldBlock => {
                     let writable = stream.writable(false);
-                    deadlines.race(deadline, pending(), writable).await??;
+                    deadlines
+                        .race(Dir::Write, deadline, pending(), writable)
+                        .await??;
                 }
                 e if e.kind() == io::ErrorKind::Interrupted => {}
                 e => return Err(e),

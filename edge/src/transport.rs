@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use monoio::buf::IoBufMut;
-use monoio::io::CancelableAsyncReadRent;
+use monoio::io::AsyncReadRent;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::TcpStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::hub::FileBody;
-use crate::iov::{advance, send_file, write_all, Deadlines};
+use crate::iov::{advance, send_file, write_all, Deadlines, Dir};
 
 /// Buffers handed to rustls per vectored write.
 const MAX_SLICES: usize = 64;
@@ -32,8 +32,6 @@ pub(crate) trait Transport {
     const SECURE: bool;
     /// [`Transport::write_file`] sends from the file with `sendfile(2)`.
     const SENDFILE: bool = false;
-    /// [`Transport::park`] waits without a read buffer.
-    const PARKS: bool = false;
 
     /// Reads into the spare capacity of `buf` (reserving `want` bytes first). Fails with
     /// `TimedOut` when nothing arrives within `idle` or when `stop` completes first; `Ok(0)`
@@ -62,22 +60,9 @@ pub(crate) trait Transport {
         bufs.insert(0, head);
         self.write_bufs(&bufs, deadline).await
     }
-
-    /// Waits, for at most `idle` and not past `stop`, until the peer sends more or closes,
-    /// holding no read buffer meanwhile (`buf`, empty, is freed): an idle keep-alive
-    /// connection then costs its task and the kernel's socket, not 4 KiB more. Only called
-    /// where [`Transport::PARKS`]; the others keep their buffer in the pending read.
-    async fn park(
-        &mut self,
-        _buf: &mut BytesMut,
-        _idle: Duration,
-        _stop: impl Future<Output = ()>,
-    ) -> io::Result<()> {
-        Ok(())
-    }
 }
 
-/// A plain TCP connection, with the timer and canceller its reads and writes share.
+/// A plain TCP connection, with the timers of its reads and writes.
 pub(crate) struct Tcp {
     stream: TcpStream,
     deadlines: Deadlines,
@@ -95,7 +80,6 @@ impl Tcp {
 impl Transport for Tcp {
     const SECURE: bool = false;
     const SENDFILE: bool = true;
-    const PARKS: bool = true;
 
     async fn read_into(
         &mut self,
@@ -107,20 +91,11 @@ impl Transport for Tcp {
         buf.reserve(want);
         let owned = std::mem::take(buf);
         let len = owned.len();
-        let stream = &mut self.stream;
-        let ((res, back), expired) = self
-            .deadlines
-            .run(idle, stop, |h| {
-                stream.cancelable_read(owned.slice_mut(len..), h)
-            })
-            .await;
+        // Timed out: the read is cancelled with its buffer, and the connection closes.
+        let read = AsyncReadRent::read(&mut self.stream, owned.slice_mut(len..));
+        let (res, back) = self.deadlines.race(Dir::Read, idle, stop, read).await?;
         *buf = back.into_inner();
-        match (res, expired) {
-            // Bytes that arrived as the deadline passed are kept, not lost with the cancel.
-            (Ok(n), _) if n > 0 => Ok(n),
-            (_, Some(e)) => Err(e),
-            (res, None) => res,
-        }
+        res
     }
 
     async fn write_bufs(&mut self, bufs: &[Bytes], deadline: Duration) -> io::Result<()> {
@@ -135,19 +110,6 @@ impl Transport for Tcp {
     ) -> io::Result<()> {
         let Self { stream, deadlines } = self;
         send_file(stream, &head, &body.span, deadline, deadlines).await
-    }
-
-    async fn park(
-        &mut self,
-        buf: &mut BytesMut,
-        idle: Duration,
-        stop: impl Future<Output = ()>,
-    ) -> io::Result<()> {
-        debug_assert!(buf.is_empty());
-        *buf = BytesMut::new();
-        // A poll, not a read: nothing of ours is in the kernel while it waits.
-        let readable = self.stream.readable(false);
-        self.deadlines.race(idle, stop, readable).await?
     }
 }
 

@@ -44,12 +44,9 @@ use zerocast_social::channels::secrets::TokenError;
 /// An idle keep-alive connection is closed after this long.
 const IDLE: Duration = Duration::from_secs(60);
 
-/// A keep-alive connection idle this long gives up its read buffer until the peer sends again
-/// ([`Transport::park`]). Longer than a plain-HLS viewer's reload interval (one target
-/// duration), so polling viewers keep theirs. Equal to the write deadline: the connection's one
-/// timer then only ever moves later between a response's writes and the next read, which costs
-/// no timer-wheel update (an earlier deadline does).
-const PARK: Duration = response::WRITE_DEADLINE;
+/// Room for a request head each read asks for (heads are a few hundred bytes; a larger one
+/// grows the buffer, which the connection keeps).
+const READ_SIZE: usize = 1024;
 
 /// Serves one HTTP/1.1 connection, plain or over TLS, until it closes, errs or idles out.
 ///
@@ -57,7 +54,7 @@ const PARK: Duration = response::WRITE_DEADLINE;
 /// (the first request: of the connection opening), else 408 and close (slowloris); between
 /// keep-alive requests a connection may idle for [`IDLE`].
 pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ctx: Arc<Ctx>) {
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
     let viewing = ViewerSlot::default();
     let head_limit = Duration::from_millis(ctx.config.http_head_timeout);
     // When the head being read must be complete; `None` while idle between requests.
@@ -100,17 +97,14 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
             if !buf.is_empty() && head_due.is_none() {
                 head_due = Some(Instant::now() + head_limit);
             }
-            // Between requests, with nothing buffered: may park (see `PARK`).
-            let idle = S::PARKS && head_due.is_none() && buf.is_empty();
             let wait = match head_due {
                 Some(due) => due.saturating_duration_since(Instant::now()),
-                None if idle => PARK,
                 None => IDLE,
             };
             if ctx.shutting_down() {
                 break None;
             }
-            match stream.read_into(&mut buf, 4096, wait, &mut stop).await {
+            match stream.read_into(&mut buf, READ_SIZE, wait, &mut stop).await {
                 Ok(n) if n > 0 => {}
                 Err(e)
                     if e.kind() == io::ErrorKind::TimedOut
@@ -129,16 +123,6 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
                     )
                     .await;
                     break None;
-                }
-                Err(e)
-                    if e.kind() == io::ErrorKind::TimedOut
-                        && idle
-                        && buf.is_empty()
-                        && !ctx.shutting_down() =>
-                {
-                    if stream.park(&mut buf, IDLE - PARK, &mut stop).await.is_err() {
-                        break None;
-                    }
                 }
                 _ => break None,
             }

@@ -13,7 +13,7 @@ use crate::transport::Transport;
 use crate::Ctx;
 
 /// A peer that does not take a write within this long is dropped as too slow.
-pub(super) const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// A part being written that gains no chunk for this long is abandoned.
 pub(super) const PART_STALL: Duration = Duration::from_secs(10);
 /// `Cache-Control` of media that never changes under its URL (init segments, parts, segments).
