@@ -266,10 +266,10 @@ impl Default for Config {
             neo4j_database: None,
             neo4j_timeout_ms: None,
             neo4j_max_connections: None,
-            store_cache_mib: 32,
-            store_write_buffer_mib: 32,
+            store_cache_mib: 16,
+            store_write_buffer_mib: 16,
             store_journal_mib: 128,
-            graph_cache_mib: 64,
+            graph_cache_mib: 128,
         }
     }
 }

@@ -138,7 +138,7 @@ struct EdgePage {
 #[derive(Debug, Serialize)]
 struct EdgeUser {
     id: UserId,
-    profile: Option<Profile>,
+    profile: Option<Arc<Profile>>,
     since: u64,
 }
 
@@ -149,7 +149,7 @@ async fn edge_page(
     limit: usize,
 ) -> Result<Json<EdgePage>, ApiError> {
     let ids: Vec<UserId> = edges.iter().map(|e| e.user).collect();
-    let profiles = st.graph.profiles(&ids).await?;
+    let profiles = st.graph.shared_profiles(&ids).await?;
     let next_cursor = if edges.len() == limit {
         edges.last().map(|e| Cursor::after(e).encode())
     } else {
@@ -244,7 +244,7 @@ async fn recommendations(
         .recommendations(me, limit, RecommendLimits::default())
         .await?;
     let ids: Vec<UserId> = recs.iter().map(|r| r.user).collect();
-    let profiles = st.graph.profiles(&ids).await?;
+    let profiles = st.graph.shared_profiles(&ids).await?;
     let recommendations = recs
         .iter()
         .zip(profiles)
@@ -274,6 +274,6 @@ struct RecommendedUser {
     followers: u64,
     id: UserId,
     paths: u64,
-    profile: Option<Profile>,
+    profile: Option<Arc<Profile>>,
     reason: String,
 }

@@ -10,6 +10,7 @@
 //! [`crate::id`] (and the embedded message store's database, which it shares).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -202,6 +203,20 @@ pub trait GraphStore: Send + Sync + 'static {
     async fn put_profile(&self, p: Profile) -> Result<(), GraphError>;
     /// Profiles of `ids`, in order (`None` where there is none).
     async fn profiles(&self, ids: &[UserId]) -> Result<Vec<Option<Profile>>, GraphError>;
+    /// [`profiles`](Self::profiles), shared: a cache hands out the profiles it holds instead of
+    /// copying them (a page of 50 followers would copy 150 strings). The default wraps
+    /// `profiles`.
+    async fn shared_profiles(
+        &self,
+        ids: &[UserId],
+    ) -> Result<Vec<Option<Arc<Profile>>>, GraphError> {
+        Ok(self
+            .profiles(ids)
+            .await?
+            .into_iter()
+            .map(|p| p.map(Arc::new))
+            .collect())
+    }
     /// `from` follows `to` at `now_ms`; `true` if the edge is new.
     async fn follow(&self, from: UserId, to: UserId, now_ms: u64) -> Result<bool, GraphError>;
     /// `from` stops following `to`; `true` if there was an edge.

@@ -26,8 +26,7 @@ pub struct LocalConfig {
     /// Maximum random extra lifetime (default 1 h).
     pub ttl_jitter: Duration,
     /// Bound in bytes: each entry weighs its value's data plus
-    /// [`ENTRY_OVERHEAD`](super::ENTRY_OVERHEAD) (default [`DEFAULT_CAPACITY`], 64 MiB: about
-    /// 100 000 profiles, 100 000 counts, 100 000 lists and 1 000 000 cached edges together).
+    /// [`ENTRY_OVERHEAD`](super::ENTRY_OVERHEAD) (default [`DEFAULT_CAPACITY`], 128 MiB).
     pub capacity: u64,
 }
 
@@ -141,7 +140,9 @@ impl FollowerCache for LocalCache {
     }
 
     fn stats(&self) -> CacheStats {
-        self.inner.counters.snapshot("local", true)
+        self.inner
+            .counters
+            .snapshot("local", true, self.inner.map.usage())
     }
 }
 

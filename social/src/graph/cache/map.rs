@@ -2,7 +2,7 @@
 //! and the near-cache in front of Redis.
 //!
 //! ```text
-//! key ─SipHash─► shard (1 of 64): RwLock<HashMap<key, Slot>>
+//! key ─SipHash─► shard (1 of 64): RwLock<HashMap<key, Slot>>   (slot: stamp, value, expiry, bit)
 //!   get:    read lock, one table probe, stamp and expiry checked, reference bit set, Arc cloned
 //!   insert: write lock; over the shard's byte budget ─► sweep (second chance) to 7/8 of it
 //! ```
@@ -12,7 +12,8 @@
 //! backend) cost about 2 µs of CPU, most of it chasing the pointers of its hash table buckets
 //! and recording each read for its LRU queues; the two were 45% of the server's CPU in the
 //! follow-graph load (`docs/social.md`). Here a lookup is one probe of a SwissTable that holds
-//! the key and the stamp inline, and recording a read is setting a flag that is usually set.
+//! the key, the stamp and the expiry inline (56 bytes a slot, and one control byte), and
+//! recording a read is setting a flag that is usually set already.
 //!
 //! Eviction is "not recently used": every entry has a reference bit, set when it is read. When
 //! an insert would take a shard over its budget, a sweep first walks the whole shard, drops the
@@ -31,7 +32,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -48,58 +49,34 @@ pub(crate) struct EntryMap {
     shards: Box<[RwLock<Shard>]>,
     /// Byte budget of one shard.
     budget: u64,
+    /// Keyed SipHash, so that clients choosing user ids cannot collide keys on purpose.
     hasher: RandomState,
+    /// Expiry times are whole seconds since this.
+    origin: Instant,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shard {
-    map: HashMap<Hashed, Slot, BuildHasherDefault<PassThrough>>,
+    map: HashMap<CacheKey, Slot, RandomState>,
     /// Sum of the entries' weights.
     weight: u64,
 }
 
+/// One entry, kept small (it is a table slot): 32 bytes, 56 with its key (see the test
+/// `slots_stay_small`).
 #[derive(Debug)]
 struct Slot {
     stamp: Stamp,
     value: Arc<CacheValue>,
-    expires: Instant,
-    weight: u32,
+    /// Seconds since the map's origin at which the entry is no longer served.
+    expires: u32,
     /// Read since the last sweep.
     used: AtomicBool,
 }
 
-/// A key with its SipHash (keyed by the map's `RandomState`, so clients choosing user ids
-/// cannot collide keys on purpose); the table hashes the hash only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Hashed {
-    hash: u64,
-    key: CacheKey,
-}
-
-impl Hash for Hashed {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-/// Hands the precomputed hash of a [`Hashed`] to the table.
-#[derive(Debug, Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used (by `Hashed`); fold anything else in all the same.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+impl Slot {
+    fn weight(&self) -> u64 {
+        u64::from(self.value.weight())
     }
 }
 
@@ -117,19 +94,33 @@ fn write(l: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
 impl EntryMap {
     /// An empty map holding about `capacity` bytes of entries (as [`CacheValue`] weighs them).
     pub(crate) fn new(capacity: u64) -> Self {
+        let hasher = RandomState::new();
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    RwLock::new(Shard {
+                        map: HashMap::with_hasher(hasher.clone()),
+                        weight: 0,
+                    })
+                })
+                .collect(),
             budget: capacity / SHARDS as u64,
-            hasher: RandomState::new(),
+            hasher,
+            origin: Instant::now(),
         }
     }
 
-    fn locate(&self, key: &CacheKey) -> (Hashed, &RwLock<Shard>) {
+    fn shard(&self, key: &CacheKey) -> &RwLock<Shard> {
+        // The table hashes the key again with the same keys: take the shard from bits it does
+        // not use for its bucket (the low ones) or its tag (the top 7).
         let hash = self.hasher.hash_one(key);
-        // Bits 32-37 pick the shard: the table takes its bucket from the low bits and its tag
-        // from the top 7, and keys of one shard must not share those.
-        let shard = &self.shards[((hash >> 32) as usize) % SHARDS]; // < SHARDS == shards.len()
-        (Hashed { hash, key: *key }, shard)
+        &self.shards[((hash >> 32) as usize) % SHARDS] // < SHARDS == shards.len()
+    }
+
+    /// `now` in whole seconds since the origin, saturating.
+    fn secs(&self, now: Instant) -> u32 {
+        let s = now.saturating_duration_since(self.origin).as_secs();
+        u32::try_from(s).unwrap_or(u32::MAX)
     }
 
     /// The value of `key` if its entry was loaded under `stamp` and has not expired at `now`.
@@ -139,10 +130,9 @@ impl EntryMap {
         stamp: Stamp,
         now: Instant,
     ) -> Option<Arc<CacheValue>> {
-        let (k, shard) = self.locate(key);
-        let s = read(shard);
-        let slot = s.map.get(&k)?;
-        if slot.stamp != stamp || slot.expires <= now {
+        let s = read(self.shard(key));
+        let slot = s.map.get(key)?;
+        if slot.stamp != stamp || slot.expires <= self.secs(now) {
             return None;
         }
         // Most reads find the bit set: a load, no store, so hot entries are not written to.
@@ -152,7 +142,9 @@ impl EntryMap {
         Some(slot.value.clone())
     }
 
-    /// Stores `value` for `key`, loaded under `stamp`, for `ttl` from `now`; may evict.
+    /// Stores `value` for `key`, loaded under `stamp`, for `ttl` from `now`; may evict. Expiry is
+    /// kept in whole seconds: an entry lives at most `ttl` rounded down to a second (at least
+    /// one second), and at least a second less than that.
     pub(crate) fn insert(
         &self,
         key: CacheKey,
@@ -161,41 +153,43 @@ impl EntryMap {
         ttl: Duration,
         now: Instant,
     ) {
-        let weight = value.weight();
-        let (k, shard) = self.locate(&key);
-        let mut s = write(shard);
+        let weight = u64::from(value.weight());
+        let now_s = self.secs(now);
+        let ttl_s = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX).max(1);
+        let mut s = write(self.shard(&key));
         // Room first, so the new entry is not swept out by its own insert.
-        if s.weight + u64::from(weight) > self.budget {
-            Self::sweep(&mut s, self.budget - self.budget / 8, now);
+        if s.weight + weight > self.budget {
+            Self::sweep(&mut s, self.budget - self.budget / 8, now_s);
         }
         let slot = Slot {
             stamp,
             value,
-            expires: now + ttl,
-            weight,
+            expires: now_s.saturating_add(ttl_s),
             // Unmarked: a new entry stays until the next sweep, and after it only if read.
             used: AtomicBool::new(false),
         };
-        if let Some(old) = s.map.insert(k, slot) {
-            s.weight -= u64::from(old.weight);
+        if let Some(old) = s.map.insert(key, slot) {
+            s.weight -= old.weight();
         }
-        s.weight += u64::from(weight);
+        s.weight += weight;
     }
 
     /// Drops the entry of `key`, if any.
     pub(crate) fn remove(&self, key: &CacheKey) {
-        let (k, shard) = self.locate(key);
-        let mut s = write(shard);
-        if let Some(old) = s.map.remove(&k) {
-            s.weight -= u64::from(old.weight);
+        let mut s = write(self.shard(key));
+        if let Some(old) = s.map.remove(key) {
+            s.weight -= old.weight();
         }
     }
 
     /// Drops every entry.
+    // Only the near-cache in front of Redis is cleared at once (on an outage or a lost
+    // subscription).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn clear(&self) {
         for shard in self.shards.iter() {
             let mut s = write(shard);
-            s.map = HashMap::default();
+            s.map = HashMap::with_hasher(self.hasher.clone());
             s.weight = 0;
         }
     }
@@ -208,13 +202,14 @@ impl EntryMap {
         })
     }
 
-    /// Evicts until the shard weighs at most `target` (see the module docs).
-    fn sweep(s: &mut Shard, target: u64, now: Instant) {
+    /// Evicts until the shard weighs at most `target` (see the module docs); `now` in seconds
+    /// since the origin.
+    fn sweep(s: &mut Shard, target: u64, now: u32) {
         let Shard { map, weight } = s;
         // What expired or was not read since the previous sweep goes; the rest loses its mark.
         map.retain(|_, slot| {
             if slot.expires <= now || !slot.used.swap(false, Ordering::Relaxed) {
-                *weight -= u64::from(slot.weight);
+                *weight -= slot.weight();
                 return false;
             }
             true
@@ -226,9 +221,13 @@ impl EntryMap {
                 if *weight <= target {
                     return true;
                 }
-                *weight -= u64::from(slot.weight);
+                *weight -= slot.weight();
                 false
             });
+        }
+        // A table that grew for a burst keeps its size when emptied: give back the slack.
+        if map.capacity() > 4 * map.len().max(16) {
+            map.shrink_to_fit();
         }
     }
 }
@@ -253,6 +252,13 @@ mod tests {
     const S0: Stamp = Stamp { epoch: 0, gen: 0 };
     const S1: Stamp = Stamp { epoch: 0, gen: 1 };
     const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn slots_stay_small() {
+        // ENTRY_OVERHEAD counts on this: a slot with its key, one control byte, at the table's
+        // load factor.
+        assert!(std::mem::size_of::<(CacheKey, Slot)>() <= 56);
+    }
 
     #[test]
     fn serves_only_the_stamp_it_was_loaded_under_until_it_expires() {

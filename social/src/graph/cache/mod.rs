@@ -134,13 +134,16 @@ pub use self::redis::{CacheError, RedisCache, RedisConfig};
 /// Default number of edges cached per list (the first page).
 pub const DEFAULT_PAGE_SIZE: usize = 1000;
 
-/// Bytes an in-process cache entry costs beyond its value's own data: its table slot (key,
-/// stamp, expiry, weight; about 80 bytes, at the table's load factor about 100) and the shared
-/// value's allocation (about 130 bytes with the allocator's own header).
-pub const ENTRY_OVERHEAD: u32 = 240;
+/// Bytes an in-process cache entry costs beyond its value's own allocations: its table slot
+/// (key, stamp, value pointer, expiry, reference bit: 56 bytes and a control byte, about 90 at
+/// the table's usual load of 5/8) and the shared value (64 bytes with the allocator's header).
+pub const ENTRY_OVERHEAD: u32 = 160;
 
-/// Default bound of the in-process cache, bytes.
-pub const DEFAULT_CAPACITY: u64 = 64 << 20;
+/// Default bound of the in-process cache, bytes: about the whole read set of a graph of
+/// 100,000 users and 1,000,000 edges (`benches/scripts/graph-load.sh`: every profile, count and
+/// first page once warm; its lists and counts hit 99.4% at this size, 92% at 64 MiB, where the
+/// 160 bytes of [`ENTRY_OVERHEAD`] of 400,000 entries alone fill the budget).
+pub const DEFAULT_CAPACITY: u64 = 128 << 20;
 
 /// Default lifetime of a cache entry, before jitter.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -281,24 +284,38 @@ pub enum CacheValue {
     Edges(EdgePage),
     /// Counts.
     Counts(Counts),
-    /// A profile, or `None` when the user has none.
-    Profile(Option<Profile>),
+    /// A profile, or `None` when the user has none. Shared: handed out without copying, and the
+    /// other values are small (every cached value is as large as the largest kind).
+    Profile(Option<Arc<Profile>>),
 }
 
 impl CacheValue {
     /// Approximate bytes the entry holds, for the in-process capacity bounds: the value's heap
-    /// data plus [`ENTRY_OVERHEAD`].
+    /// allocations plus [`ENTRY_OVERHEAD`].
     fn weight(&self) -> u32 {
         let data = match self {
-            CacheValue::Edges(p) => p.edges.len().saturating_mul(std::mem::size_of::<Edge>()),
+            CacheValue::Edges(p) => heap(p.edges.len().saturating_mul(std::mem::size_of::<Edge>())),
             CacheValue::Counts(_) | CacheValue::Profile(None) => 0,
             CacheValue::Profile(Some(p)) => {
-                p.display_name.len() + p.bio.len() + p.avatar_url.as_ref().map_or(0, String::len)
+                heap(std::mem::size_of::<Profile>() + 16)
+                    + heap(p.display_name.len())
+                    + heap(p.bio.len())
+                    + p.avatar_url.as_ref().map_or(0, |u| heap(u.len()))
             }
         };
         u32::try_from(data)
             .unwrap_or(u32::MAX)
             .saturating_add(ENTRY_OVERHEAD)
+    }
+}
+
+/// What an allocation of `n` bytes takes from the heap: nothing for 0, else with the
+/// allocator's 8-byte header, in 16-byte steps, at least 32 (glibc's chunks).
+fn heap(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        n.saturating_add(8).next_multiple_of(16).max(32)
     }
 }
 
@@ -383,6 +400,10 @@ pub struct CacheStats {
     pub outages: u64,
     /// Whether the backend is currently answering (always true in-process).
     pub available: bool,
+    /// Entries held in this process (the local cache, or the near-cache in front of Redis).
+    pub entries: u64,
+    /// Their weight in bytes (data plus [`ENTRY_OVERHEAD`] each), bounded by the capacity.
+    pub bytes: u64,
 }
 
 impl CacheStats {
@@ -471,7 +492,7 @@ impl CacheStats {
                 );
             }
         }
-        let scalars: [(&str, &str, &str, u64); 4] = [
+        let scalars: [(&str, &str, &str, u64); 6] = [
             (
                 "invalidations_total",
                 "counter",
@@ -495,6 +516,18 @@ impl CacheStats {
                 "gauge",
                 "Whether the follower-cache backend is answering.",
                 u64::from(self.available),
+            ),
+            (
+                "entries",
+                "gauge",
+                "Follower-cache entries held in this process.",
+                self.entries,
+            ),
+            (
+                "bytes",
+                "gauge",
+                "Weight of the follower-cache entries held in this process, bytes.",
+                self.bytes,
             ),
         ];
         for (name, ty, help, v) in scalars {
@@ -582,7 +615,7 @@ impl CachedGraph {
             }
             KeyKind::Profile => Box::pin(async move {
                 let mut v = store.profiles(&[key.user]).await?;
-                Ok(CacheValue::Profile(v.pop().flatten()))
+                Ok(CacheValue::Profile(v.pop().flatten().map(Arc::new)))
             }),
         }
     }
@@ -688,6 +721,18 @@ impl GraphStore for CachedGraph {
     }
 
     async fn profiles(&self, ids: &[UserId]) -> Result<Vec<Option<Profile>>, GraphError> {
+        Ok(self
+            .shared_profiles(ids)
+            .await?
+            .into_iter()
+            .map(|p| p.as_deref().cloned())
+            .collect())
+    }
+
+    async fn shared_profiles(
+        &self,
+        ids: &[UserId],
+    ) -> Result<Vec<Option<Arc<Profile>>>, GraphError> {
         let keys: Vec<CacheKey> = ids.iter().map(|id| CacheKey::profile(*id)).collect();
         let values = self.values(&keys).await?;
         keys.iter()
@@ -924,7 +969,8 @@ impl Counters {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn snapshot(&self, backend: &str, available: bool) -> CacheStats {
+    /// The counters, with the backend's name and state and its map's `(entries, bytes)`.
+    fn snapshot(&self, backend: &str, available: bool, usage: (usize, u64)) -> CacheStats {
         CacheStats {
             backend: backend.to_owned(),
             followers: self.kind(KeyKind::Followers).snapshot(),
@@ -935,6 +981,8 @@ impl Counters {
             remote_invalidations: self.remote_invalidations.load(Ordering::Relaxed),
             outages: self.outages.load(Ordering::Relaxed),
             available,
+            entries: usage.0 as u64,
+            bytes: usage.1,
         }
     }
 }
@@ -1066,7 +1114,8 @@ mod tests {
             edges,
             complete: true,
         });
-        assert_eq!(page.weight(), ENTRY_OVERHEAD + 240);
+        assert_eq!(page.weight(), ENTRY_OVERHEAD + 256);
+        assert!(std::mem::size_of::<CacheValue>() <= 32);
         assert_eq!(
             CacheValue::Counts(Counts::default()).weight(),
             ENTRY_OVERHEAD
@@ -1078,7 +1127,12 @@ mod tests {
             bio: "hi".into(),
             updated_at: 0,
         };
-        assert_eq!(CacheValue::Profile(Some(p)).weight(), ENTRY_OVERHEAD + 16);
+        // The shared profile, and three strings in the smallest chunks.
+        let boxed = heap(std::mem::size_of::<Profile>() + 16) as u32;
+        assert_eq!(
+            CacheValue::Profile(Some(Arc::new(p))).weight(),
+            ENTRY_OVERHEAD + boxed + 3 * 32
+        );
         assert_eq!(CacheValue::Profile(None).weight(), ENTRY_OVERHEAD);
     }
 

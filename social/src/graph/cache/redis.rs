@@ -675,7 +675,10 @@ impl FollowerCache for RedisCache {
     }
 
     fn stats(&self) -> CacheStats {
-        self.inner.counters.snapshot("redis", !self.inner.down())
+        let usage = self.inner.near.usage();
+        self.inner
+            .counters
+            .snapshot("redis", !self.inner.down(), usage)
     }
 }
 

@@ -123,10 +123,10 @@ const MIN_WRITE_BUFFER: u64 = 1 << 20;
 /// Memory and disk bounds of the embedded store (see the module docs, *Memory*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {
-    /// Block cache shared by every keyspace, bytes (default 32 MiB).
+    /// Block cache shared by every keyspace, bytes (default 16 MiB).
     pub cache: u64,
     /// Every memtable together (written data not yet flushed to tables), bytes (default
-    /// 32 MiB, at least 1 MiB). A keyspace created by this version rotates its memtable at a
+    /// 16 MiB, at least 1 MiB). A keyspace created by this version rotates its memtable at a
     /// quarter of this on its own.
     pub write_buffer: u64,
     /// Every journal together on disk, bytes (default 128 MiB, at least 64 MiB): beyond it the
@@ -138,8 +138,8 @@ pub struct StoreLimits {
 impl Default for StoreLimits {
     fn default() -> Self {
         Self {
-            cache: 32 << 20,
-            write_buffer: 32 << 20,
+            cache: 16 << 20,
+            write_buffer: 16 << 20,
             journal: 128 << 20,
         }
     }
@@ -1068,7 +1068,7 @@ mod tests {
         }
         .sane();
         assert_eq!((l.write_buffer, l.journal), (MIN_WRITE_BUFFER, MIN_JOURNAL));
-        assert_eq!(StoreLimits::default().memtable(), 8 << 20);
+        assert_eq!(StoreLimits::default().memtable(), 4 << 20);
     }
 
     /// Writes several times the memtable bound into keyspaces made (by an earlier open) with
