@@ -724,10 +724,15 @@ impl CacheCounters {
 /// The cache counters, or why there are none.
 async fn scrape(http: &mut Http, plan: &Plan) -> Result<CacheCounters, String> {
     let token = plan.token(0);
-    let r = http
-        .request("GET", "/metrics", Some(&token), b"")
-        .await
-        .map_err(|e| format!("GET /metrics: {}", e.detail))?;
+    // This connection sat idle through the run: the server may have closed it (its keep-alive
+    // deadlines). A request on a connection found closed is sent once more on a new one.
+    let r = match http.request("GET", "/metrics", Some(&token), b"").await {
+        Err(e) if matches!(e.kind, ErrorKind::Closed | ErrorKind::Io) => {
+            http.request("GET", "/metrics", Some(&token), b"").await
+        }
+        r => r,
+    }
+    .map_err(|e| format!("GET /metrics: {}", e.detail))?;
     if r.status != 200 {
         return Err(format!(
             "GET /metrics answered {}: the server does not expose its cache counters",

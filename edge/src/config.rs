@@ -194,6 +194,14 @@ pub struct Config {
     /// Neo4j connection pool size, 1-1024 (default 16).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub neo4j_max_connections: Option<u64>,
+    /// Block cache of the embedded store (messages, graph, channels), MiB.
+    pub store_cache_mib: u64,
+    /// Every memtable of the embedded store together (writes not yet flushed to tables), MiB.
+    pub store_write_buffer_mib: u64,
+    /// Every journal of the embedded store together, on disk, MiB (at least 64).
+    pub store_journal_mib: u64,
+    /// Bound of the in-process follower cache (with `redis-url`, of the near-cache), MiB.
+    pub graph_cache_mib: u64,
 }
 
 impl Default for Config {
@@ -258,6 +266,10 @@ impl Default for Config {
             neo4j_database: None,
             neo4j_timeout_ms: None,
             neo4j_max_connections: None,
+            store_cache_mib: 16,
+            store_write_buffer_mib: 16,
+            store_journal_mib: 128,
+            graph_cache_mib: 128,
         }
     }
 }
@@ -516,6 +528,13 @@ impl Config {
         );
         var!("ZEROCAST_WS_MAX_SUBSCRIPTIONS", self.ws_max_subscriptions);
         var!("ZEROCAST_WS_TYPING_INTERVAL", self.ws_typing_interval);
+        var!("ZEROCAST_STORE_CACHE_MIB", self.store_cache_mib);
+        var!(
+            "ZEROCAST_STORE_WRITE_BUFFER_MIB",
+            self.store_write_buffer_mib
+        );
+        var!("ZEROCAST_STORE_JOURNAL_MIB", self.store_journal_mib);
+        var!("ZEROCAST_GRAPH_CACHE_MIB", self.graph_cache_mib);
         // Lists: comma-separated; an empty variable empties the list.
         if let Some(v) = get("ZEROCAST_API_CORS_ORIGINS") {
             self.api_cors_origins = list(&v);
@@ -770,6 +789,32 @@ impl Config {
                 "max-streams-per-user must be at least 1".into(),
             ));
         }
+        if self.store_cache_mib == 0
+            || self.store_write_buffer_mib == 0
+            || self.graph_cache_mib == 0
+        {
+            return Err(ConfigError::Invalid(
+                "store-cache-mib, store-write-buffer-mib and graph-cache-mib must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.store_journal_mib < 64 {
+            return Err(ConfigError::Invalid(
+                "store-journal-mib must be at least 64".into(),
+            ));
+        }
+        for (key, mib) in [
+            ("store-cache-mib", self.store_cache_mib),
+            ("store-write-buffer-mib", self.store_write_buffer_mib),
+            ("store-journal-mib", self.store_journal_mib),
+            ("graph-cache-mib", self.graph_cache_mib),
+        ] {
+            if mib > MAX_MIB {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} must be at most {MAX_MIB}"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -875,6 +920,12 @@ impl Config {
         c.max_connections_per_ip = self.api_max_connections_per_ip;
         c.max_subscriptions = self.ws_max_subscriptions;
         c.typing_interval = Duration::from_millis(self.ws_typing_interval);
+        c.store = zerocast_social::messaging::store::embedded::StoreLimits {
+            cache: self.store_cache_mib << 20,
+            write_buffer: self.store_write_buffer_mib << 20,
+            journal: self.store_journal_mib << 20,
+        };
+        c.graph_cache_bytes = self.graph_cache_mib << 20;
         c
     }
 
@@ -906,6 +957,10 @@ impl Config {
 
 /// Longest message an RTMP chunk header can declare.
 const MAX_RTMP_MESSAGE: u32 = zerocast_ingest::chunk::MAX_MESSAGE_LEN;
+
+/// Largest memory or disk bound in MiB a key takes (1 TiB: shifting it to bytes cannot
+/// overflow).
+const MAX_MIB: u64 = 1 << 20;
 /// A comma-separated list, entries trimmed, empty ones dropped.
 fn list(v: &str) -> Vec<String> {
     v.split(',')
@@ -1169,6 +1224,50 @@ mod tests {
             "api-header-timeout = 10",
             "ws-max-subscriptions = 0",
             "api-cors-origins = [\"app.example\"]",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn store_and_cache_bounds_from_file_and_env() {
+        let d = Config::default();
+        let social = d.social_config_with_secret(b"0123456789abcdef".to_vec());
+        assert_eq!(
+            social.store,
+            zerocast_social::messaging::store::embedded::StoreLimits::default()
+        );
+        assert_eq!(
+            social.graph_cache_bytes,
+            zerocast_social::graph::cache::DEFAULT_CAPACITY
+        );
+        let mut c: Config = toml::from_str(
+            "store-cache-mib = 8
+store-journal-mib = 96
+graph-cache-mib = 16
+",
+        )
+        .unwrap();
+        c.apply_env(|k| (k == "ZEROCAST_STORE_WRITE_BUFFER_MIB").then(|| "4".into()))
+            .unwrap();
+        c.validate().unwrap();
+        let social = c.social_config_with_secret(b"0123456789abcdef".to_vec());
+        assert_eq!(
+            (
+                social.store.cache,
+                social.store.write_buffer,
+                social.store.journal
+            ),
+            (8 << 20, 4 << 20, 96 << 20)
+        );
+        assert_eq!(social.graph_cache_bytes, 16 << 20);
+        assert!(c.to_toml().contains("store-write-buffer-mib = 4"));
+        for bad in [
+            "store-journal-mib = 63",
+            "graph-cache-mib = 0",
+            "store-cache-mib = 0",
+            "store-write-buffer-mib = 2000000",
         ] {
             let c: Config = toml::from_str(bad).unwrap();
             assert!(c.validate().is_err(), "{bad}");

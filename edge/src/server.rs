@@ -219,6 +219,9 @@ pub fn run_social(config: Config) -> Result<(), ServeError> {
     let mask = block_signals()?;
     let certs = load_certs(&config)?;
     let (social, _) = start_social(&config, certs.as_ref(), Arc::new(|_: &str| false))?;
+    // The social plane frees as unevenly as the media plane: a follow-graph build leaves its
+    // request buffers and store batches free in every thread's arena.
+    crate::heap::start();
     let sig = wait_stop_signal(&mask, certs.as_deref());
     tracing::info!(signal = sig, "shutting down");
     social.stop(Duration::from_millis(900));

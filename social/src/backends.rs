@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::channels::ChannelStore;
 use crate::config::SocialConfig;
 use crate::events::bus::{EventBus, InProcessBus};
-use crate::graph::cache::moka::{MokaCache, MokaConfig};
+use crate::graph::cache::local::{LocalCache, LocalConfig};
 use crate::graph::cache::{CachedGraph, FollowerCache};
 use crate::graph::GraphStore;
 use crate::messaging::store::embedded::EmbeddedStore;
@@ -29,10 +29,10 @@ pub struct Backends {
 
 impl Backends {
     /// The embedded defaults over one embedded store: messages and graph in `store`, the
-    /// in-process bus, an in-process (moka) follower cache.
+    /// in-process bus, an in-process follower cache.
     pub fn embedded(store: EmbeddedStore) -> Self {
         let graph: Arc<dyn GraphStore> = Arc::new(store.clone());
-        let cache: Arc<dyn FollowerCache> = Arc::new(MokaCache::new(MokaConfig::default()));
+        let cache: Arc<dyn FollowerCache> = Arc::new(LocalCache::new(LocalConfig::default()));
         Self {
             channels: Arc::new(store.clone()),
             store: Arc::new(store),
@@ -56,7 +56,8 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
         if let Some(e) = &embedded {
             return Ok(e.clone());
         }
-        let e = EmbeddedStore::open(&dir, config.node).map_err(|e| refused(&dir, &e))?;
+        let e = EmbeddedStore::open_with(&dir, config.node, config.store)
+            .map_err(|e| refused(&dir, &e))?;
         embedded = Some(e.clone());
         Ok(e)
     };
@@ -77,8 +78,11 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
         None => Arc::new(open_embedded()?),
     };
     let cache: Arc<dyn FollowerCache> = match set(&config.redis_url) {
-        Some(url) => redis(url).await?,
-        None => Arc::new(MokaCache::new(MokaConfig::default())),
+        Some(url) => redis(url, config.graph_cache_bytes).await?,
+        None => Arc::new(LocalCache::new(LocalConfig {
+            capacity: config.graph_cache_bytes,
+            ..LocalConfig::default()
+        })),
     };
     Ok(Backends {
         store,
@@ -195,16 +199,18 @@ async fn neo4j(_: &SocialConfig) -> std::io::Result<Arc<dyn GraphStore>> {
 }
 
 #[cfg(feature = "redis")]
-async fn redis(url: &str) -> std::io::Result<Arc<dyn FollowerCache>> {
+async fn redis(url: &str, near_bytes: u64) -> std::io::Result<Arc<dyn FollowerCache>> {
     use crate::graph::cache::redis::{RedisCache, RedisConfig};
-    let c = RedisCache::connect(url, RedisConfig::default())
-        .await
-        .map_err(|e| io(&e))?;
+    let cfg = RedisConfig {
+        near_capacity: near_bytes,
+        ..RedisConfig::default()
+    };
+    let c = RedisCache::connect(url, cfg).await.map_err(|e| io(&e))?;
     tracing::info!("follower cache: Redis with a near-cache");
     Ok(Arc::new(c))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis(_: &str) -> std::io::Result<Arc<dyn FollowerCache>> {
+async fn redis(_: &str, _: u64) -> std::io::Result<Arc<dyn FollowerCache>> {
     Err(not_built("redis-url (Redis)", "redis"))
 }

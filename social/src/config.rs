@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::messaging::store::embedded::StoreLimits;
+
 /// Settings of the social API.
 #[derive(Debug, Clone)]
 pub struct SocialConfig {
@@ -24,6 +26,11 @@ pub struct SocialConfig {
     pub cors_origins: Vec<String>,
     /// Where the embedded store lives.
     pub data_dir: PathBuf,
+    /// Memory and disk bounds of the embedded store (block cache, memtables, journals).
+    pub store: StoreLimits,
+    /// Bound of the in-process follower cache (with Redis, of each instance's near-cache),
+    /// bytes.
+    pub graph_cache_bytes: u64,
     /// This instance's node id (message ids, outbox).
     pub node: u16,
     /// Largest message content, bytes of UTF-8.
@@ -103,6 +110,8 @@ impl SocialConfig {
             jwt_leeway: Duration::from_secs(crate::auth::LEEWAY),
             cors_origins: Vec::new(),
             data_dir,
+            store: StoreLimits::default(),
+            graph_cache_bytes: crate::graph::cache::DEFAULT_CAPACITY,
             node: 0,
             max_message_bytes: 4096,
             max_frame_bytes: 16 * 1024,

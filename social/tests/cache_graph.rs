@@ -17,7 +17,8 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 use zerocast_social::graph::cache::{
-    CacheStats, CachedGraph, FollowerCache, KeyKind, MokaCache, MokaConfig, RedisCache, RedisConfig,
+    CacheStats, CachedGraph, FollowerCache, KeyKind, LocalCache, LocalConfig, RedisCache,
+    RedisConfig,
 };
 use zerocast_social::graph::store::conformance;
 use zerocast_social::graph::{
@@ -378,12 +379,12 @@ fn hits(s: &CacheStats) -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// In-process (moka)
+// In-process
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn moka_writes_are_visible_to_the_next_read() {
+async fn local_writes_are_visible_to_the_next_read() {
     let (store, _dir) = embedded();
-    let cache = Arc::new(MokaCache::new(MokaConfig::default()));
+    let cache = Arc::new(LocalCache::new(LocalConfig::default()));
     let g = CachedGraph::new(store.clone(), cache.clone());
     let (a, b, c) = (user(), user(), user());
     g.put_profile(profile(b, "Bea")).await.unwrap();
@@ -430,18 +431,18 @@ async fn moka_writes_are_visible_to_the_next_read() {
 
 /// The whole graph conformance suite (including the brute-force comparison) through the cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn moka_cached_graph_passes_the_graph_conformance_suite() {
+async fn local_cached_graph_passes_the_graph_conformance_suite() {
     let (store, _dir) = embedded();
-    let cache = Arc::new(MokaCache::new(MokaConfig::default()));
+    let cache = Arc::new(LocalCache::new(LocalConfig::default()));
     conformance::run(Arc::new(CachedGraph::new(store, cache.clone()))).await;
     assert!(cache.stats().total().hits > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn moka_fill_racing_an_invalidation_is_never_cached() {
+async fn local_fill_racing_an_invalidation_is_never_cached() {
     let (store, _dir) = embedded();
     let pausing = Pausing::new(store.clone());
-    let cache = Arc::new(MokaCache::new(MokaConfig::default()));
+    let cache = Arc::new(LocalCache::new(LocalConfig::default()));
     let g = Arc::new(CachedGraph::new(pausing.clone(), cache.clone()));
     let (a, b) = (user(), user());
 
@@ -465,10 +466,10 @@ async fn moka_fill_racing_an_invalidation_is_never_cached() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn moka_concurrent_misses_share_one_load() {
+async fn local_concurrent_misses_share_one_load() {
     let (store, _dir) = embedded();
     let pausing = Pausing::new(store.clone());
-    let cache = Arc::new(MokaCache::new(MokaConfig::default()));
+    let cache = Arc::new(LocalCache::new(LocalConfig::default()));
     let g = Arc::new(CachedGraph::new(pausing.clone(), cache));
     let (a, b) = (user(), user());
     store.follow(a, b, now()).await.unwrap();
@@ -489,10 +490,10 @@ async fn moka_concurrent_misses_share_one_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn moka_large_lists_cache_the_first_page_only() {
+async fn local_large_lists_cache_the_first_page_only() {
     let (store, _dir) = embedded();
     let pausing = Pausing::new(store.clone());
-    let cache = Arc::new(MokaCache::new(MokaConfig::default()));
+    let cache = Arc::new(LocalCache::new(LocalConfig::default()));
     let g = CachedGraph::new(pausing.clone(), cache.clone()).with_page_size(5);
     let star = user();
     for _ in 0..12 {
@@ -517,6 +518,169 @@ async fn moka_large_lists_cache_the_first_page_only() {
     g.follow(newest, star, now()).await.unwrap();
     assert_eq!(g.followers(star, None, 1).await.unwrap()[0].user, newest);
     assert_eq!(g.counts(star).await.unwrap().followers, 13);
+}
+
+/// `friends`, `common_following` and `recommendations` through the cache, against the store.
+async fn assert_composed_match(
+    cached: &dyn GraphStore,
+    store: &dyn GraphStore,
+    u: UserId,
+    v: UserId,
+) {
+    let limits = RecommendLimits::default();
+    assert_eq!(
+        cached.friends(u, None, 100).await.unwrap(),
+        store.friends(u, None, 100).await.unwrap(),
+        "friends"
+    );
+    assert_eq!(
+        cached.common_following(u, v, 100).await.unwrap(),
+        store.common_following(u, v, 100).await.unwrap(),
+        "common"
+    );
+    assert_eq!(
+        cached.recommendations(u, 20, limits).await.unwrap(),
+        store.recommendations(u, 20, limits).await.unwrap(),
+        "recommendations"
+    );
+}
+
+fn users(recs: &[Recommendation]) -> Vec<UserId> {
+    recs.iter().map(|r| r.user).collect()
+}
+
+/// The composed queries are answered from cached lists and counts (a second round misses
+/// nothing), and every follow or unfollow shows in the next call: the caller's own, a friend's
+/// (two hops away) and a candidate's follower count (the tie-break).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_friends_common_and_recommendations_come_from_the_cache_and_see_every_write() {
+    let (store, _dir) = embedded();
+    let cache = Arc::new(LocalCache::new(LocalConfig::default()));
+    let g = CachedGraph::new(store.clone(), cache.clone());
+    let (u, v1, v2, w1, w2, w3) = (user(), user(), user(), user(), user(), user());
+    for (from, to) in [
+        (u, v1),
+        (v1, u),
+        (u, v2),
+        (v1, w1),
+        (v1, w2),
+        (v2, w1),
+        (v2, u),
+    ] {
+        g.follow(from, to, now()).await.unwrap();
+    }
+    assert_composed_match(&g, &*store, u, v1).await;
+    let limits = RecommendLimits::default();
+    let first = g.recommendations(u, 20, limits).await.unwrap();
+    assert_eq!(users(&first), vec![w1, w2]);
+    assert_eq!(first[0].paths, 2);
+
+    // Once warm, the same questions miss nothing.
+    let ask = || async {
+        g.friends(u, None, 10).await.unwrap();
+        g.friends(v1, None, 10).await.unwrap();
+        g.common_following(v1, v2, 10).await.unwrap();
+        g.common_following(u, v1, 10).await.unwrap();
+        g.recommendations(u, 20, limits).await.unwrap();
+        g.recommendations(v2, 20, limits).await.unwrap();
+    };
+    ask().await;
+    let before = cache.stats().total();
+    ask().await;
+    let after = cache.stats().total();
+    assert_eq!(after.misses, before.misses, "composed reads missed");
+    assert!(after.hits > before.hits);
+
+    // The caller follows a candidate: gone from its recommendations, now a friend if mutual.
+    g.follow(u, w2, now()).await.unwrap();
+    assert_eq!(
+        users(&g.recommendations(u, 20, limits).await.unwrap()),
+        vec![w1]
+    );
+    g.follow(w2, u, now()).await.unwrap();
+    assert_eq!(
+        ids(&g.friends(u, None, 10).await.unwrap()),
+        vec![w2, v2, v1]
+    );
+    assert_composed_match(&g, &*store, u, v1).await;
+
+    // Two hops away: someone the caller follows follows a new account.
+    g.follow(v2, w3, now()).await.unwrap();
+    assert_eq!(
+        users(&g.recommendations(u, 20, limits).await.unwrap()),
+        vec![w1, w3]
+    );
+    // Equal paths rank by follower count: w3 gets more followers than w1, and a second path.
+    for _ in 0..3 {
+        g.follow(user(), w3, now()).await.unwrap();
+    }
+    g.follow(v1, w3, now()).await.unwrap();
+    let recs = g.recommendations(u, 20, limits).await.unwrap();
+    assert_eq!(users(&recs), vec![w3, w1]);
+    assert_eq!((recs[0].paths, recs[0].followers), (2, 5));
+    assert_composed_match(&g, &*store, u, v2).await;
+
+    // Unfollows too, on either hop.
+    g.unfollow(v1, w3).await.unwrap();
+    g.unfollow(v2, w1).await.unwrap();
+    let recs = g.recommendations(u, 20, limits).await.unwrap();
+    assert_eq!(users(&recs), vec![w3, w1]);
+    assert_eq!((recs[0].paths, recs[1].paths), (1, 1));
+    assert_composed_match(&g, &*store, u, v1).await;
+    g.unfollow(w2, u).await.unwrap();
+    assert_eq!(ids(&g.friends(u, None, 10).await.unwrap()), vec![v2, v1]);
+    // Cursors page the cached friends like the store's.
+    let all = g.friends(u, None, 10).await.unwrap();
+    let next = Some(Cursor::after(&all[0]));
+    assert_eq!(
+        g.friends(u, next, 10).await.unwrap(),
+        store.friends(u, next, 10).await.unwrap()
+    );
+}
+
+/// Lists longer than the cached page (and callers following nobody) go to the store, whose
+/// answers the cache returns unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_composed_queries_over_long_lists_fall_back_to_the_store() {
+    let (store, _dir) = embedded();
+    let cache = Arc::new(LocalCache::new(LocalConfig::default()));
+    let g = CachedGraph::new(store.clone(), cache.clone()).with_page_size(3);
+    let (u, v) = (user(), user());
+    let limits = RecommendLimits {
+        max_followings: 3,
+        max_fanout: 3,
+    };
+    // u follows 5 accounts (more than a page), each following a few more.
+    let mut followed = Vec::new();
+    for _ in 0..5 {
+        let x = user();
+        g.follow(u, x, now()).await.unwrap();
+        g.follow(v, x, now()).await.unwrap();
+        g.follow(x, u, now()).await.unwrap();
+        for _ in 0..4 {
+            g.follow(x, user(), now()).await.unwrap();
+        }
+        followed.push(x);
+    }
+    assert_eq!(
+        g.friends(u, None, 100).await.unwrap(),
+        store.friends(u, None, 100).await.unwrap()
+    );
+    assert_eq!(g.friends(u, None, 100).await.unwrap().len(), 5);
+    assert_eq!(
+        g.common_following(u, v, 100).await.unwrap(),
+        store.common_following(u, v, 100).await.unwrap()
+    );
+    assert_eq!(
+        g.recommendations(u, 20, limits).await.unwrap(),
+        store.recommendations(u, 20, limits).await.unwrap()
+    );
+    // A caller following nobody gets the popular fallback, as from the store.
+    let loner = user();
+    assert_eq!(
+        g.recommendations(loner, 5, limits).await.unwrap(),
+        store.recommendations(loner, 5, limits).await.unwrap()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,13 +7,13 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::extract::{self, user_id, Auth, Body, LimitQuery};
 use super::state::AppState;
-use crate::graph::{service, Cursor, Edge, GraphError, RecommendLimits};
+use crate::graph::{service, Cursor, Edge, GraphError, Profile, RecommendLimits};
 use crate::id::UserId;
 
 /// Most edges or users one request returns.
@@ -127,21 +127,44 @@ fn page(q: Result<Query<PageQuery>, QueryRejection>) -> Result<(Option<Cursor>, 
     Ok((cursor, limit))
 }
 
+/// A page of edges with the profiles of its accounts. Fields in name order, as `json!` writes
+/// them.
+#[derive(Debug, Serialize)]
+struct EdgePage {
+    next_cursor: Option<String>,
+    users: Vec<EdgeUser>,
+}
+
+#[derive(Debug, Serialize)]
+struct EdgeUser {
+    id: UserId,
+    profile: Option<Arc<Profile>>,
+    since: u64,
+}
+
 /// A page of edges with the profiles of the accounts in it and the next cursor.
-async fn edge_page(st: &AppState, edges: Vec<Edge>, limit: usize) -> Result<Json<Value>, ApiError> {
+async fn edge_page(
+    st: &AppState,
+    edges: Vec<Edge>,
+    limit: usize,
+) -> Result<Json<EdgePage>, ApiError> {
     let ids: Vec<UserId> = edges.iter().map(|e| e.user).collect();
-    let profiles = st.graph.profiles(&ids).await?;
-    let users: Vec<Value> = edges
-        .iter()
-        .zip(profiles)
-        .map(|(e, p)| json!({ "id": e.user, "since": e.since, "profile": p }))
-        .collect();
-    let next = if edges.len() == limit {
+    let profiles = st.graph.shared_profiles(&ids).await?;
+    let next_cursor = if edges.len() == limit {
         edges.last().map(|e| Cursor::after(e).encode())
     } else {
         None
     };
-    Ok(Json(json!({ "users": users, "next_cursor": next })))
+    let users = edges
+        .iter()
+        .zip(profiles)
+        .map(|(e, profile)| EdgeUser {
+            id: e.user,
+            profile,
+            since: e.since,
+        })
+        .collect();
+    Ok(Json(EdgePage { next_cursor, users }))
 }
 
 async fn followers(
@@ -149,7 +172,7 @@ async fn followers(
     Auth(_): Auth,
     Path(id): Path<String>,
     q: Result<Query<PageQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EdgePage>, ApiError> {
     let (cursor, limit) = page(q)?;
     let edges = st.graph.followers(user_id(&id)?, cursor, limit).await?;
     edge_page(&st, edges, limit).await
@@ -160,7 +183,7 @@ async fn following(
     Auth(_): Auth,
     Path(id): Path<String>,
     q: Result<Query<PageQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EdgePage>, ApiError> {
     let (cursor, limit) = page(q)?;
     let edges = st.graph.following(user_id(&id)?, cursor, limit).await?;
     edge_page(&st, edges, limit).await
@@ -171,7 +194,7 @@ async fn friends(
     Auth(_): Auth,
     Path(id): Path<String>,
     q: Result<Query<PageQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EdgePage>, ApiError> {
     let (cursor, limit) = page(q)?;
     let edges = st.graph.friends(user_id(&id)?, cursor, limit).await?;
     edge_page(&st, edges, limit).await
@@ -214,31 +237,43 @@ async fn recommendations(
     State(st): State<Arc<AppState>>,
     Auth(me): Auth,
     q: Result<Query<LimitQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Recommended>, ApiError> {
     let limit = limit(q)?;
     let recs = st
         .graph
         .recommendations(me, limit, RecommendLimits::default())
         .await?;
     let ids: Vec<UserId> = recs.iter().map(|r| r.user).collect();
-    let profiles = st.graph.profiles(&ids).await?;
-    let out: Vec<Value> = recs
+    let profiles = st.graph.shared_profiles(&ids).await?;
+    let recommendations = recs
         .iter()
         .zip(profiles)
-        .map(|(r, p)| {
-            let reason = match r.paths {
+        .map(|(r, profile)| RecommendedUser {
+            followers: r.followers,
+            id: r.user,
+            paths: r.paths,
+            profile,
+            reason: match r.paths {
                 0 => "popular on zerocast".to_owned(),
                 1 => "followed by 1 person you follow".to_owned(),
                 n => format!("followed by {n} people you follow"),
-            };
-            json!({
-                "id": r.user,
-                "profile": p,
-                "reason": reason,
-                "paths": r.paths,
-                "followers": r.followers,
-            })
+            },
         })
         .collect();
-    Ok(Json(json!({ "recommendations": out })))
+    Ok(Json(Recommended { recommendations }))
+}
+
+/// The recommendations answer. Fields in name order, as `json!` writes them.
+#[derive(Debug, Serialize)]
+struct Recommended {
+    recommendations: Vec<RecommendedUser>,
+}
+
+#[derive(Debug, Serialize)]
+struct RecommendedUser {
+    followers: u64,
+    id: UserId,
+    paths: u64,
+    profile: Option<Arc<Profile>>,
+    reason: String,
 }

@@ -3,11 +3,14 @@
 //! One trait, [`GraphStore`], with its backends in [`store`]: an embedded default (keyspaces in
 //! the same fjall database as messages: forward, backward, counts) and Neo4j at scale (feature
 //! `neo4j`). Every backend passes the same conformance suite (`store::conformance`, feature
-//! `testing`). Reads go through the follower cache ([`cache`]: in-process moka, or Redis with
+//! `testing`). Reads go through the follower cache ([`cache`]: in-process, or Redis with
 //! feature `redis`), and [`service`] holds the rules the API applies before writing.
 //!
 //! Owns: profiles, follow edges, counts, recommendations. Calls nothing else in the crate but
 //! [`crate::id`] (and the embedded message store's database, which it shares).
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -97,6 +100,59 @@ pub struct Recommendation {
     pub followers: u64,
 }
 
+/// The ranking of [`GraphStore::recommendations`], shared by the backends that walk the graph
+/// themselves (the embedded store, and the cache when it holds every list the walk reads).
+///
+/// Candidates come in with their number of distinct paths. [`next_group`](Self::next_group)
+/// yields them by groups of equal paths, most paths first, until `limit` are chosen; the caller
+/// looks up the follower counts of that group only (and drops accounts it must exclude), and
+/// hands the group back to [`add`](Self::add), which ranks it by followers, then by id.
+#[derive(Debug)]
+pub(crate) struct Ranking {
+    /// By paths, descending.
+    cands: Vec<(UserId, u64)>,
+    next: usize,
+    out: Vec<Recommendation>,
+    limit: usize,
+}
+
+impl Ranking {
+    pub(crate) fn new(paths: HashMap<UserId, u64>, limit: usize) -> Self {
+        let mut cands: Vec<(UserId, u64)> = paths.into_iter().collect();
+        cands.sort_unstable_by_key(|c| std::cmp::Reverse(c.1));
+        Self {
+            out: Vec::with_capacity(limit.min(cands.len())),
+            cands,
+            next: 0,
+            limit,
+        }
+    }
+
+    /// The next group of candidates with equal paths (and that number), or `None` once `limit`
+    /// are chosen or every candidate was seen.
+    pub(crate) fn next_group(&mut self) -> Option<(u64, &[(UserId, u64)])> {
+        if self.out.len() >= self.limit {
+            return None;
+        }
+        let rest = self.cands.get(self.next..)?;
+        let p = rest.first()?.1;
+        let n = rest.iter().take_while(|c| c.1 == p).count();
+        self.next += n;
+        Some((p, &rest[..n])) // n <= rest.len(): counted over `rest`
+    }
+
+    /// Adds the members kept of the group last returned, with their follower counts.
+    pub(crate) fn add(&mut self, mut group: Vec<Recommendation>) {
+        group.sort_unstable_by(|x, y| y.followers.cmp(&x.followers).then(x.user.cmp(&y.user)));
+        let room = self.limit.saturating_sub(self.out.len());
+        self.out.extend(group.into_iter().take(room));
+    }
+
+    pub(crate) fn finish(self) -> Vec<Recommendation> {
+        self.out
+    }
+}
+
 /// Why a graph operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -147,6 +203,20 @@ pub trait GraphStore: Send + Sync + 'static {
     async fn put_profile(&self, p: Profile) -> Result<(), GraphError>;
     /// Profiles of `ids`, in order (`None` where there is none).
     async fn profiles(&self, ids: &[UserId]) -> Result<Vec<Option<Profile>>, GraphError>;
+    /// [`profiles`](Self::profiles), shared: a cache hands out the profiles it holds instead of
+    /// copying them (a page of 50 followers would copy 150 strings). The default wraps
+    /// `profiles`.
+    async fn shared_profiles(
+        &self,
+        ids: &[UserId],
+    ) -> Result<Vec<Option<Arc<Profile>>>, GraphError> {
+        Ok(self
+            .profiles(ids)
+            .await?
+            .into_iter()
+            .map(|p| p.map(Arc::new))
+            .collect())
+    }
     /// `from` follows `to` at `now_ms`; `true` if the edge is new.
     async fn follow(&self, from: UserId, to: UserId, now_ms: u64) -> Result<bool, GraphError>;
     /// `from` stops following `to`; `true` if there was an edge.
@@ -197,5 +267,60 @@ pub trait GraphStore: Send + Sync + 'static {
 impl std::fmt::Debug for dyn GraphStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("GraphStore")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranking_takes_groups_by_paths_then_followers_then_id() {
+        let u = |n: u128| UserId(uuid::Uuid::from_u128(n));
+        let paths: HashMap<UserId, u64> = [
+            (u(1), 1),
+            (u(2), 3),
+            (u(3), 1),
+            (u(4), 3),
+            (u(5), 2),
+            (u(6), 1),
+        ]
+        .into();
+        let followers = |id: UserId| match id.0.as_u128() {
+            2 => 10,
+            4 => 10,
+            5 => 0,
+            n => 100 - n as u64,
+        };
+        let mut rank = Ranking::new(paths, 4);
+        let mut asked = Vec::new();
+        while let Some((p, group)) = rank.next_group() {
+            let mut ids: Vec<UserId> = group.iter().map(|(w, _)| *w).collect();
+            ids.sort();
+            asked.push((p, ids.clone()));
+            let group = ids
+                .into_iter()
+                .map(|user| Recommendation {
+                    user,
+                    paths: p,
+                    followers: followers(user),
+                })
+                .collect();
+            rank.add(group);
+        }
+        // The 1-path group is asked for (one place is left), then no more.
+        assert_eq!(
+            asked,
+            vec![
+                (3, vec![u(2), u(4)]),
+                (2, vec![u(5)]),
+                (1, vec![u(1), u(3), u(6)]),
+            ]
+        );
+        let got: Vec<(UserId, u64)> = rank.finish().iter().map(|r| (r.user, r.paths)).collect();
+        assert_eq!(got, vec![(u(2), 3), (u(4), 3), (u(5), 2), (u(1), 1)]);
+        // Nothing to rank, or nothing wanted.
+        assert!(Ranking::new(HashMap::new(), 5).next_group().is_none());
+        assert!(Ranking::new([(u(1), 1)].into(), 0).next_group().is_none());
     }
 }

@@ -1,5 +1,5 @@
 //! The follower cache: [`CachedGraph`] wraps any [`GraphStore`] and serves its hot reads from a
-//! [`FollowerCache`], either in-process ([`MokaCache`], the default) or Redis shared by every
+//! [`FollowerCache`], either in-process ([`LocalCache`], the default) or Redis shared by every
 //! instance (`redis::RedisCache`, feature `redis`, when `redis-url` is configured; see
 //! [`crate::backends`]).
 //!
@@ -24,13 +24,35 @@
 //!
 //! Lists hold ids only; profiles live under their own keys, so a profile edit invalidates one
 //! key. Very large lists are not cached whole: only their first page, which is what
-//! `followers`/`following` with no cursor and `limit ≤ page size` return. Deeper pages,
-//! `is_following`, `friends`, `common_following`, `recommendations` and `popular` go to the
-//! store every time (they are either cursor-dependent or computed over many lists).
+//! `followers`/`following` with no cursor and `limit ≤ page size` return.
+//!
+//! # Queries answered from the cached lists
+//!
+//! `friends`, `common_following` and `recommendations` are computed from the same entries when
+//! every list they read is cached whole (the account follows and is followed by at most a page
+//! of accounts), and go to the store otherwise:
+//!
+//! | query | reads | store when |
+//! | ----- | ----- | ---------- |
+//! | `friends(u)` | followings and followers of `u` | either list is longer than a page |
+//! | `common_following(a, b)` | followings of `a` and `b`, counts of each account both follow | either list is longer than a page |
+//! | `recommendations(u)` | followings of `u`, followings of each of them (first `max_fanout`), counts of the candidates ranked | `u` follows nobody (popular fallback) or more than `max_followings`, or a limit exceeds the page size |
+//!
+//! Their answers are not cached: each call composes entries that are each as fresh as a
+//! `followers`/`following`/`counts` read (below), so they need no invalidation of their own and
+//! a follow is reflected in the very next call, for both accounts and for everyone whose
+//! recommendations walk through them. Like the embedded store's own multi-lookup queries, a
+//! call sees every write answered before it started and possibly some that land while it runs.
+//! Caching the composed answers would save little more (recommendations are read once per
+//! page view per user, so their hit rate is that of the user's return visits) and would need a
+//! two-hop invalidation: a follow by `v` changes the recommendations of every follower of `v`.
+//! Deeper pages, `is_following` and `popular` go to the store every time.
 //!
 //! Values are JSON. Entries live 24 h plus a random jitter of up to 1 h (so a cold start does not
 //! expire everything at once); the per-instance near-cache in front of Redis keeps entries at
-//! most 60 s.
+//! most 60 s. The in-process entries (the local cache, and the near-cache) are bounded in bytes:
+//! each weighs what its value holds plus [`ENTRY_OVERHEAD`] for the map's own bookkeeping, and
+//! entries not read lately go first (`map`: a sharded table with CLOCK-like eviction).
 //!
 //! # Consistency guarantees
 //!
@@ -83,6 +105,7 @@
 //! Hits, misses, fills, discarded stale fills, errors and store bypasses are counted per key kind
 //! ([`FollowerCache::stats`], [`FollowerCache::render_prometheus`] for `/metrics`).
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,21 +117,33 @@ use futures_util::future::{join_all, BoxFuture};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{
-    Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits, Recommendation,
+    Counts, Cursor, Edge, GraphError, GraphStore, Profile, Ranking, RecommendLimits, Recommendation,
 };
 use crate::id::UserId;
 
 mod flight;
-pub mod moka;
+pub mod local;
+mod map;
 #[cfg(feature = "redis")]
 pub mod redis;
 
-pub use self::moka::{MokaCache, MokaConfig};
+pub use self::local::{LocalCache, LocalConfig};
 #[cfg(feature = "redis")]
 pub use self::redis::{CacheError, RedisCache, RedisConfig};
 
 /// Default number of edges cached per list (the first page).
 pub const DEFAULT_PAGE_SIZE: usize = 1000;
+
+/// Bytes an in-process cache entry costs beyond its value's own allocations: its table slot
+/// (key, stamp, value pointer, expiry, reference bit: 56 bytes and a control byte, about 90 at
+/// the table's usual load of 5/8) and the shared value (64 bytes with the allocator's header).
+pub const ENTRY_OVERHEAD: u32 = 160;
+
+/// Default bound of the in-process cache, bytes: about the whole read set of a graph of
+/// 100,000 users and 1,000,000 edges (`benches/scripts/graph-load.sh`: every profile, count and
+/// first page once warm; its lists and counts hit 99.4% at this size, 92% at 64 MiB, where the
+/// 160 bytes of [`ENTRY_OVERHEAD`] of 400,000 entries alone fill the budget).
+pub const DEFAULT_CAPACITY: u64 = 128 << 20;
 
 /// Default lifetime of a cache entry, before jitter.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -249,19 +284,38 @@ pub enum CacheValue {
     Edges(EdgePage),
     /// Counts.
     Counts(Counts),
-    /// A profile, or `None` when the user has none.
-    Profile(Option<Profile>),
+    /// A profile, or `None` when the user has none. Shared: handed out without copying, and the
+    /// other values are small (every cached value is as large as the largest kind).
+    Profile(Option<Arc<Profile>>),
 }
 
 impl CacheValue {
-    /// Cost units for capacity bounds: one per edge, plus one.
+    /// Approximate bytes the entry holds, for the in-process capacity bounds: the value's heap
+    /// allocations plus [`ENTRY_OVERHEAD`].
     fn weight(&self) -> u32 {
-        match self {
-            CacheValue::Edges(p) => u32::try_from(p.edges.len())
-                .unwrap_or(u32::MAX)
-                .saturating_add(1),
-            _ => 1,
-        }
+        let data = match self {
+            CacheValue::Edges(p) => heap(p.edges.len().saturating_mul(std::mem::size_of::<Edge>())),
+            CacheValue::Counts(_) | CacheValue::Profile(None) => 0,
+            CacheValue::Profile(Some(p)) => {
+                heap(std::mem::size_of::<Profile>() + 16)
+                    + heap(p.display_name.len())
+                    + heap(p.bio.len())
+                    + p.avatar_url.as_ref().map_or(0, |u| heap(u.len()))
+            }
+        };
+        u32::try_from(data)
+            .unwrap_or(u32::MAX)
+            .saturating_add(ENTRY_OVERHEAD)
+    }
+}
+
+/// What an allocation of `n` bytes takes from the heap: nothing for 0, else with the
+/// allocator's 8-byte header, in 16-byte steps, at least 32 (glibc's chunks).
+fn heap(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        n.saturating_add(8).next_multiple_of(16).max(32)
     }
 }
 
@@ -286,6 +340,12 @@ pub trait FollowerCache: Send + Sync + fmt::Debug + 'static {
         key: CacheKey,
         load: LoadFuture,
     ) -> Result<Arc<CacheValue>, GraphError>;
+
+    /// The values of `keys` this instance holds and may serve now (in-process; with Redis, its
+    /// near-cache), each counted as a hit, or `None` where a read would need
+    /// [`get_or_load`](Self::get_or_load) (which counts the miss). Cheaper than one
+    /// `get_or_load` per key when most are hits: no load is prepared, no flight is joined.
+    async fn peek_many(&self, keys: &[CacheKey]) -> Vec<Option<Arc<CacheValue>>>;
 
     /// Drops `keys` everywhere (this instance at once, others through Redis pub/sub). Call it
     /// after the store write that changed them has completed.
@@ -322,7 +382,7 @@ pub struct KindStats {
 /// A snapshot of a cache's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheStats {
-    /// `"moka"` or `"redis"`.
+    /// `"local"` or `"redis"`.
     pub backend: String,
     /// Followers lists.
     pub followers: KindStats,
@@ -338,8 +398,12 @@ pub struct CacheStats {
     pub remote_invalidations: u64,
     /// Redis outage episodes (one warning is logged per episode).
     pub outages: u64,
-    /// Whether the backend is currently answering (always true for moka).
+    /// Whether the backend is currently answering (always true in-process).
     pub available: bool,
+    /// Entries held in this process (the local cache, or the near-cache in front of Redis).
+    pub entries: u64,
+    /// Their weight in bytes (data plus [`ENTRY_OVERHEAD`] each), bounded by the capacity.
+    pub bytes: u64,
 }
 
 impl CacheStats {
@@ -428,7 +492,7 @@ impl CacheStats {
                 );
             }
         }
-        let scalars: [(&str, &str, &str, u64); 4] = [
+        let scalars: [(&str, &str, &str, u64); 6] = [
             (
                 "invalidations_total",
                 "counter",
@@ -453,6 +517,18 @@ impl CacheStats {
                 "Whether the follower-cache backend is answering.",
                 u64::from(self.available),
             ),
+            (
+                "entries",
+                "gauge",
+                "Follower-cache entries held in this process.",
+                self.entries,
+            ),
+            (
+                "bytes",
+                "gauge",
+                "Weight of the follower-cache entries held in this process, bytes.",
+                self.bytes,
+            ),
         ];
         for (name, ty, help, v) in scalars {
             let _ = writeln!(out, "# HELP zerocast_social_cache_{name} {help}");
@@ -465,7 +541,9 @@ impl CacheStats {
 /// A [`GraphStore`] whose hot reads go through a [`FollowerCache`].
 ///
 /// Cached: `followers`/`following` with no cursor and `limit ≤ page size`, `counts`, and
-/// `profiles`. Everything else goes to the store. Writes go to the store, then invalidate.
+/// `profiles`; `friends`, `common_following` and `recommendations` are computed from those
+/// entries when they hold whole lists (see the [module docs](self)). Everything else goes to
+/// the store. Writes go to the store, then invalidate.
 #[derive(Clone)]
 pub struct CachedGraph {
     store: Arc<dyn GraphStore>,
@@ -514,24 +592,81 @@ impl CachedGraph {
         self.cache.stats()
     }
 
-    async fn first_page(&self, key: CacheKey, limit: usize) -> Result<Vec<Edge>, GraphError> {
+    /// The store load that fills `key`.
+    fn loader(&self, key: CacheKey) -> LoadFuture {
         let store = self.store.clone();
         let page = self.page;
-        let load: LoadFuture = Box::pin(async move {
-            let want = page.saturating_add(1);
-            let mut edges = if key.kind == KeyKind::Followers {
-                store.followers(key.user, None, want).await?
-            } else {
-                store.following(key.user, None, want).await?
-            };
-            let complete = edges.len() <= page;
-            edges.truncate(page);
-            Ok(CacheValue::Edges(EdgePage { edges, complete }))
-        });
-        match &*self.cache.get_or_load(key, load).await? {
-            CacheValue::Edges(p) => Ok(p.edges.iter().take(limit).copied().collect()),
-            _ => Err(mismatch(key)),
+        match key.kind {
+            KeyKind::Followers | KeyKind::Followings => Box::pin(async move {
+                let want = page.saturating_add(1);
+                let mut edges = if key.kind == KeyKind::Followers {
+                    store.followers(key.user, None, want).await?
+                } else {
+                    store.following(key.user, None, want).await?
+                };
+                let complete = edges.len() <= page;
+                edges.truncate(page);
+                // Kept for hours: give back what the collecting Vec grew beyond its length.
+                edges.shrink_to_fit();
+                Ok(CacheValue::Edges(EdgePage { edges, complete }))
+            }),
+            KeyKind::Counts => {
+                Box::pin(async move { Ok(CacheValue::Counts(store.counts(key.user).await?)) })
+            }
+            KeyKind::Profile => Box::pin(async move {
+                let mut v = store.profiles(&[key.user]).await?;
+                Ok(CacheValue::Profile(v.pop().flatten().map(Arc::new)))
+            }),
         }
+    }
+
+    /// The value of `key`, from the cache or loaded.
+    async fn value(&self, key: CacheKey) -> Result<Arc<CacheValue>, GraphError> {
+        self.cache.get_or_load(key, self.loader(key)).await
+    }
+
+    /// The values of `keys`, in order: the cached ones first, then the others loaded
+    /// concurrently.
+    async fn values(&self, keys: &[CacheKey]) -> Result<Vec<Arc<CacheValue>>, GraphError> {
+        let mut got = self.cache.peek_many(keys).await;
+        let missing: Vec<usize> = (0..got.len()).filter(|i| got[*i].is_none()).collect();
+        if !missing.is_empty() {
+            let loaded = join_all(missing.iter().map(|i| self.value(keys[*i]))).await;
+            for (i, v) in missing.into_iter().zip(loaded) {
+                got[i] = Some(v?);
+            }
+        }
+        Ok(got.into_iter().flatten().collect())
+    }
+
+    /// Both lists of `keys` when both are cached whole, else `None`.
+    async fn whole_lists(
+        &self,
+        keys: [CacheKey; 2],
+    ) -> Result<Option<[Arc<CacheValue>; 2]>, GraphError> {
+        let v = self.values(&keys).await?;
+        let whole = |i: usize| -> Result<bool, GraphError> {
+            let v = v.get(i).ok_or_else(|| mismatch(keys[i]))?;
+            Ok(edges_of(v, keys[i])?.complete)
+        };
+        if !(whole(0)? && whole(1)?) {
+            return Ok(None);
+        }
+        let [a, b]: [Arc<CacheValue>; 2] = v.try_into().map_err(|_| mismatch(keys[0]))?;
+        Ok(Some([a, b]))
+    }
+
+    /// Follower counts of `users`, in order.
+    async fn followers_of(&self, users: &[UserId]) -> Result<Vec<u64>, GraphError> {
+        let keys: Vec<CacheKey> = users.iter().map(|u| CacheKey::counts(*u)).collect();
+        let values = self.values(&keys).await?;
+        keys.iter()
+            .zip(&values)
+            .map(|(k, v)| match &**v {
+                CacheValue::Counts(c) => Ok(c.followers),
+                _ => Err(mismatch(*k)),
+            })
+            .collect()
     }
 
     /// Runs the store write, then invalidates `keys`, on a task of its own: a caller dropped
@@ -554,23 +689,24 @@ impl CachedGraph {
         .await
         .unwrap_or_else(|e| Err(GraphError::Backend(format!("graph write task failed: {e}"))))
     }
-
-    async fn profile(&self, user: UserId) -> Result<Option<Profile>, GraphError> {
-        let store = self.store.clone();
-        let load: LoadFuture = Box::pin(async move {
-            let mut v = store.profiles(&[user]).await?;
-            Ok(CacheValue::Profile(v.pop().flatten()))
-        });
-        let key = CacheKey::profile(user);
-        match &*self.cache.get_or_load(key, load).await? {
-            CacheValue::Profile(p) => Ok(p.clone()),
-            _ => Err(mismatch(key)),
-        }
-    }
 }
 
 fn mismatch(key: CacheKey) -> GraphError {
     GraphError::Backend(format!("cache entry {key} holds another kind of value"))
+}
+
+/// The list in a followers/followings entry.
+fn edges_of(v: &CacheValue, key: CacheKey) -> Result<&EdgePage, GraphError> {
+    match v {
+        CacheValue::Edges(p) => Ok(p),
+        _ => Err(mismatch(key)),
+    }
+}
+
+/// Whether `e` comes strictly after `c` in newest-first order (ties on `since` by id,
+/// ascending), as the stores page.
+fn after_cursor(e: &Edge, c: Option<Cursor>) -> bool {
+    c.is_none_or(|c| e.since < c.since || (e.since == c.since && e.user > c.user))
 }
 
 #[async_trait]
@@ -585,9 +721,26 @@ impl GraphStore for CachedGraph {
     }
 
     async fn profiles(&self, ids: &[UserId]) -> Result<Vec<Option<Profile>>, GraphError> {
-        join_all(ids.iter().map(|id| self.profile(*id)))
-            .await
+        Ok(self
+            .shared_profiles(ids)
+            .await?
             .into_iter()
+            .map(|p| p.as_deref().cloned())
+            .collect())
+    }
+
+    async fn shared_profiles(
+        &self,
+        ids: &[UserId],
+    ) -> Result<Vec<Option<Arc<Profile>>>, GraphError> {
+        let keys: Vec<CacheKey> = ids.iter().map(|id| CacheKey::profile(*id)).collect();
+        let values = self.values(&keys).await?;
+        keys.iter()
+            .zip(&values)
+            .map(|(k, v)| match &**v {
+                CacheValue::Profile(p) => Ok(p.clone()),
+                _ => Err(mismatch(*k)),
+            })
             .collect()
     }
 
@@ -623,7 +776,14 @@ impl GraphStore for CachedGraph {
         limit: usize,
     ) -> Result<Vec<Edge>, GraphError> {
         if after.is_none() && limit <= self.page {
-            self.first_page(CacheKey::followers(user), limit).await
+            let key = CacheKey::followers(user);
+            let v = self.value(key).await?;
+            Ok(edges_of(&v, key)?
+                .edges
+                .iter()
+                .take(limit)
+                .copied()
+                .collect())
         } else {
             self.store.followers(user, after, limit).await
         }
@@ -636,18 +796,22 @@ impl GraphStore for CachedGraph {
         limit: usize,
     ) -> Result<Vec<Edge>, GraphError> {
         if after.is_none() && limit <= self.page {
-            self.first_page(CacheKey::followings(user), limit).await
+            let key = CacheKey::followings(user);
+            let v = self.value(key).await?;
+            Ok(edges_of(&v, key)?
+                .edges
+                .iter()
+                .take(limit)
+                .copied()
+                .collect())
         } else {
             self.store.following(user, after, limit).await
         }
     }
 
     async fn counts(&self, user: UserId) -> Result<Counts, GraphError> {
-        let store = self.store.clone();
-        let load: LoadFuture =
-            Box::pin(async move { Ok(CacheValue::Counts(store.counts(user).await?)) });
         let key = CacheKey::counts(user);
-        match &*self.cache.get_or_load(key, load).await? {
+        match &*self.value(key).await? {
             CacheValue::Counts(c) => Ok(*c),
             _ => Err(mismatch(key)),
         }
@@ -659,7 +823,22 @@ impl GraphStore for CachedGraph {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Vec<Edge>, GraphError> {
-        self.store.friends(user, after, limit).await
+        let keys = [CacheKey::followings(user), CacheKey::followers(user)];
+        let Some([out, back]) = self.whole_lists(keys).await? else {
+            return self.store.friends(user, after, limit).await;
+        };
+        let back: HashSet<UserId> = edges_of(&back, keys[1])?
+            .edges
+            .iter()
+            .map(|e| e.user)
+            .collect();
+        Ok(edges_of(&out, keys[0])?
+            .edges
+            .iter()
+            .filter(|e| after_cursor(e, after) && back.contains(&e.user))
+            .take(limit)
+            .copied()
+            .collect())
     }
 
     async fn common_following(
@@ -668,7 +847,25 @@ impl GraphStore for CachedGraph {
         b: UserId,
         limit: usize,
     ) -> Result<Vec<UserId>, GraphError> {
-        self.store.common_following(a, b, limit).await
+        let keys = [CacheKey::followings(a), CacheKey::followings(b)];
+        let Some([la, lb]) = self.whole_lists(keys).await? else {
+            return self.store.common_following(a, b, limit).await;
+        };
+        let in_b: HashSet<UserId> = edges_of(&lb, keys[1])?
+            .edges
+            .iter()
+            .map(|e| e.user)
+            .collect();
+        let both: Vec<UserId> = edges_of(&la, keys[0])?
+            .edges
+            .iter()
+            .map(|e| e.user)
+            .filter(|u| in_b.contains(u))
+            .collect();
+        let followers = self.followers_of(&both).await?;
+        let mut ranked: Vec<(u64, UserId)> = followers.into_iter().zip(both).collect();
+        ranked.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
+        Ok(ranked.into_iter().take(limit).map(|(_, u)| u).collect())
     }
 
     async fn recommendations(
@@ -677,7 +874,48 @@ impl GraphStore for CachedGraph {
         limit: usize,
         limits: RecommendLimits,
     ) -> Result<Vec<Recommendation>, GraphError> {
-        self.store.recommendations(user, limit, limits).await
+        if limits.max_followings > self.page || limits.max_fanout > self.page {
+            return self.store.recommendations(user, limit, limits).await;
+        }
+        let key = CacheKey::followings(user);
+        let mine = self.value(key).await?;
+        let mine = edges_of(&mine, key)?;
+        // Nobody followed (the popular fallback), or more than the walk expands: then the store
+        // also checks each candidate against the whole following set.
+        if !mine.complete || mine.edges.is_empty() || mine.edges.len() > limits.max_followings {
+            return self.store.recommendations(user, limit, limits).await;
+        }
+        let followed: HashSet<UserId> = mine.edges.iter().map(|e| e.user).collect();
+        let keys: Vec<CacheKey> = mine
+            .edges
+            .iter()
+            .map(|e| CacheKey::followings(e.user))
+            .collect();
+        let lists = self.values(&keys).await?;
+        let mut paths: HashMap<UserId, u64> = HashMap::new();
+        for (k, v) in keys.iter().zip(&lists) {
+            for e in edges_of(v, *k)?.edges.iter().take(limits.max_fanout) {
+                if e.user != user && !followed.contains(&e.user) {
+                    *paths.entry(e.user).or_default() += 1;
+                }
+            }
+        }
+        let mut rank = Ranking::new(paths, limit);
+        while let Some((p, group)) = rank.next_group() {
+            let users: Vec<UserId> = group.iter().map(|(w, _)| *w).collect();
+            let followers = self.followers_of(&users).await?;
+            let group = users
+                .into_iter()
+                .zip(followers)
+                .map(|(user, followers)| Recommendation {
+                    user,
+                    paths: p,
+                    followers,
+                })
+                .collect();
+            rank.add(group);
+        }
+        Ok(rank.finish())
     }
 
     async fn popular(&self, limit: usize) -> Result<Vec<Recommendation>, GraphError> {
@@ -731,7 +969,8 @@ impl Counters {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn snapshot(&self, backend: &str, available: bool) -> CacheStats {
+    /// The counters, with the backend's name and state and its map's `(entries, bytes)`.
+    fn snapshot(&self, backend: &str, available: bool, usage: (usize, u64)) -> CacheStats {
         CacheStats {
             backend: backend.to_owned(),
             followers: self.kind(KeyKind::Followers).snapshot(),
@@ -742,6 +981,8 @@ impl Counters {
             remote_invalidations: self.remote_invalidations.load(Ordering::Relaxed),
             outages: self.outages.load(Ordering::Relaxed),
             available,
+            entries: usage.0 as u64,
+            bytes: usage.1,
         }
     }
 }
@@ -803,14 +1044,6 @@ struct Stamp {
     gen: u64,
 }
 
-/// A cache entry with its stamp.
-#[derive(Debug, Clone)]
-struct Stamped {
-    stamp: Stamp,
-    value: Arc<CacheValue>,
-    ttl: Duration,
-}
-
 /// Where a shared load's value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -839,36 +1072,6 @@ fn jittered(base: Duration, jitter: Duration) -> Duration {
     }
     let r = (uuid::Uuid::new_v4().as_u128() as u64) % j;
     base + Duration::from_millis(r)
-}
-
-/// Moka weigher for [`Stamped`] entries.
-fn weigh(_k: &CacheKey, v: &Stamped) -> u32 {
-    v.value.weight()
-}
-
-/// Moka expiry: each entry's own (jittered) TTL.
-#[derive(Debug)]
-struct PerEntryTtl;
-
-impl ::moka::Expiry<CacheKey, Stamped> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _key: &CacheKey,
-        value: &Stamped,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &CacheKey,
-        value: &Stamped,
-        _updated_at: std::time::Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.ttl)
-    }
 }
 
 #[cfg(test)]
@@ -904,6 +1107,36 @@ mod tests {
     }
 
     #[test]
+    fn entries_weigh_their_bytes() {
+        let u = UserId(uuid::Uuid::new_v4());
+        let edges = vec![Edge { user: u, since: 1 }; 10];
+        let page = CacheValue::Edges(EdgePage {
+            edges,
+            complete: true,
+        });
+        assert_eq!(page.weight(), ENTRY_OVERHEAD + 256);
+        assert!(std::mem::size_of::<CacheValue>() <= 32);
+        assert_eq!(
+            CacheValue::Counts(Counts::default()).weight(),
+            ENTRY_OVERHEAD
+        );
+        let p = Profile {
+            id: u,
+            display_name: "Ada".into(),
+            avatar_url: Some("https://a/b".into()),
+            bio: "hi".into(),
+            updated_at: 0,
+        };
+        // The shared profile, and three strings in the smallest chunks.
+        let boxed = heap(std::mem::size_of::<Profile>() + 16) as u32;
+        assert_eq!(
+            CacheValue::Profile(Some(Arc::new(p))).weight(),
+            ENTRY_OVERHEAD + boxed + 3 * 32
+        );
+        assert_eq!(CacheValue::Profile(None).weight(), ENTRY_OVERHEAD);
+    }
+
+    #[test]
     fn jitter_stays_in_range() {
         for _ in 0..100 {
             let d = jittered(Duration::from_secs(10), Duration::from_secs(2));
@@ -918,17 +1151,16 @@ mod tests {
     #[test]
     fn prometheus_has_every_kind() {
         let mut s = CacheStats {
-            backend: "moka".into(),
+            backend: "local".into(),
             available: true,
             ..Default::default()
         };
         s.followers.hits = 3;
         let mut out = String::new();
         s.render_prometheus(&mut out);
-        assert!(
-            out.contains("zerocast_social_cache_hits_total{backend=\"moka\",kind=\"followers\"} 3")
-        );
+        assert!(out
+            .contains("zerocast_social_cache_hits_total{backend=\"local\",kind=\"followers\"} 3"));
         assert!(out.contains("kind=\"profile\""));
-        assert!(out.contains("zerocast_social_cache_up{backend=\"moka\"} 1"));
+        assert!(out.contains("zerocast_social_cache_up{backend=\"local\"} 1"));
     }
 }

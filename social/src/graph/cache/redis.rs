@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! get_or_load(key)
-//!   near-cache (moka, 60 s, stamped) ──hit──► value
+//!   near-cache (in-process map, 60 s, stamped) ──hit──► value
 //!   │ miss: one flight per (key, stamp) on this instance
 //!   ├─ EVALSHA get_or_lease: GET social:{kind}:{id}; on nil SET social:lease:… token NX PX 30000
 //!   │    value ─► near-cache ─► caller
@@ -28,7 +28,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisError, Script, Value};
@@ -38,9 +38,10 @@ use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::flight::{lock, SingleFlight};
+use super::map::EntryMap;
 use super::{
-    error_text, jittered, weigh, CacheKey, CacheStats, CacheValue, Counters, FollowerCache,
-    LoadFuture, Loaded, Source, Stamp, Stamped, Stamps, DEFAULT_TTL, DEFAULT_TTL_JITTER,
+    error_text, jittered, CacheKey, CacheStats, CacheValue, Counters, FollowerCache, LoadFuture,
+    Loaded, Source, Stamp, Stamps, DEFAULT_TTL, DEFAULT_TTL_JITTER,
 };
 use crate::graph::GraphError;
 
@@ -63,7 +64,7 @@ pub struct RedisConfig {
     /// Lifetime of a near-cache entry (default 60 s). Pub/sub invalidates them; this bounds the
     /// damage of anything pub/sub could miss without the connection visibly dropping.
     pub near_ttl: Duration,
-    /// Near-cache capacity in weight units (one per edge plus one per entry; default 1 000 000).
+    /// Near-cache bound in bytes, weighed like the in-process cache (default 32 MiB).
     pub near_capacity: u64,
     /// Timeout of every Redis operation (default 1 s); a timeout counts as an outage.
     pub op_timeout: Duration,
@@ -87,7 +88,7 @@ impl Default for RedisConfig {
             ttl: DEFAULT_TTL,
             ttl_jitter: DEFAULT_TTL_JITTER,
             near_ttl: Duration::from_secs(60),
-            near_capacity: 1_000_000,
+            near_capacity: 32 << 20,
             op_timeout: Duration::from_secs(1),
             probe_interval: Duration::from_millis(500),
             keepalive: Duration::from_secs(5),
@@ -225,7 +226,7 @@ impl Drop for Tasks {
 
 struct Inner {
     conn: ConnectionManager,
-    near: ::moka::future::Cache<CacheKey, Stamped>,
+    near: EntryMap,
     stamps: Stamps,
     flights: SingleFlight<(CacheKey, Stamp)>,
     counters: Counters,
@@ -254,11 +255,7 @@ impl RedisCache {
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), mgr_cfg)
             .map_err(CacheError::InvalidUrl)?;
-        let near = ::moka::future::Cache::builder()
-            .max_capacity(cfg.near_capacity)
-            .weigher(weigh)
-            .time_to_live(cfg.near_ttl)
-            .build();
+        let near = EntryMap::new(cfg.near_capacity);
         let inner = Arc::new(Inner {
             conn,
             near,
@@ -332,7 +329,7 @@ impl Inner {
             );
             // Flag first, then the epoch: see `Stamps`.
             self.stamps.bump_all();
-            self.near.invalidate_all();
+            self.near.clear();
         }
     }
 
@@ -340,7 +337,7 @@ impl Inner {
         self.subscribed.store(on, Ordering::SeqCst);
         self.stamps.bump_all();
         if !on {
-            self.near.invalidate_all();
+            self.near.clear();
         }
     }
 
@@ -486,24 +483,21 @@ impl Inner {
         for p in parts {
             if p == "*" {
                 self.stamps.bump_all();
-                self.near.invalidate_all();
+                self.near.clear();
             } else if let Some(k) = CacheKey::parse_redis_key(p) {
                 self.stamps.bump(&k);
-                self.near.invalidate(&k).await;
+                self.near.remove(&k);
             }
         }
     }
 
-    async fn near_put(&self, key: CacheKey, stamp: Stamp, value: &Arc<CacheValue>) {
+    fn near_put(&self, key: CacheKey, stamp: Stamp, value: &Arc<CacheValue>) {
         // `stamp` was read before the flags were checked ok and before Redis was read; any
         // later outage, lost subscription or invalidation changes the stamp and kills the entry.
         if self.near_usable() {
-            let e = Stamped {
-                stamp,
-                value: value.clone(),
-                ttl: self.cfg.near_ttl,
-            };
-            self.near.insert(key, e).await;
+            let now = Instant::now();
+            self.near
+                .insert(key, stamp, value.clone(), self.cfg.near_ttl, now);
         }
     }
 
@@ -535,7 +529,7 @@ impl Inner {
                 Ok(v) => {
                     let v = Arc::new(v);
                     if use_near {
-                        self.near_put(key, stamp, &v).await;
+                        self.near_put(key, stamp, &v);
                     }
                     return Ok((v, Source::Cache));
                 }
@@ -578,7 +572,7 @@ impl Inner {
             Ok(1) => {
                 Counters::bump(&c.fills);
                 if use_near {
-                    self.near_put(key, stamp, &value).await;
+                    self.near_put(key, stamp, &value);
                 }
             }
             Ok(_) => Counters::bump(&c.stale_discards),
@@ -606,11 +600,11 @@ impl FollowerCache for RedisCache {
         let stamp = inner.stamps.stamp(&key);
         let use_near = inner.near_usable();
         if use_near {
-            if let Some(e) = inner.near.get(&key).await {
-                if e.stamp == stamp && inner.near_usable() {
+            if let Some(v) = inner.near.get(&key, stamp, Instant::now()) {
+                if inner.near_usable() {
                     Counters::bump(&c.hits);
                     Counters::bump(&c.near_hits);
-                    return Ok(e.value);
+                    return Ok(v);
                 }
             }
         }
@@ -635,11 +629,34 @@ impl FollowerCache for RedisCache {
         }
     }
 
+    async fn peek_many(&self, keys: &[CacheKey]) -> Vec<Option<Arc<CacheValue>>> {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            // As in `get_or_load`: the stamp before the flags, and the flags again after the read.
+            let stamp = inner.stamps.stamp(key);
+            let mut hit = None;
+            if !inner.down() && inner.near_usable() {
+                if let Some(v) = inner.near.get(key, stamp, now) {
+                    if inner.near_usable() {
+                        let c = inner.counters.kind(key.kind);
+                        Counters::bump(&c.hits);
+                        Counters::bump(&c.near_hits);
+                        hit = Some(v);
+                    }
+                }
+            }
+            out.push(hit);
+        }
+        out
+    }
+
     async fn invalidate(&self, keys: &[CacheKey]) {
         let inner = &self.inner;
         for k in keys {
             inner.stamps.bump(k);
-            inner.near.invalidate(k).await;
+            inner.near.remove(k);
             inner.counters.invalidations.fetch_add(1, Ordering::Relaxed);
         }
         {
@@ -658,7 +675,10 @@ impl FollowerCache for RedisCache {
     }
 
     fn stats(&self) -> CacheStats {
-        self.inner.counters.snapshot("redis", !self.inner.down())
+        let usage = self.inner.near.usage();
+        self.inner
+            .counters
+            .snapshot("redis", !self.inner.down(), usage)
     }
 }
 

@@ -57,7 +57,6 @@
 //!   they already follow). A user who follows nobody gets `popular` (minus themselves).
 //! - `popular`: one scan of the `popular` index, `O(log n + k)`.
 
-use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 
@@ -65,7 +64,7 @@ use async_trait::async_trait;
 use fjall::Keyspace;
 
 use crate::graph::{
-    Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits, Recommendation,
+    Counts, Cursor, Edge, GraphError, GraphStore, Profile, Ranking, RecommendLimits, Recommendation,
 };
 use crate::id::UserId;
 use crate::messaging::store::embedded::{EmbeddedStore, Spaces, Writer};
@@ -344,32 +343,24 @@ fn recommend(
             }
         }
     }
-    let mut cands: Vec<(UserId, u64)> = paths.into_iter().collect();
-    cands.sort_unstable_by_key(|c| Reverse(c.1));
-    // Walk groups of equal paths; only the groups needed get their follower counts (and, if
-    // `followed` is not the whole following set, their exclusion lookups).
-    let mut out = Vec::with_capacity(limit.min(cands.len()));
-    let mut i = 0;
-    while i < cands.len() && out.len() < limit {
-        let p = cands[i].1;
-        let j = i + cands[i..].iter().take_while(|c| c.1 == p).count();
-        let mut group = Vec::with_capacity(j - i);
-        for (w, _) in &cands[i..j] {
+    // Only the groups needed get their follower counts (and, if `followed` is not the whole
+    // following set, their exclusion lookups).
+    let mut rank = Ranking::new(paths, limit);
+    while let Some((p, group)) = rank.next_group() {
+        let mut kept = Vec::with_capacity(group.len());
+        for (w, _) in group {
             if !complete && follows(sp, user, *w)? {
                 continue;
             }
-            group.push(Recommendation {
+            kept.push(Recommendation {
                 user: *w,
                 paths: p,
                 followers: counts_of(sp, *w)?.followers,
             });
         }
-        group.sort_unstable_by(|x, y| y.followers.cmp(&x.followers).then(x.user.cmp(&y.user)));
-        let room = limit - out.len();
-        out.extend(group.into_iter().take(room));
-        i = j;
+        rank.add(kept);
     }
-    Ok(out)
+    Ok(rank.finish())
 }
 
 #[async_trait]

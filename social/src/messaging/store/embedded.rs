@@ -68,6 +68,16 @@
 //! Cancel safety: dropping a write future after it was queued does not withdraw the write; it
 //! may still be applied (and its outbox event published).
 //!
+//! # Memory
+//!
+//! fjall's defaults suit a database that owns the machine: a 64 MiB memtable per keyspace (and
+//! this store has 17), journals up to 512 MiB before old memtables are forced out, and nothing
+//! that bounds the memtables together. [`StoreLimits`] bounds them: the block cache, every
+//! memtable together (the writer thread rotates the largest one after a commit group that
+//! left them above the bound, so this also holds for keyspaces created by an older version with
+//! larger memtables), and the journals on disk. Rotated memtables are flushed to tables by
+//! fjall's workers; reads then go through the block cache and the OS page cache.
+//!
 //! # Limits
 //!
 //! - `unread` counts at most [`MAX_UNREAD_SCAN`] messages after the read marker per
@@ -105,6 +115,51 @@ const HISTORY_MAX: usize = 100;
 const SINCE_MAX: usize = 1000;
 const OUTBOX_READ_MAX: usize = 10_000;
 const ACKED_PREFIX: &[u8] = b"outbox_acked";
+/// fjall refuses a smaller journal bound.
+const MIN_JOURNAL: u64 = 64 << 20;
+/// Smallest memtable bound accepted (fjall's own lower bound for its write-buffer setting).
+const MIN_WRITE_BUFFER: u64 = 1 << 20;
+
+/// Memory and disk bounds of the embedded store (see the module docs, *Memory*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Block cache shared by every keyspace, bytes (default 16 MiB).
+    pub cache: u64,
+    /// Every memtable together (written data not yet flushed to tables), bytes (default
+    /// 16 MiB, at least 1 MiB). A keyspace created by this version rotates its memtable at a
+    /// quarter of this on its own.
+    pub write_buffer: u64,
+    /// Every journal together on disk, bytes (default 128 MiB, at least 64 MiB): beyond it the
+    /// memtables holding the oldest journal are flushed so it can go. Also bounds what a restart
+    /// replays.
+    pub journal: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            cache: 16 << 20,
+            write_buffer: 16 << 20,
+            journal: 128 << 20,
+        }
+    }
+}
+
+impl StoreLimits {
+    /// The limits with each bound raised to its minimum.
+    fn sane(self) -> Self {
+        Self {
+            cache: self.cache,
+            write_buffer: self.write_buffer.max(MIN_WRITE_BUFFER),
+            journal: self.journal.max(MIN_JOURNAL),
+        }
+    }
+
+    /// Memtable size at which a keyspace created with these limits rotates by itself.
+    fn memtable(&self) -> u64 {
+        (self.write_buffer / 4).max(MIN_WRITE_BUFFER / 4)
+    }
+}
 
 /// Message store on fjall in a local directory; see the [module docs](self).
 ///
@@ -154,6 +209,8 @@ impl Drop for Inner {
 struct Stats {
     writes: AtomicU64,
     fsyncs: AtomicU64,
+    /// Bytes in memtables (not yet flushed to tables) after the last commit group.
+    unflushed: AtomicU64,
 }
 
 /// The keyspaces (see the layout in the module docs).
@@ -203,6 +260,8 @@ pub(crate) struct Writer {
     stats: Arc<Stats>,
     /// Last outbox seq per node (loaded on first use).
     seqs: HashMap<u16, u64>,
+    /// Bound of every memtable together, bytes.
+    write_buffer: u64,
 }
 
 pub(crate) fn backend(e: impl fmt::Display) -> StoreError {
@@ -277,10 +336,13 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 impl Spaces {
-    fn open(db: &Database) -> Result<Self, StoreError> {
+    /// Opens (or creates, with memtables of `memtable` bytes) every keyspace.
+    fn open(db: &Database, memtable: u64) -> Result<Self, StoreError> {
         let ks = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(backend)
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+            })
+            .map_err(backend)
         };
         Ok(Self {
             messages: ks("messages")?,
@@ -371,6 +433,29 @@ impl Spaces {
         Ok(n)
     }
 
+    /// Every keyspace, to look at their memtables.
+    fn all(&self) -> [&Keyspace; 17] {
+        [
+            &self.messages,
+            &self.by_id,
+            &self.inbox,
+            &self.idem,
+            &self.convs,
+            &self.reads,
+            &self.outbox,
+            &self.meta,
+            &self.fwd,
+            &self.bwd,
+            &self.edges,
+            &self.gcounts,
+            &self.profiles,
+            &self.popular,
+            &self.channels,
+            &self.owned,
+            &self.bans,
+        ]
+    }
+
     fn last_outbox_seq(&self, node: u16) -> Result<u64, StoreError> {
         let last = match self.outbox.prefix(node.to_be_bytes()).next_back() {
             Some(g) => u64_at(&g.key().map_err(backend)?, 2)?,
@@ -399,6 +484,40 @@ impl Writer {
     /// answer must still wait for the group's fsync (`needs_sync`) to be durable.
     pub(crate) fn commit_plain(&mut self, batch: OwnedWriteBatch) -> Result<(), StoreError> {
         self.commit(batch, 0, None)
+    }
+
+    /// Keeps the memtables within [`StoreLimits::write_buffer`]: while they hold more, rotates
+    /// the largest active one (fjall flushes it to a table in the background and frees it).
+    ///
+    /// fjall 3.1 counts the bytes of every memtable (`write_buffer_size`, active and sealed but
+    /// not yet flushed) but does not act on its own `max_write_buffer_size` setting, so the
+    /// writer does: it is the only thread that writes, and it looks after each commit group.
+    /// Sealed memtables still being flushed count too; rotating stops when no active memtable
+    /// holds more than an eighth of the bound (rotating tiny memtables would only make tiny
+    /// tables while the flushes catch up).
+    fn bound_write_buffer(&self) {
+        use fjall::AbstractTree as _;
+        let mut rotations = 0;
+        while self.db.write_buffer_size() > self.write_buffer && rotations < 4 {
+            let largest = self
+                .sp
+                .all()
+                .into_iter()
+                .map(|ks| (ks.tree.active_memtable().size(), ks))
+                .max_by_key(|(size, _)| *size);
+            let Some((size, ks)) = largest else { break };
+            if size <= self.write_buffer / 8 {
+                break;
+            }
+            if let Err(e) = ks.rotate_memtable() {
+                tracing::warn!(error = %e, keyspace = %ks.name(), "store: memtable rotation failed");
+                break;
+            }
+            rotations += 1;
+        }
+        self.stats
+            .unflushed
+            .store(self.db.write_buffer_size(), Ordering::Relaxed);
     }
 
     fn last_seq(&mut self, node: u16) -> Result<u64, StoreError> {
@@ -627,16 +746,28 @@ fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Job>) {
         for d in group {
             (d.finish)(synced.clone());
         }
+        w.bound_write_buffer();
     }
 }
 
 impl EmbeddedStore {
-    /// Creates or opens the store in `dir`; this handle's changes go to `node`'s outbox.
+    /// Creates or opens the store in `dir` with the default [`StoreLimits`]; this handle's
+    /// changes go to `node`'s outbox.
     ///
     /// Blocks while fjall recovers its journal; starts the writer thread.
     pub fn open(dir: &Path, node: u16) -> Result<Self, StoreError> {
-        let db = Database::builder(dir).open().map_err(backend)?;
-        let spaces = Arc::new(Spaces::open(&db)?);
+        Self::open_with(dir, node, StoreLimits::default())
+    }
+
+    /// [`open`](Self::open) within `limits` (each raised to its minimum).
+    pub fn open_with(dir: &Path, node: u16, limits: StoreLimits) -> Result<Self, StoreError> {
+        let limits = limits.sane();
+        let db = Database::builder(dir)
+            .cache_size(limits.cache)
+            .max_journaling_size(limits.journal)
+            .open()
+            .map_err(backend)?;
+        let spaces = Arc::new(Spaces::open(&db, limits.memtable())?);
         let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer {
@@ -644,7 +775,10 @@ impl EmbeddedStore {
             sp: Arc::clone(&spaces),
             stats: Arc::clone(&stats),
             seqs: HashMap::new(),
+            write_buffer: limits.write_buffer,
         };
+        // What the journal replayed may already be over the bound.
+        writer.bound_write_buffer();
         let handle = std::thread::Builder::new()
             .name("zerocast-store-writer".into())
             .spawn(move || run_writer(writer, rx))
@@ -680,6 +814,13 @@ impl EmbeddedStore {
             self.inner.stats.writes.load(Ordering::Relaxed),
             self.inner.stats.fsyncs.load(Ordering::Relaxed),
         )
+    }
+
+    /// Bytes held in memtables (written, not yet flushed to tables) after the last commit
+    /// group: at most about [`StoreLimits::write_buffer`] plus one group's writes, and the
+    /// memtables still being flushed.
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.inner.stats.unflushed.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the writer thread; answers once its group is durable. `f` returns the value
@@ -916,5 +1057,67 @@ mod tests {
         assert_eq!(u64_at(&outbox_key(3, 77), 2).ok(), Some(77));
         assert!(u64_at(&[1, 2, 3], 0).is_err());
         assert_eq!(conv_of(&conv.to_bytes()).ok(), Some(conv));
+    }
+
+    #[test]
+    fn limits_are_raised_to_their_minimums() {
+        let l = StoreLimits {
+            cache: 0,
+            write_buffer: 0,
+            journal: 0,
+        }
+        .sane();
+        assert_eq!((l.write_buffer, l.journal), (MIN_WRITE_BUFFER, MIN_JOURNAL));
+        assert_eq!(StoreLimits::default().memtable(), 4 << 20);
+    }
+
+    /// Writes several times the memtable bound into keyspaces made (by an earlier open) with
+    /// memtables larger than all of it, so that only the writer's bound can rotate them: the
+    /// memtables stay near the bound, and everything written stays readable (from the flushed
+    /// tables) and survives a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memtables_stay_within_the_write_buffer_bound() {
+        use crate::graph::{GraphStore, Profile};
+        let dir = tempfile::tempdir().unwrap();
+        let roomy = StoreLimits {
+            write_buffer: 256 << 20,
+            ..StoreLimits::default()
+        };
+        drop(EmbeddedStore::open_with(dir.path(), 0, roomy).unwrap());
+        let limits = StoreLimits {
+            write_buffer: MIN_WRITE_BUFFER,
+            ..StoreLimits::default()
+        };
+        let bio = "x".repeat(500);
+        let ids: Vec<UserId> = (0..20_000u128)
+            .map(|i| UserId(uuid::Uuid::from_u128(i + 1)))
+            .collect();
+        {
+            let store = EmbeddedStore::open_with(dir.path(), 0, limits).unwrap();
+            let mut peak = 0;
+            for chunk in ids.chunks(100) {
+                let puts = chunk.iter().map(|id| {
+                    store.put_profile(Profile {
+                        id: *id,
+                        display_name: "n".into(),
+                        avatar_url: None,
+                        bio: bio.clone(),
+                        updated_at: 1,
+                    })
+                });
+                for r in futures_util::future::join_all(puts).await {
+                    r.unwrap();
+                }
+                peak = peak.max(store.unflushed_bytes());
+            }
+            // About 12 MB written into 64 MiB memtables. Rotated memtables still being
+            // flushed count too (fjall holds writes while a keyspace has 4 of them).
+            assert!(peak > 0 && peak < 6 * MIN_WRITE_BUFFER, "peak {peak}");
+            let got = store.profiles(&ids).await.unwrap();
+            assert!(got.iter().all(|p| p.as_ref().is_some_and(|p| p.bio == bio)));
+        }
+        let store = EmbeddedStore::open_with(dir.path(), 0, limits).unwrap();
+        let got = store.profiles(&ids[..100]).await.unwrap();
+        assert!(got.iter().all(Option::is_some));
     }
 }

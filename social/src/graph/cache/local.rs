@@ -1,71 +1,67 @@
-//! The in-process follower cache (the default when no Redis is configured).
+//! The in-process follower cache (the default when no Redis is configured): an [`EntryMap`]
+//! with invalidation stamps and one load per key.
 //!
 //! Only correct for a single instance: nothing tells it about writes made through another
 //! process. See the [module docs](super) for the guarantees.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
 use super::flight::SingleFlight;
+use super::map::EntryMap;
 use super::{
-    error_text, jittered, weigh, CacheKey, CacheStats, CacheValue, Counters, FollowerCache,
-    LoadFuture, Loaded, PerEntryTtl, Source, Stamp, Stamped, Stamps, DEFAULT_TTL,
-    DEFAULT_TTL_JITTER,
+    error_text, jittered, CacheKey, CacheStats, CacheValue, Counters, FollowerCache, LoadFuture,
+    Loaded, Source, Stamp, Stamps, DEFAULT_CAPACITY, DEFAULT_TTL, DEFAULT_TTL_JITTER,
 };
 use crate::graph::GraphError;
 
-/// Settings of a [`MokaCache`].
+/// Settings of a [`LocalCache`].
 #[derive(Debug, Clone)]
-pub struct MokaConfig {
+pub struct LocalConfig {
     /// Entry lifetime before jitter (default 24 h).
     pub ttl: Duration,
     /// Maximum random extra lifetime (default 1 h).
     pub ttl_jitter: Duration,
-    /// Capacity in weight units: one per cached edge plus one per entry (default 5 000 000,
-    /// roughly 5 000 full 1000-edge pages and a million small entries; ~40 bytes per unit).
+    /// Bound in bytes: each entry weighs its value's data plus
+    /// [`ENTRY_OVERHEAD`](super::ENTRY_OVERHEAD) (default [`DEFAULT_CAPACITY`], 128 MiB).
     pub capacity: u64,
 }
 
-impl Default for MokaConfig {
+impl Default for LocalConfig {
     fn default() -> Self {
         Self {
             ttl: DEFAULT_TTL,
             ttl_jitter: DEFAULT_TTL_JITTER,
-            capacity: 5_000_000,
+            capacity: DEFAULT_CAPACITY,
         }
     }
 }
 
-/// In-process [`FollowerCache`] on moka: TTL with jitter, one load per key at a time, and
-/// invalidation stamps so a load overtaken by an invalidation is never served.
+/// In-process [`FollowerCache`]: TTL with jitter, one load per key at a time, and invalidation
+/// stamps so a load overtaken by an invalidation is never served.
 #[derive(Debug, Clone)]
-pub struct MokaCache {
+pub struct LocalCache {
     inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
 struct Inner {
-    cache: ::moka::future::Cache<CacheKey, Stamped>,
+    map: EntryMap,
     stamps: Stamps,
     flights: SingleFlight<(CacheKey, Stamp)>,
     counters: Counters,
-    cfg: MokaConfig,
+    cfg: LocalConfig,
 }
 
-impl MokaCache {
+impl LocalCache {
     /// An empty cache.
-    pub fn new(cfg: MokaConfig) -> Self {
-        let cache = ::moka::future::Cache::builder()
-            .max_capacity(cfg.capacity)
-            .weigher(weigh)
-            .expire_after(PerEntryTtl)
-            .build();
+    pub fn new(cfg: LocalConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
-                cache,
+                map: EntryMap::new(cfg.capacity),
                 stamps: Stamps::new(),
                 flights: SingleFlight::new(),
                 counters: Counters::default(),
@@ -73,9 +69,21 @@ impl MokaCache {
             }),
         }
     }
+
+    /// Entries held, and their weight in bytes (at most about the configured capacity).
+    pub fn usage(&self) -> (usize, u64) {
+        self.inner.map.usage()
+    }
 }
 
 impl Inner {
+    /// The value of `key` if an entry loaded under its current stamp is held; counts the hit.
+    fn hit(&self, key: &CacheKey, stamp: Stamp, now: Instant) -> Option<Arc<CacheValue>> {
+        let v = self.map.get(key, stamp, now)?;
+        Counters::bump(&self.counters.kind(key.kind).hits);
+        Some(v)
+    }
+
     async fn load_and_fill(&self, key: CacheKey, stamp: Stamp, load: LoadFuture) -> Loaded {
         let value = Arc::new(load.await.map_err(error_text)?);
         let c = self.counters.kind(key.kind);
@@ -83,16 +91,8 @@ impl Inner {
             // Even if an invalidation lands between this check and the insert, the entry carries
             // the old stamp and is never served.
             let ttl = jittered(self.cfg.ttl, self.cfg.ttl_jitter);
-            self.cache
-                .insert(
-                    key,
-                    Stamped {
-                        stamp,
-                        value: value.clone(),
-                        ttl,
-                    },
-                )
-                .await;
+            self.map
+                .insert(key, stamp, value.clone(), ttl, Instant::now());
             Counters::bump(&c.fills);
         } else {
             Counters::bump(&c.stale_discards);
@@ -102,21 +102,17 @@ impl Inner {
 }
 
 #[async_trait]
-impl FollowerCache for MokaCache {
+impl FollowerCache for LocalCache {
     async fn get_or_load(
         &self,
         key: CacheKey,
         load: LoadFuture,
     ) -> Result<Arc<CacheValue>, GraphError> {
-        let c = self.inner.counters.kind(key.kind);
         let stamp = self.inner.stamps.stamp(&key);
-        if let Some(e) = self.inner.cache.get(&key).await {
-            if e.stamp == stamp {
-                Counters::bump(&c.hits);
-                return Ok(e.value);
-            }
+        if let Some(v) = self.inner.hit(&key, stamp, Instant::now()) {
+            return Ok(v);
         }
-        Counters::bump(&c.misses);
+        Counters::bump(&self.inner.counters.kind(key.kind).misses);
         let inner = self.inner.clone();
         let make = move || -> BoxFuture<'static, Loaded> {
             Box::pin(async move { inner.load_and_fill(key, stamp, load).await })
@@ -125,16 +121,28 @@ impl FollowerCache for MokaCache {
         out.map(|(v, _)| v).map_err(GraphError::Backend)
     }
 
+    async fn peek_many(&self, keys: &[CacheKey]) -> Vec<Option<Arc<CacheValue>>> {
+        let now = Instant::now();
+        keys.iter()
+            .map(|key| {
+                let stamp = self.inner.stamps.stamp(key);
+                self.inner.hit(key, stamp, now)
+            })
+            .collect()
+    }
+
     async fn invalidate(&self, keys: &[CacheKey]) {
         for k in keys {
             self.inner.stamps.bump(k);
-            self.inner.cache.invalidate(k).await;
+            self.inner.map.remove(k);
             Counters::bump(&self.inner.counters.invalidations);
         }
     }
 
     fn stats(&self) -> CacheStats {
-        self.inner.counters.snapshot("moka", true)
+        self.inner
+            .counters
+            .snapshot("local", true, self.inner.map.usage())
     }
 }
 
@@ -155,7 +163,7 @@ mod tests {
 
     #[tokio::test]
     async fn hit_after_fill_and_miss_after_invalidate() {
-        let c = MokaCache::new(MokaConfig::default());
+        let c = LocalCache::new(LocalConfig::default());
         let k = CacheKey::counts(UserId(uuid::Uuid::new_v4()));
         let v = c.get_or_load(k, counts(1)).await.unwrap();
         assert_eq!(
@@ -188,7 +196,7 @@ mod tests {
 
     #[tokio::test]
     async fn load_overtaken_by_invalidation_is_not_cached() {
-        let c = MokaCache::new(MokaConfig::default());
+        let c = LocalCache::new(LocalConfig::default());
         let k = CacheKey::counts(UserId(uuid::Uuid::new_v4()));
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -216,7 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancelled_caller_leaves_the_load_to_finish_and_fill() {
-        let c = MokaCache::new(MokaConfig::default());
+        let c = LocalCache::new(LocalConfig::default());
         let k = CacheKey::counts(UserId(uuid::Uuid::new_v4()));
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
