@@ -703,6 +703,11 @@ fn edges_of(v: &CacheValue, key: CacheKey) -> Result<&EdgePage, GraphError> {
     }
 }
 
+/// The users of a cached list, for membership tests.
+fn user_set(v: &CacheValue, key: CacheKey) -> Result<HashSet<UserId>, GraphError> {
+    Ok(edges_of(v, key)?.edges.iter().map(|e| e.user).collect())
+}
+
 /// Whether `e` comes strictly after `c` in newest-first order (ties on `since` by id,
 /// ascending), as the stores page.
 fn after_cursor(e: &Edge, c: Option<Cursor>) -> bool {
@@ -827,11 +832,7 @@ impl GraphStore for CachedGraph {
         let Some([out, back]) = self.whole_lists(keys).await? else {
             return self.store.friends(user, after, limit).await;
         };
-        let back: HashSet<UserId> = edges_of(&back, keys[1])?
-            .edges
-            .iter()
-            .map(|e| e.user)
-            .collect();
+        let back = user_set(&back, keys[1])?;
         Ok(edges_of(&out, keys[0])?
             .edges
             .iter()
@@ -851,11 +852,7 @@ impl GraphStore for CachedGraph {
         let Some([la, lb]) = self.whole_lists(keys).await? else {
             return self.store.common_following(a, b, limit).await;
         };
-        let in_b: HashSet<UserId> = edges_of(&lb, keys[1])?
-            .edges
-            .iter()
-            .map(|e| e.user)
-            .collect();
+        let in_b = user_set(&lb, keys[1])?;
         let both: Vec<UserId> = edges_of(&la, keys[0])?
             .edges
             .iter()
