@@ -621,6 +621,17 @@ impl CachedGraph {
     }
 
     /// The value of `key`, from the cache or loaded.
+    /// The first `limit` edges of the cached list `key` (`limit` at most one page).
+    async fn first_page(&self, key: CacheKey, limit: usize) -> Result<Vec<Edge>, GraphError> {
+        let v = self.value(key).await?;
+        Ok(edges_of(&v, key)?
+            .edges
+            .iter()
+            .take(limit)
+            .copied()
+            .collect())
+    }
+
     async fn value(&self, key: CacheKey) -> Result<Arc<CacheValue>, GraphError> {
         self.cache.get_or_load(key, self.loader(key)).await
     }
@@ -781,14 +792,7 @@ impl GraphStore for CachedGraph {
         limit: usize,
     ) -> Result<Vec<Edge>, GraphError> {
         if after.is_none() && limit <= self.page {
-            let key = CacheKey::followers(user);
-            let v = self.value(key).await?;
-            Ok(edges_of(&v, key)?
-                .edges
-                .iter()
-                .take(limit)
-                .copied()
-                .collect())
+            self.first_page(CacheKey::followers(user), limit).await
         } else {
             self.store.followers(user, after, limit).await
         }
@@ -801,14 +805,7 @@ impl GraphStore for CachedGraph {
         limit: usize,
     ) -> Result<Vec<Edge>, GraphError> {
         if after.is_none() && limit <= self.page {
-            let key = CacheKey::followings(user);
-            let v = self.value(key).await?;
-            Ok(edges_of(&v, key)?
-                .edges
-                .iter()
-                .take(limit)
-                .copied()
-                .collect())
+            self.first_page(CacheKey::followings(user), limit).await
         } else {
             self.store.following(user, after, limit).await
         }
