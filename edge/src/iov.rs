@@ -121,11 +121,10 @@ impl Deadlines {
         stop: S,
         fut: F,
     ) -> io::Result<F::Output> {
-        let timer = match dir {
+        let mut timer = match dir {
             Dir::Read => self.reads.as_mut(),
             Dir::Write => self.writes.as_mut(),
         };
-        let mut timer = timer;
         timer.as_mut().reset(Instant::now() + limit);
         monoio::select! {
             r = fut => Ok(r),
@@ -222,10 +221,7 @@ pub(crate) async fn send_file(
             Ok(n) => sent += n,
             Err(_) => match io::Error::last_os_error() {
                 e if e.kind() == io::ErrorKind::WouldBlock => {
-                    let writable = stream.writable(false);
-                    deadlines
-                        .race(Dir::Write, deadline, pending(), writable)
-                        .await??;
+                    writable(stream, deadline, deadlines).await?;
                 }
                 e if e.kind() == io::ErrorKind::Interrupted => {}
                 e => return Err(e),
@@ -243,10 +239,7 @@ pub(crate) async fn send_file(
             0 => return Err(io::ErrorKind::WriteZero.into()),
             _ => match io::Error::last_os_error() {
                 e if e.kind() == io::ErrorKind::WouldBlock => {
-                    let writable = stream.writable(false);
-                    deadlines
-                        .race(Dir::Write, deadline, pending(), writable)
-                        .await??;
+                    writable(stream, deadline, deadlines).await?;
                 }
                 e if e.kind() == io::ErrorKind::Interrupted => {}
                 e => return Err(e),
@@ -254,6 +247,18 @@ pub(crate) async fn send_file(
         }
     }
     Ok(())
+}
+
+/// Waits until `stream` can take more, for at most `deadline`.
+async fn writable(
+    stream: &TcpStream,
+    deadline: Duration,
+    deadlines: &mut Deadlines,
+) -> io::Result<()> {
+    let ready = stream.writable(false);
+    deadlines
+        .race(Dir::Write, deadline, pending(), ready)
+        .await?
 }
 
 /// `O_NONBLOCK` on a descriptor while this lives; restores the flags it found.

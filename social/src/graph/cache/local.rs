@@ -161,6 +161,28 @@ mod tests {
         })
     }
 
+    /// A load of `followers` that signals when it has started and then waits for the returned
+    /// sender before it completes.
+    fn slow_counts(
+        followers: u64,
+    ) -> (
+        LoadFuture,
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let slow: LoadFuture = Box::pin(async move {
+            let _ = started_tx.send(());
+            let _ = rx.await;
+            Ok(CacheValue::Counts(Counts {
+                followers,
+                following: 0,
+            }))
+        });
+        (slow, started_rx, tx)
+    }
+
     #[tokio::test]
     async fn hit_after_fill_and_miss_after_invalidate() {
         let c = LocalCache::new(LocalConfig::default());
@@ -198,13 +220,7 @@ mod tests {
     async fn load_overtaken_by_invalidation_is_not_cached() {
         let c = LocalCache::new(LocalConfig::default());
         let k = CacheKey::counts(UserId(uuid::Uuid::new_v4()));
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let slow: LoadFuture = Box::pin(async move {
-            let _ = started_tx.send(());
-            let _ = rx.await;
-            Ok(CacheValue::Counts(Counts::default()))
-        });
+        let (slow, started_rx, tx) = slow_counts(0);
         let c2 = c.clone();
         let t = tokio::spawn(async move { c2.get_or_load(k, slow).await });
         started_rx.await.unwrap();
@@ -226,16 +242,7 @@ mod tests {
     async fn cancelled_caller_leaves_the_load_to_finish_and_fill() {
         let c = LocalCache::new(LocalConfig::default());
         let k = CacheKey::counts(UserId(uuid::Uuid::new_v4()));
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let slow: LoadFuture = Box::pin(async move {
-            let _ = started_tx.send(());
-            let _ = rx.await;
-            Ok(CacheValue::Counts(Counts {
-                followers: 5,
-                following: 0,
-            }))
-        });
+        let (slow, started_rx, tx) = slow_counts(5);
         let c2 = c.clone();
         let t = tokio::spawn(async move { c2.get_or_load(k, slow).await });
         started_rx.await.unwrap();

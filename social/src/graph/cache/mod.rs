@@ -669,14 +669,26 @@ impl CachedGraph {
 
     /// Follower counts of `users`, in order.
     async fn followers_of(&self, users: &[UserId]) -> Result<Vec<u64>, GraphError> {
-        let keys: Vec<CacheKey> = users.iter().map(|u| CacheKey::counts(*u)).collect();
+        self.values_of(users, CacheKey::counts, |v| match v {
+            CacheValue::Counts(c) => Some(c.followers),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The cached values of `key(u)` for each of `users`, through `pick`; a value of another
+    /// kind than `pick` takes is a mismatch.
+    async fn values_of<T>(
+        &self,
+        users: &[UserId],
+        key: fn(UserId) -> CacheKey,
+        pick: impl Fn(&CacheValue) -> Option<T>,
+    ) -> Result<Vec<T>, GraphError> {
+        let keys: Vec<CacheKey> = users.iter().map(|u| key(*u)).collect();
         let values = self.values(&keys).await?;
         keys.iter()
             .zip(&values)
-            .map(|(k, v)| match &**v {
-                CacheValue::Counts(c) => Ok(c.followers),
-                _ => Err(mismatch(*k)),
-            })
+            .map(|(k, v)| pick(v).ok_or_else(|| mismatch(*k)))
             .collect()
     }
 
@@ -749,15 +761,11 @@ impl GraphStore for CachedGraph {
         &self,
         ids: &[UserId],
     ) -> Result<Vec<Option<Arc<Profile>>>, GraphError> {
-        let keys: Vec<CacheKey> = ids.iter().map(|id| CacheKey::profile(*id)).collect();
-        let values = self.values(&keys).await?;
-        keys.iter()
-            .zip(&values)
-            .map(|(k, v)| match &**v {
-                CacheValue::Profile(p) => Ok(p.clone()),
-                _ => Err(mismatch(*k)),
-            })
-            .collect()
+        self.values_of(ids, CacheKey::profile, |v| match v {
+            CacheValue::Profile(p) => Some(p.clone()),
+            _ => None,
+        })
+        .await
     }
 
     async fn follow(&self, from: UserId, to: UserId, now_ms: u64) -> Result<bool, GraphError> {
