@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -22,7 +23,7 @@ use zerocast_social::graph::cache::{
 };
 use zerocast_social::graph::store::conformance;
 use zerocast_social::graph::{
-    Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits, Recommendation,
+    Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits, Recommendation, Side,
 };
 use zerocast_social::id::UserId;
 use zerocast_social::messaging::store::embedded::EmbeddedStore;
@@ -73,6 +74,10 @@ struct Pausing {
     inner: Arc<dyn GraphStore>,
     gate: Mutex<Option<Gate>>,
     follower_loads: AtomicUsize,
+    /// Calls of `counts_many`, `first_followers` and `first_following`.
+    batches: AtomicUsize,
+    /// Calls of `counts` and `following`.
+    singles: AtomicUsize,
 }
 
 impl Pausing {
@@ -81,6 +86,8 @@ impl Pausing {
             inner,
             gate: Mutex::new(None),
             follower_loads: AtomicUsize::new(0),
+            batches: AtomicUsize::new(0),
+            singles: AtomicUsize::new(0),
         })
     }
 
@@ -141,10 +148,24 @@ impl GraphStore for Pausing {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Vec<Edge>, GraphError> {
+        self.singles.fetch_add(1, Ordering::SeqCst);
         self.inner.following(user, after, limit).await
     }
     async fn counts(&self, user: UserId) -> Result<Counts, GraphError> {
+        self.singles.fetch_add(1, Ordering::SeqCst);
         self.inner.counts(user).await
+    }
+    async fn counts_many(&self, users: &[UserId]) -> Result<Vec<Counts>, GraphError> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        self.inner.counts_many(users).await
+    }
+    async fn first_following(
+        &self,
+        users: &[UserId],
+        limit: usize,
+    ) -> Result<Vec<Vec<Edge>>, GraphError> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        self.inner.first_following(users, limit).await
     }
     async fn friends(
         &self,
@@ -518,6 +539,119 @@ async fn local_large_lists_cache_the_first_page_only() {
     g.follow(newest, star, now()).await.unwrap();
     assert_eq!(g.followers(star, None, 1).await.unwrap()[0].user, newest);
     assert_eq!(g.counts(star).await.unwrap().followers, 13);
+}
+
+/// A cold `recommendations` loads what it misses in one store call per step (the caller's
+/// followings; theirs; the follower counts of a group of candidates), not one per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cold_recommendations_load_their_misses_in_batches() {
+    let (store, _dir) = embedded();
+    let pausing = Pausing::new(store.clone());
+    let cache = Arc::new(LocalCache::new(LocalConfig::default()));
+    let g = CachedGraph::new(pausing.clone(), cache.clone());
+    let u = user();
+    let vs: Vec<UserId> = (0..6).map(|_| user()).collect();
+    for v in &vs {
+        store.follow(u, *v, now()).await.unwrap();
+        // Each followed account follows 4 new ones: 24 candidates with one path each.
+        for _ in 0..4 {
+            store.follow(*v, user(), now()).await.unwrap();
+        }
+    }
+    let limits = RecommendLimits::default();
+    let recs = g.recommendations(u, 50, limits).await.unwrap();
+    assert_eq!(recs, store.recommendations(u, 50, limits).await.unwrap());
+    assert_eq!(recs.len(), 24);
+    // u's followings, then the six lists at once, then the 24 counts (one group) at once.
+    assert_eq!(pausing.batches.load(Ordering::SeqCst), 3);
+    assert_eq!(pausing.singles.load(Ordering::SeqCst), 0);
+    assert_eq!(cache.stats().counts.fills, 24);
+    assert_eq!(cache.stats().followings.fills, 7);
+    // Warm now: no store call at all.
+    g.recommendations(u, 50, limits).await.unwrap();
+    assert_eq!(pausing.batches.load(Ordering::SeqCst), 3);
+}
+
+/// A first page rendered through the cache is kept with its list and served again, until the
+/// list or one of the profiles it shows changes: never a page older than the last write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_rendered_pages_are_reused_until_their_list_or_a_profile_changes() {
+    let (store, _dir) = embedded();
+    let cache = Arc::new(LocalCache::new(LocalConfig::default()));
+    let g = CachedGraph::new(store.clone(), cache.clone());
+    let (star, a, b) = (user(), user(), user());
+    g.put_profile(profile(a, "Ada")).await.unwrap();
+    g.put_profile(profile(b, "Bea")).await.unwrap();
+    g.follow(a, star, now()).await.unwrap();
+    g.follow(b, star, now()).await.unwrap();
+    let renders = Arc::new(AtomicUsize::new(0));
+    let r = renders.clone();
+    // Names of the page's accounts, and how many renders so far.
+    let render = move |edges: &[Edge], profiles: &[Option<Arc<Profile>>], limit: usize| {
+        let n = r.fetch_add(1, Ordering::SeqCst);
+        let names: Vec<String> = profiles
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .map_or("-".to_owned(), |p| p.display_name.clone())
+            })
+            .collect();
+        assert!(edges.len() <= limit);
+        Bytes::from(format!("{} {n}", names.join(",")))
+    };
+    let page = || async {
+        let b = g
+            .render_page(Side::Followers, star, None, 10, &render)
+            .await
+            .unwrap();
+        String::from_utf8(b.to_vec()).unwrap()
+    };
+    // The page is kept after some reads (one in a few keeps it), then served as is.
+    let mut first = page().await;
+    for _ in 0..500 {
+        let again = page().await;
+        if again == first {
+            break;
+        }
+        first = again;
+    }
+    assert!(first.starts_with("Bea,Ada "), "{first}");
+    let kept = renders.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        assert_eq!(page().await, first);
+    }
+    assert_eq!(
+        renders.load(Ordering::SeqCst),
+        kept,
+        "a kept page was rendered again"
+    );
+    // A profile it shows changes: rendered again, with the new name.
+    g.put_profile(profile(a, "Adele")).await.unwrap();
+    assert!(page().await.starts_with("Bea,Adele "));
+    // The list changes: rendered again.
+    let c = user();
+    g.follow(c, star, now()).await.unwrap();
+    assert!(page().await.starts_with("-,Bea,Adele "));
+    g.unfollow(b, star).await.unwrap();
+    assert!(page().await.starts_with("-,Adele "));
+    // Another limit, and a later page, render from what is current too.
+    let two = g
+        .render_page(Side::Followers, star, None, 1, &render)
+        .await
+        .unwrap();
+    assert!(two.starts_with(b"- "));
+    let all = g.followers(star, None, 10).await.unwrap();
+    let later = g
+        .render_page(
+            Side::Followers,
+            star,
+            Some(Cursor::after(&all[0])),
+            10,
+            &render,
+        )
+        .await
+        .unwrap();
+    assert!(later.starts_with(b"Adele "));
 }
 
 /// `friends`, `common_following` and `recommendations` through the cache, against the store.

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::id::UserId;
@@ -184,6 +185,21 @@ impl Default for RecommendLimits {
     }
 }
 
+/// Which list of an account: who follows it, or whom it follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Accounts following the user ([`GraphStore::followers`]).
+    Followers,
+    /// Accounts the user follows ([`GraphStore::following`]).
+    Following,
+}
+
+/// Writes the answer to a page request: the page's edges (at most the limit), the profile of
+/// each (in order), and the limit asked for. It must depend on nothing else, since a cache may
+/// keep what it wrote and serve it again while none of its inputs changed.
+pub type PageRenderer =
+    dyn Fn(&[Edge], &[Option<Arc<Profile>>], usize) -> bytes::Bytes + Send + Sync;
+
 /// The follow graph's storage.
 ///
 /// Contract, checked by the conformance suite (`store::conformance`, feature `testing`):
@@ -239,6 +255,49 @@ pub trait GraphStore: Send + Sync + 'static {
     ) -> Result<Vec<Edge>, GraphError>;
     /// Follower and following counts.
     async fn counts(&self, user: UserId) -> Result<Counts, GraphError>;
+    /// [`counts`](Self::counts) of each of `users`, in order: one pass where the backend can
+    /// (a cache loads its misses with it). The default asks `counts` for each, concurrently.
+    async fn counts_many(&self, users: &[UserId]) -> Result<Vec<Counts>, GraphError> {
+        try_join_all(users.iter().map(|u| self.counts(*u))).await
+    }
+    /// The first `limit` [`followers`](Self::followers) of each of `users`, in order; like
+    /// [`counts_many`](Self::counts_many).
+    async fn first_followers(
+        &self,
+        users: &[UserId],
+        limit: usize,
+    ) -> Result<Vec<Vec<Edge>>, GraphError> {
+        try_join_all(users.iter().map(|u| self.followers(*u, None, limit))).await
+    }
+    /// The first `limit` of [`following`](Self::following) of each of `users`, in order; like
+    /// [`counts_many`](Self::counts_many).
+    async fn first_following(
+        &self,
+        users: &[UserId],
+        limit: usize,
+    ) -> Result<Vec<Vec<Edge>>, GraphError> {
+        try_join_all(users.iter().map(|u| self.following(*u, None, limit))).await
+    }
+    /// A page of `side` of `user` (from `after`, at most `limit` edges) with the profiles of
+    /// its accounts, as `render` writes it. A cache may keep the first page it rendered and
+    /// serve it again while neither the list nor any of its profiles changed; the default
+    /// renders every time.
+    async fn render_page(
+        &self,
+        side: Side,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+        render: &PageRenderer,
+    ) -> Result<bytes::Bytes, GraphError> {
+        let edges = match side {
+            Side::Followers => self.followers(user, after, limit).await?,
+            Side::Following => self.following(user, after, limit).await?,
+        };
+        let ids: Vec<UserId> = edges.iter().map(|e| e.user).collect();
+        let profiles = self.shared_profiles(&ids).await?;
+        Ok(render(&edges, &profiles, limit))
+    }
     /// Accounts that follow `user` and that `user` follows, newest-followed first.
     async fn friends(
         &self,

@@ -174,6 +174,30 @@ impl EntryMap {
         s.weight += weight;
     }
 
+    /// Puts `new` in place of the entry of `key` if that entry is `old` and was loaded under
+    /// `stamp`; keeps its expiry and reference bit. Returns whether it did. May leave the shard
+    /// over its budget until the next insert sweeps it.
+    pub(crate) fn replace(
+        &self,
+        key: &CacheKey,
+        stamp: Stamp,
+        old: &Arc<CacheValue>,
+        new: Arc<CacheValue>,
+    ) -> bool {
+        let weight = u64::from(new.weight());
+        let mut s = write(self.shard(key));
+        let Some(slot) = s.map.get_mut(key) else {
+            return false;
+        };
+        if slot.stamp != stamp || !Arc::ptr_eq(&slot.value, old) {
+            return false;
+        }
+        let before = slot.weight();
+        slot.value = new;
+        s.weight = s.weight - before + weight;
+        true
+    }
+
     /// Drops the entry of `key`, if any.
     pub(crate) fn remove(&self, key: &CacheKey) {
         let mut s = write(self.shard(key));
@@ -276,7 +300,14 @@ mod tests {
         m.remove(&key(1));
         assert_eq!(m.get(&key(1), S1, t), None);
         assert_eq!(m.usage(), (0, 0));
-        m.insert(key(3), S0, value(1), HOUR, t);
+        // Replaced only while it is the same entry under the same stamp.
+        let v1 = value(1);
+        m.insert(key(3), S0, v1.clone(), HOUR, t);
+        assert!(!m.replace(&key(3), S1, &v1, value(2)));
+        assert!(!m.replace(&key(3), S0, &value(1), value(2)));
+        assert!(m.replace(&key(3), S0, &v1, value(2)));
+        assert_eq!(m.get(&key(3), S0, t), Some(value(2)));
+        assert!(!m.replace(&key(4), S0, &v1, value(2)));
         m.clear();
         assert_eq!(m.usage(), (0, 0));
     }

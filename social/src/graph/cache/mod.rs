@@ -113,11 +113,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::future::{join_all, BoxFuture};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{
-    Counts, Cursor, Edge, GraphError, GraphStore, Profile, Ranking, RecommendLimits, Recommendation,
+    Counts, Cursor, Edge, GraphError, GraphStore, PageRenderer, Profile, Ranking, RecommendLimits,
+    Recommendation, Side,
 };
 use crate::id::UserId;
 
@@ -270,11 +272,55 @@ impl fmt::Display for CacheKey {
 /// The first page of a follower or following list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgePage {
-    /// Newest first, at most the page size.
-    pub edges: Vec<Edge>,
+    /// Newest first, at most the page size. Shared, so that a copy of the entry with a
+    /// rendered page (see [`CachedGraph::render_first_page`]) does not copy the list.
+    pub edges: Arc<[Edge]>,
     /// Whether `edges` is the whole list.
     pub complete: bool,
+    /// The first page as the API last rendered it, with the versions of the profiles it shows
+    /// (in-process only: never serialised, never compared).
+    #[serde(skip)]
+    pub rendered: Option<Arc<Rendered>>,
 }
+
+impl EdgePage {
+    /// A page of `edges` with nothing rendered.
+    pub fn new(edges: Vec<Edge>, complete: bool) -> Self {
+        Self {
+            edges: edges.into(),
+            complete,
+            rendered: None,
+        }
+    }
+}
+
+/// A rendered first page kept with its list: the answer to a first-page request of `limit`
+/// edges, valid while the list entry is served and every profile it shows still has the
+/// version it had when the page was rendered.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The request's limit.
+    pub limit: usize,
+    /// [`FollowerCache::version`] of the profile of each of the first `limit` edges, read
+    /// before the profiles were.
+    pub versions: Box<[Version]>,
+    /// What the renderer wrote.
+    pub body: bytes::Bytes,
+}
+
+impl PartialEq for Rendered {
+    /// Always equal: a rendered page is a cache of its list, not part of its value.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Rendered {}
+
+/// The version of a cache key on this instance: while it is unchanged, no invalidation of the
+/// key reached this instance since it was read (see [`FollowerCache::version`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version(Stamp);
 
 /// A cached value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,7 +340,15 @@ impl CacheValue {
     /// allocations plus [`ENTRY_OVERHEAD`].
     fn weight(&self) -> u32 {
         let data = match self {
-            CacheValue::Edges(p) => heap(p.edges.len().saturating_mul(std::mem::size_of::<Edge>())),
+            CacheValue::Edges(p) => {
+                // The shared list with its two counts, and a rendered page.
+                heap(16 + p.edges.len().saturating_mul(std::mem::size_of::<Edge>()))
+                    + p.rendered.as_ref().map_or(0, |r| {
+                        heap(std::mem::size_of::<Rendered>() + 16)
+                            + heap(r.versions.len() * std::mem::size_of::<Version>())
+                            + heap(r.body.len())
+                    })
+            }
             CacheValue::Counts(_) | CacheValue::Profile(None) => 0,
             CacheValue::Profile(Some(p)) => {
                 heap(std::mem::size_of::<Profile>() + 16)
@@ -319,8 +373,29 @@ fn heap(n: usize) -> usize {
     }
 }
 
-/// The load a cache runs on a miss. It is polled at most once, and only on a miss.
-pub type LoadFuture = BoxFuture<'static, Result<CacheValue, GraphError>>;
+/// What a cache calls on a miss: starts loading the values of `keys` from the store, which
+/// resolve in the order of `keys`, one per key. A cache calls it only for keys it misses, once
+/// for all the keys of a [`FollowerCache::get_many`] that are not already being loaded.
+pub type Loader = dyn Fn(Vec<CacheKey>) -> LoadFuture + Send + Sync;
+
+/// The load a [`Loader`] starts. It is polled at most once.
+pub type LoadFuture = BoxFuture<'static, Result<Vec<CacheValue>, GraphError>>;
+
+/// The value of one key, from `load`.
+// Only the Redis cache loads key by key.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+fn load_one(load: &Loader, key: CacheKey) -> BoxFuture<'static, Result<CacheValue, GraphError>> {
+    let fut = load(vec![key]);
+    Box::pin(async move {
+        let mut v = fut.await?;
+        match (v.pop(), v.is_empty()) {
+            (Some(one), true) => Ok(one),
+            _ => Err(GraphError::Backend(format!(
+                "cache loader returned another number of values than one for {key}"
+            ))),
+        }
+    })
+}
 
 /// A read-through cache of the follow graph's hot reads.
 ///
@@ -332,20 +407,51 @@ pub type LoadFuture = BoxFuture<'static, Result<CacheValue, GraphError>>;
 /// their own, which a disconnecting client cannot cut short.
 #[async_trait]
 pub trait FollowerCache: Send + Sync + fmt::Debug + 'static {
-    /// The value for `key`: from the cache, else from `load` (shared with concurrent callers
-    /// for the same key) and then cached unless an invalidation of `key` happened since the
-    /// lookup began. A cache failure is never an error here: the value then comes from `load`.
+    /// The value for `key`: from the cache, else from `load` (called only on a miss, and the
+    /// load shared with concurrent callers for the same key) and then cached unless an
+    /// invalidation of `key` happened since the lookup began. A cache failure is never an
+    /// error here: the value then comes from `load`.
     async fn get_or_load(
         &self,
         key: CacheKey,
-        load: LoadFuture,
+        load: &Loader,
     ) -> Result<Arc<CacheValue>, GraphError>;
+
+    /// The values of `keys`, in order, as [`get_or_load`](Self::get_or_load) would return
+    /// them. The in-process cache loads every missing key that no other caller is loading with
+    /// one call of `load` (one store pass); the default asks `get_or_load` for each miss.
+    async fn get_many(
+        &self,
+        keys: &[CacheKey],
+        load: &Loader,
+    ) -> Result<Vec<Arc<CacheValue>>, GraphError> {
+        let mut got = self.peek_many(keys).await;
+        let missing: Vec<usize> = (0..got.len()).filter(|i| got[*i].is_none()).collect();
+        if !missing.is_empty() {
+            let loaded = join_all(missing.iter().map(|i| self.get_or_load(keys[*i], load))).await;
+            for (i, v) in missing.into_iter().zip(loaded) {
+                got[i] = Some(v?);
+            }
+        }
+        Ok(got.into_iter().flatten().collect())
+    }
 
     /// The values of `keys` this instance holds and may serve now (in-process; with Redis, its
     /// near-cache), each counted as a hit, or `None` where a read would need
-    /// [`get_or_load`](Self::get_or_load) (which counts the miss). Cheaper than one
-    /// `get_or_load` per key when most are hits: no load is prepared, no flight is joined.
+    /// [`get_or_load`](Self::get_or_load) (which counts the miss).
     async fn peek_many(&self, keys: &[CacheKey]) -> Vec<Option<Arc<CacheValue>>>;
+
+    /// The version of `key` on this instance: read it before reading the value, and while it
+    /// compares equal, no invalidation of `key` has reached this instance since, so the value
+    /// read is still what a read would return. `None` when this instance cannot tell (Redis
+    /// unreachable, or its invalidations possibly missed): then derive nothing from the value
+    /// that outlives the request.
+    fn version(&self, key: &CacheKey) -> Option<Version>;
+
+    /// Puts `new` in place of `old` as the entry of `key`, if `old` is still the entry this
+    /// instance serves for it (same value, not invalidated since); otherwise does nothing.
+    /// For in-process additions to an entry (a rendered page), never sent to a shared cache.
+    fn replace(&self, key: CacheKey, old: &Arc<CacheValue>, new: CacheValue);
 
     /// Drops `keys` everywhere (this instance at once, others through Redis pub/sub). Call it
     /// after the store write that changed them has completed.
@@ -549,6 +655,8 @@ pub struct CachedGraph {
     store: Arc<dyn GraphStore>,
     cache: Arc<dyn FollowerCache>,
     page: usize,
+    /// Loads missing entries from `store`, several keys in one pass.
+    loader: Arc<Loader>,
 }
 
 impl fmt::Debug for CachedGraph {
@@ -560,10 +668,15 @@ impl fmt::Debug for CachedGraph {
     }
 }
 
+/// One in this many first-page reads that find no rendered page keep the one they render
+/// (see [`CachedGraph::render_first_page`]); a page that had one keeps its new one always.
+const RENDER_KEEP_ONE_IN: u64 = 8;
+
 impl CachedGraph {
     /// `store` behind `cache`, caching first pages of [`DEFAULT_PAGE_SIZE`] edges.
     pub fn new(store: Arc<dyn GraphStore>, cache: Arc<dyn FollowerCache>) -> Self {
         Self {
+            loader: store_loader(store.clone(), DEFAULT_PAGE_SIZE),
             store,
             cache,
             page: DEFAULT_PAGE_SIZE,
@@ -574,6 +687,7 @@ impl CachedGraph {
     /// a Redis must use the same value.
     pub fn with_page_size(mut self, page: usize) -> Self {
         self.page = page.max(1);
+        self.loader = store_loader(self.store.clone(), self.page);
         self
     }
 
@@ -592,35 +706,6 @@ impl CachedGraph {
         self.cache.stats()
     }
 
-    /// The store load that fills `key`.
-    fn loader(&self, key: CacheKey) -> LoadFuture {
-        let store = self.store.clone();
-        let page = self.page;
-        match key.kind {
-            KeyKind::Followers | KeyKind::Followings => Box::pin(async move {
-                let want = page.saturating_add(1);
-                let mut edges = if key.kind == KeyKind::Followers {
-                    store.followers(key.user, None, want).await?
-                } else {
-                    store.following(key.user, None, want).await?
-                };
-                let complete = edges.len() <= page;
-                edges.truncate(page);
-                // Kept for hours: give back what the collecting Vec grew beyond its length.
-                edges.shrink_to_fit();
-                Ok(CacheValue::Edges(EdgePage { edges, complete }))
-            }),
-            KeyKind::Counts => {
-                Box::pin(async move { Ok(CacheValue::Counts(store.counts(key.user).await?)) })
-            }
-            KeyKind::Profile => Box::pin(async move {
-                let mut v = store.profiles(&[key.user]).await?;
-                Ok(CacheValue::Profile(v.pop().flatten().map(Arc::new)))
-            }),
-        }
-    }
-
-    /// The value of `key`, from the cache or loaded.
     /// The first `limit` edges of the cached list `key` (`limit` at most one page).
     async fn first_page(&self, key: CacheKey, limit: usize) -> Result<Vec<Edge>, GraphError> {
         let v = self.value(key).await?;
@@ -632,22 +717,14 @@ impl CachedGraph {
             .collect())
     }
 
+    /// The value of `key`, from the cache or loaded.
     async fn value(&self, key: CacheKey) -> Result<Arc<CacheValue>, GraphError> {
-        self.cache.get_or_load(key, self.loader(key)).await
+        self.cache.get_or_load(key, &*self.loader).await
     }
 
-    /// The values of `keys`, in order: the cached ones first, then the others loaded
-    /// concurrently.
+    /// The values of `keys`, in order: the cached ones, and the others loaded together.
     async fn values(&self, keys: &[CacheKey]) -> Result<Vec<Arc<CacheValue>>, GraphError> {
-        let mut got = self.cache.peek_many(keys).await;
-        let missing: Vec<usize> = (0..got.len()).filter(|i| got[*i].is_none()).collect();
-        if !missing.is_empty() {
-            let loaded = join_all(missing.iter().map(|i| self.value(keys[*i]))).await;
-            for (i, v) in missing.into_iter().zip(loaded) {
-                got[i] = Some(v?);
-            }
-        }
-        Ok(got.into_iter().flatten().collect())
+        self.cache.get_many(keys, &*self.loader).await
     }
 
     /// Both lists of `keys` when both are cached whole, else `None`.
@@ -712,6 +789,92 @@ impl CachedGraph {
         .await
         .unwrap_or_else(|e| Err(GraphError::Backend(format!("graph write task failed: {e}"))))
     }
+}
+
+/// The [`Loader`] of a [`CachedGraph`]: the keys of each kind in one store call, the kinds
+/// concurrently.
+fn store_loader(store: Arc<dyn GraphStore>, page: usize) -> Arc<Loader> {
+    Arc::new(move |keys: Vec<CacheKey>| -> LoadFuture {
+        let store = store.clone();
+        Box::pin(async move { load_from(&*store, page, &keys).await })
+    })
+}
+
+/// The values of `keys` from `store`, in order; lists are cached up to `page` edges.
+async fn load_from(
+    store: &dyn GraphStore,
+    page: usize,
+    keys: &[CacheKey],
+) -> Result<Vec<CacheValue>, GraphError> {
+    let of = |kind: KeyKind| -> Vec<UserId> {
+        keys.iter()
+            .filter(|k| k.kind == kind)
+            .map(|k| k.user)
+            .collect()
+    };
+    let (followers, followings, counts, profiles) = (
+        of(KeyKind::Followers),
+        of(KeyKind::Followings),
+        of(KeyKind::Counts),
+        of(KeyKind::Profile),
+    );
+    let want = page.saturating_add(1);
+    let lists = |edges: Vec<Vec<Edge>>| -> Vec<CacheValue> {
+        edges
+            .into_iter()
+            .map(|mut edges| {
+                let complete = edges.len() <= page;
+                edges.truncate(page);
+                CacheValue::Edges(EdgePage::new(edges, complete))
+            })
+            .collect()
+    };
+    let (followers, followings, counts, profiles) = futures_util::future::try_join4(
+        async {
+            if followers.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(lists(store.first_followers(&followers, want).await?))
+        },
+        async {
+            if followings.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(lists(store.first_following(&followings, want).await?))
+        },
+        async {
+            if counts.is_empty() {
+                return Ok(Vec::new());
+            }
+            let c = store.counts_many(&counts).await?;
+            Ok::<_, GraphError>(c.into_iter().map(CacheValue::Counts).collect::<Vec<_>>())
+        },
+        async {
+            if profiles.is_empty() {
+                return Ok(Vec::new());
+            }
+            let p = store.profiles(&profiles).await?;
+            Ok::<_, GraphError>(
+                p.into_iter()
+                    .map(|p| CacheValue::Profile(p.map(Arc::new)))
+                    .collect::<Vec<_>>(),
+            )
+        },
+    )
+    .await?;
+    let mut by_kind = [
+        followers.into_iter(),
+        followings.into_iter(),
+        counts.into_iter(),
+        profiles.into_iter(),
+    ];
+    keys.iter()
+        .map(|k| {
+            by_kind[k.kind.index()] // index() < 4 by construction of KeyKind
+                .next()
+                .ok_or_else(|| GraphError::Backend(format!("the store returned no value for {k}")))
+        })
+        .collect()
 }
 
 fn mismatch(key: CacheKey) -> GraphError {
@@ -825,6 +988,74 @@ impl GraphStore for CachedGraph {
             CacheValue::Counts(c) => Ok(*c),
             _ => Err(mismatch(key)),
         }
+    }
+
+    async fn counts_many(&self, users: &[UserId]) -> Result<Vec<Counts>, GraphError> {
+        self.values_of(users, CacheKey::counts, |v| match v {
+            CacheValue::Counts(c) => Some(*c),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn render_page(
+        &self,
+        side: Side,
+        user: UserId,
+        after: Option<Cursor>,
+        limit: usize,
+        render: &PageRenderer,
+    ) -> Result<Bytes, GraphError> {
+        let key = match side {
+            Side::Followers => CacheKey::followers(user),
+            Side::Following => CacheKey::followings(user),
+        };
+        if after.is_some() || limit > self.page {
+            let edges = match side {
+                Side::Followers => self.store.followers(user, after, limit).await?,
+                Side::Following => self.store.following(user, after, limit).await?,
+            };
+            let ids: Vec<UserId> = edges.iter().map(|e| e.user).collect();
+            let profiles = self.shared_profiles(&ids).await?;
+            return Ok(render(&edges, &profiles, limit));
+        }
+        let entry = self.value(key).await?;
+        let list = edges_of(&entry, key)?;
+        let edges = list.edges.get(..limit).unwrap_or(&list.edges);
+        let version = |e: &Edge| self.cache.version(&CacheKey::profile(e.user));
+        if let Some(r) = &list.rendered {
+            // The list is the one served now (the lookup checked it); the profiles are the ones
+            // rendered if none was invalidated since its version was read.
+            if r.limit == limit
+                && r.versions.len() == edges.len()
+                && edges
+                    .iter()
+                    .zip(r.versions.iter())
+                    .all(|(e, v)| version(e) == Some(*v))
+            {
+                return Ok(r.body.clone());
+            }
+        }
+        // Versions before the profiles: an invalidation in between makes them unequal later.
+        let versions: Option<Box<[Version]>> = edges.iter().map(version).collect();
+        let ids: Vec<UserId> = edges.iter().map(|e| e.user).collect();
+        let profiles = self.shared_profiles(&ids).await?;
+        let body = render(edges, &profiles, limit);
+        if let Some(versions) = versions {
+            if list.rendered.is_some() || one_in(RENDER_KEEP_ONE_IN) {
+                let kept = CacheValue::Edges(EdgePage {
+                    edges: list.edges.clone(),
+                    complete: list.complete,
+                    rendered: Some(Arc::new(Rendered {
+                        limit,
+                        versions,
+                        body: body.clone(),
+                    })),
+                });
+                self.cache.replace(key, &entry, kept);
+            }
+        }
+        Ok(body)
     }
 
     async fn friends(
@@ -1066,6 +1297,23 @@ fn error_text(e: GraphError) -> String {
     }
 }
 
+/// True about once in `n` calls (a per-thread xorshift; not for anything that must be fair).
+fn one_in(n: u64) -> bool {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new(
+            (uuid::Uuid::new_v4().as_u128() as u64) | 1,
+        );
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x % n.max(1) == 0
+    })
+}
+
 /// `base` plus a uniformly random duration below `jitter`.
 fn jittered(base: Duration, jitter: Duration) -> Duration {
     let j = jitter.as_millis() as u64;
@@ -1112,12 +1360,21 @@ mod tests {
     fn entries_weigh_their_bytes() {
         let u = UserId(uuid::Uuid::new_v4());
         let edges = vec![Edge { user: u, since: 1 }; 10];
-        let page = CacheValue::Edges(EdgePage {
-            edges,
-            complete: true,
-        });
-        assert_eq!(page.weight(), ENTRY_OVERHEAD + 256);
+        let page = CacheValue::Edges(EdgePage::new(edges.clone(), true));
+        // The shared slice: two counts and 10 edges of 24 bytes.
+        assert_eq!(page.weight(), ENTRY_OVERHEAD + 272);
         assert!(std::mem::size_of::<CacheValue>() <= 32);
+        // A rendered page weighs its body and versions too.
+        let rendered = CacheValue::Edges(EdgePage {
+            rendered: Some(Arc::new(Rendered {
+                limit: 10,
+                versions: vec![Version(Stamp { epoch: 0, gen: 0 }); 10].into(),
+                body: Bytes::from(vec![b' '; 1000]),
+            })),
+            ..EdgePage::new(edges, true)
+        });
+        let extra = heap(std::mem::size_of::<Rendered>() + 16) + heap(160) + heap(1000);
+        assert_eq!(rendered.weight(), page.weight() + extra as u32);
         assert_eq!(
             CacheValue::Counts(Counts::default()).weight(),
             ENTRY_OVERHEAD

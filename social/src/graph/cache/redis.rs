@@ -40,8 +40,8 @@ use tokio::task::JoinHandle;
 use super::flight::{lock, SingleFlight};
 use super::map::EntryMap;
 use super::{
-    error_text, jittered, CacheKey, CacheStats, CacheValue, Counters, FollowerCache, LoadFuture,
-    Loaded, Source, Stamp, Stamps, DEFAULT_TTL, DEFAULT_TTL_JITTER,
+    error_text, jittered, load_one, CacheKey, CacheStats, CacheValue, Counters, FollowerCache,
+    Loaded, Loader, Source, Stamp, Stamps, Version, DEFAULT_TTL, DEFAULT_TTL_JITTER,
 };
 use crate::graph::GraphError;
 
@@ -507,7 +507,7 @@ impl Inner {
         key: CacheKey,
         stamp: Stamp,
         use_near: bool,
-        load: LoadFuture,
+        load: BoxFuture<'static, Result<CacheValue, GraphError>>,
     ) -> Loaded {
         let c = self.counters.kind(key.kind);
         let episode = self.counters.outages.load(Ordering::SeqCst);
@@ -587,14 +587,14 @@ impl FollowerCache for RedisCache {
     async fn get_or_load(
         &self,
         key: CacheKey,
-        load: LoadFuture,
+        load: &Loader,
     ) -> Result<Arc<CacheValue>, GraphError> {
         let inner = &self.inner;
         let c = inner.counters.kind(key.kind);
         if inner.down() {
             Counters::bump(&c.misses);
             Counters::bump(&c.bypassed);
-            return load.await.map(Arc::new);
+            return load_one(load, key).await.map(Arc::new);
         }
         // Stamp before the flags (see `Stamps`): a transition after this kills what we insert.
         let stamp = inner.stamps.stamp(&key);
@@ -609,8 +609,9 @@ impl FollowerCache for RedisCache {
             }
         }
         let shared = self.inner.clone();
-        let make = move || -> BoxFuture<'static, Loaded> {
-            Box::pin(async move { shared.through(key, stamp, use_near, load).await })
+        let make = move |_: Vec<(CacheKey, Stamp)>| -> BoxFuture<'static, Vec<Loaded>> {
+            let load = load_one(load, key);
+            Box::pin(async move { vec![shared.through(key, stamp, use_near, load).await] })
         };
         let out = inner.flights.run((key, stamp), make).await;
         match out {
@@ -650,6 +651,22 @@ impl FollowerCache for RedisCache {
             out.push(hit);
         }
         out
+    }
+
+    fn version(&self, key: &CacheKey) -> Option<Version> {
+        let inner = &self.inner;
+        // As in `get_or_load`: the stamp before the flags. Without the near-cache in use, an
+        // invalidation from another instance may be missed without a stamp change.
+        let stamp = inner.stamps.stamp(key);
+        (!inner.down() && inner.near_usable()).then_some(Version(stamp))
+    }
+
+    fn replace(&self, key: CacheKey, old: &Arc<CacheValue>, new: CacheValue) {
+        let inner = &self.inner;
+        let stamp = inner.stamps.stamp(&key);
+        if !inner.down() && inner.near_usable() {
+            inner.near.replace(&key, stamp, old, Arc::new(new));
+        }
     }
 
     async fn invalidate(&self, keys: &[CacheKey]) {

@@ -22,6 +22,7 @@ pub async fn run<G: GraphStore>(g: Arc<G>) {
     follow_is_idempotent_and_counted(&*g).await;
     concurrent_duplicates(g.clone()).await;
     paging_returns_every_edge_once(&*g).await;
+    batches_answer_like_single_reads(&*g).await;
     brute_force(&*g, 2_000, 20_000, 1).await;
 }
 
@@ -141,6 +142,32 @@ pub async fn paging_returns_every_edge_once<G: GraphStore + ?Sized>(g: &G) {
     }
     let c = g.counts(star).await.unwrap();
     assert_eq!(c.followers, 257);
+}
+
+/// `counts_many`, `first_followers` and `first_following` answer each user in order, as
+/// `counts`, `followers` and `following` do (a user repeated, and one unknown, included).
+pub async fn batches_answer_like_single_reads<G: GraphStore + ?Sized>(g: &G) {
+    let us: Vec<UserId> = (0..6).map(|_| user()).collect();
+    for (i, a) in us.iter().enumerate() {
+        for b in us.iter().skip(i + 1).take(i + 1) {
+            g.follow(*a, *b, 5_000 + i as u64).await.unwrap();
+            g.follow(*b, *a, 6_000 + i as u64).await.unwrap();
+        }
+    }
+    let mut asked = us.clone();
+    asked.push(us[2]);
+    asked.push(user());
+    let counts = g.counts_many(&asked).await.unwrap();
+    let followers = g.first_followers(&asked, 3).await.unwrap();
+    let following = g.first_following(&asked, 3).await.unwrap();
+    assert_eq!(counts.len(), asked.len());
+    for (i, u) in asked.iter().enumerate() {
+        assert_eq!(counts[i], g.counts(*u).await.unwrap(), "counts of #{i}");
+        assert_eq!(followers[i], g.followers(*u, None, 3).await.unwrap());
+        assert_eq!(following[i], g.following(*u, None, 3).await.unwrap());
+    }
+    assert!(followers.iter().any(|f| f.len() == 3), "no list was cut");
+    assert!(g.counts_many(&[]).await.unwrap().is_empty());
 }
 
 /// A random graph with a power-law-ish degree distribution, checked query by query against a

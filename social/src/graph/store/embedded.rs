@@ -42,6 +42,8 @@
 //! - `followers` / `following`: one range scan of `bwd` / `fwd` from the cursor (exclusive),
 //!   reading `k` entries: `O(log n + k)`.
 //! - `counts`, `is_following`: one lookup each. `profiles(ids)`: one lookup per id.
+//! - `counts_many`, `first_followers`, `first_following`: the same per user, all in one read
+//!   (one trip to the blocking pool: the cache loads its misses of one request this way).
 //! - `friends`: walks `fwd` of the user from the cursor (newest first) and keeps accounts with
 //!   an `edges` entry back: one lookup per scanned following, at most [`MAX_FRIENDS_SCAN`] per
 //!   call. A user following more than that may get a short page before the end.
@@ -444,6 +446,45 @@ impl GraphStore for EmbeddedStore {
         self.read(move |sp| counts_of(sp, user))
             .await
             .map_err(graph_err)
+    }
+
+    async fn counts_many(&self, users: &[UserId]) -> Result<Vec<Counts>, GraphError> {
+        let users = users.to_vec();
+        self.read(move |sp| users.iter().map(|u| counts_of(sp, *u)).collect())
+            .await
+            .map_err(graph_err)
+    }
+
+    async fn first_followers(
+        &self,
+        users: &[UserId],
+        limit: usize,
+    ) -> Result<Vec<Vec<Edge>>, GraphError> {
+        let users = users.to_vec();
+        self.read(move |sp| {
+            users
+                .iter()
+                .map(|u| page(&sp.bwd, *u, None, limit))
+                .collect()
+        })
+        .await
+        .map_err(graph_err)
+    }
+
+    async fn first_following(
+        &self,
+        users: &[UserId],
+        limit: usize,
+    ) -> Result<Vec<Vec<Edge>>, GraphError> {
+        let users = users.to_vec();
+        self.read(move |sp| {
+            users
+                .iter()
+                .map(|u| page(&sp.fwd, *u, None, limit))
+                .collect()
+        })
+        .await
+        .map_err(graph_err)
     }
 
     async fn friends(
