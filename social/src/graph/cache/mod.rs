@@ -96,9 +96,29 @@
 //! # Stampedes
 //!
 //! Concurrent misses on one key on one instance run one store load, on its own task; the others
-//! wait for it. `profiles(ids)` looks each id up separately, concurrently. Instances do not
+//! wait for it. A read of many keys (`profiles(ids)`, the lists and counts a recommendation
+//! walks) joins the loads already running for some of them and, in-process, loads all the
+//! others with one store call (`counts_many`, `first_followers`, `first_following`,
+//! `profiles`: one pass over the embedded store), shared per key with later callers like any
+//! other load; with Redis each key is looked up and loaded on its own. Instances do not
 //! coordinate loads with each other: N instances missing the same key at once make at most N
 //! loads, and the lease lets at most one of them fill (none if an invalidation intervened).
+//!
+//! # Rendered pages
+//!
+//! The API answers a first page of followers or followings with [`GraphStore::render_page`]:
+//! the list entry, the profiles it shows, and the API's renderer (JSON bytes). A render that
+//! finds nothing to reuse, of a page rendered lately too (its key still in its slot of a table
+//! of the last few thousand renders), or of a page that had a rendered copy, puts a copy of the list entry with the bytes in its place
+//! ([`FollowerCache::replace`], only if the entry is still the one read and its key was not
+//! invalidated since), together with the [`Version`] of each profile, read before the profiles
+//! were. A later read of the same limit serves the bytes if every profile still has that
+//! version; otherwise it renders again. So a rendered page is exactly as fresh as its list and
+//! its profiles read one by one: a follow or unfollow replaces the list entry (and its
+//! rendered page) and a profile edit changes that profile's version. The bytes count in the
+//! entry's weight, so the byte bound holds; pages read once (the long tail, a warm-up) get no
+//! copy, so the copies do not crowd out entries. With Redis, pages are kept in the near-cache
+//! only, and only while it is in use ([`FollowerCache::version`] is `None` otherwise).
 //!
 //! # Metrics
 //!
@@ -146,6 +166,11 @@ pub const ENTRY_OVERHEAD: u32 = 160;
 /// first page once warm; its lists and counts hit 99.4% at this size, 92% at 64 MiB, where the
 /// 160 bytes of [`ENTRY_OVERHEAD`] of 400,000 entries alone fill the budget).
 pub const DEFAULT_CAPACITY: u64 = 128 << 20;
+
+/// Default bound of the rendered first pages kept with their lists, bytes, apart from
+/// [`DEFAULT_CAPACITY`]: only pages rendered twice within a few thousand renders are kept (the
+/// hot ones: about 400 pages of up to 50 profiles, under 10 KB each, in the 100,000-user load).
+pub const DEFAULT_PAGE_BYTES: u64 = 8 << 20;
 
 /// Default lifetime of a cache entry, before jitter.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -272,13 +297,12 @@ impl fmt::Display for CacheKey {
 /// The first page of a follower or following list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgePage {
-    /// Newest first, at most the page size. Shared, so that a copy of the entry with a
-    /// rendered page (see [`CachedGraph::render_first_page`]) does not copy the list.
-    pub edges: Arc<[Edge]>,
+    /// Newest first, at most the page size.
+    pub edges: Vec<Edge>,
     /// Whether `edges` is the whole list.
     pub complete: bool,
     /// The first page as the API last rendered it, with the versions of the profiles it shows
-    /// (in-process only: never serialised, never compared).
+    /// (in-process only: never serialised, never compared; see [`CachedGraph::render_page`]).
     #[serde(skip)]
     pub rendered: Option<Arc<Rendered>>,
 }
@@ -287,7 +311,7 @@ impl EdgePage {
     /// A page of `edges` with nothing rendered.
     pub fn new(edges: Vec<Edge>, complete: bool) -> Self {
         Self {
-            edges: edges.into(),
+            edges,
             complete,
             rendered: None,
         }
@@ -296,8 +320,9 @@ impl EdgePage {
 
 /// A rendered first page kept with its list: the answer to a first-page request of `limit`
 /// edges, valid while the list entry is served and every profile it shows still has the
-/// version it had when the page was rendered.
-#[derive(Debug, Clone)]
+/// version it had when the page was rendered. Its bytes are charged to the rendered-page
+/// budget of its [`CachedGraph`] until it is dropped.
+#[derive(Debug)]
 pub struct Rendered {
     /// The request's limit.
     pub limit: usize,
@@ -305,7 +330,9 @@ pub struct Rendered {
     /// before the profiles were.
     pub versions: Box<[Version]>,
     /// What the renderer wrote.
-    pub body: bytes::Bytes,
+    pub body: Bytes,
+    /// Released on drop.
+    _charge: Charge,
 }
 
 impl PartialEq for Rendered {
@@ -316,6 +343,42 @@ impl PartialEq for Rendered {
 }
 
 impl Eq for Rendered {}
+
+/// Bytes of the rendered pages a [`CachedGraph`] keeps, bounded apart from the entries: a
+/// page is kept only if its bytes fit.
+#[derive(Debug)]
+struct PageBudget {
+    used: AtomicU64,
+    cap: u64,
+}
+
+impl PageBudget {
+    /// A charge of `bytes`, or `None` when they do not fit.
+    fn charge(self: &Arc<Self>, bytes: u64) -> Option<Charge> {
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > self.cap {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+            return None;
+        }
+        Some(Charge {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+}
+
+/// Bytes taken from a [`PageBudget`], given back on drop.
+#[derive(Debug)]
+struct Charge {
+    budget: Arc<PageBudget>,
+    bytes: u64,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
 
 /// The version of a cache key on this instance: while it is unchanged, no invalidation of the
 /// key reached this instance since it was read (see [`FollowerCache::version`]).
@@ -340,15 +403,8 @@ impl CacheValue {
     /// allocations plus [`ENTRY_OVERHEAD`].
     fn weight(&self) -> u32 {
         let data = match self {
-            CacheValue::Edges(p) => {
-                // The shared list with its two counts, and a rendered page.
-                heap(16 + p.edges.len().saturating_mul(std::mem::size_of::<Edge>()))
-                    + p.rendered.as_ref().map_or(0, |r| {
-                        heap(std::mem::size_of::<Rendered>() + 16)
-                            + heap(r.versions.len() * std::mem::size_of::<Version>())
-                            + heap(r.body.len())
-                    })
-            }
+            // A rendered page is charged to its own budget (see `PageBudget`).
+            CacheValue::Edges(p) => heap(p.edges.len().saturating_mul(std::mem::size_of::<Edge>())),
             CacheValue::Counts(_) | CacheValue::Profile(None) => 0,
             CacheValue::Profile(Some(p)) => {
                 heap(std::mem::size_of::<Profile>() + 16)
@@ -657,6 +713,10 @@ pub struct CachedGraph {
     page: usize,
     /// Loads missing entries from `store`, several keys in one pass.
     loader: Arc<Loader>,
+    /// Which first pages were rendered lately (kept on their second render).
+    recent: Arc<RecentRenders>,
+    /// Bytes of the rendered pages kept.
+    pages: Arc<PageBudget>,
 }
 
 impl fmt::Debug for CachedGraph {
@@ -668,15 +728,41 @@ impl fmt::Debug for CachedGraph {
     }
 }
 
-/// One in this many first-page reads that find no rendered page keep the one they render
-/// (see [`CachedGraph::render_first_page`]); a page that had one keeps its new one always.
-const RENDER_KEEP_ONE_IN: u64 = 8;
+/// Slots of [`RecentRenders`].
+const RECENT_RENDERS: usize = 4096;
+
+/// Which first pages were rendered lately: a page rendered while its key is still in its slot
+/// (fewer than about [`RECENT_RENDERS`] other renders since) is read often enough to keep. A
+/// page read once, as in a warm-up or the long tail, is never kept, so kept pages (whose bytes
+/// count in the cache's budget) do not crowd out entries.
+#[derive(Debug)]
+struct RecentRenders(Box<[AtomicU64]>);
+
+impl RecentRenders {
+    fn new() -> Self {
+        Self((0..RECENT_RENDERS).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Records a render of `key`; whether the previous render in its slot was of `key` too.
+    fn again(&self, key: &CacheKey) -> bool {
+        // User ids are random; one an attacker picks can at worst get its page kept.
+        let (a, b) = key.user.0.as_u64_pair();
+        let h = (a ^ b.rotate_left(29) ^ (key.kind as u64)) | 1;
+        let slot = &self.0[(h as usize) % RECENT_RENDERS]; // < RECENT_RENDERS == len
+        slot.swap(h, Ordering::Relaxed) == h
+    }
+}
 
 impl CachedGraph {
     /// `store` behind `cache`, caching first pages of [`DEFAULT_PAGE_SIZE`] edges.
     pub fn new(store: Arc<dyn GraphStore>, cache: Arc<dyn FollowerCache>) -> Self {
         Self {
             loader: store_loader(store.clone(), DEFAULT_PAGE_SIZE),
+            recent: Arc::new(RecentRenders::new()),
+            pages: Arc::new(PageBudget {
+                used: AtomicU64::new(0),
+                cap: DEFAULT_PAGE_BYTES,
+            }),
             store,
             cache,
             page: DEFAULT_PAGE_SIZE,
@@ -825,6 +911,8 @@ async fn load_from(
             .map(|mut edges| {
                 let complete = edges.len() <= page;
                 edges.truncate(page);
+                // Kept for hours: give back what the collecting Vec grew beyond its length.
+                edges.shrink_to_fit();
                 CacheValue::Edges(EdgePage::new(edges, complete))
             })
             .collect()
@@ -1042,17 +1130,21 @@ impl GraphStore for CachedGraph {
         let profiles = self.shared_profiles(&ids).await?;
         let body = render(edges, &profiles, limit);
         if let Some(versions) = versions {
-            if list.rendered.is_some() || one_in(RENDER_KEEP_ONE_IN) {
-                let kept = CacheValue::Edges(EdgePage {
-                    edges: list.edges.clone(),
-                    complete: list.complete,
-                    rendered: Some(Arc::new(Rendered {
-                        limit,
-                        versions,
-                        body: body.clone(),
-                    })),
-                });
-                self.cache.replace(key, &entry, kept);
+            if list.rendered.is_some() || self.recent.again(&key) {
+                let bytes = body.len() + versions.len() * std::mem::size_of::<Version>() + 64;
+                if let Some(charge) = self.pages.charge(bytes as u64) {
+                    let kept = CacheValue::Edges(EdgePage {
+                        edges: list.edges.clone(),
+                        complete: list.complete,
+                        rendered: Some(Arc::new(Rendered {
+                            limit,
+                            versions,
+                            body: body.clone(),
+                            _charge: charge,
+                        })),
+                    });
+                    self.cache.replace(key, &entry, kept);
+                }
             }
         }
         Ok(body)
@@ -1297,23 +1389,6 @@ fn error_text(e: GraphError) -> String {
     }
 }
 
-/// True about once in `n` calls (a per-thread xorshift; not for anything that must be fair).
-fn one_in(n: u64) -> bool {
-    thread_local! {
-        static STATE: std::cell::Cell<u64> = std::cell::Cell::new(
-            (uuid::Uuid::new_v4().as_u128() as u64) | 1,
-        );
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        x % n.max(1) == 0
-    })
-}
-
 /// `base` plus a uniformly random duration below `jitter`.
 fn jittered(base: Duration, jitter: Duration) -> Duration {
     let j = jitter.as_millis() as u64;
@@ -1360,21 +1435,10 @@ mod tests {
     fn entries_weigh_their_bytes() {
         let u = UserId(uuid::Uuid::new_v4());
         let edges = vec![Edge { user: u, since: 1 }; 10];
-        let page = CacheValue::Edges(EdgePage::new(edges.clone(), true));
-        // The shared slice: two counts and 10 edges of 24 bytes.
-        assert_eq!(page.weight(), ENTRY_OVERHEAD + 272);
-        assert!(std::mem::size_of::<CacheValue>() <= 32);
-        // A rendered page weighs its body and versions too.
-        let rendered = CacheValue::Edges(EdgePage {
-            rendered: Some(Arc::new(Rendered {
-                limit: 10,
-                versions: vec![Version(Stamp { epoch: 0, gen: 0 }); 10].into(),
-                body: Bytes::from(vec![b' '; 1000]),
-            })),
-            ..EdgePage::new(edges, true)
-        });
-        let extra = heap(std::mem::size_of::<Rendered>() + 16) + heap(160) + heap(1000);
-        assert_eq!(rendered.weight(), page.weight() + extra as u32);
+        let page = CacheValue::Edges(EdgePage::new(edges, true));
+        assert_eq!(page.weight(), ENTRY_OVERHEAD + 256);
+        // 40 bytes: with the Arc's counts still the 64-byte chunk ENTRY_OVERHEAD counts.
+        assert!(std::mem::size_of::<CacheValue>() <= 40);
         assert_eq!(
             CacheValue::Counts(Counts::default()).weight(),
             ENTRY_OVERHEAD
@@ -1393,6 +1457,23 @@ mod tests {
             ENTRY_OVERHEAD + boxed + 3 * 32
         );
         assert_eq!(CacheValue::Profile(None).weight(), ENTRY_OVERHEAD);
+    }
+
+    #[test]
+    fn rendered_pages_are_charged_to_their_budget_until_dropped() {
+        let budget = Arc::new(PageBudget {
+            used: AtomicU64::new(0),
+            cap: 100,
+        });
+        let a = budget.charge(60).unwrap();
+        assert!(budget.charge(50).is_none(), "over the budget");
+        let b = budget.charge(40).unwrap();
+        assert_eq!(budget.used.load(Ordering::Relaxed), 100);
+        drop(a);
+        assert_eq!(budget.used.load(Ordering::Relaxed), 40);
+        assert!(budget.charge(60).is_some());
+        drop(b);
+        assert_eq!(budget.used.load(Ordering::Relaxed), 0);
     }
 
     #[test]
