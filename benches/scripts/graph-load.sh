@@ -9,7 +9,9 @@
 #   ZEROCAST_BIN       server binary (default target/release/zerocast)
 #   ZEROCAST_LOAD_BIN  load generator (default target/release/zerocast-load)
 #   NO_BUILD=1         skip `cargo build`
-#   GRAPH_LOAD_ARGS    more zerocast-load graph flags, e.g. "--warm" (steady-state cache)
+#   GRAPH_LOAD_ARGS    more zerocast-load graph flags, e.g. "--warm" (steady-state cache) or
+#                      "--rate 4000,8000" (after the closed-loop run, an open-loop run at each
+#                      offered rate, requests/s, latency measured from each request's due time)
 #   CONCURRENCY        concurrent requests, build and run (default 32)
 #   API_PORT           first listen port (default 18400; run k uses API_PORT + k, up to 18410)
 #   SERVER_LOG         server stderr, run k appended as .k (default /tmp/zerocast-graph-server.log)
@@ -60,6 +62,7 @@ for size in "${sizes[@]}"; do
     sleep 0.1
   done
   echo "# zerocast social on 127.0.0.1:$port; $users users, $edges edges, $seconds s"
+  echo "# load average at start: $(cat /proc/loadavg)"
   "$load_bin" graph --api http://127.0.0.1:"$port" --secret-file "$data/jwt-secret" \
     --users "$users" --edges "$edges" --duration "$seconds" --concurrency "$concurrency" \
     --server-pid "$server" ${GRAPH_LOAD_ARGS:-} || { rc=$?; (( rc > status )) && status=$rc; }
@@ -67,6 +70,7 @@ for size in "${sizes[@]}"; do
     echo "server log ($log.$k), warnings and errors:"
     grep -iE 'warn|error|panick' "$log.$k" | head -20 | sed 's/^/  /'
   fi
+  echo "# load average at end: $(cat /proc/loadavg)"
   du -sh "$data" | sed 's/^/# data dir /'
   stop_server
   echo

@@ -103,6 +103,9 @@ pub(crate) fn run(args: &GraphArgs) -> anyhow::Result<Report> {
     if !(args.zipf > 0.0 && args.zipf.is_finite()) {
         bail!("--zipf must be above 0");
     }
+    if args.rate.iter().any(|r| !(*r >= 1.0 && r.is_finite())) {
+        bail!("--rate must be at least 1 request/s");
+    }
     let secret = read_secret(args.secret_file.as_deref(), args.secret.as_deref())?;
     let server = args.server_pid.map(Pid::Other);
     if server.is_some() && server.and_then(procfs::cpu_time).is_none() {
@@ -178,30 +181,14 @@ async fn drive(
         None
     };
     let before = scrape(&mut http, &plan).await;
-    let start = Instant::now();
-    let end = start + Duration::from_secs(args.duration);
-    let hard_stop = end + HARD_STOP_AFTER;
-    let cpu0 = CpuSnap::take(server);
-    let mut set = JoinSet::new();
-    for w in 0..conc {
-        let seed = plan.seed ^ 0x5eed_0000_0000 ^ (w as u64).wrapping_mul(0x9e37_79b9);
-        set.spawn(run_worker(plan.clone(), seed, end));
-    }
-    let mut ops: [Stats; 6] = std::array::from_fn(|_| Stats::new(0));
-    let mut run_connects = 0;
-    let (abandoned, finished) = join_workers(&mut set, hard_stop, &mut mon, None, |w: Worker| {
-        run_connects += w.connects;
-        for (total, s) in ops.iter_mut().zip(w.stats) {
-            total.merge(s);
-        }
-    })
-    .await;
-    let ran = finished.saturating_duration_since(start);
-    let cpu1 = CpuSnap::take(server);
-    for s in &mut ops {
-        s.sort_samples();
-    }
+    let closed = run_mix(&plan, conc, args.duration, None, &mut mon).await;
     let after = scrape(&mut http, &plan).await;
+    // Then the same mix at each offered rate (the cache as the closed run left it).
+    let mut open = Vec::new();
+    for &rate in &args.rate {
+        open.push(run_mix(&plan, conc, args.duration, Some(rate), &mut mon).await);
+    }
+    let hard_stop = Instant::now() + HARD_STOP_AFTER;
     let cache = match (before, after) {
         (Ok(b), Ok(a)) => Ok(a.minus(&b)),
         (Err(e), _) | (_, Err(e)) => Err(e),
@@ -230,15 +217,11 @@ async fn drive(
         build,
         top,
         duration: args.duration,
-        ran,
-        ops,
-        run_connects,
-        abandoned,
+        closed,
+        open,
         restore,
         warm,
         cache,
-        server_cpu: cpu_share(cpu0.server, cpu1.server, cpu1.at - cpu0.at),
-        my_cpu: cpu_share(cpu0.me, cpu1.me, cpu1.at - cpu0.at),
         server_rss: mon
             .rss_max
             .map(|m| (m, rss_start.unwrap_or(0), rss_built.unwrap_or(0))),
@@ -284,6 +267,8 @@ impl Plan {
 struct Worker {
     stats: Vec<Stats>,
     connects: u64,
+    /// Open loop: the largest delay of a send behind its due time.
+    late: Duration,
 }
 
 /// Build work: one request per job.
@@ -380,6 +365,7 @@ async fn run_phase(
             Worker {
                 stats: vec![stats],
                 connects: http.connects,
+                late: Duration::ZERO,
             }
         });
     }
@@ -489,8 +475,103 @@ async fn join_workers(
     (left + panicked, finished)
 }
 
-/// One worker of the run: requests by the mix until `end`.
-async fn run_worker(plan: Arc<Plan>, seed: u64, end: Instant) -> Worker {
+/// One run of the mix for `secs` seconds on `conc` connections: closed loop (each connection
+/// sends its next request when the previous one is answered) when `rate` is `None`, else open
+/// loop at `rate` requests/s in all (see [`run_worker`]).
+async fn run_mix(
+    plan: &Arc<Plan>,
+    conc: usize,
+    secs: u64,
+    rate: Option<f64>,
+    mon: &mut Monitor,
+) -> MixRun {
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let hard_stop = end + HARD_STOP_AFTER;
+    let cpu0 = CpuSnap::take(mon.server);
+    // Each connection's share of the arrivals: the sum of independent Poisson processes is a
+    // Poisson process of the summed rate.
+    let mean_gap = rate.map(|r| Duration::from_secs_f64(conc as f64 / r.max(1e-3)));
+    let salt = rate.map_or(0, |r| r.to_bits());
+    let mut set = JoinSet::new();
+    for w in 0..conc {
+        let seed = plan.seed ^ 0x5eed_0000_0000 ^ (w as u64).wrapping_mul(0x9e37_79b9) ^ salt;
+        set.spawn(run_worker(plan.clone(), seed, start, end, mean_gap));
+    }
+    let mut ops: [Stats; 6] = std::array::from_fn(|_| Stats::new(0));
+    let mut connects = 0;
+    let mut late = Duration::ZERO;
+    let (abandoned, finished) = join_workers(&mut set, hard_stop, mon, None, |w: Worker| {
+        connects += w.connects;
+        late = late.max(w.late);
+        for (total, s) in ops.iter_mut().zip(w.stats) {
+            total.merge(s);
+        }
+    })
+    .await;
+    let cpu1 = CpuSnap::take(mon.server);
+    for s in &mut ops {
+        s.sort_samples();
+    }
+    MixRun {
+        rate,
+        ran: finished.saturating_duration_since(start),
+        ops,
+        connects,
+        abandoned,
+        late,
+        server_cpu: cpu_share(cpu0.server, cpu1.server, cpu1.at - cpu0.at),
+        my_cpu: cpu_share(cpu0.me, cpu1.me, cpu1.at - cpu0.at),
+    }
+}
+
+/// What one run of the mix measured.
+#[derive(Debug)]
+struct MixRun {
+    /// Offered requests/s (open loop), or `None` (closed loop).
+    rate: Option<f64>,
+    /// From the start until every worker finished.
+    ran: Duration,
+    /// Per [`Op::ALL`].
+    ops: [Stats; 6],
+    connects: u64,
+    /// Workers still running (or panicked) at the hard stop.
+    abandoned: u64,
+    /// Open loop: the largest delay of a send behind its scheduled time (the client's or the
+    /// server's backlog on one connection; it is part of that request's latency).
+    late: Duration,
+    /// % of one core: (total, user, system).
+    server_cpu: Option<(f64, f64, f64)>,
+    my_cpu: Option<(f64, f64, f64)>,
+}
+
+impl MixRun {
+    fn failures(&self) -> u64 {
+        self.ops.iter().map(Stats::errors_total).sum::<u64>() + self.abandoned
+    }
+}
+
+/// An exponentially distributed gap of mean `mean` (Poisson arrivals).
+fn exp_gap(rng: &mut Rng, mean: Duration) -> Duration {
+    // unit() is in [0, 1): 1 - u is in (0, 1], whose logarithm is finite.
+    mean.mul_f64(-(1.0 - rng.unit()).ln())
+}
+
+/// One worker of a run: requests by the mix from `start` until `end`.
+///
+/// Closed loop (`mean_gap` `None`): the next request goes out when the previous one is
+/// answered, and its latency is measured from its send. Open loop: requests are due at
+/// Poisson arrival times of mean gap `mean_gap` from `start`, whatever the answers; a request
+/// is sent at its due time, or as soon as the previous one is answered if that is later, and
+/// its latency is measured from its due time, so time spent waiting behind a slow answer
+/// counts (no coordinated omission).
+async fn run_worker(
+    plan: Arc<Plan>,
+    seed: u64,
+    start: Instant,
+    end: Instant,
+    mean_gap: Option<Duration>,
+) -> Worker {
     let mut rng = Rng(seed);
     let mut http = Http::new(plan.addr, plan.host.clone(), plan.timeout);
     let mut stats: Vec<Stats> = Op::ALL
@@ -500,7 +581,26 @@ async fn run_worker(plan: Arc<Plan>, seed: u64, end: Instant) -> Worker {
     let n = plan.users.len() as u64;
     // The edge this worker unfollowed last, to follow again on its next trickle request.
     let mut unfollowed: Option<usize> = None;
-    while Instant::now() < end {
+    let mut due = mean_gap.map(|g| start + exp_gap(&mut rng, g));
+    let mut late = Duration::ZERO;
+    loop {
+        let sent_at = match due {
+            None => Instant::now(),
+            Some(d) => {
+                if d >= end {
+                    break;
+                }
+                tokio::time::sleep_until(d.into()).await;
+                late = late.max(Instant::now().saturating_duration_since(d));
+                d
+            }
+        };
+        if sent_at >= end {
+            break;
+        }
+        if let (Some(d), Some(g)) = (due.as_mut(), mean_gap) {
+            *d += exp_gap(&mut rng, g);
+        }
         // Writes by --write-permille; reads split 40:25:20:10 over the read kinds.
         let roll = if rng.below(1000) < plan.write_permille {
             950
@@ -561,7 +661,7 @@ async fn run_worker(plan: Arc<Plan>, seed: u64, end: Instant) -> Worker {
         };
         let token = plan.token(who);
         let s = &mut stats[Op::ALL.iter().position(|o| *o == op).unwrap_or(0)];
-        let ok = timed(&mut http, s, method, &path, &token, b"")
+        let ok = timed_from(&mut http, s, sent_at, method, &path, &token, b"")
             .await
             .is_some();
         // An edge whose change failed stays marked unfollowed: the restore follows it again.
@@ -574,6 +674,7 @@ async fn run_worker(plan: Arc<Plan>, seed: u64, end: Instant) -> Worker {
     Worker {
         stats,
         connects: http.connects,
+        late,
     }
 }
 
@@ -586,8 +687,20 @@ async fn timed(
     token: &str,
     body: &[u8],
 ) -> Option<Bytes> {
+    timed_from(http, stats, Instant::now(), method, path, token, body).await
+}
+
+/// [`timed`], with the latency measured from `t0` (an open loop's due time).
+async fn timed_from(
+    http: &mut Http,
+    stats: &mut Stats,
+    t0: Instant,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &[u8],
+) -> Option<Bytes> {
     stats.requests += 1;
-    let t0 = Instant::now();
     match http.request(method, path, Some(token), body).await {
         Ok(r) if r.status == 200 => {
             stats.part_latency(t0.elapsed());
@@ -1037,20 +1150,14 @@ pub(crate) struct Report {
     build: Option<(Phase, Phase)>,
     top: Vec<TopCheck>,
     duration: u64,
-    /// From the run's start until every worker finished.
-    ran: Duration,
-    /// Per [`Op::ALL`].
-    ops: [Stats; 6],
-    run_connects: u64,
-    /// Run workers still running (or panicked) at the hard stop.
-    abandoned: u64,
+    /// The closed-loop run.
+    closed: MixRun,
+    /// The open-loop runs after it, one per --rate.
+    open: Vec<MixRun>,
     restore: Option<Phase>,
     warm: Option<Phase>,
-    /// Cache counters over the run, or why there are none.
+    /// Cache counters over the closed-loop run, or why there are none.
     cache: Result<CacheCounters, String>,
-    /// % of one core during the run: (total, user, system).
-    server_cpu: Option<(f64, f64, f64)>,
-    my_cpu: Option<(f64, f64, f64)>,
     /// (max sampled, at start, after the build), bytes.
     server_rss: Option<(u64, u64, u64)>,
 }
@@ -1063,11 +1170,111 @@ impl Report {
             .iter()
             .map(|(p, e)| p.failures() + e.failures())
             .sum::<u64>();
-        let ops: u64 = self.ops.iter().map(Stats::errors_total).sum();
+        let runs: u64 = std::iter::once(&self.closed)
+            .chain(&self.open)
+            .map(MixRun::failures)
+            .sum();
         let checks = self.top.iter().filter(|c| !c.ok()).count() as u64;
         let restore = self.restore.as_ref().map_or(0, Phase::failures);
         let warm = self.warm.as_ref().map_or(0, Phase::failures);
-        build + ops + checks + restore + warm + self.abandoned
+        build + runs + checks + restore + warm
+    }
+
+    /// The rows of one run of the mix; its first errors go to `first_errors`.
+    fn render_run(
+        &self,
+        run: &MixRun,
+        rows: &mut Vec<(String, String)>,
+        first_errors: &mut Vec<(String, String)>,
+    ) {
+        let (label, how) = match run.rate {
+            None => ("run".to_owned(), "closed loop".to_owned()),
+            Some(r) => (
+                format!("open loop {r:.0}/s"),
+                format!(
+                    "{r:.0} requests/s offered (Poisson arrivals; latency from the due time, \
+                     sends at most {} behind it)",
+                    fmt_ms(Some(run.late))
+                ),
+            ),
+        };
+        rows.push((
+            label.clone(),
+            format!(
+                "{} s (ran {:.2} s), concurrency {}, {} connections, {how}",
+                self.duration,
+                run.ran.as_secs_f64(),
+                self.concurrency,
+                run.connects
+            ),
+        ));
+        let secs = run.ran.as_secs_f64().max(1e-9);
+        rows.push((
+            "  op".into(),
+            format!(
+                "{:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7}",
+                "count", "ops/s", "p50", "p99", "p999", "max", "errors"
+            ),
+        ));
+        for (op, s) in Op::ALL.iter().zip(&run.ops) {
+            rows.push((
+                format!("    {}", op.label()),
+                format!(
+                    "{:>9} {:>9.1} {:>10} {:>10} {:>10} {:>10} {:>7}",
+                    s.requests,
+                    s.requests as f64 / secs,
+                    fmt_ms(s.percentile(0.50)),
+                    fmt_ms(s.percentile(0.99)),
+                    fmt_ms(s.percentile(0.999)),
+                    fmt_ms((s.parts > 0).then(|| s.max_latency())),
+                    s.errors_total()
+                ),
+            ));
+            for (kind, _, detail) in s.errors() {
+                if let Some(d) = detail {
+                    first_errors.push((
+                        format!("{label} {} {}", op.label(), kind.label()),
+                        d.to_owned(),
+                    ));
+                }
+            }
+        }
+        let total: u64 = run.ops.iter().map(|s| s.requests).sum();
+        let errors: u64 = run.ops.iter().map(Stats::errors_total).sum();
+        rows.push((
+            "  total".into(),
+            format!(
+                "{total} requests, {:.1} ops/s, {errors} errors",
+                total as f64 / secs
+            ),
+        ));
+        let dropped: u64 = run.ops.iter().map(Stats::samples_dropped).sum();
+        if dropped > 0 {
+            rows.push((
+                "  latency samples".into(),
+                format!("{dropped} dropped; percentiles from the first ones kept"),
+            ));
+        }
+        if run.abandoned > 0 {
+            rows.push((
+                "  hard stop".into(),
+                format!("{} workers abandoned", run.abandoned),
+            ));
+        }
+        if let Some(c) = run.server_cpu {
+            let per = if total > 0 {
+                format!(
+                    "; {:.0} µs per request",
+                    c.0 / 100.0 * secs * 1e6 / total as f64
+                )
+            } else {
+                String::new()
+            };
+            rows.push(("  server CPU".into(), format!("{}{per}", fmt_cpu(c))));
+        }
+        if let Some(c) = run.my_cpu {
+            rows.push(("  load generator CPU".into(), fmt_cpu(c)));
+        }
     }
 
     pub(crate) fn render(&self) -> String {
@@ -1133,66 +1340,9 @@ impl Report {
             };
             rows.push((format!("most followed #{}", c.rank), got));
         }
-        rows.push((
-            "run".into(),
-            format!(
-                "{} s (ran {:.2} s), concurrency {}, {} connections",
-                self.duration,
-                self.ran.as_secs_f64(),
-                self.concurrency,
-                self.run_connects
-            ),
-        ));
-        let secs = self.ran.as_secs_f64().max(1e-9);
-        rows.push((
-            "op".into(),
-            format!(
-                "{:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7}",
-                "count", "ops/s", "p50", "p99", "p999", "max", "errors"
-            ),
-        ));
         let mut first_errors = Vec::new();
-        for (op, s) in Op::ALL.iter().zip(&self.ops) {
-            rows.push((
-                format!("  {}", op.label()),
-                format!(
-                    "{:>9} {:>9.1} {:>10} {:>10} {:>10} {:>10} {:>7}",
-                    s.requests,
-                    s.requests as f64 / secs,
-                    fmt_ms(s.percentile(0.50)),
-                    fmt_ms(s.percentile(0.99)),
-                    fmt_ms(s.percentile(0.999)),
-                    fmt_ms((s.parts > 0).then(|| s.max_latency())),
-                    s.errors_total()
-                ),
-            ));
-            for (kind, _, detail) in s.errors() {
-                if let Some(d) = detail {
-                    first_errors.push((format!("{} {}", op.label(), kind.label()), d.to_owned()));
-                }
-            }
-        }
-        let total: u64 = self.ops.iter().map(|s| s.requests).sum();
-        let errors: u64 = self.ops.iter().map(Stats::errors_total).sum();
-        rows.push((
-            "total".into(),
-            format!(
-                "{total} requests, {:.1} ops/s, {errors} errors",
-                total as f64 / secs
-            ),
-        ));
-        let dropped: u64 = self.ops.iter().map(Stats::samples_dropped).sum();
-        if dropped > 0 {
-            rows.push((
-                "latency samples".into(),
-                format!("{dropped} dropped; percentiles from the first ones kept"),
-            ));
-        }
-        if self.abandoned > 0 {
-            rows.push((
-                "hard stop".into(),
-                format!("{} workers abandoned", self.abandoned),
-            ));
+        for run in std::iter::once(&self.closed).chain(&self.open) {
+            self.render_run(run, &mut rows, &mut first_errors);
         }
         if let Some(r) = &self.restore {
             rows.push(("restore unfollowed".into(), phase_row(r, "edges")));
@@ -1225,9 +1375,6 @@ impl Report {
                 rows.push(("cache hit rate overall".into(), rate(all)));
             }
         }
-        if let Some(c) = self.server_cpu {
-            rows.push(("server CPU (run)".into(), fmt_cpu(c)));
-        }
         if let Some((max, start, built)) = self.server_rss {
             rows.push((
                 "server RSS max".into(),
@@ -1238,9 +1385,6 @@ impl Report {
                     mib(built)
                 ),
             ));
-        }
-        if let Some(c) = self.my_cpu {
-            rows.push(("load generator CPU (run)".into(), fmt_cpu(c)));
         }
         for (label, phase) in self
             .build
@@ -1342,6 +1486,7 @@ mod tests {
             zipf: 1.0,
             write_permille: 10,
             warm: false,
+            rate: vec![200.0],
             skip_build: false,
             build_timeout: 60,
             server_pid: None,
@@ -1365,7 +1510,14 @@ mod tests {
             (200, 2000),
             "{text}"
         );
-        assert!(report.ops[0].requests > 0, "{text}");
+        assert!(report.closed.ops[0].requests > 0, "{text}");
+        // The open-loop run offered about 200 requests/s for 1 s.
+        let open: u64 = report.open[0].ops.iter().map(|s| s.requests).sum();
+        assert!(
+            (100..400).contains(&open),
+            "{open} requests at 200/s: {text}"
+        );
+        assert!(text.contains("open loop 200/s"), "{text}");
         assert_eq!(report.top.len(), CHECKED, "{text}");
         assert!(text.contains("  followers "), "{text}");
         assert!(text.contains("cache hit rate"), "{text}");

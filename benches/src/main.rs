@@ -253,6 +253,11 @@ struct GraphArgs {
     /// without it the run starts from a cold cache and the long tail of accounts misses).
     #[arg(long)]
     warm: bool,
+    /// After the closed-loop run, one open-loop run of --duration s per rate given (requests/s
+    /// in all, comma-separated): Poisson arrivals spread over the --concurrency connections,
+    /// latency measured from each request's due time.
+    #[arg(long, value_delimiter = ',')]
+    rate: Vec<f64>,
     /// Most seconds the build may take; what is not done by then counts as errors.
     #[arg(long, default_value_t = 1800)]
     build_timeout: u64,
