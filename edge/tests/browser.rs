@@ -64,6 +64,20 @@ fn hlsjs_plays_a_private_stream_with_a_playback_token() {
     assert_eq!(server.get("/live/browser/index.m3u8").status, 403);
 }
 
+/// hls.js plays through nginx `proxy_cache` in front of the server (docs/deployment.md): the
+/// cache keeps the blocking reloads and parts, the player sees a clean low-latency playback.
+#[test]
+fn hlsjs_plays_through_nginx_proxy_cache() {
+    let server = Server::start("auto", &[]);
+    let cache = NginxCache::start(server.http);
+    let url = cache.url("/live/browser/index.m3u8");
+    let v = play::<&str>(&server, Player::HlsJs, &url, &[]);
+    assert!(
+        v["protocols"]["http/1.1"].as_u64().unwrap_or(0) > 10,
+        "requests through the cache: {v}"
+    );
+}
+
 /// A server with a `zerocast cert` certificate, played over HTTPS with the certificate pinned
 /// in Chromium by its SPKI (and QUIC forced on the origin for `h3`); checks that every
 /// request went over `proto`.
