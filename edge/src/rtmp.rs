@@ -17,6 +17,7 @@ use zerocast_ingest::session::{Output, ServerSession, SessionError, SessionEvent
 use crate::hub::{lock, PublishError, Stream};
 use crate::limits::held_back;
 use crate::metrics::Limit;
+use crate::sources::Role;
 use crate::transport::Transport;
 use crate::Ctx;
 
@@ -130,8 +131,12 @@ impl Conn {
         let (app, app_key) = zerocast_ingest::split_stream_key(&app);
         let (name, name_key) = zerocast_ingest::split_stream_key(&raw);
         let key = name_key.or(app_key);
+        // `NAME?role=backup`: a backup publisher of the same stream (see crate::sources).
+        let role = Role::from_query(raw.split_once('?').map(|(_, q)| q));
         let verdict = if self.publishing.is_some() {
             Err("this connection is already publishing".to_owned())
+        } else if let Err(why) = &role {
+            Err(why.clone())
         } else if app != APP {
             Err(format!(
                 "unknown application {app:?}: publish to rtmp://HOST/{APP}/NAME"
@@ -142,7 +147,12 @@ impl Conn {
             match ctx.auth.authorize(app, name, key, self.peer).await {
                 Ok(grant) => ctx
                     .hub
-                    .claim(name, self.id, grant, crate::unix_ms())
+                    .claim(
+                        name,
+                        (self.id, role.clone().unwrap_or(Role::Primary)),
+                        grant,
+                        crate::unix_ms(),
+                    )
                     .map_err(|e| {
                         if matches!(e, PublishError::TooManyStreams(_)) {
                             ctx.metrics.count_limit(Limit::MaxStreams);
@@ -154,7 +164,8 @@ impl Conn {
         };
         match verdict {
             Ok(stream) => {
-                tracing::info!(stream = %name, peer = %self.peer, private = stream.is_private(), "publish started");
+                let role = role.unwrap_or(Role::Primary);
+                tracing::info!(stream = %name, peer = %self.peer, private = stream.is_private(), %role, "publish started");
                 self.publishing = Some(stream);
                 if let Err(e) = self.session.accept_publish(request_id) {
                     tracing::warn!(stream = %name, "accepting publish: {e}");
@@ -207,12 +218,12 @@ impl Conn {
             SessionEvent::Track(track) => {
                 if let Some(s) = &self.publishing {
                     tracing::info!(stream = %s.name, codec = %track.codec_string(), "track");
-                    s.handle_track(track);
+                    s.track_from(self.id, track);
                 }
             }
             SessionEvent::Frame(frame) => {
                 if let Some(s) = &self.publishing {
-                    s.handle_frame(frame, crate::unix_ms(), &ctx.metrics);
+                    s.frame_from(self.id, frame, crate::unix_ms(), &ctx.metrics);
                 }
             }
             _ => {}

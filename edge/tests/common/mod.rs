@@ -251,6 +251,11 @@ impl Drop for Server {
 
 /// ffmpeg publishing a synthetic 30 fps picture and a sine tone for `secs` seconds.
 pub fn ffmpeg_publish(url: &str, secs: u32, size: &str) -> Child {
+    ffmpeg_publish_gop(url, secs, size, 60)
+}
+
+/// [`ffmpeg_publish`] with a keyframe every `gop` frames (30 fps).
+pub fn ffmpeg_publish_gop(url: &str, secs: u32, size: &str, gop: u32) -> Child {
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
         .args([
@@ -269,7 +274,16 @@ pub fn ffmpeg_publish(url: &str, secs: u32, size: &str) -> Child {
             "-tune",
             "zerolatency",
         ])
-        .args(["-g", "60", "-b:v", "1M", "-c:a", "aac", "-b:a", "96k"])
+        .args([
+            "-g",
+            &gop.to_string(),
+            "-b:v",
+            "1M",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+        ])
         .args(["-f", "flv", url])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
