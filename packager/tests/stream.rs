@@ -711,3 +711,74 @@ fn parts_opening_a_new_timeline_say_so() {
     assert!(first_after > 0);
     assert_eq!(starts.iter().filter(|s| s.1).count(), 1, "{starts:?}");
 }
+
+/// A new publisher after a discontinuity (a reconnect, or a backup taking over) continues the
+/// video exactly where the old video ended (in 90 kHz ticks, not rounded to ms), its audio
+/// keeps its own sync with its video, and the parts before the discontinuity list the video's
+/// duration (players place the next stretch by the playlist).
+#[test]
+fn a_new_publisher_continues_the_video_exactly() {
+    use std::cell::RefCell;
+    // (track, tfdt, samples) of every chunk, and each part's listed duration.
+    let chunks: RefCell<Vec<(u32, u64, u64)>> = RefCell::default();
+    let mut collect = |p: &mut Packager| {
+        while let Some(ev) = p.poll_event() {
+            if let Event::Chunk { tracks, .. } = ev {
+                for (id, f) in tracks {
+                    let t = tfdt(&f.header, id).expect("tfdt");
+                    chunks.borrow_mut().push((id, t, f.payloads.len() as u64));
+                }
+            }
+        }
+    };
+    let mut p = Packager::new(PackagerConfig::default());
+    let (v, a) = tracks();
+    p.handle_track(v);
+    p.handle_track(a);
+    // 0.5 s keyframes; the old publisher stops mid-GOP (4.1 s).
+    feed_collect(&mut p, &mut collect, T0, 4, 15);
+    p.handle_discontinuity();
+    collect(&mut p);
+    let cut = chunks.borrow().len();
+    let (v, a) = tracks();
+    p.handle_track(v);
+    p.handle_track(a);
+    feed_collect(&mut p, &mut collect, T0 + 5_000, 2, 15);
+    let chunks = chunks.into_inner();
+    let (old, new) = chunks.split_at(cut);
+    let end = |track: u32, per_sample: u64| -> u64 {
+        old.iter()
+            .filter(|c| c.0 == track)
+            .map(|c| c.1 + c.2 * per_sample)
+            .max()
+            .unwrap()
+    };
+    let start = |track: u32| new.iter().find(|c| c.0 == track).unwrap().1;
+    let video_end = end(1, 3000);
+    assert_eq!(start(1), video_end, "video continues");
+    // The new publisher's first audio frame after its keyframe is stamped 21 ms after it
+    // (the feeder's millisecond clock): 1008 ticks at 48 kHz after the video's new start.
+    assert_eq!(
+        start(2),
+        video_end * 48_000 / 90_000 + 1008,
+        "audio keeps its sync"
+    );
+    let mut text = String::new();
+    p.playlist().render(&mut text, Skip::No).unwrap();
+    let parsed = check::parse(&text).unwrap();
+    let cut = parsed
+        .segments
+        .iter()
+        .position(|s| s.discontinuity)
+        .unwrap();
+    let listed: f64 = parsed.segments[..cut]
+        .iter()
+        .map(|s| s.duration.unwrap())
+        .sum();
+    let first_video = old.iter().find(|c| c.0 == 1).unwrap().1;
+    let video = (video_end - first_video) as f64 / 90_000.0;
+    assert!(
+        (listed - video).abs() < 0.002,
+        "listed {listed} s before the discontinuity, video {video} s\n{text}"
+    );
+}
