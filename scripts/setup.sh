@@ -37,4 +37,9 @@ if ! python3 -c 'import aioquic, h2' >/dev/null 2>&1; then
   python3 -m pip install --quiet aioquic==1.7.2 h2==4.2.0 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages aioquic==1.7.2 h2==4.2.0
 fi
+# tansu, a Kafka-protocol broker, for scripts/kafka-it.sh: only when asked (`--kafka`), since
+# it builds from source (15-40 minutes on 2 cores).
+if [ "${1:-}" = "--kafka" ] && ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+  cargo install tansu --version 0.6.0 --locked --no-default-features --features dynostore
+fi
 echo "setup: ok"
