@@ -457,10 +457,11 @@ fn pdt_ms(pdt: &str) -> f64 {
 fn a_backup_publisher_continues_the_stream_when_the_primary_dies() {
     let _g = serial();
     let server = Server::start("auto", &["--reconnect-grace", "1000"]);
-    // Keyframes every 0.5 s, so a takeover waits at most that long for one.
-    let mut primary = ffmpeg_publish_gop(&server.rtmp_url("bk"), 30, "320x240", 15);
+    // Keyframes every 0.4 s (a multiple of the 200 ms part target: no short parts), so a
+    // takeover waits at most that long for one.
+    let mut primary = ffmpeg_publish_gop(&server.rtmp_url("bk"), 30, "320x240", 12);
     let path = server.wait_live("bk", Duration::from_secs(15));
-    let mut backup = ffmpeg_publish_gop(&server.rtmp_url("bk?role=backup"), 12, "320x240", 15);
+    let mut backup = ffmpeg_publish_gop(&server.rtmp_url("bk?role=backup"), 12, "320x240", 12);
     std::thread::sleep(Duration::from_secs(3));
     let (_, p, text) = playlist(&server, &path, "");
     assert!(
@@ -487,7 +488,7 @@ fn a_backup_publisher_continues_the_stream_when_the_primary_dies() {
     println!(
         "the backup took over {switch_ms:.0} ms of wall-clock time after the primary's last frame"
     );
-    // Killed, the primary leaves at once: the backup's next keyframe (0.5 s GOP) continues.
+    // Killed, the primary leaves at once: the backup's next keyframe (0.4 s GOP) continues.
     // The bound is 1.5 s; a loaded machine delays encoders, hence the margin here.
     assert!(switch_ms < 3000.0, "{switch_ms} ms:\n{text}");
     let metrics = server.get("/metrics").text();
@@ -510,9 +511,9 @@ fn a_backup_publisher_continues_the_stream_when_the_primary_dies() {
 fn a_stalled_primary_is_replaced_after_the_gap_and_takes_back_when_it_resumes() {
     let _g = serial();
     let server = Server::start("auto", &["--backup-gap", "1000"]);
-    let mut primary = ffmpeg_publish_gop(&server.rtmp_url("st"), 30, "320x240", 15);
+    let mut primary = ffmpeg_publish_gop(&server.rtmp_url("st"), 30, "320x240", 12);
     let path = server.wait_live("st", Duration::from_secs(15));
-    let mut backup = ffmpeg_publish_gop(&server.rtmp_url("st?role=backup"), 30, "320x240", 15);
+    let mut backup = ffmpeg_publish_gop(&server.rtmp_url("st?role=backup"), 30, "320x240", 12);
     std::thread::sleep(Duration::from_secs(2));
     let switches = |server: &Server| {
         metric_sum(

@@ -143,6 +143,8 @@ pub struct Packager {
     rebasing: [bool; 2],
     /// End of each kind's media so far (last sample's decode time plus its duration).
     ends: [Option<Timestamp>; 2],
+    /// Where the current publisher's video starts on the timeline (its first keyframe).
+    stretch_start: Option<Timestamp>,
     playlist: MediaPlaylist,
     events: VecDeque<Event>,
     dropped: u64,
@@ -174,6 +176,7 @@ impl Packager {
             offsets: [None; 2],
             rebasing: [false; 2],
             ends: [None; 2],
+            stretch_start: None,
             playlist: MediaPlaylist::new(config.playlist),
             events: VecDeque::new(),
             dropped: 0,
@@ -294,11 +297,15 @@ impl Packager {
             let off = match kind {
                 TrackKind::Video => to(self.ends[video].or(self.ends[1 - video])),
                 TrackKind::Audio if !self.rebasing[video] && self.has_video() => {
-                    self.offsets[video].map(|o| o.rescale(scale).ticks())
+                    to(self.stretch_start)
                 }
                 TrackKind::Audio => to(self.ends[k].or(self.ends[video])),
             };
             self.offsets[k] = off.map(|o| Timestamp::new(o, scale));
+            if kind == TrackKind::Video {
+                let start = frame.dts.ticks() + off.unwrap_or(0);
+                self.stretch_start = Some(Timestamp::new(start, scale));
+            }
         }
         if let Some(off) = self.offsets[k] {
             let off = off.rescale(scale).ticks();
@@ -572,7 +579,16 @@ impl Packager {
     /// Writes out the held-back video frame and pending audio, closing the segment.
     fn flush(&mut self) {
         if let Some(prev) = self.pending_video.take() {
-            let d = self.last_video_duration.max(1);
+            let mut d = self.last_video_duration.max(1);
+            // End where both tracks have media: a last video frame reaching past the audio
+            // is cut at the audio's end, where the next stretch starts (a player re-anchors
+            // a discontinuity at its first sample, so audio ending early would leave a hole).
+            if let Some(audio_end) = self.ends[kind_index(TrackKind::Audio)] {
+                let audio_end = audio_end.rescale(prev.dts.scale()).ticks();
+                if audio_end > prev.dts.ticks() && audio_end < prev.dts.ticks() + d {
+                    d = audio_end - prev.dts.ticks();
+                }
+            }
             self.emit_video(prev, d);
         }
         if !self.pending_audio.is_empty() {
