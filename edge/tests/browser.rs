@@ -18,13 +18,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// hls.js with the settings the README recommends for the lowest latency (PART-HOLD-BACK as
-/// the target, a jump back to it when more than 1 s behind, catch-up at up to 1.5x).
 #[test]
 fn hlsjs_plays_low_latency_without_stalls() {
     let server = Server::start("auto", &[]);
     let url = server.url("/live/browser/index.m3u8");
-    let v = play::<&str>(&server, Player::HlsJsLowest, &url, &[]);
+    let v = play::<&str>(&server, Player::HlsJs, &url, &[]);
     assert_eq!(
         v["protocols"]["http/1.1"].as_u64().map(|n| n > 0),
         Some(true),
@@ -148,18 +146,9 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// A player the harness drives (`--player`).
-/// The hls.js settings README.md recommends for the lowest latency with the default 200 ms
-/// parts (docs/performance.md, "hls.js and the 1.0 s goal"): aim at `PART-HOLD-BACK` (0.6 s),
-/// jump back to it when the playhead is more than 1.0 s behind the playlist's end (hls.js's
-/// rate catch-up only works with more than 1 s buffered, so it never brings a start-up delay
-/// below about 1.1 s), and catch up at up to 1.5x otherwise.
-const HLSJS_LOWEST_LATENCY: &str = r#"{"liveSyncDuration":0.6,"liveMaxLatencyDuration":1.0,"liveSyncMode":"buffered","maxLiveSyncPlaybackRate":1.5}"#;
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Player {
     HlsJs,
-    /// hls.js with [`HLSJS_LOWEST_LATENCY`].
-    HlsJsLowest,
     DashJs,
     Shaka,
 }
@@ -167,7 +156,7 @@ enum Player {
 impl Player {
     fn arg(self) -> &'static str {
         match self {
-            Player::HlsJs | Player::HlsJsLowest => "hlsjs",
+            Player::HlsJs => "hlsjs",
             Player::DashJs => "dashjs",
             Player::Shaka => "shaka",
         }
@@ -179,7 +168,6 @@ impl Player {
             // Let hls.js catch up to its latency target by playing slightly faster, as LL-HLS
             // deployments configure it (the default, 1.0, never catches up after start-up).
             Player::HlsJs => r#"{"maxLiveSyncPlaybackRate":1.5}"#,
-            Player::HlsJsLowest => HLSJS_LOWEST_LATENCY,
             // dash.js (catch-up on, live delay from the ServiceDescription) and Shaka
             // (lowLatencyMode) as the harness sets them up.
             Player::DashJs | Player::Shaka => "{}",
@@ -304,7 +292,7 @@ fn assert_clean(player: Player, run: &Run, seconds: f64) {
     let median = v["latency"]["median"].as_f64().expect("latency measured");
     assert!(median > 0.0);
     match player {
-        Player::HlsJs | Player::HlsJsLowest => {
+        Player::HlsJs => {
             assert_eq!(
                 v["partsUsed"], true,
                 "hls.js did not use LL-HLS parts: {run}"
