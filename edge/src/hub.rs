@@ -378,8 +378,8 @@ pub struct Stats {
 /// Publishing state of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Publisher {
-    /// A publisher with this connection id is live.
-    Live(u64),
+    /// A publisher is live ([`Sources`] knows which).
+    Live,
     /// The publisher left at this instant; it may come back within the grace window.
     Gone(Instant),
     /// The stream has ended.
@@ -529,7 +529,7 @@ impl Stream {
             view: ArcSwap::default(),
             mpd_url: ArcSwapOption::empty(),
             packager: Mutex::new(Packager::new(config)),
-            publisher: Mutex::new(Publisher::Live(conn)),
+            publisher: Mutex::new(Publisher::Live),
             chunks: Notify::new(),
             playlist: Notify::new(),
             stats: Stats::default(),
@@ -595,7 +595,6 @@ impl Stream {
                 tracks,
                 silent_for,
             } => {
-                *lock(&self.publisher) = Publisher::Live(conn);
                 match silent_for {
                     Some(d) => tracing::info!(
                         stream = %self.name,
@@ -1003,7 +1002,7 @@ impl Hub {
         if let Some(s) = current.get(name) {
             let mut p = lock(&s.publisher);
             match *p {
-                Publisher::Live(_) => {
+                Publisher::Live => {
                     if *lock(&s.owner) != grant.id || !lock(&s.sources).join(conn, role) {
                         return Err(PublishError::Busy(name.to_owned()));
                     }
@@ -1017,7 +1016,7 @@ impl Hub {
                         return Err(PublishError::Busy(name.to_owned()));
                     }
                     s.private.store(grant.private, Ordering::Relaxed);
-                    *p = Publisher::Live(conn);
+                    *p = Publisher::Live;
                     return Ok(s.clone());
                 }
                 Publisher::Ended(_) => {}
@@ -1074,9 +1073,8 @@ impl Hub {
     pub fn release(&self, stream: &Stream, conn: u64) {
         let mut p = lock(&stream.publisher);
         match lock(&stream.sources).leave(conn) {
-            Left::Active {
-                standby: Some(next),
-            } => *p = Publisher::Live(next),
+            // The stream stays live: the publisher on standby takes over at its keyframe.
+            Left::Active { standby: Some(_) } => {}
             Left::Active { standby: None } => {
                 *p = Publisher::Gone(Instant::now());
                 drop(p);

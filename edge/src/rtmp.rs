@@ -132,27 +132,20 @@ impl Conn {
         let (name, name_key) = zerocast_ingest::split_stream_key(&raw);
         let key = name_key.or(app_key);
         // `NAME?role=backup`: a backup publisher of the same stream (see crate::sources).
-        let role = Role::from_query(raw.split_once('?').map(|(_, q)| q));
-        let verdict = if self.publishing.is_some() {
-            Err("this connection is already publishing".to_owned())
-        } else if let Err(why) = &role {
-            Err(why.clone())
-        } else if app != APP {
-            Err(format!(
+        let verdict = match Role::from_query(raw.split_once('?').map(|(_, q)| q)) {
+            _ if self.publishing.is_some() => {
+                Err("this connection is already publishing".to_owned())
+            }
+            Err(why) => Err(why),
+            Ok(_) if app != APP => Err(format!(
                 "unknown application {app:?}: publish to rtmp://HOST/{APP}/NAME"
-            ))
-        } else if !crate::hub::valid_name(name) {
-            Err(format!("invalid stream name {name:?}"))
-        } else {
-            match ctx.auth.authorize(app, name, key, self.peer).await {
+            )),
+            Ok(_) if !crate::hub::valid_name(name) => Err(format!("invalid stream name {name:?}")),
+            Ok(role) => match ctx.auth.authorize(app, name, key, self.peer).await {
                 Ok(grant) => ctx
                     .hub
-                    .claim(
-                        name,
-                        (self.id, role.clone().unwrap_or(Role::Primary)),
-                        grant,
-                        crate::unix_ms(),
-                    )
+                    .claim(name, (self.id, role), grant, crate::unix_ms())
+                    .map(|stream| (stream, role))
                     .map_err(|e| {
                         if matches!(e, PublishError::TooManyStreams(_)) {
                             ctx.metrics.count_limit(Limit::MaxStreams);
@@ -160,11 +153,10 @@ impl Conn {
                         e.to_string()
                     }),
                 Err(why) => Err(why),
-            }
+            },
         };
         match verdict {
-            Ok(stream) => {
-                let role = role.unwrap_or(Role::Primary);
+            Ok((stream, role)) => {
                 tracing::info!(stream = %name, peer = %self.peer, private = stream.is_private(), %role, "publish started");
                 self.publishing = Some(stream);
                 if let Err(e) = self.session.accept_publish(request_id) {

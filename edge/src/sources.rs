@@ -140,7 +140,8 @@ impl Sources {
     }
 
     /// The connection being packaged.
-    pub fn active_conn(&self) -> Option<u64> {
+    #[cfg(test)]
+    fn active_conn(&self) -> Option<u64> {
         self.active
             .and_then(|r| self.slots[r.index()].as_ref())
             .map(|s| s.conn)
