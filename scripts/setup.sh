@@ -13,6 +13,8 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# nginx as a caching proxy in front of zerocast (edge/tests/http_cache.rs).
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
@@ -34,5 +36,10 @@ if ! python3 -c 'import aioquic, h2' >/dev/null 2>&1; then
   # Debian's own python3 refuses global installs (PEP 668) unless told otherwise.
   python3 -m pip install --quiet aioquic==1.7.2 h2==4.2.0 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages aioquic==1.7.2 h2==4.2.0
+fi
+# tansu, a Kafka-protocol broker, for scripts/kafka-it.sh: only when asked (`--kafka`), since
+# it builds from source (15-40 minutes on 2 cores).
+if [ "${1:-}" = "--kafka" ] && ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+  cargo install tansu --version 0.6.0 --locked --no-default-features --features dynostore
 fi
 echo "setup: ok"

@@ -162,6 +162,11 @@ ticks() { # CPU ticks (user + system) of the pids given, summed
   for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2> /dev/null || echo 0))); done
   echo "$t"
 }
+sys_ticks() { # the system (kernel) part of ticks
+  local p t=0
+  for p in "$@"; do t=$((t + $(awk '{print $15}' "/proc/$p/stat" 2> /dev/null || echo 0))); done
+  echo "$t"
+}
 pss_mb() { # proportional set size of the pids given, summed, MB (shared pages counted once)
   local p kb=0
   for p in "$@"; do
@@ -325,7 +330,7 @@ measure() {
       for _ in $(seq 20); do [[ -s "$work/newest" ]] && break; sleep 0.1; done
       ;;
   esac
-  t0=$(ticks "${sp[@]}"); f0=$(ticks "$ff"); m0=$(machine); w0=$(now)
+  t0=$(ticks "${sp[@]}"); k0=$(sys_ticks "${sp[@]}"); f0=$(ticks "$ff"); m0=$(machine); w0=$(now)
   [[ -z "$upd" ]] || u0=$(awk '{print $16 + $17}' "/proc/$upd/stat")
   # The client runs under a shell that reports its CPU (children time) on fd 3.
   case "$load" in
@@ -345,7 +350,7 @@ measure() {
         3> "$work/client-ticks" > "$out" 2>&1 || rc=$?
       ;;
   esac
-  w1=$(now); m1=$(machine); f1=$(ticks "$ff"); t1=$(ticks "${sp[@]}")
+  w1=$(now); m1=$(machine); f1=$(ticks "$ff"); t1=$(ticks "${sp[@]}"); k1=$(sys_ticks "${sp[@]}")
   if [[ -n "$upd" ]]; then
     u1=$(awk '{print $16 + $17}' "/proc/$upd/stat")
     kill "$upd" 2> /dev/null || true; wait "$upd" 2> /dev/null || true
@@ -381,7 +386,7 @@ measure() {
   fi
   (( rc == 0 || rc == 1 )) || errs="$errs (exit $rc)"
   rows+=("$(awk -v name="$name" -v load="$load" -v n="$n" -v rep="$rep" -v hz="$hz" \
-    -v wall="$(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}')" -v t=$((t1 - t0)) -v c="$c" \
+    -v wall="$(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}')" -v t=$((t1 - t0)) -v k=$((k1 - k0)) -v c="$c" \
     -v f=$((f1 - f0)) -v m=$((m1 - m0)) -v reqs="$reqs" -v rps="$rps" -v p50="${p50:--}" \
     -v p99="${p99:--}" -v late="${late:--}" -v errs="${errs:--}" -v mem="$(pss_mb "${sp[@]}")" \
     -v reps="$repeats" 'BEGIN {
@@ -390,8 +395,8 @@ measure() {
       if (reqs > 0) {
         us = 1e6 / hz / reqs; su = sprintf("%.1f", t * us); scu = sprintf("%.1f", (t + c) * us)
       } else { su = "-"; scu = "-" }
-      printf "| %s | %s | %s | %s | %.1f %% | %s | %.1f %% | %s | %s | %s | %s | %s | %s | %.1f %% |", \
-        label, load, n, rps, t * pct, su, c * pct, scu, p50, p99, late, errs, mem, other
+      printf "| %s | %s | %s | %s | %.1f %% | %.1f %% | %s | %.1f %% | %s | %s | %s | %s | %s | %s | %.1f %% |", \
+        label, load, n, rps, t * pct, k * pct, su, c * pct, scu, p50, p99, late, errs, mem, other
     }')")
   echo "${rows[-1]}" >&2
 }
@@ -439,11 +444,12 @@ if (( busy > 20 )); then
     "rates and latencies are not those of a quiet machine; compare rows of this run only, or QUIET=1"
 fi
 echo
-echo "| server | load | conns | req/s | server CPU | server µs/req | client CPU | server+client µs/req | p50 ms | p99 ms | lateness p99 ms | errors | server PSS MB | other CPU |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| server | load | conns | req/s | server CPU | of it kernel | server µs/req | client CPU | server+client µs/req | p50 ms | p99 ms | lateness p99 ms | errors | server PSS MB | other CPU |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${rows[@]}"
 echo
 echo "CPU: % of one core over the run, user + system from /proc/PID/stat (nginx: master + workers);"
+echo "of it kernel: the system part (syscalls, TCP, softirq work run in the server's context);"
 echo "µs/req: CPU time / requests. client: wrk (+ the newest-URI poller) or zerocast-load. On loopback"
 echo "the receiver does part of the sender's kernel work (copies, ACK processing), so a server"
 echo "that sendfile()s can look cheaper on its own than in server+client. other: all cores' busy"

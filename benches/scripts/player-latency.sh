@@ -70,6 +70,9 @@ play "zerocast LL-DASH, dash.js" dashjs "http://127.0.0.1:$http/live/demo/index.
 play "zerocast LL-DASH, Shaka" shaka "http://127.0.0.1:$http/live/demo/index.mpd"
 play "zerocast LL-HLS, hls.js" hlsjs "http://127.0.0.1:$http/live/demo/index.m3u8" \
   '{"maxLiveSyncPlaybackRate":1.5}'
+# README.md's lowest-latency hls.js settings.
+play "zerocast LL-HLS, hls.js lowest" hlsjs "http://127.0.0.1:$http/live/demo/index.m3u8" \
+  '{"liveSyncDuration":0.6,"liveMaxLatencyDuration":1.0,"liveSyncMode":"buffered","maxLiveSyncPlaybackRate":1.5}'
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
 pids=()

@@ -74,6 +74,9 @@ pub struct Config {
     pub playlist_window: usize,
     /// How long a stream waits for its publisher to come back before it ends, milliseconds.
     pub reconnect_grace: u64,
+    /// A backup publisher (`?role=backup`) takes over after the packaged publisher sent no
+    /// frame for this long, milliseconds.
+    pub backup_gap: u64,
     /// How long an ended stream keeps answering (with `EXT-X-ENDLIST`), milliseconds.
     pub ended_linger: u64,
     /// Longest a blocking playlist or part request is held, in target durations.
@@ -219,6 +222,7 @@ impl Default for Config {
             segment_target: 2000,
             playlist_window: 20,
             reconnect_grace: 10_000,
+            backup_gap: 1_000,
             ended_linger: 30_000,
             block_limit: 3,
             sendfile: true,
@@ -350,6 +354,10 @@ pub struct Overrides {
     /// Publisher reconnect grace window in milliseconds [default: 10000].
     #[arg(long, value_name = "MS")]
     pub reconnect_grace: Option<u64>,
+    /// A backup publisher takes over after this many milliseconds without frames from the
+    /// packaged one [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub backup_gap: Option<u64>,
     /// Streams with their own series in /metrics; more share stream="~other" [default: 1000].
     #[arg(long, value_name = "N")]
     pub metrics_max_streams: Option<usize>,
@@ -484,6 +492,7 @@ impl Config {
         var!("ZEROCAST_SEGMENT_TARGET", self.segment_target);
         var!("ZEROCAST_PLAYLIST_WINDOW", self.playlist_window);
         var!("ZEROCAST_RECONNECT_GRACE", self.reconnect_grace);
+        var!("ZEROCAST_BACKUP_GAP", self.backup_gap);
         var!("ZEROCAST_ENDED_LINGER", self.ended_linger);
         var!("ZEROCAST_BLOCK_LIMIT", self.block_limit);
         var!("ZEROCAST_METRICS_MAX_STREAMS", self.metrics_max_streams);
@@ -616,6 +625,9 @@ impl Config {
         }
         if let Some(v) = f.reconnect_grace {
             self.reconnect_grace = v;
+        }
+        if let Some(v) = f.backup_gap {
+            self.backup_gap = v;
         }
         if let Some(v) = f.metrics_max_streams {
             self.metrics_max_streams = v;

@@ -23,6 +23,7 @@ use crate::memfd::{MediaWriter, Span};
 use crate::metrics::{Metrics, StreamMetrics, StreamSeries};
 use crate::notify::Notify;
 use crate::publish::{Grant, PublisherId};
+use crate::sources::{Left, Role, Sources, Step};
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the data here is
 /// always left consistent between statements).
@@ -377,8 +378,8 @@ pub struct Stats {
 /// Publishing state of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Publisher {
-    /// A publisher with this connection id is live.
-    Live(u64),
+    /// A publisher is live ([`Sources`] knows which).
+    Live,
     /// The publisher left at this instant; it may come back within the grace window.
     Gone(Instant),
     /// The stream has ended.
@@ -419,6 +420,8 @@ pub struct Stream {
     pub metrics: StreamMetrics,
     /// Who publishes it; only the same publisher may resume it in the grace window.
     owner: Mutex<PublisherId>,
+    /// Its primary and backup publishers, and which one is packaged.
+    sources: Mutex<Sources>,
     /// Playback needs a token.
     private: AtomicBool,
 }
@@ -508,13 +511,14 @@ impl Stream {
     fn new(
         name: String,
         config: PackagerConfig,
-        conn: u64,
+        (conn, role, gap): (u64, Role, Duration),
         grant: Grant,
         epoch: String,
         metrics: StreamMetrics,
     ) -> Self {
         Self {
             owner: Mutex::new(grant.id),
+            sources: Mutex::new(Sources::new(conn, role, gap)),
             private: AtomicBool::new(grant.private),
             metrics,
             epoch,
@@ -525,7 +529,7 @@ impl Stream {
             view: ArcSwap::default(),
             mpd_url: ArcSwapOption::empty(),
             packager: Mutex::new(Packager::new(config)),
-            publisher: Mutex::new(Publisher::Live(conn)),
+            publisher: Mutex::new(Publisher::Live),
             chunks: Notify::new(),
             playlist: Notify::new(),
             stats: Stats::default(),
@@ -569,6 +573,44 @@ impl Stream {
         }
         p.handle_frame(frame, now_unix_ms);
         self.apply(&mut p, Some(metrics));
+    }
+
+    /// A decoder configuration from publisher `conn`: packaged if `conn` is the publisher
+    /// being packaged, kept for a takeover otherwise.
+    pub fn track_from(&self, conn: u64, track: Track) {
+        if lock(&self.sources).track(conn, &track) {
+            self.handle_track(track);
+        }
+    }
+
+    /// A frame from publisher `conn`: packaged, dropped (a backup on standby), or the first
+    /// frame of a takeover (see [`crate::sources`]).
+    pub fn frame_from(&self, conn: u64, frame: Frame, now_unix_ms: i64, metrics: &Metrics) {
+        let step = lock(&self.sources).frame(conn, frame.track, frame.keyframe, Instant::now());
+        match step {
+            Step::Feed => self.handle_frame(frame, now_unix_ms, metrics),
+            Step::Drop => {}
+            Step::Switch {
+                to,
+                tracks,
+                silent_for,
+            } => {
+                match silent_for {
+                    Some(d) => tracing::info!(
+                        stream = %self.name,
+                        "the {to} publisher takes over (the other sent nothing for {} ms)",
+                        d.as_millis()
+                    ),
+                    None => tracing::info!(stream = %self.name, "the {to} publisher takes over"),
+                }
+                metrics.count_publisher_switch();
+                self.handle_discontinuity();
+                for t in tracks {
+                    self.handle_track(t);
+                }
+                self.handle_frame(frame, now_unix_ms, metrics);
+            }
+        }
     }
 
     /// The publisher left; the timeline continues after a discontinuity if one comes back.
@@ -881,6 +923,8 @@ pub struct Hub {
     series: StreamSeries,
     /// Streams held at most (`max-streams`).
     max_streams: usize,
+    /// A backup publisher takes over after the packaged one sent nothing this long.
+    backup_gap: Duration,
 }
 
 impl Hub {
@@ -893,7 +937,14 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             series,
             max_streams: usize::MAX,
+            backup_gap: Duration::from_secs(1),
         }
+    }
+
+    /// A backup publisher takes over after the packaged one sent nothing for `gap`.
+    pub fn with_backup_gap(mut self, gap: Duration) -> Self {
+        self.backup_gap = gap;
+        self
     }
 
     /// Holds at most `max` streams (live, waiting for their publisher, or ended): a new name
@@ -932,10 +983,14 @@ impl Hub {
     ///
     /// Only a publisher with the same [`PublisherId`] as the one that left may continue a
     /// stream in its grace window; the continuation takes the new grant's privacy.
+    ///
+    /// A live stream takes a second publisher in the role it lacks (a backup, or its primary
+    /// back while a backup is packaged), from the same [`PublisherId`]; it waits on standby
+    /// (see [`crate::sources`]).
     pub fn claim(
         &self,
         name: &str,
-        conn: u64,
+        (conn, role): (u64, Role),
         grant: Grant,
         now_unix_ms: i64,
     ) -> Result<Arc<Stream>, PublishError> {
@@ -947,13 +1002,21 @@ impl Hub {
         if let Some(s) = current.get(name) {
             let mut p = lock(&s.publisher);
             match *p {
-                Publisher::Live(_) => return Err(PublishError::Busy(name.to_owned())),
+                Publisher::Live => {
+                    if *lock(&s.owner) != grant.id || !lock(&s.sources).join(conn, role) {
+                        return Err(PublishError::Busy(name.to_owned()));
+                    }
+                    return Ok(s.clone());
+                }
                 Publisher::Gone(_) => {
                     if *lock(&s.owner) != grant.id {
                         return Err(PublishError::Reconnecting(name.to_owned()));
                     }
+                    if !lock(&s.sources).join(conn, role) {
+                        return Err(PublishError::Busy(name.to_owned()));
+                    }
                     s.private.store(grant.private, Ordering::Relaxed);
-                    *p = Publisher::Live(conn);
+                    *p = Publisher::Live;
                     return Ok(s.clone());
                 }
                 Publisher::Ended(_) => {}
@@ -968,7 +1031,7 @@ impl Hub {
         let s = Arc::new(Stream::new(
             name.to_owned(),
             self.config,
-            conn,
+            (conn, role, self.backup_gap),
             grant,
             epoch,
             metrics,
@@ -1004,12 +1067,20 @@ impl Hub {
     }
 
     /// Publisher `conn` of `stream` went away.
+    ///
+    /// When it was the one packaged, a publisher on standby takes over at its next keyframe;
+    /// without one, the stream waits `reconnect-grace` for a publisher to come back.
     pub fn release(&self, stream: &Stream, conn: u64) {
         let mut p = lock(&stream.publisher);
-        if *p == Publisher::Live(conn) {
-            *p = Publisher::Gone(Instant::now());
-            drop(p);
-            stream.handle_discontinuity();
+        match lock(&stream.sources).leave(conn) {
+            // The stream stays live: the publisher on standby takes over at its keyframe.
+            Left::Active { standby: Some(_) } => {}
+            Left::Active { standby: None } => {
+                *p = Publisher::Gone(Instant::now());
+                drop(p);
+                stream.handle_discontinuity();
+            }
+            Left::Standby | Left::Unknown => {}
         }
     }
 
@@ -1081,10 +1152,10 @@ mod tests {
             id: PublisherId::Owner(7),
             private: false,
         };
-        let s = hub.claim("show", 1, owner, 0).unwrap();
+        let s = hub.claim("show", (1, Role::Primary), owner, 0).unwrap();
         assert!(hub.is_live("show"));
         assert!(matches!(
-            hub.claim("show", 2, owner, 0),
+            hub.claim("show", (2, Role::Primary), owner, 0),
             Err(PublishError::Busy(_))
         ));
         hub.release(&s, 1);
@@ -1099,7 +1170,7 @@ mod tests {
                 private: false,
             };
             assert!(matches!(
-                hub.claim("show", 3, g, 0),
+                hub.claim("show", (3, Role::Primary), g, 0),
                 Err(PublishError::Reconnecting(_))
             ));
         }
@@ -1108,7 +1179,7 @@ mod tests {
             private: true,
             ..owner
         };
-        let again = hub.claim("show", 4, private, 0).unwrap();
+        let again = hub.claim("show", (4, Role::Primary), private, 0).unwrap();
         assert!(Arc::ptr_eq(&s, &again));
         assert!(again.is_private());
         // Once it ended, anyone allowed to publish may start a new instance of the name.
@@ -1120,7 +1191,7 @@ mod tests {
             id: PublisherId::Owner(8),
             private: false,
         };
-        let fresh = hub.claim("show", 5, other, 0).unwrap();
+        let fresh = hub.claim("show", (5, Role::Primary), other, 0).unwrap();
         assert!(!Arc::ptr_eq(&s, &fresh));
     }
 
@@ -1153,7 +1224,7 @@ mod tests {
     fn viewers_read_immutable_views_rendered_once_per_version() {
         let m = Metrics::new(10);
         let hub = Hub::new(Config::default().packager(), m.stream_series());
-        let s = hub.claim("v", 1, anyone(), 0).unwrap();
+        let s = hub.claim("v", (1, Role::Primary), anyone(), 0).unwrap();
         assert!(s.view().playlist.is_none() && s.rendered(Skip::No).is_none());
         publish_audio(&s, &m, 0, 5);
         let old = s.view();
@@ -1208,7 +1279,12 @@ mod tests {
         let names = ["a", "b", "c", "d"];
         let streams: Vec<_> = (1..)
             .zip(names)
-            .map(|(conn, n)| (conn, hub.claim(n, conn, anyone(), 0).unwrap()))
+            .map(|(conn, n)| {
+                (
+                    conn,
+                    hub.claim(n, (conn, Role::Primary), anyone(), 0).unwrap(),
+                )
+            })
             .collect();
         streams[0].1.viewer_joined();
         streams[2].1.viewer_joined();
@@ -1250,7 +1326,7 @@ mod tests {
         assert_eq!(series(&scrape(&m), "a").len(), 3);
 
         // Re-publishing an ended name replaces that instance; the name keeps one set of series.
-        let a2 = hub.claim("a", 9, anyone(), 0).unwrap();
+        let a2 = hub.claim("a", (9, Role::Primary), anyone(), 0).unwrap();
         let text = scrape(&m);
         assert_eq!(series(&text, "a").len(), 3, "{text}");
         assert!(text.contains("zerocast_streams 4\n"), "{text}");
@@ -1275,7 +1351,7 @@ mod tests {
         );
 
         // The freed places go to new streams.
-        hub.claim("e", 10, anyone(), 0).unwrap();
+        hub.claim("e", (10, Role::Primary), anyone(), 0).unwrap();
         assert_eq!(series(&scrape(&m), "e").len(), 3);
     }
 
@@ -1283,15 +1359,17 @@ mod tests {
     fn max_streams_refuses_new_names_and_ended_streams_make_room() {
         let m = Metrics::new(10);
         let hub = Hub::new(Config::default().packager(), m.stream_series()).with_max_streams(3);
-        let a = hub.claim("a", 1, anyone(), 0).unwrap();
-        let b = hub.claim("b", 2, anyone(), 0).unwrap();
-        hub.claim("c", 3, anyone(), 0).unwrap();
+        let a = hub.claim("a", (1, Role::Primary), anyone(), 0).unwrap();
+        let b = hub.claim("b", (2, Role::Primary), anyone(), 0).unwrap();
+        hub.claim("c", (3, Role::Primary), anyone(), 0).unwrap();
         assert_eq!(
-            hub.claim("d", 4, anyone(), 0).unwrap_err(),
+            hub.claim("d", (4, Role::Primary), anyone(), 0).unwrap_err(),
             PublishError::TooManyStreams(3)
         );
         assert_eq!(
-            hub.claim("d", 4, anyone(), 0).unwrap_err().to_string(),
+            hub.claim("d", (4, Role::Primary), anyone(), 0)
+                .unwrap_err()
+                .to_string(),
             "this server already has its maximum of 3 streams (max-streams)"
         );
         // A refused name leaves nothing behind: no stream, no series.
@@ -1299,16 +1377,19 @@ mod tests {
         assert!(series(&scrape(&m), "d").is_empty());
         // Names already in the hub are not new streams: a returning publisher continues.
         hub.release(&a, 1);
-        assert!(Arc::ptr_eq(&hub.claim("a", 5, anyone(), 0).unwrap(), &a));
+        assert!(Arc::ptr_eq(
+            &hub.claim("a", (5, Role::Primary), anyone(), 0).unwrap(),
+            &a
+        ));
         // A publisher that left still holds its place through the grace window...
         hub.release(&b, 2);
         let grace = Duration::from_secs(10);
         let t = Instant::now();
         hub.sweep(t, grace, Duration::from_secs(30));
-        assert!(hub.claim("d", 6, anyone(), 0).is_err());
+        assert!(hub.claim("d", (6, Role::Primary), anyone(), 0).is_err());
         // ... and once its stream ended, a new name takes that place.
         hub.sweep(t + grace, grace, Duration::from_secs(30));
-        hub.claim("d", 6, anyone(), 0).unwrap();
+        hub.claim("d", (6, Role::Primary), anyone(), 0).unwrap();
         assert!(hub.get("b").is_none());
         let text = scrape(&m);
         assert!(series(&text, "b").is_empty(), "{text}");

@@ -31,6 +31,7 @@ pub mod notify;
 pub mod publish;
 mod rtmp;
 pub mod server;
+pub mod sources;
 pub mod tls;
 mod transport;
 
@@ -80,7 +81,8 @@ impl Ctx {
             .map(|_| format!("h3=\":{}\"; ma=86400", config.https.port()));
         Self {
             hub: Hub::new(config.packager(), metrics.stream_series())
-                .with_max_streams(config.max_streams),
+                .with_max_streams(config.max_streams)
+                .with_backup_gap(Duration::from_millis(config.backup_gap)),
             per_ip: PerIp::new(config.max_connections_per_ip),
             publish_refusals: LogBudget::new(20, 5),
             config,

@@ -109,6 +109,7 @@ pub struct Metrics {
     rtmp_errors: Counter,
     publish_refused: Counter,
     playback_refused: Counter,
+    publisher_switches: Counter,
     limit_hits: [Counter; Limit::ALL.len()],
     streams: StreamSeries,
 }
@@ -226,6 +227,12 @@ impl Metrics {
             "Requests for a private stream without a valid playback token",
             playback_refused.clone(),
         );
+        let publisher_switches = Counter::default();
+        registry.register(
+            "zerocast_publisher_switches",
+            "Takeovers between a stream's primary and backup publishers",
+            publisher_switches.clone(),
+        );
         let limits_family = Family::<LimitLabel, Counter>::default();
         let limit_hits =
             Limit::ALL.map(|l| limits_family.get_or_create_owned(&LimitLabel { limit: l.name() }));
@@ -244,6 +251,7 @@ impl Metrics {
             rtmp_errors,
             publish_refused,
             playback_refused,
+            publisher_switches,
             limit_hits,
             streams,
         }
@@ -287,6 +295,11 @@ impl Metrics {
     /// Counts a refused request for a private stream.
     pub fn count_playback_refused(&self) {
         self.playback_refused.inc();
+    }
+
+    /// Counts a takeover between a stream's primary and backup publishers.
+    pub fn count_publisher_switch(&self) {
+        self.publisher_switches.inc();
     }
 
     /// Counts a connection closed or refused by `limit`.

@@ -17,6 +17,7 @@ use zerocast_ingest::session::{Output, ServerSession, SessionError, SessionEvent
 use crate::hub::{lock, PublishError, Stream};
 use crate::limits::held_back;
 use crate::metrics::Limit;
+use crate::sources::Role;
 use crate::transport::Transport;
 use crate::Ctx;
 
@@ -130,19 +131,21 @@ impl Conn {
         let (app, app_key) = zerocast_ingest::split_stream_key(&app);
         let (name, name_key) = zerocast_ingest::split_stream_key(&raw);
         let key = name_key.or(app_key);
-        let verdict = if self.publishing.is_some() {
-            Err("this connection is already publishing".to_owned())
-        } else if app != APP {
-            Err(format!(
+        // `NAME?role=backup`: a backup publisher of the same stream (see crate::sources).
+        let verdict = match Role::from_query(raw.split_once('?').map(|(_, q)| q)) {
+            _ if self.publishing.is_some() => {
+                Err("this connection is already publishing".to_owned())
+            }
+            Err(why) => Err(why),
+            Ok(_) if app != APP => Err(format!(
                 "unknown application {app:?}: publish to rtmp://HOST/{APP}/NAME"
-            ))
-        } else if !crate::hub::valid_name(name) {
-            Err(format!("invalid stream name {name:?}"))
-        } else {
-            match ctx.auth.authorize(app, name, key, self.peer).await {
+            )),
+            Ok(_) if !crate::hub::valid_name(name) => Err(format!("invalid stream name {name:?}")),
+            Ok(role) => match ctx.auth.authorize(app, name, key, self.peer).await {
                 Ok(grant) => ctx
                     .hub
-                    .claim(name, self.id, grant, crate::unix_ms())
+                    .claim(name, (self.id, role), grant, crate::unix_ms())
+                    .map(|stream| (stream, role))
                     .map_err(|e| {
                         if matches!(e, PublishError::TooManyStreams(_)) {
                             ctx.metrics.count_limit(Limit::MaxStreams);
@@ -150,11 +153,11 @@ impl Conn {
                         e.to_string()
                     }),
                 Err(why) => Err(why),
-            }
+            },
         };
         match verdict {
-            Ok(stream) => {
-                tracing::info!(stream = %name, peer = %self.peer, private = stream.is_private(), "publish started");
+            Ok((stream, role)) => {
+                tracing::info!(stream = %name, peer = %self.peer, private = stream.is_private(), %role, "publish started");
                 self.publishing = Some(stream);
                 if let Err(e) = self.session.accept_publish(request_id) {
                     tracing::warn!(stream = %name, "accepting publish: {e}");
@@ -207,12 +210,12 @@ impl Conn {
             SessionEvent::Track(track) => {
                 if let Some(s) = &self.publishing {
                     tracing::info!(stream = %s.name, codec = %track.codec_string(), "track");
-                    s.handle_track(track);
+                    s.track_from(self.id, track);
                 }
             }
             SessionEvent::Frame(frame) => {
                 if let Some(s) = &self.publishing {
-                    s.handle_frame(frame, crate::unix_ms(), &ctx.metrics);
+                    s.frame_from(self.id, frame, crate::unix_ms(), &ctx.metrics);
                 }
             }
             _ => {}

@@ -62,6 +62,55 @@ fn hlsjs_plays_a_private_stream_with_a_playback_token() {
     assert_eq!(server.get("/live/browser/index.m3u8").status, 403);
 }
 
+/// hls.js plays through nginx `proxy_cache` in front of the server (docs/deployment.md): the
+/// cache keeps the blocking reloads and parts, the player sees a clean low-latency playback.
+#[test]
+fn hlsjs_plays_through_nginx_proxy_cache() {
+    let server = Server::start("auto", &[]);
+    let cache = NginxCache::start(server.http);
+    let url = cache.url("/live/browser/index.m3u8");
+    let v = play::<&str>(&server, Player::HlsJs, &url, &[]);
+    assert!(
+        v["protocols"]["http/1.1"].as_u64().unwrap_or(0) > 10,
+        "requests through the cache: {v}"
+    );
+}
+
+/// A primary and a backup publisher (keyframes every 0.4 s, a multiple of the part target);
+/// hls.js plays for 20 s at its low-latency target, the primary is killed 8 s in, and the
+/// backup continues the stream: the player goes through the discontinuity without a stall, a
+/// jump or an error.
+#[test]
+fn hlsjs_keeps_playing_when_the_backup_publisher_takes_over() {
+    let _turn = one_at_a_time();
+    let server = Server::start("auto", &[]);
+    let mut primary = ffmpeg_publish_gop(&server.rtmp_url("browser"), 40, "320x240", 12);
+    server.wait_live("browser", Duration::from_secs(15));
+    let mut backup = ffmpeg_publish_gop(&server.rtmp_url("browser?role=backup"), 40, "320x240", 12);
+    let url = server.url("/live/browser/index.m3u8");
+    let mut player = harness::<&str>(Player::HlsJs, &url, 20, &[]);
+    let player = std::thread::spawn(move || {
+        player
+            .output()
+            .expect("node is installed (scripts/setup.sh)")
+    });
+    std::thread::sleep(Duration::from_secs(8));
+    let _ = primary.kill();
+    let _ = primary.wait();
+    let out = player.join().unwrap();
+    let _ = backup.kill();
+    let _ = backup.wait();
+    let run = Run::from(out);
+    run.report();
+    let metrics = server.get("/metrics").text();
+    assert!(
+        metrics.contains("zerocast_publisher_switches_total 1"),
+        "the backup did not take over: {}",
+        server.logs()
+    );
+    assert_clean(Player::HlsJs, &run, 20.0);
+}
+
 /// A server with a `zerocast cert` certificate, played over HTTPS with the certificate pinned
 /// in Chromium by its SPKI (and QUIC forced on the origin for `h3`); checks that every
 /// request went over `proto`.

@@ -437,6 +437,123 @@ fn publisher_reconnect_continues_after_a_discontinuity() {
     );
 }
 
+/// `PROGRAM-DATE-TIME`'s time of day, in ms (the tests run well within one day).
+fn pdt_ms(pdt: &str) -> f64 {
+    let t = pdt
+        .split_once('T')
+        .expect("date and time")
+        .1
+        .trim_end_matches('Z');
+    let mut f = t.split(':').map(|x| x.parse::<f64>().expect("a number"));
+    let (h, m, s) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+    ((h * 60.0 + m) * 60.0 + s) * 1000.0
+}
+
+/// A second ffmpeg publishes the same name with `?role=backup` (same address, so the same
+/// publisher identity). While the primary sends, the backup's frames are dropped; when the
+/// primary is killed, the backup's next keyframe continues the timeline after exactly one
+/// discontinuity, and ffprobe decodes both publishers' frames without an error.
+#[test]
+fn a_backup_publisher_continues_the_stream_when_the_primary_dies() {
+    let _g = serial();
+    let server = Server::start("auto", &["--reconnect-grace", "1000"]);
+    // Keyframes every 0.4 s (a multiple of the 200 ms part target: no short parts), so a
+    // takeover waits at most that long for one.
+    let mut primary = ffmpeg_publish_gop(&server.rtmp_url("bk"), 30, "320x240", 12);
+    let path = server.wait_live("bk", Duration::from_secs(15));
+    let mut backup = ffmpeg_publish_gop(&server.rtmp_url("bk?role=backup"), 12, "320x240", 12);
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, p, text) = playlist(&server, &path, "");
+    assert!(
+        !p.segments.iter().any(|s| s.discontinuity),
+        "the backup on standby changed the stream:\n{text}"
+    );
+    assert!(server.logs().contains("role=backup"), "{}", server.logs());
+    let _ = primary.kill();
+    let _ = primary.wait();
+    // The backup publishes for 12 s from its start; the stream ends after it (1 s grace).
+    assert!(backup.wait().unwrap().success());
+    wait_ended(&server, &path);
+    let (_, p, text) = playlist(&server, &path, "");
+    assert_eq!(check::violations(&p), Vec::<String>::new(), "{text}");
+    let cuts: Vec<usize> = (0..p.segments.len())
+        .filter(|&i| p.segments[i].discontinuity)
+        .collect();
+    assert_eq!(cuts.len(), 1, "one discontinuity:\n{text}");
+    let (before, after) = (&p.segments[cuts[0] - 1], &p.segments[cuts[0]]);
+    let end_before = pdt_ms(before.program_date_time.as_deref().expect("PDT"))
+        + before.duration.expect("complete") * 1000.0;
+    let start_after = pdt_ms(after.program_date_time.as_deref().expect("PDT"));
+    let switch_ms = start_after - end_before;
+    println!(
+        "the backup took over {switch_ms:.0} ms of wall-clock time after the primary's last frame"
+    );
+    // Killed, the primary leaves at once: the backup's next keyframe (0.4 s GOP) continues.
+    // The bound is 1.5 s; a loaded machine delays encoders, hence the margin here.
+    assert!(switch_ms < 3000.0, "{switch_ms} ms:\n{text}");
+    let metrics = server.get("/metrics").text();
+    assert!(
+        metrics.contains("zerocast_publisher_switches_total 1"),
+        "{metrics}"
+    );
+    let (streams, stderr) = ffprobe_count(&server.url("/live/bk/index.m3u8"));
+    assert!(stderr.trim().is_empty(), "ffprobe errors: {stderr}");
+    let v = streams.iter().find(|s| s.0 == "h264").map_or(0, |s| s.1);
+    println!("ffprobe decoded {v} video frames across the takeover");
+    // At least the backup's 9 s after the takeover and the primary's first seconds.
+    assert!(v >= 300, "{v} frames");
+}
+
+/// The backup fills a silence: the primary stops sending (SIGSTOP, its connection open) and
+/// after `backup-gap` the backup takes over; the primary resumes (SIGCONT) and takes back at
+/// its next keyframe. Two discontinuities, two switches.
+#[test]
+fn a_stalled_primary_is_replaced_after_the_gap_and_takes_back_when_it_resumes() {
+    let _g = serial();
+    let server = Server::start("auto", &["--backup-gap", "1000"]);
+    let mut primary = ffmpeg_publish_gop(&server.rtmp_url("st"), 30, "320x240", 12);
+    let path = server.wait_live("st", Duration::from_secs(15));
+    let mut backup = ffmpeg_publish_gop(&server.rtmp_url("st?role=backup"), 30, "320x240", 12);
+    std::thread::sleep(Duration::from_secs(2));
+    let switches = |server: &Server| {
+        metric_sum(
+            &server.get("/metrics").text(),
+            "zerocast_publisher_switches_total",
+        )
+    };
+    assert_eq!(switches(&server), 0.0);
+    // SAFETY: signals to a child process we own.
+    unsafe { libc::kill(primary.id() as i32, libc::SIGSTOP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while switches(&server) < 1.0 {
+        assert!(Instant::now() < deadline, "no takeover: {}", server.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = server.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("the backup publisher takes over"))
+        .expect("the takeover is logged");
+    // "(the other sent nothing for N ms)": backup-gap, then the wait for the backup's keyframe.
+    println!("takeover after a stall: {line}");
+    std::thread::sleep(Duration::from_secs(2));
+    unsafe { libc::kill(primary.id() as i32, libc::SIGCONT) };
+    while switches(&server) < 2.0 {
+        assert!(Instant::now() < deadline, "no take-back: {}", server.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(server.logs().contains("the primary publisher takes over"));
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, p, text) = playlist(&server, &path, "");
+    assert_eq!(check::violations(&p), Vec::<String>::new(), "{text}");
+    let cuts = p.segments.iter().filter(|s| s.discontinuity).count();
+    assert_eq!(cuts, 2, "{text}");
+    for c in [&mut primary, &mut backup] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 #[test]
 fn sigterm_stops_the_server() {
     let _g = serial();

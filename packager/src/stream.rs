@@ -136,11 +136,15 @@ pub struct Packager {
     anchor_ms: Option<i64>,
     /// Set by a publisher change: the next segment is marked as a discontinuity.
     discontinuity: bool,
-    /// Added to incoming timestamps (ms) so a new publisher continues the timeline.
-    offset_ms: i64,
-    /// End of the timeline so far, ms; `Some` while waiting for a new publisher's first frame.
-    rebase_at: Option<i64>,
-    end_ms: i64,
+    /// Added to incoming timestamps, per track kind ([`kind_index`]), so that a new publisher
+    /// continues the timeline.
+    offsets: [Option<Timestamp>; 2],
+    /// After a publisher change: the kind's next accepted frame sets its offset.
+    rebasing: [bool; 2],
+    /// End of each kind's media so far (last sample's decode time plus its duration).
+    ends: [Option<Timestamp>; 2],
+    /// Where the current publisher's video starts on the timeline (its first keyframe).
+    stretch_start: Option<Timestamp>,
     playlist: MediaPlaylist,
     events: VecDeque<Event>,
     dropped: u64,
@@ -169,9 +173,10 @@ impl Packager {
             next_msn: 0,
             anchor_ms: None,
             discontinuity: false,
-            offset_ms: 0,
-            rebase_at: None,
-            end_ms: 0,
+            offsets: [None; 2],
+            rebasing: [false; 2],
+            ends: [None; 2],
+            stretch_start: None,
             playlist: MediaPlaylist::new(config.playlist),
             events: VecDeque::new(),
             dropped: 0,
@@ -230,17 +235,13 @@ impl Packager {
         if self.playlist.is_ended() {
             return;
         }
-        let frame = self.rebase(frame, now_unix_ms);
-        let ms = frame.dts.as_millis();
-        if self.anchor_ms.is_none() {
-            self.anchor_ms = Some(now_unix_ms - ms);
-        }
         let is_video = self.video.as_ref().is_some_and(|t| t.id() == frame.track);
         let is_audio = self.audio.as_ref().is_some_and(|t| t.id() == frame.track);
         if !self.started {
             if is_video && frame.keyframe {
                 self.start();
             } else if is_audio && self.video.is_none() {
+                let ms = frame.dts.as_millis();
                 let first = *self.first_audio_ms.get_or_insert(ms);
                 if ms - first >= AUDIO_ONLY_AFTER_MS {
                     self.start();
@@ -250,6 +251,14 @@ impl Packager {
                 self.dropped += 1;
                 return;
             }
+        }
+        let frame = match (is_video, is_audio) {
+            (true, _) => self.rebase(frame, TrackKind::Video),
+            (_, true) => self.rebase(frame, TrackKind::Audio),
+            _ => frame,
+        };
+        if self.anchor_ms.is_none() {
+            self.anchor_ms = Some(now_unix_ms - frame.dts.as_millis());
         }
         let in_init = |t: &Option<Track>| {
             t.as_ref()
@@ -273,17 +282,36 @@ impl Packager {
         }
     }
 
-    fn rebase(&mut self, mut frame: Frame, now_unix_ms: i64) -> Frame {
-        if let Some(end) = self.rebase_at.take() {
-            self.offset_ms = end - frame.dts.as_millis();
-            self.anchor_ms = Some(now_unix_ms - end);
+    /// Moves a frame onto the stream's timeline. After a publisher change, the first accepted
+    /// frame of each kind sets that kind's offset, in that track's own ticks: video continues
+    /// exactly where the old video ended, and audio takes the same offset (the new publisher's
+    /// own lip sync), or, for a publisher without video, continues where the old audio ended.
+    fn rebase(&mut self, mut frame: Frame, kind: TrackKind) -> Frame {
+        let k = kind_index(kind);
+        let scale = frame.dts.scale();
+        if self.rebasing[k] {
+            self.rebasing[k] = false;
+            let to =
+                |end: Option<Timestamp>| end.map(|e| e.rescale(scale).ticks() - frame.dts.ticks());
+            let video = kind_index(TrackKind::Video);
+            let off = match kind {
+                TrackKind::Video => to(self.ends[video].or(self.ends[1 - video])),
+                TrackKind::Audio if !self.rebasing[video] && self.has_video() => {
+                    to(self.stretch_start)
+                }
+                TrackKind::Audio => to(self.ends[k].or(self.ends[video])),
+            };
+            self.offsets[k] = off.map(|o| Timestamp::new(o, scale));
+            if kind == TrackKind::Video {
+                let start = frame.dts.ticks() + off.unwrap_or(0);
+                self.stretch_start = Some(Timestamp::new(start, scale));
+            }
         }
-        if self.offset_ms != 0 {
-            let off = Timestamp::from_millis(self.offset_ms).rescale(frame.dts.scale());
-            frame.dts = Timestamp::new(frame.dts.ticks() + off.ticks(), frame.dts.scale());
-            frame.pts = Timestamp::new(frame.pts.ticks() + off.ticks(), frame.pts.scale());
+        if let Some(off) = self.offsets[k] {
+            let off = off.rescale(scale).ticks();
+            frame.dts = Timestamp::new(frame.dts.ticks() + off, scale);
+            frame.pts = Timestamp::new(frame.pts.ticks() + off, frame.pts.scale());
         }
-        self.end_ms = self.end_ms.max(frame.dts.as_millis());
         frame
     }
 
@@ -350,6 +378,8 @@ impl Packager {
             self.audio_base = clock;
         }
         self.audio_clock = Some(clock + step);
+        self.ends[kind_index(TrackKind::Audio)] =
+            Some(Timestamp::new(clock + step, frame.dts.scale()));
         self.pending_audio.push(Sample {
             duration: step as u32,
             composition_offset: 0,
@@ -424,6 +454,10 @@ impl Packager {
 
     fn emit_video(&mut self, frame: Frame, duration: i64) {
         let secs = self.seconds(duration, TrackKind::Video);
+        self.ends[kind_index(TrackKind::Video)] = Some(Timestamp::new(
+            frame.dts.ticks() + duration,
+            frame.dts.scale(),
+        ));
         self.boundary(frame.keyframe, secs, frame.dts);
         let video = [Sample {
             duration: duration as u32,
@@ -545,7 +579,16 @@ impl Packager {
     /// Writes out the held-back video frame and pending audio, closing the segment.
     fn flush(&mut self) {
         if let Some(prev) = self.pending_video.take() {
-            let d = self.last_video_duration.max(1);
+            let mut d = self.last_video_duration.max(1);
+            // End where both tracks have media: a last video frame reaching past the audio
+            // is cut at the audio's end, where the next stretch starts (a player re-anchors
+            // a discontinuity at its first sample, so audio ending early would leave a hole).
+            if let Some(audio_end) = self.ends[kind_index(TrackKind::Audio)] {
+                let audio_end = audio_end.rescale(prev.dts.scale()).ticks();
+                if audio_end > prev.dts.ticks() && audio_end < prev.dts.ticks() + d {
+                    d = audio_end - prev.dts.ticks();
+                }
+            }
             self.emit_video(prev, d);
         }
         if !self.pending_audio.is_empty() {
@@ -569,15 +612,10 @@ impl Packager {
         self.first_audio_ms = None;
         self.audio_clock = None;
         self.discontinuity = self.next_msn > 0;
-        // Continue one video frame (or 1/30 s) after the last frame seen.
-        let step = self
-            .init_tracks
-            .iter()
-            .find(|t| t.kind() == TrackKind::Video)
-            .map_or(33, |t| {
-                Timestamp::new(self.last_video_duration.max(1), t.timescale()).as_millis()
-            });
-        self.rebase_at = Some(self.end_ms + step.max(1));
+        // The next publisher's first frames continue the timeline (see `rebase`), and the
+        // wall clock they arrive at anchors its program date time.
+        self.rebasing = [true; 2];
+        self.anchor_ms = None;
         // The new publisher re-sends its configurations; a changed one gets a new init.
         self.reinit = false;
     }
@@ -590,5 +628,13 @@ impl Packager {
         self.flush();
         self.playlist.end();
         self.events.push_back(Event::Ended);
+    }
+}
+
+/// Index of a track kind in the per-kind arrays.
+fn kind_index(kind: TrackKind) -> usize {
+    match kind {
+        TrackKind::Video => 0,
+        TrackKind::Audio => 1,
     }
 }

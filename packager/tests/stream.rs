@@ -711,3 +711,76 @@ fn parts_opening_a_new_timeline_say_so() {
     assert!(first_after > 0);
     assert_eq!(starts.iter().filter(|s| s.1).count(), 1, "{starts:?}");
 }
+
+/// A new publisher after a discontinuity (a reconnect, or a backup taking over) continues where
+/// the old stretch ended, on both tracks at once: the old stretch ends where both tracks have
+/// media (its last video frame cut at the audio's end), its parts list exactly that much, and
+/// the new video and the new audio both start there (in each track's own ticks, not rounded
+/// to ms). Players re-anchor a discontinuity at its first sample, so an offset between the
+/// tracks there is a hole in a muxed buffer (hls.js in Chromium stalled on 17-33 ms ones).
+#[test]
+fn a_new_publisher_continues_both_tracks_at_the_same_point() {
+    use std::cell::RefCell;
+    // (track, tfdt, samples) of every chunk.
+    let chunks: RefCell<Vec<(u32, u64, u64)>> = RefCell::default();
+    let mut collect = |p: &mut Packager| {
+        while let Some(ev) = p.poll_event() {
+            if let Event::Chunk { tracks, .. } = ev {
+                for (id, f) in tracks {
+                    let t = tfdt(&f.header, id).expect("tfdt");
+                    chunks.borrow_mut().push((id, t, f.payloads.len() as u64));
+                }
+            }
+        }
+    };
+    let mut p = Packager::new(PackagerConfig::default());
+    let (v, a) = tracks();
+    p.handle_track(v);
+    p.handle_track(a);
+    // 0.4 s keyframes; the old publisher stops after 4 s, its audio 32 ms short of its video.
+    feed_collect(&mut p, &mut collect, T0, 4, 12);
+    p.handle_discontinuity();
+    collect(&mut p);
+    let cut = chunks.borrow().len();
+    let (v, a) = tracks();
+    p.handle_track(v);
+    p.handle_track(a);
+    feed_collect(&mut p, &mut collect, T0 + 5_000, 2, 12);
+    let chunks = chunks.into_inner();
+    let (old, new) = chunks.split_at(cut);
+    let first = |c: &[(u32, u64, u64)], track: u32| c.iter().find(|c| c.0 == track).unwrap().1;
+    // Audio samples all last 1024 ticks: where the old audio ends.
+    let audio_end = old
+        .iter()
+        .filter(|c| c.0 == 2)
+        .map(|c| c.1 + c.2 * 1024)
+        .max()
+        .unwrap();
+    let mut text = String::new();
+    p.playlist().render(&mut text, Skip::No).unwrap();
+    let parsed = check::parse(&text).unwrap();
+    let cut = parsed
+        .segments
+        .iter()
+        .position(|s| s.discontinuity)
+        .unwrap();
+    let listed: f64 = parsed.segments[..cut]
+        .iter()
+        .map(|s| s.duration.unwrap())
+        .sum();
+    let old_end = first(old, 1) as f64 / 90_000.0 + listed;
+    let (new_video, new_audio) = (first(new, 1), first(new, 2));
+    assert_eq!(
+        new_video * 48_000,
+        audio_end * 90_000,
+        "the new video starts where the old audio ended\n{text}"
+    );
+    assert!(
+        (new_video as f64 / 90_000.0 - old_end).abs() < 1e-3,
+        "the new video starts at {new_video}/90000, the old stretch lists until {old_end} s\n{text}"
+    );
+    assert_eq!(
+        new_audio, audio_end,
+        "the new audio starts with the new video"
+    );
+}

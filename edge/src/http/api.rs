@@ -40,7 +40,7 @@ pub(crate) fn streams(ctx: &Ctx) -> Response {
     for s in ctx.hub.all() {
         let tracks = s.view().tracks.clone();
         let state = match *lock(&s.publisher) {
-            Publisher::Live(_) => "live",
+            Publisher::Live => "live",
             Publisher::Gone(_) => "reconnecting",
             Publisher::Ended(_) => "ended",
         };

@@ -325,9 +325,12 @@ fn playback_gate<'q>(ctx: &Ctx, s: &Stream, query: &'q str) -> Result<Option<&'q
 /// A private stream's answer: playlists list URIs that carry the token on, and no shared
 /// cache may keep anything.
 fn private_response(resp: &mut Response, token: &str) {
-    if resp.cache.starts_with("public") {
-        resp.cache = "private, max-age=31536000, immutable";
-    }
+    resp.cache = match resp.cache {
+        response::IMMUTABLE => "private, max-age=31536000, immutable",
+        response::BLOCKING_PLAYLIST => "private, max-age=1",
+        other => other,
+    };
+    debug_assert!(!resp.cache.starts_with("public"), "{}", resp.cache);
     if resp.status == 200 && resp.content_type == "application/vnd.apple.mpegurl" {
         // Playlists are one buffer (rendered text); no media byte passes here.
         if let Body::Full(bufs) = &resp.body {
@@ -554,12 +557,19 @@ async fn media_playlist<R: Rt>(ctx: &Ctx, s: &Arc<Stream>, query: &str) -> Respo
         Skip::Yes
     };
     match s.rendered(skip) {
-        Some(text) => Response::new(
-            200,
-            "application/vnd.apple.mpegurl",
-            Body::Full(vec![text]),
-            Kind::Playlist,
-        ),
+        Some(text) => {
+            let mut r = Response::new(
+                200,
+                "application/vnd.apple.mpegurl",
+                Body::Full(vec![text]),
+                Kind::Playlist,
+            );
+            // A playlist without a directive is whatever is newest: `no-cache`.
+            if q.msn.is_some() {
+                r.cache = response::BLOCKING_PLAYLIST;
+            }
+            r
+        }
         None => Response::text(503, "stream is not ready yet"),
     }
 }

@@ -18,6 +18,13 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 pub(super) const PART_STALL: Duration = Duration::from_secs(10);
 /// `Cache-Control` of media that never changes under its URL (init segments, parts, segments).
 pub(super) const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of an answer to a blocking playlist reload (`_HLS_msn`). Its URL names the
+/// part it waited for, and every playlist that answers it lists that part, so a shared cache
+/// may hand it to every viewer asking the same (one origin request per part however many
+/// viewers wait behind the cache); the media playlist's URL changes with each stream instance,
+/// so no key outlives its stream. A second: the viewers that wait for one part ask within a
+/// part target of each other, and a late one costs one immediate origin answer.
+pub(super) const BLOCKING_PLAYLIST: &str = "public, max-age=1";
 
 /// A response before it is written, the same for every protocol.
 pub(crate) struct Response {

@@ -251,6 +251,11 @@ impl Drop for Server {
 
 /// ffmpeg publishing a synthetic 30 fps picture and a sine tone for `secs` seconds.
 pub fn ffmpeg_publish(url: &str, secs: u32, size: &str) -> Child {
+    ffmpeg_publish_gop(url, secs, size, 60)
+}
+
+/// [`ffmpeg_publish`] with a keyframe every `gop` frames (30 fps).
+pub fn ffmpeg_publish_gop(url: &str, secs: u32, size: &str, gop: u32) -> Child {
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
         .args([
@@ -269,7 +274,16 @@ pub fn ffmpeg_publish(url: &str, secs: u32, size: &str) -> Child {
             "-tune",
             "zerolatency",
         ])
-        .args(["-g", "60", "-b:v", "1M", "-c:a", "aac", "-b:a", "96k"])
+        .args([
+            "-g",
+            &gop.to_string(),
+            "-b:v",
+            "1M",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+        ])
         .args(["-f", "flv", url])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -598,4 +612,118 @@ fn video_sequence_end(body: &[u8]) -> bool {
         [b0, 2, ..] => b0 & 0x0f == 7,
         _ => false,
     }
+}
+
+/// nginx (Debian `nginx-light`, installed by scripts/setup.sh) as a caching reverse proxy in
+/// front of a zerocast's HTTP port, configured the way docs/deployment.md shows: the cache key
+/// keeps the query (`_HLS_msn`, `_HLS_part`, `_HLS_skip`), `proxy_cache_lock` merges the
+/// requests for one key, and zerocast's `Cache-Control` decides what is kept and how long.
+/// Stopped (SIGTERM: the master stops its workers) and its directory removed on drop.
+pub struct NginxCache {
+    child: Child,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl NginxCache {
+    pub fn start(origin_port: u16) -> NginxCache {
+        let dir = TempDir::new("nginx-cache");
+        let port = free_port();
+        let d = dir.0.display();
+        // nginx's workers drop to `nobody` when the master runs as root: they write the cache.
+        for sub in ["", "/cache", "/tmp"] {
+            let p = format!("{d}{sub}");
+            std::fs::create_dir_all(&p).unwrap();
+            set_mode(&p, 0o777);
+        }
+        let conf = format!(
+            r#"pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+daemon off;
+worker_processes 1;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;
+  fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
+  proxy_cache_path {d}/cache levels=1:2 keys_zone=live:10m max_size=512m inactive=60s use_temp_path=off;
+  upstream zerocast {{ server 127.0.0.1:{origin_port}; keepalive 32; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://zerocast;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache live;
+      proxy_cache_key $scheme$proxy_host$request_uri;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 10s;
+      proxy_cache_lock_age 10s;
+      proxy_read_timeout 20s;
+      add_header X-Cache-Status $upstream_cache_status always;
+    }}
+  }}
+}}
+"#
+        );
+        let path = dir.0.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        // Debian puts it in /usr/sbin, which an unprivileged user's PATH may lack.
+        let bin = if std::path::Path::new("/usr/sbin/nginx").exists() {
+            "/usr/sbin/nginx"
+        } else {
+            "nginx"
+        };
+        let child = Command::new(bin)
+            .args(["-c", path.to_str().unwrap(), "-p", dir.0.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.0.join("stderr.log")).unwrap())
+            .spawn()
+            .expect("nginx is installed (scripts/setup.sh installs nginx-light)");
+        let n = NginxCache { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start: {}",
+                n.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        n
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn logs(&self) -> String {
+        ["stderr.log", "error.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(self.dir.0.join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for NginxCache {
+    fn drop(&mut self) {
+        // SAFETY: a signal to a child process we own.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn set_mode(path: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The sum of a Prometheus counter's series in `text` whose name and labels start with
+/// `series` (e.g. `zerocast_http_request_duration_seconds_count{kind="part"}`).
+pub fn metric_sum(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -333,7 +333,11 @@ mod tests {
         }
         let (entries, weight) = m.usage();
         assert!(weight <= 64 * w * SHARDS as u64, "{weight}");
-        assert!(entries > 32 * SHARDS, "{entries}");
+        // A sweep keeps only what was read since the previous one (here about 3 hot keys a
+        // shard), so a shard holds anywhere from that to its budget: about half full on
+        // average (1,874-2,300 of 4,096 entries over runs, the hash seed differing). Far from
+        // empty is what this checks.
+        assert!(entries > 16 * SHARDS, "{entries}");
         let kept = hot.iter().filter(|k| m.get(k, S0, t).is_some()).count();
         assert!(kept > 190, "{kept} of 200 hot keys kept");
     }

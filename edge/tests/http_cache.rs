@@ -1,0 +1,180 @@
+//! zerocast behind a standard HTTP cache: nginx `proxy_cache` (Debian `nginx-light`) in front
+//! of the real binary, ffmpeg publishing, and many LL-HLS viewers (plain HTTP/1.1 clients doing
+//! what a player does: blocking playlist reloads, then the parts they announce) reading only
+//! from the cache. The origin's own request counters (`/metrics`) say how many requests got
+//! through.
+
+// Tests print what they measured; that is their report.
+#![allow(clippy::print_stdout)]
+
+mod common;
+
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use zerocast_packager::check;
+
+/// Viewers behind the cache, and how long they watch.
+const VIEWERS: usize = 500;
+const WATCH: Duration = Duration::from_secs(15);
+
+#[derive(Default)]
+struct Tally {
+    /// Blocking playlist reloads answered.
+    reloads: AtomicU64,
+    /// Answers to a blocking reload that do not list the part asked for.
+    stale: AtomicU64,
+    parts: AtomicU64,
+    /// Anything but a 200, or a broken connection.
+    errors: AtomicU64,
+    /// Viewers that received at least one part.
+    served: AtomicU64,
+}
+
+/// One viewer on one keep-alive connection to the cache: the media playlist, then blocking
+/// reloads for the next part and every part the answer announces, until `end`.
+fn viewer(port: u16, media: &str, end: Instant, t: &Tally) {
+    let run = || -> Result<(), String> {
+        let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .map_err(|e| e.to_string())?;
+        let mut w = s.try_clone().map_err(|e| e.to_string())?;
+        let mut r = BufReader::new(s);
+        let mut get = |path: &str| -> Result<Resp, String> {
+            write!(w, "GET {path} HTTP/1.1\r\nHost: cache\r\n\r\n").map_err(|e| e.to_string())?;
+            let resp = read_response(&mut r).map_err(|e| format!("{path}: {e}"))?;
+            if resp.status != 200 {
+                return Err(format!("{path}: status {}", resp.status));
+            }
+            Ok(resp)
+        };
+        let base = media.rsplit_once('/').map_or("", |(b, _)| b).to_owned();
+        let first = get(media)?;
+        let mut pl = check::parse(&first.text()).map_err(|e| e.to_string())?;
+        let mut seen = pl.last_part();
+        let mut got_parts = false;
+        while Instant::now() < end {
+            let (msn, part) = pl.next_part().ok_or("no next part")?;
+            let resp = get(&format!("{media}?_HLS_msn={msn}&_HLS_part={part}"))?;
+            pl = check::parse(&resp.text()).map_err(|e| e.to_string())?;
+            t.reloads.fetch_add(1, Ordering::Relaxed);
+            if pl.last_part().is_none_or(|last| last < (msn, part)) {
+                t.stale.fetch_add(1, Ordering::Relaxed);
+            }
+            let fresh: Vec<String> = pl
+                .segments
+                .iter()
+                .flat_map(|s| s.parts.iter().enumerate().map(move |(i, p)| (s.msn, i, p)))
+                .filter(|(m, i, _)| seen.is_none_or(|s| (*m, *i) > s))
+                .map(|(_, _, p)| p.uri.clone())
+                .collect();
+            seen = pl.last_part();
+            for uri in fresh {
+                let part = get(&format!("{base}/{uri}"))?;
+                if part.body.is_empty() {
+                    return Err(format!("{uri}: empty"));
+                }
+                t.parts.fetch_add(1, Ordering::Relaxed);
+                got_parts = true;
+            }
+        }
+        if got_parts {
+            t.served.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        if t.errors.fetch_add(1, Ordering::Relaxed) < 3 {
+            println!("viewer error: {e}");
+        }
+    }
+}
+
+/// The origin's request counts by kind, and the parts its streams made.
+fn origin_counts(server: &Server) -> (f64, f64, f64) {
+    let text = server.get("/metrics").text();
+    let count = |kind: &str| {
+        metric_sum(
+            &text,
+            &format!("zerocast_http_request_duration_seconds_count{{kind=\"{kind}\"}}"),
+        )
+    };
+    (
+        count("playlist"),
+        count("part"),
+        metric_sum(&text, "zerocast_parts"),
+    )
+}
+
+/// 500 LL-HLS viewers through nginx `proxy_cache`: the origin answers about one blocking
+/// reload and one fetch per part, not one per viewer; no viewer is handed a playlist older
+/// than the part it blocked for; every viewer gets parts.
+#[test]
+fn viewers_behind_nginx_proxy_cache_cost_the_origin_about_one_request_per_part() {
+    let server = Server::start("auto", &[]);
+    let cache = NginxCache::start(server.http);
+    let mut ffmpeg = ffmpeg_publish(&server.rtmp_url("cached"), 30, "640x360");
+    let media = server.wait_live("cached", Duration::from_secs(15));
+
+    // Through the cache, a blocking reload carries zerocast's cache policy and is kept.
+    let probe = http_get(cache.port, &media, Duration::from_secs(10)).unwrap();
+    assert_eq!(probe.header("cache-control"), Some("no-cache"));
+    let pl = check::parse(&probe.text()).unwrap();
+    let (m, n) = pl.next_part().unwrap();
+    let q = format!("{media}?_HLS_msn={m}&_HLS_part={n}");
+    let a = http_get(cache.port, &q, Duration::from_secs(10)).unwrap();
+    let b = http_get(cache.port, &q, Duration::from_secs(10)).unwrap();
+    assert_eq!(a.status, 200, "{}", cache.logs());
+    assert_eq!(a.header("cache-control"), Some("public, max-age=1"));
+    assert_eq!(b.header("x-cache-status"), Some("HIT"), "{:?}", b.headers);
+    assert_eq!(a.body, b.body);
+
+    let before = origin_counts(&server);
+    let tally = Arc::new(Tally::default());
+    let end = Instant::now() + WATCH;
+    let viewers: Vec<_> = (0..VIEWERS)
+        .map(|_| {
+            let (t, media, port) = (tally.clone(), media.clone(), cache.port);
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || viewer(port, &media, end, &t))
+                .unwrap()
+        })
+        .collect();
+    for v in viewers {
+        v.join().unwrap();
+    }
+    let after = origin_counts(&server);
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+
+    let (playlists, parts, made) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    let t = &*tally;
+    let reloads = t.reloads.load(Ordering::Relaxed);
+    println!(
+        "{VIEWERS} viewers for {WATCH:?} through nginx: {reloads} blocking reloads and {} parts \
+         served; the origin made {made} parts and answered {playlists} playlist requests \
+         ({VIEWERS} of them first loads) and {parts} part requests",
+        t.parts.load(Ordering::Relaxed),
+    );
+    assert_eq!(t.errors.load(Ordering::Relaxed), 0, "{}", cache.logs());
+    assert_eq!(t.stale.load(Ordering::Relaxed), 0, "stale playlists");
+    assert_eq!(t.served.load(Ordering::Relaxed), VIEWERS as u64);
+    assert!(made >= 40.0, "only {made} parts in {WATCH:?}");
+    // Without the cache every viewer's reload and part would reach the origin: about
+    // VIEWERS × made of each. A part fetch is merged (lock) and then kept (immutable); a
+    // reload is merged and kept for a second, so a viewer asking for a part more than a
+    // second after the first one costs one more (immediate) answer.
+    assert!(
+        parts <= made * 1.5 + 5.0,
+        "{parts} part requests at the origin for {made} parts"
+    );
+    assert!(
+        playlists - VIEWERS as f64 <= made * 3.0,
+        "{playlists} playlist requests at the origin for {made} parts"
+    );
+}
