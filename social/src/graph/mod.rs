@@ -200,6 +200,25 @@ pub enum Side {
 pub type PageRenderer =
     dyn Fn(&[Edge], &[Option<Arc<Profile>>], usize) -> bytes::Bytes + Send + Sync;
 
+/// A page of `side` of `user` read from `g` and rendered, with nothing kept: what
+/// [`GraphStore::render_page`] does by default, and a cache for pages it does not keep.
+pub(crate) async fn render_fresh<G: GraphStore + ?Sized>(
+    g: &G,
+    side: Side,
+    user: UserId,
+    after: Option<Cursor>,
+    limit: usize,
+    render: &PageRenderer,
+) -> Result<bytes::Bytes, GraphError> {
+    let edges = match side {
+        Side::Followers => g.followers(user, after, limit).await?,
+        Side::Following => g.following(user, after, limit).await?,
+    };
+    let ids: Vec<UserId> = edges.iter().map(|e| e.user).collect();
+    let profiles = g.shared_profiles(&ids).await?;
+    Ok(render(&edges, &profiles, limit))
+}
+
 /// The follow graph's storage.
 ///
 /// Contract, checked by the conformance suite (`store::conformance`, feature `testing`):
@@ -290,13 +309,7 @@ pub trait GraphStore: Send + Sync + 'static {
         limit: usize,
         render: &PageRenderer,
     ) -> Result<bytes::Bytes, GraphError> {
-        let edges = match side {
-            Side::Followers => self.followers(user, after, limit).await?,
-            Side::Following => self.following(user, after, limit).await?,
-        };
-        let ids: Vec<UserId> = edges.iter().map(|e| e.user).collect();
-        let profiles = self.shared_profiles(&ids).await?;
-        Ok(render(&edges, &profiles, limit))
+        render_fresh(self, side, user, after, limit, render).await
     }
     /// Accounts that follow `user` and that `user` follows, newest-followed first.
     async fn friends(

@@ -77,12 +77,42 @@ impl LocalCache {
     }
 }
 
+/// What [`Inner::lookup`] found: each key's value or `None`, and the missed keys with their
+/// stamps.
+type Lookup = (Vec<Option<Arc<CacheValue>>>, Vec<(CacheKey, Stamp)>);
+
 impl Inner {
     /// The value of `key` if an entry loaded under its current stamp is held; counts the hit.
     fn hit(&self, key: &CacheKey, stamp: Stamp, now: Instant) -> Option<Arc<CacheValue>> {
         let v = self.map.get(key, stamp, now)?;
         Counters::bump(&self.counters.kind(key.kind).hits);
         Some(v)
+    }
+
+    /// The values of `keys` held under their current stamps (hits counted), and the keys
+    /// missed with the stamps read before their lookups.
+    fn lookup(&self, keys: &[CacheKey], now: Instant) -> Lookup {
+        let mut got = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        let mut hits = [0u64; KeyKind::ALL.len()];
+        for key in keys {
+            let stamp = self.stamps.stamp(key);
+            let v = self.map.get(key, stamp, now);
+            match &v {
+                Some(_) => hits[key.kind.index()] += 1,
+                None => missing.push((*key, stamp)),
+            }
+            got.push(v);
+        }
+        // One counter update per kind and call, not per key: the counters are shared by
+        // every core.
+        for (kind, n) in KeyKind::ALL.into_iter().zip(hits) {
+            if n > 0 {
+                let c = &self.counters.kind(kind).hits;
+                c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        (got, missing)
     }
 
     /// Runs `load` for `keys` (each with the stamp read before its lookup) and fills every
@@ -163,31 +193,7 @@ impl FollowerCache for LocalCache {
         keys: &[CacheKey],
         load: &Loader,
     ) -> Result<Vec<Arc<CacheValue>>, GraphError> {
-        let now = Instant::now();
-        let mut got: Vec<Option<Arc<CacheValue>>> = Vec::with_capacity(keys.len());
-        let mut missing: Vec<(CacheKey, Stamp)> = Vec::new();
-        let mut hits = [0u64; 4];
-        for key in keys {
-            let stamp = self.inner.stamps.stamp(key);
-            match self.inner.map.get(key, stamp, now) {
-                Some(v) => {
-                    hits[key.kind.index()] += 1;
-                    got.push(Some(v));
-                }
-                None => {
-                    missing.push((*key, stamp));
-                    got.push(None);
-                }
-            }
-        }
-        // One counter update per kind and call, not per key: the counters are shared by
-        // every core.
-        for (kind, n) in KeyKind::ALL.into_iter().zip(hits) {
-            if n > 0 {
-                let c = &self.inner.counters.kind(kind).hits;
-                c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
+        let (mut got, missing) = self.inner.lookup(keys, Instant::now());
         if !missing.is_empty() {
             let mut loaded = self.inner.load_many(missing, load).await.into_iter();
             for slot in got.iter_mut().filter(|s| s.is_none()) {
@@ -202,13 +208,7 @@ impl FollowerCache for LocalCache {
     }
 
     async fn peek_many(&self, keys: &[CacheKey]) -> Vec<Option<Arc<CacheValue>>> {
-        let now = Instant::now();
-        keys.iter()
-            .map(|key| {
-                let stamp = self.inner.stamps.stamp(key);
-                self.inner.hit(key, stamp, now)
-            })
-            .collect()
+        self.inner.lookup(keys, Instant::now()).0
     }
 
     fn version(&self, key: &CacheKey) -> Option<Version> {

@@ -107,18 +107,21 @@
 //! # Rendered pages
 //!
 //! The API answers a first page of followers or followings with [`GraphStore::render_page`]:
-//! the list entry, the profiles it shows, and the API's renderer (JSON bytes). A render that
-//! finds nothing to reuse, of a page rendered lately too (its key still in its slot of a table
-//! of the last few thousand renders), or of a page that had a rendered copy, puts a copy of the list entry with the bytes in its place
-//! ([`FollowerCache::replace`], only if the entry is still the one read and its key was not
-//! invalidated since), together with the [`Version`] of each profile, read before the profiles
-//! were. A later read of the same limit serves the bytes if every profile still has that
-//! version; otherwise it renders again. So a rendered page is exactly as fresh as its list and
-//! its profiles read one by one: a follow or unfollow replaces the list entry (and its
-//! rendered page) and a profile edit changes that profile's version. The bytes count in the
-//! entry's weight, so the byte bound holds; pages read once (the long tail, a warm-up) get no
-//! copy, so the copies do not crowd out entries. With Redis, pages are kept in the near-cache
-//! only, and only while it is in use ([`FollowerCache::version`] is `None` otherwise).
+//! the list entry, the profiles it shows, and the API's renderer (JSON bytes). A render of a
+//! page rendered lately too (its key still in its slot of a table of the last few thousand
+//! renders), or of a page that had a rendered copy, puts a copy of the list entry with the
+//! bytes in its place ([`FollowerCache::replace`], only if the entry is still the one read and
+//! its key was not invalidated since), together with the [`Version`] of each profile, read
+//! before the profiles were. A later read of the same limit serves the bytes if every profile
+//! still has that version; otherwise it renders again. So a rendered page is exactly as fresh
+//! as its list and its profiles read one by one: a follow or unfollow replaces the list entry
+//! (and its rendered page) and a profile edit changes that profile's version. The bytes are
+//! not in the entry's weight: they are charged to a budget of their own
+//! ([`DEFAULT_PAGE_BYTES`]), and a page that does not fit is not kept (a kept copy that went
+//! stale and could not be replaced is dropped, so stale copies do not hold the budget). Pages
+//! read once (the long tail, a warm-up) get no copy. With Redis, pages are kept in the
+//! near-cache only, and only while it is in use ([`FollowerCache::version`] is `None`
+//! otherwise).
 //!
 //! # Metrics
 //!
@@ -138,8 +141,8 @@ use futures_util::future::{join_all, BoxFuture};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{
-    Counts, Cursor, Edge, GraphError, GraphStore, PageRenderer, Profile, Ranking, RecommendLimits,
-    Recommendation, Side,
+    render_fresh, Counts, Cursor, Edge, GraphError, GraphStore, PageRenderer, Profile, Ranking,
+    RecommendLimits, Recommendation, Side,
 };
 use crate::id::UserId;
 
@@ -733,8 +736,8 @@ const RECENT_RENDERS: usize = 4096;
 
 /// Which first pages were rendered lately: a page rendered while its key is still in its slot
 /// (fewer than about [`RECENT_RENDERS`] other renders since) is read often enough to keep. A
-/// page read once, as in a warm-up or the long tail, is never kept, so kept pages (whose bytes
-/// count in the cache's budget) do not crowd out entries.
+/// page read once, as in a warm-up or the long tail, is never kept, so it takes no room in the
+/// rendered-page budget that a hot page could use.
 #[derive(Debug)]
 struct RecentRenders(Box<[AtomicU64]>);
 
@@ -1099,13 +1102,8 @@ impl GraphStore for CachedGraph {
             Side::Following => CacheKey::followings(user),
         };
         if after.is_some() || limit > self.page {
-            let edges = match side {
-                Side::Followers => self.store.followers(user, after, limit).await?,
-                Side::Following => self.store.following(user, after, limit).await?,
-            };
-            let ids: Vec<UserId> = edges.iter().map(|e| e.user).collect();
-            let profiles = self.shared_profiles(&ids).await?;
-            return Ok(render(&edges, &profiles, limit));
+            // Not a cached page: `followers`/`following` go to the store.
+            return render_fresh(self, side, user, after, limit, render).await;
         }
         let entry = self.value(key).await?;
         let list = edges_of(&entry, key)?;
@@ -1132,16 +1130,21 @@ impl GraphStore for CachedGraph {
         if let Some(versions) = versions {
             if list.rendered.is_some() || self.recent.again(&key) {
                 let bytes = body.len() + versions.len() * std::mem::size_of::<Version>() + 64;
-                if let Some(charge) = self.pages.charge(bytes as u64) {
+                let rendered = self.pages.charge(bytes as u64).map(|charge| {
+                    Arc::new(Rendered {
+                        limit,
+                        versions,
+                        body: body.clone(),
+                        _charge: charge,
+                    })
+                });
+                // No room: drop the stale copy rather than let it hold the budget until the
+                // entry expires.
+                if rendered.is_some() || list.rendered.is_some() {
                     let kept = CacheValue::Edges(EdgePage {
                         edges: list.edges.clone(),
                         complete: list.complete,
-                        rendered: Some(Arc::new(Rendered {
-                            limit,
-                            versions,
-                            body: body.clone(),
-                            _charge: charge,
-                        })),
+                        rendered,
                     });
                     self.cache.replace(key, &entry, kept);
                 }
