@@ -10,7 +10,7 @@ use crate::graph::cache::local::{LocalCache, LocalConfig};
 use crate::graph::cache::{CachedGraph, FollowerCache};
 use crate::graph::GraphStore;
 use crate::messaging::store::embedded::EmbeddedStore;
-use crate::messaging::store::Store;
+use crate::messaging::store::{Outbox, Store};
 
 /// The backends of one instance.
 #[derive(Debug, Clone)]
@@ -25,6 +25,11 @@ pub struct Backends {
     pub graph: Arc<dyn GraphStore>,
     /// That cache.
     pub cache: Arc<dyn FollowerCache>,
+    /// The outbox the graph writes its follow and unfollow events to, when it is not
+    /// `store`'s: the embedded graph beside ScyllaDB messages. `None` when the graph's events
+    /// go to `store`'s outbox (both embedded, one store) or the graph writes none (Neo4j, see
+    /// `graph::store::neo4j`). A relay runs for each outbox.
+    pub graph_outbox: Option<Arc<dyn Outbox>>,
 }
 
 impl Backends {
@@ -39,6 +44,7 @@ impl Backends {
             bus: Arc::new(InProcessBus::default()),
             graph: Arc::new(CachedGraph::new(graph, cache.clone())),
             cache,
+            graph_outbox: None,
         }
     }
 }
@@ -73,10 +79,22 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
         Some(brokers) => kafka(config, brokers).await?,
         None => Arc::new(InProcessBus::default()),
     };
-    let graph: Arc<dyn GraphStore> = match set(&config.neo4j_uri) {
-        Some(_) => neo4j(config).await?,
-        None => Arc::new(open_embedded()?),
-    };
+    let messages_embedded = set(&config.scylla_uri).is_none();
+    let (graph, graph_outbox): (Arc<dyn GraphStore>, Option<Arc<dyn Outbox>>) =
+        match set(&config.neo4j_uri) {
+            Some(_) => (neo4j(config).await?, None),
+            None => {
+                let e = open_embedded()?;
+                // Beside ScyllaDB messages, the embedded store's outbox holds only the graph's
+                // events and needs a relay of its own.
+                let own: Option<Arc<dyn Outbox>> = if messages_embedded {
+                    None
+                } else {
+                    Some(Arc::new(e.clone()))
+                };
+                (Arc::new(e), own)
+            }
+        };
     let cache: Arc<dyn FollowerCache> = match set(&config.redis_url) {
         Some(url) => redis(url, config.graph_cache_bytes).await?,
         None => Arc::new(LocalCache::new(LocalConfig {
@@ -90,6 +108,7 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
         bus,
         graph: Arc::new(CachedGraph::new(graph, cache.clone())),
         cache,
+        graph_outbox,
     })
 }
 

@@ -263,3 +263,71 @@ async fn profiles_friends_common_and_recommendations() {
         .collect();
     assert_eq!(common.len(), 2);
 }
+
+#[tokio::test]
+async fn a_new_follower_is_pushed_to_the_followee_once() {
+    let api = start().await;
+    let (a, b) = (user(), user());
+    let mut ws = api.ws(b, None).await;
+    // The socket is registered once it answers.
+    ws.send(json!({"type": "ping"})).await;
+    ws.expect("pong").await;
+    let path = format!("/api/v1/users/me/following/{b}");
+    let (s, v) = api.call_as("PUT", &path, a, None).await;
+    assert_eq!((s, v["created"].as_bool()), (200, Some(true)));
+    let f = ws.expect_within("follower", 5).await;
+    assert_eq!(f["follower"], a.to_string());
+    assert!(f["since"].as_u64().is_some(), "{f}");
+    // A repeated follow changes nothing and pushes nothing; an unfollow pushes nothing; a
+    // follow after it is new again. So the next follower frame is that follow's.
+    let (_, v) = api.call_as("PUT", &path, a, None).await;
+    assert_eq!(v["created"], false);
+    let (_, v) = api.call_as("DELETE", &path, a, None).await;
+    assert_eq!(v["removed"], true);
+    let c = user();
+    let (_, v) = api
+        .call_as("PUT", &format!("/api/v1/users/me/following/{b}"), c, None)
+        .await;
+    assert_eq!(v["created"], true);
+    let f = ws.expect_within("follower", 5).await;
+    assert_eq!(f["follower"], c.to_string(), "pushed once per new edge");
+}
+
+/// The embedded graph beside messages in another store (as beside ScyllaDB): its outbox gets a
+/// relay of its own, so its events still reach the bus.
+#[tokio::test]
+async fn a_graph_with_its_own_outbox_has_its_events_relayed() {
+    use std::sync::Arc;
+
+    use zerocast_social::backends::Backends;
+    use zerocast_social::events::InProcessBus;
+    use zerocast_social::graph::cache::local::{LocalCache, LocalConfig};
+    use zerocast_social::graph::cache::{CachedGraph, FollowerCache};
+    use zerocast_social::messaging::store::embedded::EmbeddedStore;
+
+    let dir = std::env::temp_dir().join(format!("zerocast-social-test-{}", uuid::Uuid::new_v4()));
+    let _guard = common::TempDir(dir.clone());
+    let cfg = common::test_config(&dir);
+    let messages = EmbeddedStore::open(&dir.join("messages"), cfg.node).unwrap();
+    let graph = EmbeddedStore::open(&dir.join("graph"), cfg.node).unwrap();
+    let cache: Arc<dyn FollowerCache> = Arc::new(LocalCache::new(LocalConfig::default()));
+    let backends = Backends {
+        store: Arc::new(messages.clone()),
+        channels: Arc::new(messages),
+        bus: Arc::new(InProcessBus::default()),
+        graph: Arc::new(CachedGraph::new(Arc::new(graph.clone()), cache.clone())),
+        cache,
+        graph_outbox: Some(Arc::new(graph)),
+    };
+    let api = common::start_with(cfg, backends).await;
+    let (a, b) = (user(), user());
+    let mut ws = api.ws(b, None).await;
+    ws.send(json!({"type": "ping"})).await;
+    ws.expect("pong").await;
+    let (_, v) = api
+        .call_as("PUT", &format!("/api/v1/users/me/following/{b}"), a, None)
+        .await;
+    assert_eq!(v["created"], true);
+    let f = ws.expect_within("follower", 5).await;
+    assert_eq!(f["follower"], a.to_string());
+}

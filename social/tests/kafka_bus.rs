@@ -376,3 +376,60 @@ async fn connect_creates_a_missing_topic() {
     assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), vec![0, 1]);
     println!("first connect (creating {topic}) took {connected:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_events_reach_every_instance_in_order_per_followee() {
+    let topic = topic();
+    let k = kafka(&topic);
+    let publisher = KafkaBus::connect_with(opts(&k, &topic, "a")).await.unwrap();
+    let other = KafkaBus::connect_with(opts(&k, &topic, "b")).await.unwrap();
+    let mut rx = other.subscribe();
+    const FOLLOWEES: usize = 6;
+    const PER: u64 = 40;
+    let followees: Vec<UserId> = (0..FOLLOWEES).map(|_| user()).collect();
+    let follower = user();
+    // Per followee: followed at 0, unfollowed, followed at 2, unfollowed, ... interleaved
+    // across followees; the unfollow of step s is told apart by its position only.
+    let step = |followee: UserId, s: u64| match s % 2 {
+        0 => Event::Followed {
+            v: Event::VERSION,
+            follower,
+            followee,
+            since: s,
+        },
+        _ => Event::Unfollowed {
+            v: Event::VERSION,
+            follower,
+            followee,
+        },
+    };
+    let all: Vec<Event> = (0..PER)
+        .flat_map(|s| followees.iter().map(move |f| step(*f, s)))
+        .collect();
+    for batch in all.chunks(50) {
+        publisher.publish(batch).await.expect("publish");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut by: HashMap<UserId, Vec<Event>> = HashMap::new();
+    let mut n = 0;
+    while n < all.len() {
+        let m = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("every follow event within 30 s")
+            .unwrap();
+        if let BusMessage::Event { event } = m {
+            let (Event::Followed { followee, .. } | Event::Unfollowed { followee, .. }) = &event
+            else {
+                continue;
+            };
+            by.entry(*followee).or_default().push(event.clone());
+            n += 1;
+        }
+    }
+    assert_eq!(by.len(), FOLLOWEES);
+    for f in &followees {
+        let want: Vec<Event> = (0..PER).map(|s| step(*f, s)).collect();
+        assert_eq!(by[f], want, "followee {f}: in order, once");
+    }
+    drop(k.mock);
+}

@@ -85,6 +85,10 @@ async fn follow(
 ) -> Result<Json<Value>, ApiError> {
     let to = user_id(&id)?;
     let created = st.graph.follow(me, to, crate::now_ms()).await?;
+    if created {
+        // Its event is in the outbox.
+        st.graph_relay_wake.notify_one();
+    }
     Ok(Json(json!({ "following": true, "created": created })))
 }
 
@@ -98,6 +102,9 @@ async fn unfollow(
         return Err(GraphError::SelfFollow.into());
     }
     let removed = st.graph.unfollow(me, to).await?;
+    if removed {
+        st.graph_relay_wake.notify_one();
+    }
     Ok(Json(json!({ "following": false, "removed": removed })))
 }
 

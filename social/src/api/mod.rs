@@ -67,7 +67,14 @@ impl SocialServer {
             bus,
             graph,
             cache,
+            graph_outbox,
         } = backends;
+        // The graph's events go to the messages' outbox unless it has its own.
+        let relay_wake = Arc::new(Notify::new());
+        let graph_relay_wake = match graph_outbox {
+            Some(_) => Arc::new(Notify::new()),
+            None => relay_wake.clone(),
+        };
         // One id generator and one limiter per instance, shared by DMs and chat, REST and
         // WebSocket.
         let ids = Arc::new(IdGenerator::new(config.node));
@@ -83,7 +90,7 @@ impl SocialServer {
         );
         let state = AppState {
             keys: config.keys(),
-            messaging: Messaging::new(store, ids.clone(), limits.clone(), Arc::new(Notify::new())),
+            messaging: Messaging::new(store, ids.clone(), limits.clone(), relay_wake),
             chat: Chat::new(
                 Rooms::new(config.room_history),
                 channels.clone(),
@@ -96,6 +103,8 @@ impl SocialServer {
             graph,
             cache,
             bus,
+            graph_outbox,
+            graph_relay_wake,
             conns: Connections::new(),
             stop: Arc::new(Notify::new()),
             config,
@@ -135,7 +144,8 @@ impl SocialServer {
             .with_state(self.state.clone())
     }
 
-    /// Starts the outbox relay, the bus consumer and the room sweeper. Call once per instance.
+    /// Starts the outbox relays (messages, and the graph's own if any), the bus consumer and
+    /// the room sweeper. Call once per instance.
     pub fn start_background(&self) {
         let st = self.state.clone();
         tokio::spawn(async move {
@@ -158,6 +168,15 @@ impl SocialServer {
             st.messaging.relay_wake().clone(),
             st.stop.clone(),
         ));
+        if let Some(outbox) = &st.graph_outbox {
+            tokio::spawn(crate::events::relay::run_relay(
+                outbox.clone(),
+                st.bus.clone(),
+                st.config.node,
+                st.graph_relay_wake.clone(),
+                st.stop.clone(),
+            ));
+        }
         let st = self.state.clone();
         let mut rx = st.bus.subscribe();
         tokio::spawn(async move {

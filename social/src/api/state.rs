@@ -12,6 +12,7 @@ use crate::events::bus::EventBus;
 use crate::graph::cache::FollowerCache;
 use crate::graph::GraphStore;
 use crate::messaging::service::Messaging;
+use crate::messaging::store::Outbox;
 use crate::realtime::Connections;
 
 /// Everything a request handler needs.
@@ -33,6 +34,11 @@ pub struct AppState {
     pub cache: Arc<dyn FollowerCache>,
     /// Events between instances (typing notices go straight to it).
     pub bus: Arc<dyn EventBus>,
+    /// The graph's own outbox, relayed apart from the messages' (see
+    /// [`Backends::graph_outbox`](crate::backends::Backends::graph_outbox)).
+    pub graph_outbox: Option<Arc<dyn Outbox>>,
+    /// Wakes the relay of the outbox the graph writes to, after a follow or unfollow.
+    pub graph_relay_wake: Arc<Notify>,
     /// This instance's sockets.
     pub conns: Connections,
     /// Stops background tasks and sockets.

@@ -11,7 +11,8 @@
 //!
 //! | message | key |
 //! | --- | --- |
-//! | durable [`Event`] | [`ConversationId::to_bytes`] of [`Event::conversation`] |
+//! | durable [`Event`] of a conversation | [`ConversationId::to_bytes`] of the conversation |
+//! | durable [`Event`] of the follow graph | `user:` + the followee's 16 bytes |
 //! | typing | the same, for `between(from, to)` |
 //! | live chat | `room:` + the room name |
 //!
@@ -25,8 +26,9 @@
 //!   otherwise `Err`, the outbox keeps the batch and the relay sends all of it again. Events of
 //!   a batch that got through the first time are then on the topic **twice**: consumers must be
 //!   idempotent (a message id, or `edited_at`, says which version is newer).
-//! - **Ordered per conversation.** The idempotent producer never reorders or duplicates its
-//!   own retries within a partition, and one conversation is one key, so one partition. A batch
+//! - **Ordered per conversation, and per followee.** The idempotent producer never reorders
+//!   or duplicates its own retries within a partition, and one conversation (or one account's
+//!   follows and unfollows) is one key, so one partition. A batch
 //!   resent after a failure repeats, in order, events some of which may already be on the
 //!   topic: the last copy of each event is in order, an earlier copy may precede it.
 //! - **Each instance reads everything published after [`KafkaBus::connect`] returned.** The
@@ -402,7 +404,7 @@ impl Drop for KafkaBus {
 
 fn key_of(msg: &BusMessage) -> Vec<u8> {
     match msg {
-        BusMessage::Event { event } => event.conversation().to_bytes().to_vec(),
+        BusMessage::Event { event } => event.key().to_bytes(),
         BusMessage::Typing { from, to } => ConversationId::between(*from, *to).to_bytes().to_vec(),
         BusMessage::Chat { message } => format!("room:{}", message.room).into_bytes(),
         BusMessage::RoomChanged { room } => format!("room:{room}").into_bytes(),

@@ -1,7 +1,10 @@
 //! The outbox relay: durable events reach the bus only through it. The store writes each
-//! event in the same atomic write as the change; the relay publishes them in order and
-//! acknowledges them only after the bus has them, so a bus outage delays events and never
-//! fails a send.
+//! event (a message change, a follow or unfollow) in the same atomic write as the change; the
+//! relay publishes them in order and acknowledges them only after the bus has them, so a bus
+//! outage delays events and never fails a send or a follow.
+//!
+//! One relay runs per outbox: the message store's, and the embedded graph's when it is not the
+//! same store (messages in ScyllaDB, see [`crate::backends::Backends::graph_outbox`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +13,12 @@ use tokio::sync::Notify;
 
 use super::bus::EventBus;
 use crate::messaging::model::Event;
-use crate::messaging::store::Store;
+use crate::messaging::store::Outbox;
 
 /// Relays `node`'s outbox to `bus` until `stop` fires: read a batch, publish, acknowledge.
 /// Wakes on `wake` (after each write) and at least once a second (to retry after an outage).
 pub async fn run_relay(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Outbox>,
     bus: Arc<dyn EventBus>,
     node: u16,
     wake: Arc<Notify>,
@@ -77,11 +80,13 @@ mod tests {
     use tokio::sync::broadcast;
 
     use super::*;
-    use crate::events::bus::{BusError, BusMessage};
+    use crate::events::bus::{BusError, BusMessage, InProcessBus};
+    use crate::graph::GraphStore;
     use crate::id::{IdGenerator, UserId};
+    use crate::messaging::model::EventKey;
     use crate::messaging::model::NewMessage;
     use crate::messaging::store::embedded::EmbeddedStore;
-    use crate::messaging::store::{MessageStore, Outbox};
+    use crate::messaging::store::MessageStore;
 
     /// A bus that refuses the first `fail` publishes, then records what it is given.
     struct FlakyBus {
@@ -179,5 +184,137 @@ mod tests {
         relay.abort();
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn temp_store(node: u16) -> (std::path::PathBuf, EmbeddedStore) {
+        let dir = std::env::temp_dir().join(format!("zerocast-relay-{}", uuid::Uuid::new_v4()));
+        let store = EmbeddedStore::open(&dir, node).unwrap();
+        (dir, store)
+    }
+
+    /// The next durable event on `rx`, within 10 s.
+    async fn next_event(rx: &mut broadcast::Receiver<BusMessage>) -> Event {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("an event within 10 s")
+                .unwrap();
+            if let BusMessage::Event { event } = m {
+                return event;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn follows_and_unfollows_reach_the_bus_in_order_keyed_by_the_followee() {
+        let (dir, store) = temp_store(4);
+        let bus = Arc::new(InProcessBus::default());
+        let mut rx = bus.subscribe();
+        let (wake, stop) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let relay = tokio::spawn(run_relay(
+            Arc::new(store.clone()),
+            bus.clone(),
+            4,
+            wake.clone(),
+            stop,
+        ));
+        let (a, b, c) = (user(), user(), user());
+        assert!(store.follow(a, b, 10).await.unwrap());
+        wake.notify_one();
+        assert!(store.follow(c, b, 11).await.unwrap());
+        // A repeated follow changes nothing and emits nothing.
+        assert!(!store.follow(a, b, 12).await.unwrap());
+        assert!(store.unfollow(a, b).await.unwrap());
+        assert!(!store.unfollow(a, b).await.unwrap());
+        assert!(store.follow(b, a, 13).await.unwrap());
+        wake.notify_one();
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(next_event(&mut rx).await);
+        }
+        let followed = |follower, followee, since| Event::Followed {
+            v: Event::VERSION,
+            follower,
+            followee,
+            since,
+        };
+        let unfollowed = Event::Unfollowed {
+            v: Event::VERSION,
+            follower: a,
+            followee: b,
+        };
+        assert_eq!(
+            got,
+            vec![
+                followed(a, b, 10),
+                followed(c, b, 11),
+                unfollowed,
+                followed(b, a, 13)
+            ]
+        );
+        let keys: Vec<EventKey> = got.iter().map(Event::key).collect();
+        assert_eq!(
+            keys,
+            vec![
+                EventKey::Followee(b),
+                EventKey::Followee(b),
+                EventKey::Followee(b),
+                EventKey::Followee(a)
+            ]
+        );
+        assert_eq!(
+            keys[0].to_bytes(),
+            [b"user:".as_slice(), b.0.as_bytes()].concat()
+        );
+        // Nothing more: the repeated follow and unfollow emitted no event.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "an event for a follow that changed nothing"
+        );
+        relay.abort();
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_follow_during_an_outage_is_delivered_when_the_bus_is_back() {
+        let (dir, store) = temp_store(5);
+        let bus = Arc::new(FlakyBus {
+            fail: AtomicUsize::new(3),
+            got: Mutex::new(Vec::new()),
+            tx: broadcast::channel(8).0,
+        });
+        let (a, b) = (user(), user());
+        let relay = tokio::spawn(run_relay(
+            Arc::new(store.clone()),
+            bus.clone(),
+            5,
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+        ));
+        // Succeeds while the bus refuses: the event waits in the outbox.
+        assert!(store.follow(a, b, 20).await.unwrap());
+        assert!(store.unfollow(a, b).await.unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while bus.got.lock().unwrap().len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "events never arrived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(bus.fail.load(Ordering::SeqCst), 0, "the bus refused first");
+        let got = bus.got.lock().unwrap().clone();
+        assert!(
+            matches!(got[0], Event::Followed { follower, followee, since: 20, .. } if follower == a && followee == b),
+            "{got:?}"
+        );
+        assert!(matches!(got[1], Event::Unfollowed { .. }), "{got:?}");
+        assert_eq!(got.len(), 2);
+        relay.abort();
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn user() -> UserId {
+        UserId(uuid::Uuid::new_v4())
     }
 }

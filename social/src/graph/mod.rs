@@ -17,6 +17,7 @@ use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::id::UserId;
+use crate::messaging::store::Outbox;
 
 pub mod cache;
 pub mod service;
@@ -252,10 +253,20 @@ pub trait GraphStore: Send + Sync + 'static {
             .map(|p| p.map(Arc::new))
             .collect())
     }
-    /// `from` follows `to` at `now_ms`; `true` if the edge is new.
+    /// `from` follows `to` at `now_ms`; `true` if the edge is new. A backend with an
+    /// [`event_outbox`](Self::event_outbox) writes [`Event::Followed`](crate::messaging::model::Event::Followed) there atomically with a
+    /// new edge, and nothing when the edge existed.
     async fn follow(&self, from: UserId, to: UserId, now_ms: u64) -> Result<bool, GraphError>;
-    /// `from` stops following `to`; `true` if there was an edge.
+    /// `from` stops following `to`; `true` if there was an edge. With an
+    /// [`event_outbox`](Self::event_outbox),
+    /// [`Event::Unfollowed`](crate::messaging::model::Event::Unfollowed) is written atomically with
+    /// the removal, and nothing when there was no edge.
     async fn unfollow(&self, from: UserId, to: UserId) -> Result<bool, GraphError>;
+    /// The outbox this backend writes its follow and unfollow events to, and the node whose
+    /// records they are; `None` if it writes none (the default; Neo4j).
+    fn event_outbox(&self) -> Option<(&dyn Outbox, u16)> {
+        None
+    }
     /// Whether `from` follows `to`.
     async fn is_following(&self, from: UserId, to: UserId) -> Result<bool, GraphError>;
     /// Who follows `user`, newest first.

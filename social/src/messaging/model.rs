@@ -163,10 +163,11 @@ pub struct UnreadIn {
     pub unread: u64,
 }
 
-/// Something that happened in a conversation: what the outbox keeps and the event bus carries.
+/// Something that happened in a conversation or in the follow graph: what the outbox keeps
+/// and the event bus carries.
 ///
-/// Versioned JSON (`"v": 1`), keyed on the bus by conversation so each conversation's events
-/// stay in order.
+/// Versioned JSON (`"v": 1`), keyed on the bus by [`Event::key`]: a conversation's events by
+/// the conversation, follows and unfollows by the followee, so each stays in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 #[non_exhaustive]
@@ -207,19 +208,74 @@ pub enum Event {
         /// Their marker now.
         up_to: MessageId,
     },
+    /// `follower` started following `followee` (a follow that created the edge; a repeated
+    /// follow changes nothing and has no event).
+    #[serde(rename = "graph.followed")]
+    Followed {
+        /// Schema version.
+        v: u32,
+        /// Who follows.
+        follower: UserId,
+        /// Whom.
+        followee: UserId,
+        /// When the edge was created, ms since the Unix epoch (the edge's `since`).
+        since: u64,
+    },
+    /// `follower` stopped following `followee` (an unfollow that removed the edge).
+    #[serde(rename = "graph.unfollowed")]
+    Unfollowed {
+        /// Schema version.
+        v: u32,
+        /// Who followed.
+        follower: UserId,
+        /// Whom.
+        followee: UserId,
+    },
+}
+
+/// What an [`Event`] is keyed by on the bus: its events stay in the order they were written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKey {
+    /// A conversation's messages and read markers.
+    Conversation(ConversationId),
+    /// Follows and unfollows of this account (the followee).
+    Followee(UserId),
+}
+
+impl EventKey {
+    /// The key's bytes (a Kafka record key): the conversation's 32 bytes, or `user:` and the
+    /// followee's 16 bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Self::Conversation(c) => c.to_bytes().to_vec(),
+            Self::Followee(u) => [b"user:".as_slice(), u.0.as_bytes()].concat(),
+        }
+    }
 }
 
 impl Event {
     /// The current schema version.
     pub const VERSION: u32 = 1;
 
-    /// The conversation the event belongs to (the bus key).
-    pub fn conversation(&self) -> ConversationId {
+    /// The bus key: the conversation of a message or read marker, the followee of a follow
+    /// or unfollow.
+    pub fn key(&self) -> EventKey {
         match self {
             Self::MessageCreated { message, .. }
             | Self::MessageEdited { message, .. }
-            | Self::MessageDeleted { message, .. } => message.conversation,
-            Self::Read { conversation, .. } => *conversation,
+            | Self::MessageDeleted { message, .. } => EventKey::Conversation(message.conversation),
+            Self::Read { conversation, .. } => EventKey::Conversation(*conversation),
+            Self::Followed { followee, .. } | Self::Unfollowed { followee, .. } => {
+                EventKey::Followee(*followee)
+            }
+        }
+    }
+
+    /// The conversation the event belongs to; `None` for follow-graph events.
+    pub fn conversation(&self) -> Option<ConversationId> {
+        match self.key() {
+            EventKey::Conversation(c) => Some(c),
+            EventKey::Followee(_) => None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Fan-out: each message that arrives on the event bus becomes one WebSocket frame, serialised
 //! once and queued to every local connection it concerns (both participants of a direct
-//! message, the recipient of a typing notice, the subscribers of a chat room).
+//! message, the recipient of a typing notice, the followee of a new follow, the subscribers of
+//! a chat room).
 
 use serde_json::json;
 
@@ -40,6 +41,18 @@ pub fn deliver(conns: &Connections, chat: &Chat, m: BusMessage) {
                     [conversation.a, conversation.b],
                     None,
                 ),
+                Event::Followed {
+                    follower,
+                    followee,
+                    since,
+                    ..
+                } => {
+                    let body = json!({"type": "follower", "follower": follower, "since": since});
+                    conns.to_user(*followee, &Frame::new(&body));
+                    return;
+                }
+                // Nobody is told they lost a follower.
+                Event::Unfollowed { .. } => return,
             };
             let mut frame = Frame::new(&body);
             frame.created = created;

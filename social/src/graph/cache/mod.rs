@@ -145,6 +145,7 @@ use crate::graph::{
     RecommendLimits, Recommendation, Side,
 };
 use crate::id::UserId;
+use crate::messaging::store::Outbox;
 
 mod flight;
 pub mod local;
@@ -1041,6 +1042,10 @@ impl GraphStore for CachedGraph {
             keys,
         )
         .await
+    }
+
+    fn event_outbox(&self) -> Option<(&dyn Outbox, u16)> {
+        self.store.event_outbox()
     }
 
     async fn is_following(&self, from: UserId, to: UserId) -> Result<bool, GraphError> {

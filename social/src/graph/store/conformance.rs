@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 use crate::graph::{Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits};
 use crate::id::UserId;
+use crate::messaging::model::{Event, EventKey};
+use crate::messaging::store::Outbox;
 
 fn user() -> UserId {
     UserId(Uuid::new_v4())
@@ -18,12 +20,97 @@ fn user() -> UserId {
 
 /// Runs every check.
 pub async fn run<G: GraphStore>(g: Arc<G>) {
+    outbox_events(&*g).await;
     profiles(&*g).await;
     follow_is_idempotent_and_counted(&*g).await;
     concurrent_duplicates(g.clone()).await;
     paging_returns_every_edge_once(&*g).await;
     batches_answer_like_single_reads(&*g).await;
     brute_force(&*g, 2_000, 20_000, 1).await;
+}
+
+/// With an [`event_outbox`](GraphStore::event_outbox): each follow or unfollow that changes the
+/// graph leaves exactly one event in the outbox, there as soon as the call returns (written
+/// with the change), in write order; a follow or unfollow that changes nothing (repeated, or
+/// concurrent duplicates beyond the first) and a refused self-follow leave none. A backend
+/// without an outbox is only checked to say so.
+pub async fn outbox_events<G: GraphStore + ?Sized>(g: &G) {
+    let Some((outbox, node)) = g.event_outbox() else {
+        return;
+    };
+    let (a, b, c) = (user(), user(), user());
+    let ours = [a, b, c];
+    let followed = |follower, followee, since| Event::Followed {
+        v: Event::VERSION,
+        follower,
+        followee,
+        since,
+    };
+    let unfollowed = |follower, followee| Event::Unfollowed {
+        v: Event::VERSION,
+        follower,
+        followee,
+    };
+    assert!(g.follow(a, b, 7_000).await.unwrap());
+    // The event is in the outbox once the follow returned, with the edge.
+    assert!(g.is_following(a, b).await.unwrap());
+    let got = graph_events(outbox, node, &ours).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1, followed(a, b, 7_000));
+    // Repeated: nothing changes, nothing is written.
+    assert!(!g.follow(a, b, 7_001).await.unwrap());
+    // Concurrent duplicates: one edge, one event.
+    let dups = futures_util::future::join_all((0..8).map(|i| g.follow(c, b, 7_100 + i))).await;
+    let created = dups.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(created, 1);
+    let since_cb = g.followers(b, None, 1).await.unwrap()[0].since;
+    assert!(g.unfollow(a, b).await.unwrap());
+    assert!(!g.unfollow(a, b).await.unwrap(), "second unfollow");
+    assert!(!g.unfollow(c, a).await.unwrap(), "no such edge");
+    assert!(g.follow(a, a, 7_200).await.is_err());
+    assert!(g.follow(a, b, 7_300).await.unwrap());
+    let got = graph_events(outbox, node, &ours).await;
+    let events: Vec<Event> = got.iter().map(|(_, e)| e.clone()).collect();
+    assert_eq!(
+        events,
+        vec![
+            followed(a, b, 7_000),
+            followed(c, b, since_cb),
+            unfollowed(a, b),
+            followed(a, b, 7_300),
+        ]
+    );
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "seqs increase");
+    for e in &events {
+        assert_eq!(e.key(), EventKey::Followee(b), "keyed by the followee");
+        assert_eq!(e.conversation(), None);
+    }
+    // A round trip through the stored form keeps every field.
+    let json = serde_json::to_value(&events[0]).unwrap();
+    assert_eq!(json["type"], "graph.followed");
+    assert_eq!(json["v"], 1);
+}
+
+/// `node`'s outbox records whose event is a follow or unfollow between `users`, in order.
+async fn graph_events(outbox: &dyn Outbox, node: u16, users: &[UserId]) -> Vec<(u64, Event)> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = outbox.outbox_read(node, after, 1000).await.unwrap();
+        let Some((last, _)) = page.last() else {
+            return out;
+        };
+        after = *last;
+        out.extend(page.into_iter().filter(|(_, e)| match e {
+            Event::Followed {
+                follower, followee, ..
+            }
+            | Event::Unfollowed {
+                follower, followee, ..
+            } => users.contains(follower) && users.contains(followee),
+            _ => false,
+        }));
+    }
 }
 
 /// Profiles are stored, replaced and returned in order.

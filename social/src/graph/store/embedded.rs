@@ -22,11 +22,16 @@
 //! # Writes: atomicity and durability
 //!
 //! `follow`, `unfollow` and `put_profile` run on the store's single writer thread (see
-//! [`crate::messaging::store::embedded`]). A follow checks `edges` and, if the edge is new, commits ONE
-//! batch holding the `fwd`, `bwd` and `edges` entries, both `gcounts` records, and the target's
-//! `popular` entry moved from its old count to its new one; unfollow removes the same entries in
-//! one batch. Because the writer thread serialises every write, the check-and-write is atomic:
-//! concurrent duplicate follows create one edge and one count increment. Every answer, also
+//! [`crate::messaging::store::embedded`]). A follow checks `edges` and, if the edge is new,
+//! commits ONE batch holding the `fwd`, `bwd` and `edges` entries, both `gcounts` records, the
+//! target's `popular` entry moved from its old count to its new one, and an
+//! [`Event::Followed`] record in the outbox of the handle's node; unfollow removes the same
+//! entries and adds [`Event::Unfollowed`] in one batch. A follow or unfollow that changes
+//! nothing writes nothing, so it has no event. That outbox is the store's one outbox: with the
+//! messages in this store too, one relay publishes both kinds in write order; beside ScyllaDB
+//! messages it holds the graph's events only and has a relay of its own. Because the writer
+//! thread serialises every write, the check-and-write is atomic: concurrent duplicate follows
+//! create one edge, one count increment and one event. Every answer, also
 //! "nothing changed", waits for the fsync of its commit group (the edge it saw may have been
 //! created earlier in the same group), so an acknowledged follow survives `kill -9`.
 //! Following yourself is [`GraphError::SelfFollow`], rejected before reaching the writer.
@@ -69,8 +74,9 @@ use crate::graph::{
     Counts, Cursor, Edge, GraphError, GraphStore, Profile, Ranking, RecommendLimits, Recommendation,
 };
 use crate::id::UserId;
+use crate::messaging::model::Event;
 use crate::messaging::store::embedded::{EmbeddedStore, Spaces, Writer};
-use crate::messaging::store::StoreError;
+use crate::messaging::store::{Outbox, StoreError};
 
 /// Every list query returns at most this many entries (larger limits are clamped).
 pub const MAX_PAGE: usize = 10_000;
@@ -193,9 +199,11 @@ fn page(
         .collect()
 }
 
-/// Writer job: the follow (see the module docs). `(created, needs_sync)`.
+/// Writer job: the follow (see the module docs), its event in `node`'s outbox.
+/// `(created, needs_sync)`.
 fn follow_job(
     w: &mut Writer,
+    node: u16,
     from: UserId,
     to: UserId,
     now_ms: u64,
@@ -219,12 +227,23 @@ fn follow_job(
     b.insert(&sp.popular, popular_key(ct.followers, to), [0u8; 0]);
     b.insert(&sp.gcounts, *from.0.as_bytes(), counts_value(cf));
     b.insert(&sp.gcounts, *to.0.as_bytes(), counts_value(ct));
-    w.commit_plain(b)?;
+    let event = Event::Followed {
+        v: Event::VERSION,
+        follower: from,
+        followee: to,
+        since: now_ms,
+    };
+    w.commit_event(b, node, &event)?;
     Ok((true, true))
 }
 
-/// Writer job: the unfollow. `(removed, needs_sync)`.
-fn unfollow_job(w: &mut Writer, from: UserId, to: UserId) -> Result<(bool, bool), StoreError> {
+/// Writer job: the unfollow, its event in `node`'s outbox. `(removed, needs_sync)`.
+fn unfollow_job(
+    w: &mut Writer,
+    node: u16,
+    from: UserId,
+    to: UserId,
+) -> Result<(bool, bool), StoreError> {
     let sp = w.spaces();
     let Some(v) = sp.edges.get(edge_key(from, to)).map_err(backend)? else {
         return Ok((false, true));
@@ -246,7 +265,12 @@ fn unfollow_job(w: &mut Writer, from: UserId, to: UserId) -> Result<(bool, bool)
     }
     b.insert(&sp.gcounts, *from.0.as_bytes(), counts_value(cf));
     b.insert(&sp.gcounts, *to.0.as_bytes(), counts_value(ct));
-    w.commit_plain(b)?;
+    let event = Event::Unfollowed {
+        v: Event::VERSION,
+        follower: from,
+        followee: to,
+    };
+    w.commit_event(b, node, &event)?;
     Ok((true, true))
 }
 
@@ -400,7 +424,8 @@ impl GraphStore for EmbeddedStore {
         if from == to {
             return Err(GraphError::SelfFollow);
         }
-        self.write(move |w| follow_job(w, from, to, now_ms))
+        let node = self.node();
+        self.write(move |w| follow_job(w, node, from, to, now_ms))
             .await
             .map_err(graph_err)
     }
@@ -409,9 +434,14 @@ impl GraphStore for EmbeddedStore {
         if from == to {
             return Ok(false);
         }
-        self.write(move |w| unfollow_job(w, from, to))
+        let node = self.node();
+        self.write(move |w| unfollow_job(w, node, from, to))
             .await
             .map_err(graph_err)
+    }
+
+    fn event_outbox(&self) -> Option<(&dyn Outbox, u16)> {
+        Some((self, self.node()))
     }
 
     async fn is_following(&self, from: UserId, to: UserId) -> Result<bool, GraphError> {

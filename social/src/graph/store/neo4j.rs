@@ -4,6 +4,11 @@
 //! [conformance suite](super::conformance) (`tests/graph_neo4j.rs`, when `ZEROCAST_NEO4J_URI`
 //! names a server).
 //!
+//! Follows and unfollows write **no outbox events** here ([`GraphStore::event_outbox`] is
+//! `None`, so the conformance suite's outbox check does not apply): doing it honestly means an
+//! outbox of nodes written in the follow's own transaction, a per-node sequence and a relay
+//! reading it, which no server on the development machine could test. See `docs/social.md`.
+//!
 //! # Model
 //!
 //! ```text

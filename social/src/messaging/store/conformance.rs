@@ -583,6 +583,9 @@ async fn outbox_of<S: Outbox>(store: &S, node: u16, conv: ConversationId) -> Vec
             return out;
         };
         after = last.0;
-        out.extend(page.into_iter().filter(|(_, e)| e.conversation() == conv));
+        out.extend(
+            page.into_iter()
+                .filter(|(_, e)| e.conversation() == Some(conv)),
+        );
     }
 }

@@ -480,10 +480,21 @@ impl Writer {
         self.db.batch()
     }
 
-    /// Commits `batch` atomically without an outbox event (the graph's writes). The caller's
-    /// answer must still wait for the group's fsync (`needs_sync`) to be durable.
+    /// Commits `batch` atomically without an outbox event (profiles). The caller's answer must
+    /// still wait for the group's fsync (`needs_sync`) to be durable.
     pub(crate) fn commit_plain(&mut self, batch: OwnedWriteBatch) -> Result<(), StoreError> {
         self.commit(batch, 0, None)
+    }
+
+    /// Commits `batch` and `event`, added to `node`'s outbox, atomically (follows and
+    /// unfollows). Durable as [`commit_plain`](Self::commit_plain).
+    pub(crate) fn commit_event(
+        &mut self,
+        batch: OwnedWriteBatch,
+        node: u16,
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        self.commit(batch, node, Some(event))
     }
 
     /// Keeps the memtables within [`StoreLimits::write_buffer`]: while they hold more, rotates

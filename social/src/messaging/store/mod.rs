@@ -132,3 +132,9 @@ impl std::fmt::Debug for dyn Store {
         f.write_str("Store")
     }
 }
+
+impl std::fmt::Debug for dyn Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outbox")
+    }
+}
