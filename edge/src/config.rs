@@ -120,6 +120,12 @@ pub struct Config {
     pub rtmp_max_chunk_size_before_publish: u32,
     /// Longest RTMP message, bytes, a publisher may send (a video frame); at most 16777215.
     pub rtmp_max_message: u32,
+    /// Origins this node follows streams from (`http://HOST:PORT`, tried in order on
+    /// failure): set, the node is an edge, and a request for a stream it does not have starts
+    /// following that stream on an origin.
+    pub origin: Vec<String>,
+    /// An edge stops following a stream nobody watched for this long, milliseconds.
+    pub edge_linger: u64,
     /// Directory for everything the embedded backends persist.
     pub data_dir: PathBuf,
     /// Social API listen address (`/api/v1`).
@@ -241,6 +247,8 @@ impl Default for Config {
             rtmp_max_message_before_publish: 64 * 1024,
             rtmp_max_chunk_size_before_publish: 64 * 1024,
             rtmp_max_message: MAX_RTMP_MESSAGE,
+            origin: Vec::new(),
+            edge_linger: 30_000,
             data_dir: PathBuf::from("zerocast-data"),
             api: ([0, 0, 0, 0], 8090).into(),
             api_https: ([0, 0, 0, 0], 8091).into(),
@@ -386,6 +394,14 @@ pub struct Overrides {
     /// Longest RTMP message of a publisher, bytes [default: 16777215].
     #[arg(long, value_name = "BYTES")]
     pub rtmp_max_message: Option<u32>,
+    /// Run as an edge of this origin (http://HOST:PORT); repeat or comma-separate for
+    /// failover [default: none, this node is an origin].
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    pub origin: Option<Vec<String>>,
+    /// An edge stops following a stream nobody watched for this many milliseconds
+    /// [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub edge_linger: Option<u64>,
     /// Data directory for the embedded backends [default: ./zerocast-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -505,6 +521,10 @@ impl Config {
         if let Some(v) = get("ZEROCAST_PUBLISH_TRUSTED_NETS") {
             self.publish_trusted_nets = list(&v);
         }
+        if let Some(v) = get("ZEROCAST_ORIGIN") {
+            self.origin = list(&v);
+        }
+        var!("ZEROCAST_EDGE_LINGER", self.edge_linger);
         var!(
             "ZEROCAST_MAX_CONNECTIONS_PER_IP",
             self.max_connections_per_ip
@@ -656,6 +676,12 @@ impl Config {
         if let Some(v) = f.rtmp_max_message {
             self.rtmp_max_message = v;
         }
+        if let Some(v) = &f.origin {
+            self.origin = v.iter().filter(|u| !u.is_empty()).cloned().collect();
+        }
+        if let Some(v) = f.edge_linger {
+            self.edge_linger = v;
+        }
         if let Some(v) = &f.data_dir {
             self.data_dir = v.clone();
         }
@@ -780,6 +806,15 @@ impl Config {
         if self.playlist_window < 3 {
             return Err(ConfigError::Invalid(
                 "playlist-window must be at least 3".into(),
+            ));
+        }
+        for o in &self.origin {
+            crate::url::HttpUrl::parse(o, "origin")
+                .map_err(|e| ConfigError::Invalid(format!("origin: {e}")))?;
+        }
+        if self.edge_linger < 1000 {
+            return Err(ConfigError::Invalid(
+                "edge-linger must be at least 1000 ms".into(),
             ));
         }
         for n in &self.publish_trusted_nets {

@@ -1104,19 +1104,43 @@ impl Hub {
             tracing::info!(stream = %s.name, "publisher did not return: stream ended");
             s.handle_end();
         }
-        if !remove.is_empty() {
-            let _changing = lock(&self.changing);
-            let mut streams = HashMap::clone(&self.streams.load());
-            for s in remove {
-                if let Some(cur) = streams.get(&s.name) {
-                    if Arc::ptr_eq(cur, &s) {
-                        streams.remove(&s.name);
-                        self.series.detach(&s.metrics);
-                    }
+        self.remove(remove);
+    }
+
+    /// Publisher `conn` of `stream` ended it for good (an edge's origin ended the stream): it
+    /// ends now, with no grace window, and is forgotten after `ended-linger`.
+    pub fn finish(&self, stream: &Stream, conn: u64) {
+        let mut p = lock(&stream.publisher);
+        lock(&stream.sources).leave(conn);
+        if !matches!(*p, Publisher::Ended(_)) {
+            *p = Publisher::Ended(Instant::now());
+            drop(p);
+            stream.handle_end();
+        }
+    }
+
+    /// Forgets `stream` now (an edge stream nobody watched for `edge-linger`): the next request
+    /// for its name finds nothing.
+    pub fn forget(&self, stream: &Arc<Stream>) {
+        self.remove(vec![stream.clone()]);
+    }
+
+    /// Removes these instances (not newer ones of the same names) and their metric series.
+    fn remove(&self, gone: Vec<Arc<Stream>>) {
+        if gone.is_empty() {
+            return;
+        }
+        let _changing = lock(&self.changing);
+        let mut streams = HashMap::clone(&self.streams.load());
+        for s in gone {
+            if let Some(cur) = streams.get(&s.name) {
+                if Arc::ptr_eq(cur, &s) {
+                    streams.remove(&s.name);
+                    self.series.detach(&s.metrics);
                 }
             }
-            self.streams.store(Arc::new(streams));
         }
+        self.streams.store(Arc::new(streams));
     }
 }
 

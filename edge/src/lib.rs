@@ -29,11 +29,13 @@ mod memfd;
 pub mod metrics;
 pub mod notify;
 pub mod publish;
+pub mod relay;
 mod rtmp;
 pub mod server;
 pub mod sources;
 pub mod tls;
 mod transport;
+pub mod url;
 
 use crate::config::Config;
 use crate::hub::{Hub, Stream};
@@ -70,12 +72,31 @@ pub struct Ctx {
     pub alt_svc: Option<String>,
     /// Who may publish, and the keys of playback tokens.
     pub auth: PublishAuth,
+    /// Edge mode: the followers of streams on the origins (`origin` set).
+    pub relay: Option<relay::Relay>,
 }
 
 impl Ctx {
     /// Shared state for `config`, publishing under `auth`.
     pub fn new(config: Config, auth: PublishAuth) -> Self {
         let metrics = Metrics::new(config.metrics_max_streams);
+        // `validate` parsed every origin URL; one that no longer resolves is left out.
+        let origins: Vec<_> = config
+            .origin
+            .iter()
+            .filter_map(|o| {
+                url::HttpUrl::parse(o, "origin")
+                    .inspect_err(|e| tracing::warn!("origin left out: {e}"))
+                    .ok()
+            })
+            .collect();
+        let relay = (!origins.is_empty()).then(|| {
+            relay::Relay::new(
+                origins,
+                Duration::from_millis(config.edge_linger),
+                config.max_streams,
+            )
+        });
         let alt_svc = config
             .tls_files()
             .map(|_| format!("h3=\":{}\"; ma=86400", config.https.port()));
@@ -92,6 +113,7 @@ impl Ctx {
             connections: AtomicUsize::new(0),
             alt_svc,
             auth,
+            relay,
         }
     }
 

@@ -110,6 +110,7 @@ pub struct Metrics {
     publish_refused: Counter,
     playback_refused: Counter,
     publisher_switches: Counter,
+    relay_parts: Counter,
     limit_hits: [Counter; Limit::ALL.len()],
     streams: StreamSeries,
 }
@@ -233,6 +234,12 @@ impl Metrics {
             "Takeovers between a stream's primary and backup publishers",
             publisher_switches.clone(),
         );
+        let relay_parts = Counter::default();
+        registry.register(
+            "zerocast_relay_parts",
+            "Parts this edge fetched from its origin (one per part per stream followed)",
+            relay_parts.clone(),
+        );
         let limits_family = Family::<LimitLabel, Counter>::default();
         let limit_hits =
             Limit::ALL.map(|l| limits_family.get_or_create_owned(&LimitLabel { limit: l.name() }));
@@ -252,6 +259,7 @@ impl Metrics {
             publish_refused,
             playback_refused,
             publisher_switches,
+            relay_parts,
             limit_hits,
             streams,
         }
@@ -300,6 +308,11 @@ impl Metrics {
     /// Counts a takeover between a stream's primary and backup publishers.
     pub fn count_publisher_switch(&self) {
         self.publisher_switches.inc();
+    }
+
+    /// Counts a part an edge fetched from its origin.
+    pub fn count_relay_part(&self) {
+        self.relay_parts.inc();
     }
 
     /// Counts a connection closed or refused by `limit`.

@@ -23,6 +23,8 @@ use zerocast_social::channels::secrets::PlaybackKeys;
 use zerocast_social::channels::service::PublishDenied;
 use zerocast_social::channels::Channels;
 
+use crate::url::HttpUrl;
+
 /// How publishers are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -118,6 +120,8 @@ pub enum PublisherId {
     Webhook,
     /// An unauthenticated publisher, known only by its address.
     Addr(IpAddr),
+    /// This edge's follower of the stream on its origin (see [`crate::relay`]).
+    Relay,
 }
 
 /// A publisher that may go ahead.
@@ -303,44 +307,15 @@ async fn check_key(
 /// start).
 #[derive(Debug, Clone)]
 pub struct Webhook {
-    addr: SocketAddr,
-    host: String,
-    path: String,
+    url: HttpUrl,
     timeout: Duration,
 }
 
 impl Webhook {
     /// Parses and resolves `http://HOST[:PORT]/PATH`.
     pub fn parse(url: &str, timeout: Duration) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?}: only http:// webhooks are supported"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.is_empty() || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-            return Err(format!("{url:?} is not a valid http:// URL"));
-        }
-        let with_port = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-            && !authority.ends_with(']')
-        {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
-        use std::net::ToSocketAddrs;
-        let addr = with_port
-            .to_socket_addrs()
-            .map_err(|e| format!("{url:?}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{url:?}: the host has no address"))?;
         Ok(Self {
-            addr,
-            host: authority.to_owned(),
-            path: path.to_owned(),
+            url: HttpUrl::parse(url, "webhook")?,
             timeout,
         })
     }
@@ -350,11 +325,12 @@ impl Webhook {
         let body = body.to_string();
         let req = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: zerocast\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.path,
-            self.host,
+            self.url.path,
+            self.url.host,
             body.len()
         );
-        match monoio::time::timeout(self.timeout, exchange(self.addr, req.into_bytes())).await {
+        let exchange = exchange(self.url.addr, req.into_bytes());
+        match monoio::time::timeout(self.timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
         }
@@ -407,19 +383,5 @@ mod tests {
         for bad in ["", "x", "10.0.0.0/33", "::/129", "1.2.3.4/-1"] {
             assert!(bad.parse::<Net>().is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn webhook_urls() {
-        let t = Duration::from_secs(1);
-        let w = Webhook::parse("http://127.0.0.1:9/hook?x=1", t).unwrap();
-        assert_eq!(w.addr, "127.0.0.1:9".parse().unwrap());
-        assert_eq!(w.path, "/hook?x=1");
-        assert_eq!(
-            Webhook::parse("http://127.0.0.1", t).unwrap().addr.port(),
-            80
-        );
-        assert!(Webhook::parse("https://127.0.0.1/", t).is_err());
-        assert!(Webhook::parse("http:///x", t).is_err());
     }
 }

@@ -383,6 +383,7 @@ async fn worker(
     drop(ready);
     if i == 0 {
         monoio::spawn(sweeper(ctx.clone()));
+        monoio::spawn(crate::relay::run(ctx.clone()));
     }
     let loops: Vec<_> = listeners
         .into_iter()

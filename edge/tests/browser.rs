@@ -111,6 +111,28 @@ fn hlsjs_keeps_playing_when_the_backup_publisher_takes_over() {
     assert_clean(Player::HlsJs, &run, 20.0);
 }
 
+/// hls.js plays from an edge (`--origin`): the edge follows the origin's LL-HLS on the
+/// player's first request and serves it with the same blocking reloads and preload hints.
+#[test]
+fn hlsjs_plays_from_an_edge() {
+    let origin = Server::start("auto", &[]);
+    let edge = Server::start(
+        "auto",
+        &["--origin", &format!("http://127.0.0.1:{}", origin.http)],
+    );
+    let url = edge.url("/live/browser/index.m3u8");
+    let v = play::<&str>(&origin, Player::HlsJs, &url, &[]);
+    let text = edge.get("/metrics").text();
+    assert!(
+        metric_sum(&text, "zerocast_relay_parts_total") > 50.0,
+        "the edge did not follow the origin: {text}"
+    );
+    println!(
+        "latency from the edge: {}; errors: {}",
+        v["latency"], v["errors"]
+    );
+}
+
 /// A server with a `zerocast cert` certificate, played over HTTPS with the certificate pinned
 /// in Chromium by its SPKI (and QUIC forced on the origin for `h3`); checks that every
 /// request went over `proto`.

@@ -9,9 +9,7 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
-use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,78 +19,6 @@ use zerocast_packager::check;
 /// Viewers behind the cache, and how long they watch.
 const VIEWERS: usize = 500;
 const WATCH: Duration = Duration::from_secs(15);
-
-#[derive(Default)]
-struct Tally {
-    /// Blocking playlist reloads answered.
-    reloads: AtomicU64,
-    /// Answers to a blocking reload that do not list the part asked for.
-    stale: AtomicU64,
-    parts: AtomicU64,
-    /// Anything but a 200, or a broken connection.
-    errors: AtomicU64,
-    /// Viewers that received at least one part.
-    served: AtomicU64,
-}
-
-/// One viewer on one keep-alive connection to the cache: the media playlist, then blocking
-/// reloads for the next part and every part the answer announces, until `end`.
-fn viewer(port: u16, media: &str, end: Instant, t: &Tally) {
-    let run = || -> Result<(), String> {
-        let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(15)))
-            .map_err(|e| e.to_string())?;
-        let mut w = s.try_clone().map_err(|e| e.to_string())?;
-        let mut r = BufReader::new(s);
-        let mut get = |path: &str| -> Result<Resp, String> {
-            write!(w, "GET {path} HTTP/1.1\r\nHost: cache\r\n\r\n").map_err(|e| e.to_string())?;
-            let resp = read_response(&mut r).map_err(|e| format!("{path}: {e}"))?;
-            if resp.status != 200 {
-                return Err(format!("{path}: status {}", resp.status));
-            }
-            Ok(resp)
-        };
-        let base = media.rsplit_once('/').map_or("", |(b, _)| b).to_owned();
-        let first = get(media)?;
-        let mut pl = check::parse(&first.text()).map_err(|e| e.to_string())?;
-        let mut seen = pl.last_part();
-        let mut got_parts = false;
-        while Instant::now() < end {
-            let (msn, part) = pl.next_part().ok_or("no next part")?;
-            let resp = get(&format!("{media}?_HLS_msn={msn}&_HLS_part={part}"))?;
-            pl = check::parse(&resp.text()).map_err(|e| e.to_string())?;
-            t.reloads.fetch_add(1, Ordering::Relaxed);
-            if pl.last_part().is_none_or(|last| last < (msn, part)) {
-                t.stale.fetch_add(1, Ordering::Relaxed);
-            }
-            let fresh: Vec<String> = pl
-                .segments
-                .iter()
-                .flat_map(|s| s.parts.iter().enumerate().map(move |(i, p)| (s.msn, i, p)))
-                .filter(|(m, i, _)| seen.is_none_or(|s| (*m, *i) > s))
-                .map(|(_, _, p)| p.uri.clone())
-                .collect();
-            seen = pl.last_part();
-            for uri in fresh {
-                let part = get(&format!("{base}/{uri}"))?;
-                if part.body.is_empty() {
-                    return Err(format!("{uri}: empty"));
-                }
-                t.parts.fetch_add(1, Ordering::Relaxed);
-                got_parts = true;
-            }
-        }
-        if got_parts {
-            t.served.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
-    };
-    if let Err(e) = run() {
-        if t.errors.fetch_add(1, Ordering::Relaxed) < 3 {
-            println!("viewer error: {e}");
-        }
-    }
-}
 
 /// The origin's request counts by kind, and the parts its streams made.
 fn origin_counts(server: &Server) -> (f64, f64, f64) {
@@ -136,15 +62,7 @@ fn viewers_behind_nginx_proxy_cache_cost_the_origin_about_one_request_per_part()
     let before = origin_counts(&server);
     let tally = Arc::new(Tally::default());
     let end = Instant::now() + WATCH;
-    let viewers: Vec<_> = (0..VIEWERS)
-        .map(|_| {
-            let (t, media, port) = (tally.clone(), media.clone(), cache.port);
-            std::thread::Builder::new()
-                .stack_size(256 << 10)
-                .spawn(move || viewer(port, &media, end, &t))
-                .unwrap()
-        })
-        .collect();
+    let viewers = llhls_crowd(VIEWERS, cache.port, &media, end, &tally);
     for v in viewers {
         v.join().unwrap();
     }

@@ -486,7 +486,7 @@ fn to_u32(n: usize) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use zerocast_core::codec::{av1::Av1Config, avc::AvcConfig, hevc::HevcConfig};
     use zerocast_core::{Timescale, TrackId};
 
@@ -569,7 +569,7 @@ mod tests {
         u16::from_be_bytes(d[at..at + 2].try_into().unwrap())
     }
 
-    fn avc_track() -> Track {
+    pub(crate) fn avc_track() -> Track {
         Track::Video {
             id: TrackId::VIDEO,
             timescale: Timescale::VIDEO,
@@ -577,7 +577,7 @@ mod tests {
         }
     }
 
-    fn aac_track(asc: &'static [u8]) -> Track {
+    pub(crate) fn aac_track(asc: &'static [u8]) -> Track {
         let c = AacConfig::parse(Bytes::from_static(asc)).unwrap();
         Track::Audio {
             id: TrackId::AUDIO,

@@ -19,6 +19,7 @@
 
 pub mod check;
 pub mod dash;
+pub mod demux;
 pub mod fmp4;
 pub mod multivariant;
 pub mod playlist;

@@ -37,6 +37,7 @@ pub(crate) use self::response::media_head;
 use self::response::{preflight, respond, Body, Response};
 use crate::hub::{Layer, Layers, LiveBody, PartMedia, Stream};
 use crate::metrics::{Kind, Limit};
+use crate::relay;
 use crate::transport::Transport;
 use crate::Ctx;
 use zerocast_social::channels::secrets::TokenError;
@@ -265,7 +266,7 @@ pub(crate) async fn route<R: Rt>(ctx: &Ctx, req: &Get<'_>, viewing: &ViewerSlot)
         ["api", "streams"] => api::streams(ctx),
         ["metrics"] => api::metrics(ctx),
         ["time"] => time(),
-        ["live", name, index @ ("index.m3u8" | "index.mpd")] => match ctx.hub.get(name) {
+        ["live", name, index @ ("index.m3u8" | "index.mpd")] => match find::<R>(ctx, name).await {
             Some(s) => {
                 let token = match playback_gate(ctx, &s, query) {
                     Ok(t) => t,
@@ -281,7 +282,7 @@ pub(crate) async fn route<R: Rt>(ctx: &Ctx, req: &Get<'_>, viewing: &ViewerSlot)
             None => Response::not_found(),
         },
         ["live", name, epoch, file] => {
-            let Some(s) = ctx.hub.get(name) else {
+            let Some(s) = find::<R>(ctx, name).await else {
                 return Response::not_found();
             };
             let token = match playback_gate(ctx, &s, query) {
@@ -299,6 +300,45 @@ pub(crate) async fn route<R: Rt>(ctx: &Ctx, req: &Get<'_>, viewing: &ViewerSlot)
             resp
         }
         _ => Response::not_found(),
+    }
+}
+
+/// The stream `name`: in the hub, or, on an edge, once its follower found it on an origin and
+/// has a complete segment (waiting at most [`relay::FIRST_PART_WAIT`] in all).
+async fn find<R: Rt>(ctx: &Ctx, name: &str) -> Option<Arc<Stream>> {
+    if let Some(s) = ctx.hub.get(name) {
+        return Some(s);
+    }
+    let relay = ctx.relay.as_ref()?;
+    if !crate::hub::valid_name(name) {
+        return None;
+    }
+    let deadline = Instant::now() + relay::FIRST_PART_WAIT;
+    loop {
+        let seen = relay.changed.seq();
+        if let Some(s) = ctx.hub.get(name) {
+            // Players want a whole segment in their first playlist (hls.js reports an empty
+            // playlist otherwise): the follower starts a segment back and catches up at once.
+            let left = deadline.saturating_duration_since(Instant::now());
+            wait_for::<R, _>(&s, left, || {
+                let v = s.view();
+                let pl = v.playlist.as_ref()?;
+                (pl.is_ended() || pl.segments().any(|seg| seg.complete)).then_some(())
+            })
+            .await;
+            return Some(s);
+        }
+        if relay.want(name) != relay::Wanted::Following {
+            return None;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero()
+            || timeout::<R, _>(left, relay.changed.changed(seen))
+                .await
+                .is_none()
+        {
+            return None;
+        }
     }
 }
 

@@ -131,6 +131,29 @@ pub struct Server {
     pub log: PathBuf,
     /// The server's data directory, removed with its log when the server is dropped.
     pub data: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+fn spawn_server(args: &[String], env: &[(String, String)], log: &PathBuf, append: bool) -> Child {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_zerocast"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env(
+            "ZEROCAST_LOG",
+            "info,h2=error,quinn=error,quinn_proto=error",
+        )
+        .stdout(Stdio::null())
+        .stderr(logf)
+        .spawn()
+        .expect("start zerocast")
 }
 
 impl Server {
@@ -144,7 +167,6 @@ impl Server {
         let http = free_port();
         let api = free_port();
         let log = std::env::temp_dir().join(format!("zerocast-test-{http}.log"));
-        let logf = std::fs::File::create(&log).unwrap();
         let data = std::env::temp_dir().join(format!("zerocast-test-data-{http}"));
         // Used only with a certificate; a loopback port of its own keeps tests apart.
         let api_https = if extra.contains(&"--api-https") {
@@ -155,23 +177,29 @@ impl Server {
                 format!("127.0.0.1:{}", free_port()),
             ]
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_zerocast"))
-            .args(["serve", "--rtmp", &format!("127.0.0.1:{rtmp}")])
-            .args(["--http", &format!("127.0.0.1:{http}")])
-            .args(["--driver", driver, "--workers", "2"])
-            .args(["--api", &format!("127.0.0.1:{api}")])
-            .args(&api_https)
-            .args(["--data-dir", data.to_str().unwrap()])
-            .args(extra)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env(
-                "ZEROCAST_LOG",
-                "info,h2=error,quinn=error,quinn_proto=error",
-            )
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .expect("start zerocast");
+        let mut args: Vec<String> = [
+            "serve",
+            "--rtmp",
+            &format!("127.0.0.1:{rtmp}"),
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--driver",
+            driver,
+            "--workers",
+            "2",
+            "--api",
+            &format!("127.0.0.1:{api}"),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(api_https);
+        args.extend(["--data-dir".to_owned(), data.to_str().unwrap().to_owned()]);
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let child = spawn_server(&args, &env, &log, false);
         let s = Server {
             child,
             rtmp,
@@ -179,18 +207,46 @@ impl Server {
             api,
             log,
             data,
+            args,
+            env,
         };
-        // Generous: under a coverage tracer (ptrace) on a busy machine a start took over 20 s.
+        s.wait_listening();
+        s
+    }
+
+    /// Kills the server and starts it again with the same ports, arguments and data (its log
+    /// goes on in the same file).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_server(&self.args, &self.env, &self.log, true);
+        // A killed process's io_uring listeners can outlive it for a moment (the kernel tears
+        // the ring down asynchronously) and take connections that are then reset: wait for
+        // an answer from the new process, not just a connection.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", http)).is_err() {
+        while http_get(self.http, "/api/streams", Duration::from_secs(5))
+            .map_or(true, |r| r.status != 200)
+        {
             assert!(
                 Instant::now() < deadline,
-                "server did not start: {}",
-                s.logs()
+                "server did not restart: {}",
+                self.logs()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        s
+    }
+
+    fn wait_listening(&self) {
+        // Generous: under a coverage tracer (ptrace) on a busy machine a start took over 20 s.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", self.http)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn rtmp_url(&self, name: &str) -> String {
@@ -202,7 +258,8 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> Resp {
-        http_get(self.http, path, Duration::from_secs(30)).expect("GET")
+        http_get(self.http, path, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}; server log:\n{}", self.logs()))
     }
 
     pub fn logs(&self) -> String {
@@ -726,4 +783,126 @@ pub fn metric_sum(text: &str, series: &str) -> f64 {
         .filter(|l| l.starts_with(series))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// What a crowd of [`llhls_viewer`]s saw.
+#[derive(Default)]
+pub struct Tally {
+    /// Blocking playlist reloads answered.
+    pub reloads: std::sync::atomic::AtomicU64,
+    /// Answers to a blocking reload that do not list the part asked for.
+    pub stale: std::sync::atomic::AtomicU64,
+    pub parts: std::sync::atomic::AtomicU64,
+    /// Blocking reloads answered 503 (the part did not come in time), then asked again.
+    pub retries: std::sync::atomic::AtomicU64,
+    /// Viewers that saw an `EXT-X-DISCONTINUITY` appear after they started.
+    pub discontinuities: std::sync::atomic::AtomicU64,
+    /// Anything else but a 200, or a broken connection.
+    pub errors: std::sync::atomic::AtomicU64,
+    /// Viewers that received at least one part.
+    pub served: std::sync::atomic::AtomicU64,
+    /// Viewers that received parts after they saw a discontinuity.
+    pub continued: std::sync::atomic::AtomicU64,
+}
+
+/// One LL-HLS viewer on one keep-alive connection, doing what a player does until `end`: the
+/// media playlist, then a blocking reload for the next part and every part the answer
+/// announces. A 503 (the part did not arrive within the server's block limit) is asked again,
+/// as players do; anything else but a 200 is an error and ends the viewer.
+#[allow(clippy::print_stdout)] // a test's report
+pub fn llhls_viewer(port: u16, media: &str, end: Instant, t: &Tally) {
+    use std::sync::atomic::Ordering;
+    use zerocast_packager::check;
+    let run = || -> Result<(), String> {
+        let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .map_err(|e| e.to_string())?;
+        let mut w = s.try_clone().map_err(|e| e.to_string())?;
+        let mut r = BufReader::new(s);
+        let mut get = |path: &str| -> Result<Resp, String> {
+            write!(w, "GET {path} HTTP/1.1\r\nHost: viewer\r\n\r\n").map_err(|e| e.to_string())?;
+            read_response(&mut r).map_err(|e| format!("{path}: {e}"))
+        };
+        let ok = |resp: Resp, path: &str| -> Result<Resp, String> {
+            if resp.status != 200 {
+                return Err(format!("{path}: status {} {}", resp.status, resp.text()));
+            }
+            Ok(resp)
+        };
+        let base = media.rsplit_once('/').map_or("", |(b, _)| b).to_owned();
+        let first = ok(get(media)?, media)?;
+        let mut pl = check::parse(&first.text()).map_err(|e| e.to_string())?;
+        let count_breaks =
+            |pl: &check::ParsedPlaylist| pl.segments.iter().filter(|s| s.discontinuity).count();
+        let breaks_at_start = count_breaks(&pl);
+        let mut seen = pl.last_part();
+        let (mut got_parts, mut broke, mut after_break) = (false, false, false);
+        while Instant::now() < end {
+            let (msn, part) = pl.next_part().ok_or("no next part")?;
+            let q = format!("{media}?_HLS_msn={msn}&_HLS_part={part}");
+            let resp = get(&q)?;
+            if resp.status == 503 {
+                t.retries.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            pl = check::parse(&ok(resp, &q)?.text()).map_err(|e| e.to_string())?;
+            t.reloads.fetch_add(1, Ordering::Relaxed);
+            if pl.last_part().is_none_or(|last| last < (msn, part)) {
+                t.stale.fetch_add(1, Ordering::Relaxed);
+            }
+            if !broke && count_breaks(&pl) > breaks_at_start {
+                broke = true;
+                t.discontinuities.fetch_add(1, Ordering::Relaxed);
+            }
+            let fresh: Vec<String> = pl
+                .segments
+                .iter()
+                .flat_map(|s| s.parts.iter().enumerate().map(move |(i, p)| (s.msn, i, p)))
+                .filter(|(m, i, _)| seen.is_none_or(|s| (*m, *i) > s))
+                .map(|(_, _, p)| p.uri.clone())
+                .collect();
+            seen = pl.last_part();
+            for uri in fresh {
+                let path = format!("{base}/{uri}");
+                let part = ok(get(&path)?, &path)?;
+                if part.body.is_empty() {
+                    return Err(format!("{uri}: empty"));
+                }
+                t.parts.fetch_add(1, Ordering::Relaxed);
+                got_parts = true;
+                after_break |= broke;
+            }
+        }
+        if got_parts {
+            t.served.fetch_add(1, Ordering::Relaxed);
+        }
+        if after_break {
+            t.continued.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        if t.errors.fetch_add(1, Ordering::Relaxed) < 3 {
+            println!("viewer error: {e}");
+        }
+    }
+}
+
+/// `n` [`llhls_viewer`]s of `media` on `port` until `end`, on threads of their own.
+pub fn llhls_crowd(
+    n: usize,
+    port: u16,
+    media: &str,
+    end: Instant,
+    t: &std::sync::Arc<Tally>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let (t, media) = (t.clone(), media.to_owned());
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || llhls_viewer(port, &media, end, &t))
+                .unwrap()
+        })
+        .collect()
 }

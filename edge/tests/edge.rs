@@ -1,0 +1,220 @@
+//! Edge mode: real `zerocast` processes on loopback, an origin published to by ffmpeg and
+//! edges started with `--origin`, LL-HLS viewers (plain HTTP/1.1 clients doing what a player
+//! does) reading only from the edges. The origin's own `/metrics` count what reached it.
+
+// Tests print what they measured; that is their report.
+#![allow(clippy::print_stdout)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use zerocast_packager::check;
+use zerocast_packager::Pdt;
+
+const VIEWERS_PER_EDGE: usize = 300;
+
+/// The origin's part and playlist requests, and the parts it made.
+fn origin_counts(origin: &Server) -> (f64, f64, f64) {
+    let text = origin.get("/metrics").text();
+    let count = |kind: &str| {
+        metric_sum(
+            &text,
+            &format!("zerocast_http_request_duration_seconds_count{{kind=\"{kind}\"}}"),
+        )
+    };
+    (
+        count("part"),
+        count("playlist"),
+        metric_sum(&text, "zerocast_parts"),
+    )
+}
+
+fn edge_of(origin: &Server) -> Server {
+    let url = format!("http://127.0.0.1:{}", origin.http);
+    // Every viewer here comes from 127.0.0.1: no per-address cap.
+    Server::start("auto", &["--origin", &url, "--max-connections-per-ip", "0"])
+}
+
+fn report(what: &str, t: &Tally) {
+    println!(
+        "{what}: {} reloads, {} parts, {} retried 503s, {} viewers served, {} saw a \
+         discontinuity, {} played on after it, {} errors, {} stale",
+        t.reloads.load(Ordering::Relaxed),
+        t.parts.load(Ordering::Relaxed),
+        t.retries.load(Ordering::Relaxed),
+        t.served.load(Ordering::Relaxed),
+        t.discontinuities.load(Ordering::Relaxed),
+        t.continued.load(Ordering::Relaxed),
+        t.errors.load(Ordering::Relaxed),
+        t.stale.load(Ordering::Relaxed),
+    );
+}
+
+/// An origin, two edges, 300 viewers on each: the origin answers one part request and one
+/// blocking reload per part per edge, whatever the number of viewers. Then the origin is
+/// restarted (and its publisher comes back): the edges' viewers wait, get a discontinuity on
+/// the same stream and go on playing.
+#[test]
+fn two_edges_cost_the_origin_one_fetch_per_part_and_ride_out_an_origin_restart() {
+    let mut origin = Server::start("auto", &[]);
+    let edges = [edge_of(&origin), edge_of(&origin)];
+    let mut ffmpeg = ffmpeg_publish(&origin.rtmp_url("relayed"), 60, "640x360");
+    origin.wait_live("relayed", Duration::from_secs(15));
+    let media: Vec<String> = edges
+        .iter()
+        .map(|e| e.wait_live("relayed", Duration::from_secs(20)))
+        .collect();
+
+    // What one tier adds: a blocking reload for the next part on the origin and on an edge;
+    // each answer's newest media (its last part's end, by PROGRAM-DATE-TIME, which the edge
+    // copies from the origin) against when it arrived.
+    let origin_media = origin.wait_live("relayed", Duration::from_secs(5));
+    let lag = |port: u16, path: &str| -> Vec<f64> {
+        let mut out = Vec::new();
+        let mut pl = check::parse(
+            &http_get(port, path, Duration::from_secs(10))
+                .unwrap()
+                .text(),
+        )
+        .unwrap();
+        for _ in 0..15 {
+            let (m, p) = pl.next_part().unwrap();
+            let q = format!("{path}?_HLS_msn={m}&_HLS_part={p}");
+            let r = http_get(port, &q, Duration::from_secs(10)).unwrap();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+                * 1000.0;
+            pl = check::parse(&r.text()).unwrap();
+            let last = pl.segments.last().unwrap();
+            let start = Pdt::parse_us(last.program_date_time.as_deref().unwrap()).unwrap();
+            let listed: f64 = last.parts.iter().map(|p| p.duration).sum();
+            out.push(now - (start as f64 / 1000.0 + listed * 1000.0));
+        }
+        out.sort_by(f64::total_cmp);
+        out
+    };
+    let from_origin = lag(origin.http, &origin_media);
+    let from_edge = lag(edges[0].http, &media[0]);
+    println!(
+        "newest media on arrival, median: origin {:.0} ms, edge {:.0} ms (one tier adds {:.0} ms)",
+        from_origin[7],
+        from_edge[7],
+        from_edge[7] - from_origin[7]
+    );
+
+    // Steady state: 300 viewers on each edge.
+    let before = origin_counts(&origin);
+    let tally = Arc::new(Tally::default());
+    let end = Instant::now() + Duration::from_secs(15);
+    let crowds: Vec<_> = edges
+        .iter()
+        .zip(&media)
+        .flat_map(|(e, m)| llhls_crowd(VIEWERS_PER_EDGE, e.http, m, end, &tally))
+        .collect();
+    for c in crowds {
+        c.join().unwrap();
+    }
+    let after = origin_counts(&origin);
+    let (parts, playlists, made) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    report("steady, 2 x 300 viewers on edges", &tally);
+    println!(
+        "the origin made {made} parts and answered {parts} part requests and {playlists} \
+         playlist requests"
+    );
+    let t = &*tally;
+    assert_eq!(t.errors.load(Ordering::Relaxed), 0);
+    assert_eq!(t.stale.load(Ordering::Relaxed), 0, "stale playlists");
+    assert_eq!(
+        t.served.load(Ordering::Relaxed),
+        2 * VIEWERS_PER_EDGE as u64
+    );
+    assert!(made >= 40.0, "only {made} parts");
+    // One fetch per part per edge: the parts made in the window, give or take the one being
+    // fetched at each end of it.
+    assert!(
+        (parts - 2.0 * made).abs() <= 4.0,
+        "{parts} part requests at the origin for {made} parts and 2 edges"
+    );
+    assert!(
+        playlists <= 2.0 * made + 4.0,
+        "{playlists} playlist requests at the origin for {made} parts and 2 edges"
+    );
+    for e in &edges {
+        let relayed = metric_sum(&e.get("/metrics").text(), "zerocast_relay_parts_total");
+        println!("an edge fetched {relayed} parts in all");
+        assert!(relayed >= made, "an edge fetched {relayed} parts");
+    }
+
+    // The origin restarts mid-run; its publisher comes back.
+    let tally = Arc::new(Tally::default());
+    let end = Instant::now() + Duration::from_secs(30);
+    let crowds: Vec<_> = edges
+        .iter()
+        .zip(&media)
+        .flat_map(|(e, m)| llhls_crowd(VIEWERS_PER_EDGE, e.http, m, end, &tally))
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let down = Instant::now();
+    origin.restart();
+    ffmpeg = ffmpeg_publish(&origin.rtmp_url("relayed"), 60, "640x360");
+    origin.wait_live("relayed", Duration::from_secs(15));
+    println!("origin back and live after {:?}", down.elapsed());
+    for c in crowds {
+        c.join().unwrap();
+    }
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    report("through an origin restart", &tally);
+    let t = &*tally;
+    let all = 2 * VIEWERS_PER_EDGE as u64;
+    let logs = || format!("{}\n{}", edges[0].logs(), edges[1].logs());
+    assert_eq!(t.errors.load(Ordering::Relaxed), 0, "{}", logs());
+    assert_eq!(t.stale.load(Ordering::Relaxed), 0);
+    assert_eq!(t.discontinuities.load(Ordering::Relaxed), all, "{}", logs());
+    assert_eq!(t.continued.load(Ordering::Relaxed), all, "{}", logs());
+}
+
+/// A name the origin does not have is a 404 on the edge, quickly, and costs the origin one
+/// request while it is remembered as missing. An edge of an edge serves the same stream, to
+/// its end: the origin's `EXT-X-ENDLIST` reaches the far edge, where ffprobe reads it all.
+#[test]
+fn missing_names_and_an_edge_of_an_edge() {
+    let origin = Server::start("auto", &["--reconnect-grace", "1000"]);
+    let edge = edge_of(&origin);
+    let far = edge_of(&edge);
+    let started = Instant::now();
+    assert_eq!(edge.get("/live/nothing/index.m3u8").status, 404);
+    println!("404 for an unknown name after {:?}", started.elapsed());
+    let before = origin_counts(&origin).1;
+    for _ in 0..20 {
+        assert_eq!(edge.get("/live/nothing/index.m3u8").status, 404);
+    }
+    let asked = origin_counts(&origin).1 - before;
+    assert!(
+        asked <= 2.0,
+        "20 requests for a missing name cost the origin {asked}"
+    );
+
+    let mut ffmpeg = ffmpeg_publish(&origin.rtmp_url("chain"), 8, "320x240");
+    origin.wait_live("chain", Duration::from_secs(15));
+    far.wait_live("chain", Duration::from_secs(20));
+    let (counts, err) = ffprobe_count(&far.url("/live/chain/index.m3u8"));
+    let _ = ffmpeg.wait();
+    println!("ffprobe through two edges, to the end: {counts:?}");
+    assert!(
+        counts.iter().any(|(c, n)| c == "h264" && *n > 10),
+        "{counts:?}: {err}"
+    );
+    assert!(
+        counts.iter().any(|(c, n)| c == "aac" && *n > 10),
+        "{counts:?}"
+    );
+}
