@@ -838,7 +838,12 @@ pub fn llhls_viewer(port: u16, media: &str, end: Instant, t: &Tally) {
         let mut seen = pl.last_part();
         let (mut got_parts, mut broke, mut after_break) = (false, false, false);
         while Instant::now() < end {
-            let (msn, part) = pl.next_part().ok_or("no next part")?;
+            let Some((msn, part)) = pl.next_part() else {
+                // A stream that has not made its first part yet: look again, as players do.
+                std::thread::sleep(Duration::from_millis(100));
+                pl = check::parse(&ok(get(media)?, media)?.text()).map_err(|e| e.to_string())?;
+                continue;
+            };
             let q = format!("{media}?_HLS_msn={msn}&_HLS_part={part}");
             let resp = get(&q)?;
             if resp.status == 503 {
