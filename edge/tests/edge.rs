@@ -230,3 +230,37 @@ fn missing_names_and_an_edge_of_an_edge() {
     );
     assert_eq!(counts, at_origin);
 }
+
+/// A stream nobody watches on an edge is dropped after `edge-linger`, and the edge stops
+/// fetching it; the next viewer starts following it again.
+#[test]
+fn an_unwatched_stream_is_dropped_after_edge_linger() {
+    let origin = Server::start("auto", &[]);
+    let url = format!("http://127.0.0.1:{}", origin.http);
+    let edge = Server::start("auto", &["--origin", &url, "--edge-linger", "1000"]);
+    let mut ffmpeg = ffmpeg_publish(&origin.rtmp_url("lingering"), 30, "320x240");
+    origin.wait_live("lingering", Duration::from_secs(15));
+    let first = edge.wait_live("lingering", Duration::from_secs(20));
+    let relayed = || metric_sum(&edge.get("/metrics").text(), "zerocast_relay_parts_total");
+    let listed = || edge.get("/api/streams").text().contains("\"lingering\"");
+    assert!(listed());
+    // Every request above closed its connection: nobody watches now.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listed() {
+        assert!(Instant::now() < deadline, "still followed: {}", edge.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stopped = relayed();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        relayed(),
+        stopped,
+        "parts still fetched after the stream was dropped"
+    );
+    // A new viewer: followed again, as a new instance of the stream.
+    let again = edge.wait_live("lingering", Duration::from_secs(20));
+    assert_ne!(again, first);
+    assert!(relayed() > stopped);
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+}
