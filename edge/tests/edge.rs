@@ -17,22 +17,6 @@ use zerocast_packager::Pdt;
 
 const VIEWERS_PER_EDGE: usize = 300;
 
-/// The origin's part and playlist requests, and the parts it made.
-fn origin_counts(origin: &Server) -> (f64, f64, f64) {
-    let text = origin.get("/metrics").text();
-    let count = |kind: &str| {
-        metric_sum(
-            &text,
-            &format!("zerocast_http_request_duration_seconds_count{{kind=\"{kind}\"}}"),
-        )
-    };
-    (
-        count("part"),
-        count("playlist"),
-        metric_sum(&text, "zerocast_parts"),
-    )
-}
-
 fn edge_of(origin: &Server) -> Server {
     edge_of_urls(&format!("http://127.0.0.1:{}", origin.http))
 }
@@ -113,7 +97,7 @@ fn two_edges_cost_the_origin_one_fetch_per_part_and_ride_out_an_origin_restart()
     );
 
     // Steady state: 300 viewers on each edge.
-    let before = origin_counts(&origin);
+    let before = RequestCounts::of(&origin);
     let tally = Arc::new(Tally::default());
     let end = Instant::now() + Duration::from_secs(15);
     let crowds: Vec<_> = edges
@@ -124,8 +108,12 @@ fn two_edges_cost_the_origin_one_fetch_per_part_and_ride_out_an_origin_restart()
     for c in crowds {
         c.join().unwrap();
     }
-    let after = origin_counts(&origin);
-    let (parts, playlists, made) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    let after = RequestCounts::of(&origin);
+    let RequestCounts {
+        playlists,
+        parts,
+        made,
+    } = after.since(before);
     report("steady, 2 x 300 viewers on edges", &tally);
     println!(
         "the origin made {made} parts and answered {parts} part requests and {playlists} \
@@ -202,11 +190,11 @@ fn missing_names_and_an_edge_of_an_edge() {
     let started = Instant::now();
     assert_eq!(edge.get("/live/nothing/index.m3u8").status, 404);
     println!("404 for an unknown name after {:?}", started.elapsed());
-    let before = origin_counts(&origin).1;
+    let before = RequestCounts::of(&origin).playlists;
     for _ in 0..20 {
         assert_eq!(edge.get("/live/nothing/index.m3u8").status, 404);
     }
-    let asked = origin_counts(&origin).1 - before;
+    let asked = RequestCounts::of(&origin).playlists - before;
     assert!(
         asked <= 2.0,
         "20 requests for a missing name cost the origin {asked}"

@@ -911,3 +911,38 @@ pub fn llhls_crowd(
         })
         .collect()
 }
+
+/// What reached a server, from its `/metrics`: blocking and plain playlist requests, part
+/// requests, and the parts its streams made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestCounts {
+    pub playlists: f64,
+    pub parts: f64,
+    pub made: f64,
+}
+
+impl RequestCounts {
+    pub fn of(server: &Server) -> Self {
+        let text = server.get("/metrics").text();
+        let count = |kind: &str| {
+            metric_sum(
+                &text,
+                &format!("zerocast_http_request_duration_seconds_count{{kind=\"{kind}\"}}"),
+            )
+        };
+        Self {
+            playlists: count("playlist"),
+            parts: count("part"),
+            made: metric_sum(&text, "zerocast_parts"),
+        }
+    }
+
+    /// What happened between `before` and this.
+    pub fn since(self, before: Self) -> Self {
+        Self {
+            playlists: self.playlists - before.playlists,
+            parts: self.parts - before.parts,
+            made: self.made - before.made,
+        }
+    }
+}
