@@ -14,6 +14,8 @@
 mod common;
 
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -69,10 +71,99 @@ fn hlsjs_plays_through_nginx_proxy_cache() {
     let server = Server::start("auto", &[]);
     let cache = NginxCache::start(server.http);
     let url = cache.url("/live/browser/index.m3u8");
+    // 500 LL-HLS viewers (plain HTTP/1.1 clients doing what a player does) through the same
+    // cache while hls.js plays, once the stream is live.
+    let crowd = {
+        let port = cache.port;
+        let server_http = server.http;
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let media = loop {
+                let r = http_get(
+                    server_http,
+                    "/live/browser/index.m3u8",
+                    Duration::from_secs(5),
+                );
+                if let Some(r) = r.ok().filter(|r| r.status == 200) {
+                    let uri = r.text().lines().last().unwrap_or("").to_owned();
+                    break format!("/live/browser/{uri}");
+                }
+                assert!(Instant::now() < deadline, "the stream did not start");
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            let tally = Arc::new(Tally::default());
+            let end = Instant::now() + Duration::from_secs(25);
+            for v in llhls_crowd(500, port, &media, end, &tally) {
+                v.join().unwrap();
+            }
+            tally
+        })
+    };
     let v = play::<&str>(&server, Player::HlsJs, &url, &[]);
     assert!(
         v["protocols"]["http/1.1"].as_u64().unwrap_or(0) > 10,
         "requests through the cache: {v}"
+    );
+    let t = crowd.join().unwrap();
+    let served = t.served.load(Ordering::Relaxed);
+    println!(
+        "beside hls.js, 500 viewers through the cache: {served} served, {} parts, {} errors",
+        t.parts.load(Ordering::Relaxed),
+        t.errors.load(Ordering::Relaxed)
+    );
+    assert_eq!(t.errors.load(Ordering::Relaxed), 0);
+    assert_eq!(t.stale.load(Ordering::Relaxed), 0, "stale playlists");
+    assert_eq!(served, 500);
+}
+
+/// hls.js plays from an edge while the origin restarts (and its publisher comes back): the
+/// player waits through the outage, then plays on from the same URLs after a discontinuity,
+/// with no fatal error.
+#[test]
+fn hlsjs_on_an_edge_plays_on_after_an_origin_restart() {
+    let _turn = one_at_a_time();
+    let mut origin = Server::start("auto", &[]);
+    let edge = Server::start(
+        "auto",
+        &["--origin", &format!("http://127.0.0.1:{}", origin.http)],
+    );
+    let mut ffmpeg = ffmpeg_publish_gop(&origin.rtmp_url("browser"), 60, "320x240", 12);
+    origin.wait_live("browser", Duration::from_secs(15));
+    let url = edge.url("/live/browser/index.m3u8");
+    let mut player = harness::<&str>(Player::HlsJs, &url, 30, &[]);
+    let player = std::thread::spawn(move || {
+        player
+            .output()
+            .expect("node is installed (scripts/setup.sh)")
+    });
+    std::thread::sleep(Duration::from_secs(10));
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let down = Instant::now();
+    origin.restart();
+    ffmpeg = ffmpeg_publish_gop(&origin.rtmp_url("browser"), 60, "320x240", 12);
+    origin.wait_live("browser", Duration::from_secs(15));
+    println!("origin back and live after {:?}", down.elapsed());
+    let run = Run::from(player.join().unwrap());
+    let media = edge.wait_live("browser", Duration::from_secs(5));
+    let playlist = edge.get(&media).text();
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    run.report();
+    let v = &run.v;
+    assert!(
+        playlist.contains("#EXT-X-DISCONTINUITY"),
+        "the edge's stream did not continue after a discontinuity: {playlist}"
+    );
+    assert_eq!(v["started"], true, "{run}");
+    assert_eq!(v["fatalErrors"], 0, "{run}");
+    // It played on after the restart (at 10 s), not only before it. The outage itself (a few
+    // hundred ms to a few seconds of no new media) may or may not cost a stall, depending on
+    // how much the player had buffered.
+    assert!(v["playedSeconds"].as_f64().unwrap() >= 20.0, "{run}");
+    println!(
+        "through the restart: {} stalls ({} s)",
+        v["stalls"], v["stallSeconds"]
     );
 }
 

@@ -17,26 +17,14 @@ use zerocast_packager::Pdt;
 
 const VIEWERS_PER_EDGE: usize = 300;
 
-/// The origin's part and playlist requests, and the parts it made.
-fn origin_counts(origin: &Server) -> (f64, f64, f64) {
-    let text = origin.get("/metrics").text();
-    let count = |kind: &str| {
-        metric_sum(
-            &text,
-            &format!("zerocast_http_request_duration_seconds_count{{kind=\"{kind}\"}}"),
-        )
-    };
-    (
-        count("part"),
-        count("playlist"),
-        metric_sum(&text, "zerocast_parts"),
-    )
+fn edge_of(origin: &Server) -> Server {
+    edge_of_urls(&format!("http://127.0.0.1:{}", origin.http))
 }
 
-fn edge_of(origin: &Server) -> Server {
-    let url = format!("http://127.0.0.1:{}", origin.http);
+/// An edge of these origins (comma-separated URLs, tried in turn).
+fn edge_of_urls(urls: &str) -> Server {
     // Every viewer here comes from 127.0.0.1: no per-address cap.
-    Server::start("auto", &["--origin", &url, "--max-connections-per-ip", "0"])
+    Server::start("auto", &["--origin", urls, "--max-connections-per-ip", "0"])
 }
 
 fn report(what: &str, t: &Tally) {
@@ -109,7 +97,7 @@ fn two_edges_cost_the_origin_one_fetch_per_part_and_ride_out_an_origin_restart()
     );
 
     // Steady state: 300 viewers on each edge.
-    let before = origin_counts(&origin);
+    let before = RequestCounts::of(&origin);
     let tally = Arc::new(Tally::default());
     let end = Instant::now() + Duration::from_secs(15);
     let crowds: Vec<_> = edges
@@ -120,8 +108,12 @@ fn two_edges_cost_the_origin_one_fetch_per_part_and_ride_out_an_origin_restart()
     for c in crowds {
         c.join().unwrap();
     }
-    let after = origin_counts(&origin);
-    let (parts, playlists, made) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    let after = RequestCounts::of(&origin);
+    let RequestCounts {
+        playlists,
+        parts,
+        made,
+    } = after.since(before);
     report("steady, 2 x 300 viewers on edges", &tally);
     println!(
         "the origin made {made} parts and answered {parts} part requests and {playlists} \
@@ -183,21 +175,26 @@ fn two_edges_cost_the_origin_one_fetch_per_part_and_ride_out_an_origin_restart()
 }
 
 /// A name the origin does not have is a 404 on the edge, quickly, and costs the origin one
-/// request while it is remembered as missing. An edge of an edge serves the same stream, to
-/// its end: the origin's `EXT-X-ENDLIST` reaches the far edge, where ffprobe reads it all.
+/// request while it is remembered as missing. An edge of an edge, whose first origin URL is
+/// down (failover to the next), serves the same stream, to its end: the origin's
+/// `EXT-X-ENDLIST` reaches the far edge, where ffprobe reads it all.
 #[test]
 fn missing_names_and_an_edge_of_an_edge() {
     let origin = Server::start("auto", &["--reconnect-grace", "1000"]);
     let edge = edge_of(&origin);
-    let far = edge_of(&edge);
+    let down = free_port();
+    let far = edge_of_urls(&format!(
+        "http://127.0.0.1:{down},http://127.0.0.1:{}",
+        edge.http
+    ));
     let started = Instant::now();
     assert_eq!(edge.get("/live/nothing/index.m3u8").status, 404);
     println!("404 for an unknown name after {:?}", started.elapsed());
-    let before = origin_counts(&origin).1;
+    let before = RequestCounts::of(&origin).playlists;
     for _ in 0..20 {
         assert_eq!(edge.get("/live/nothing/index.m3u8").status, 404);
     }
-    let asked = origin_counts(&origin).1 - before;
+    let asked = RequestCounts::of(&origin).playlists - before;
     assert!(
         asked <= 2.0,
         "20 requests for a missing name cost the origin {asked}"
@@ -208,13 +205,50 @@ fn missing_names_and_an_edge_of_an_edge() {
     far.wait_live("chain", Duration::from_secs(20));
     let (counts, err) = ffprobe_count(&far.url("/live/chain/index.m3u8"));
     let _ = ffmpeg.wait();
-    println!("ffprobe through two edges, to the end: {counts:?}");
+    // The origin's stream, ended and lingering: the same frames, none twice, none lost.
+    let (at_origin, _) = ffprobe_count(&origin.url("/live/chain/index.m3u8"));
+    println!("ffprobe through two edges, to the end: {counts:?}; at the origin: {at_origin:?}");
     assert!(
-        counts.iter().any(|(c, n)| c == "h264" && *n > 10),
+        counts.iter().any(|(c, n)| c == "h264" && *n > 100),
         "{counts:?}: {err}"
     );
     assert!(
-        counts.iter().any(|(c, n)| c == "aac" && *n > 10),
+        counts.iter().any(|(c, n)| c == "aac" && *n > 100),
         "{counts:?}"
     );
+    assert_eq!(counts, at_origin);
+}
+
+/// A stream nobody watches on an edge is dropped after `edge-linger`, and the edge stops
+/// fetching it; the next viewer starts following it again.
+#[test]
+fn an_unwatched_stream_is_dropped_after_edge_linger() {
+    let origin = Server::start("auto", &[]);
+    let url = format!("http://127.0.0.1:{}", origin.http);
+    let edge = Server::start("auto", &["--origin", &url, "--edge-linger", "1000"]);
+    let mut ffmpeg = ffmpeg_publish(&origin.rtmp_url("lingering"), 30, "320x240");
+    origin.wait_live("lingering", Duration::from_secs(15));
+    let first = edge.wait_live("lingering", Duration::from_secs(20));
+    let relayed = || metric_sum(&edge.get("/metrics").text(), "zerocast_relay_parts_total");
+    let listed = || edge.get("/api/streams").text().contains("\"lingering\"");
+    assert!(listed());
+    // Every request above closed its connection: nobody watches now.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listed() {
+        assert!(Instant::now() < deadline, "still followed: {}", edge.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stopped = relayed();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        relayed(),
+        stopped,
+        "parts still fetched after the stream was dropped"
+    );
+    // A new viewer: followed again, as a new instance of the stream.
+    let again = edge.wait_live("lingering", Duration::from_secs(20));
+    assert_ne!(again, first);
+    assert!(relayed() > stopped);
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
 }

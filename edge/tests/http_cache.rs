@@ -20,22 +20,6 @@ use zerocast_packager::check;
 const VIEWERS: usize = 500;
 const WATCH: Duration = Duration::from_secs(15);
 
-/// The origin's request counts by kind, and the parts its streams made.
-fn origin_counts(server: &Server) -> (f64, f64, f64) {
-    let text = server.get("/metrics").text();
-    let count = |kind: &str| {
-        metric_sum(
-            &text,
-            &format!("zerocast_http_request_duration_seconds_count{{kind=\"{kind}\"}}"),
-        )
-    };
-    (
-        count("playlist"),
-        count("part"),
-        metric_sum(&text, "zerocast_parts"),
-    )
-}
-
 /// 500 LL-HLS viewers through nginx `proxy_cache`: the origin answers about one blocking
 /// reload and one fetch per part, not one per viewer; no viewer is handed a playlist older
 /// than the part it blocked for; every viewer gets parts.
@@ -59,18 +43,22 @@ fn viewers_behind_nginx_proxy_cache_cost_the_origin_about_one_request_per_part()
     assert_eq!(b.header("x-cache-status"), Some("HIT"), "{:?}", b.headers);
     assert_eq!(a.body, b.body);
 
-    let before = origin_counts(&server);
+    let before = RequestCounts::of(&server);
     let tally = Arc::new(Tally::default());
     let end = Instant::now() + WATCH;
     let viewers = llhls_crowd(VIEWERS, cache.port, &media, end, &tally);
     for v in viewers {
         v.join().unwrap();
     }
-    let after = origin_counts(&server);
+    let after = RequestCounts::of(&server);
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
 
-    let (playlists, parts, made) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    let RequestCounts {
+        playlists,
+        parts,
+        made,
+    } = after.since(before);
     let t = &*tally;
     let reloads = t.reloads.load(Ordering::Relaxed);
     println!(

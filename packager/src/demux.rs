@@ -571,20 +571,12 @@ impl FragmentSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fmp4::{fragment, init_segment, Sample, TrackRun};
+    use crate::fmp4::tests::sample;
+    use crate::fmp4::{fragment, init_segment, TrackRun};
 
     fn tracks() -> Vec<Track> {
         use crate::fmp4::tests::{aac_track, avc_track};
         vec![avc_track(), aac_track(&[0x11, 0x90])]
-    }
-
-    fn sample(duration: u32, cto: i32, keyframe: bool, fill: u8, len: usize) -> Sample {
-        Sample {
-            duration,
-            composition_offset: cto,
-            keyframe,
-            data: Bytes::from(vec![fill; len]),
-        }
     }
 
     /// A fragment as the packager writes it, as one buffer.
@@ -603,10 +595,10 @@ mod tests {
         let init = read_init(&init_bytes).unwrap();
         assert_eq!(init.tracks, t);
         let video = [
-            sample(3000, 6000, true, 1, 100),
-            sample(3000, -3000, false, 2, 50),
+            sample(100, 1, 3000, 6000, true),
+            sample(50, 2, 3000, -3000, false),
         ];
-        let audio = [sample(1024, 0, true, 3, 10), sample(1024, 0, true, 4, 12)];
+        let audio = [sample(10, 3, 1024, 0, true), sample(12, 4, 1024, 0, true)];
         let frag = fragment(
             7,
             &[
@@ -658,7 +650,7 @@ mod tests {
         stream.extend_from_slice(b"msdhmsdh");
         let mut want = 0;
         for n in 0..5u8 {
-            let s = [sample(3000, 0, n == 0, n, 40 + usize::from(n))];
+            let s = [sample(40 + usize::from(n), n, 3000, 0, n == 0)];
             let f = fragment(
                 u32::from(n),
                 &[TrackRun {
@@ -694,7 +686,7 @@ mod tests {
         let t = tracks();
         let init_bytes = init_segment(&t);
         let init = read_init(&init_bytes).unwrap();
-        let s = [sample(3000, 0, true, 9, 30)];
+        let s = [sample(30, 9, 3000, 0, true)];
         let good = bytes_of(&fragment(
             1,
             &[TrackRun {

@@ -757,7 +757,7 @@ pub(crate) mod tests {
         assert_eq!(&b[b.len() - 3..], &[0x06, 1, 2]);
     }
 
-    fn sample(size: usize, fill: u8, duration: u32, cto: i32, keyframe: bool) -> Sample {
+    pub(crate) fn sample(size: usize, fill: u8, duration: u32, cto: i32, keyframe: bool) -> Sample {
         Sample {
             duration,
             composition_offset: cto,

@@ -55,6 +55,9 @@ const MAX_INIT: u64 = 1 << 20;
 const MAX_PART: u64 = demux::MAX_BOX;
 /// Waits between failed attempts: doubles from the first to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+/// An origin silent this long makes the follower release its stream: the stream's
+/// `reconnect-grace` starts, and the next session continues it after a discontinuity.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// A session with an origin that lasted this long was healthy (see the backoff).
 const HEALTHY: Duration = Duration::from_secs(5);
 /// The longest a viewer's request waits for a follower to find its stream.
@@ -216,6 +219,8 @@ async fn follow(ctx: Arc<Ctx>, name: String) {
         stream: None,
         conn: 0,
         idle_since: None,
+        resume: None,
+        outage: None,
     };
     let mut origin = 0;
     let mut failures = 0u32;
@@ -227,7 +232,11 @@ async fn follow(ctx: Arc<Ctx>, name: String) {
             Ok(end) => break Ok(end),
             Err(e) => e,
         };
-        f.release();
+        // A short outage is ridden out: the next session resumes after the last part fetched,
+        // with no discontinuity. A longer one releases the stream (its grace window starts).
+        if f.outage.get_or_insert_with(Instant::now).elapsed() >= RELEASE_AFTER {
+            f.release();
+        }
         // A session that streamed for a while ends a streak of failures: back off from the
         // start again, and log the first failure of the new streak.
         if began.elapsed() >= HEALTHY {
@@ -310,6 +319,11 @@ struct Follower<'a> {
     /// Its publisher id in the hub for the current session.
     conn: u64,
     idle_since: Option<Instant>,
+    /// The origin's media playlist (it names the stream instance) and the last part fetched
+    /// from it: a new session with the same instance goes on after that part.
+    resume: Option<(String, (u64, usize))>,
+    /// Since when no part came.
+    outage: Option<Instant>,
 }
 
 impl Follower<'_> {
@@ -356,9 +370,22 @@ impl Follower<'_> {
         let media = resolve(&base, media_uri.split('?').next().unwrap_or(""));
         let dir = media[..=media.rfind('/').unwrap_or(0)].to_owned();
         let mut pl = playlist(ctx, up, &media).await?;
-        let mut queue = start(&pl);
-        let mut init: Option<(String, Init)> = None;
         let mut last = None;
+        let mut queue = match &self.resume {
+            // The same instance of the stream (a dropped connection, an origin that answered
+            // late): no part twice.
+            Some((path, pos)) if *path == media => {
+                last = Some(*pos);
+                after(&pl, *pos)
+            }
+            // A new instance (the origin restarted, or another origin): the edge's stream
+            // continues it after a discontinuity.
+            _ => {
+                self.release();
+                start(&pl)
+            }
+        };
+        let mut init: Option<(String, Init)> = None;
         loop {
             if ctx.shutting_down() {
                 return Ok(End::Shutdown);
@@ -393,6 +420,8 @@ impl Follower<'_> {
             };
             self.fetch_part(up, i, &resolve(&dir, &next.uri), next.start_ms)
                 .await?;
+            self.outage = None;
+            self.resume = Some((media.clone(), next.pos));
             last = Some(next.pos);
         }
     }

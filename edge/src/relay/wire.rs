@@ -181,17 +181,7 @@ impl BodyDecoder {
             match self.state {
                 State::Done => return Ok(Piece::Done),
                 State::Length { left } => {
-                    if buf.is_empty() {
-                        return self.need(eof);
-                    }
-                    let n = left.min(buf.len() as u64) as usize;
-                    let left = left - n as u64;
-                    self.state = if left == 0 {
-                        State::Done
-                    } else {
-                        State::Length { left }
-                    };
-                    return self.data(buf.split_to(n).freeze());
+                    return self.counted(buf, eof, left, |left| State::Length { left }, State::Done)
                 }
                 State::Close => {
                     if buf.is_empty() {
@@ -229,17 +219,13 @@ impl BodyDecoder {
                     };
                 }
                 State::Data { left } => {
-                    if buf.is_empty() {
-                        return self.need(eof);
-                    }
-                    let n = left.min(buf.len() as u64) as usize;
-                    let left = left - n as u64;
-                    self.state = if left == 0 {
-                        State::DataEnd
-                    } else {
-                        State::Data { left }
-                    };
-                    return self.data(buf.split_to(n).freeze());
+                    return self.counted(
+                        buf,
+                        eof,
+                        left,
+                        |left| State::Data { left },
+                        State::DataEnd,
+                    )
                 }
                 State::DataEnd => {
                     if buf.len() < 2 {
@@ -271,6 +257,25 @@ impl BodyDecoder {
                 }
             }
         }
+    }
+
+    /// Up to `left` bytes of a counted run (a `Content-Length` body, a chunk's data): the
+    /// state goes on as `more(left)`, or to `then` once the run is whole.
+    fn counted(
+        &mut self,
+        buf: &mut BytesMut,
+        eof: bool,
+        left: u64,
+        more: fn(u64) -> State,
+        then: State,
+    ) -> Result<Piece, String> {
+        if buf.is_empty() {
+            return self.need(eof);
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        let left = left - n as u64;
+        self.state = if left == 0 { then } else { more(left) };
+        self.data(buf.split_to(n).freeze())
     }
 
     fn need(&self, eof: bool) -> Result<Piece, String> {

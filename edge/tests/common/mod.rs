@@ -838,7 +838,12 @@ pub fn llhls_viewer(port: u16, media: &str, end: Instant, t: &Tally) {
         let mut seen = pl.last_part();
         let (mut got_parts, mut broke, mut after_break) = (false, false, false);
         while Instant::now() < end {
-            let (msn, part) = pl.next_part().ok_or("no next part")?;
+            let Some((msn, part)) = pl.next_part() else {
+                // A stream that has not made its first part yet: look again, as players do.
+                std::thread::sleep(Duration::from_millis(100));
+                pl = check::parse(&ok(get(media)?, media)?.text()).map_err(|e| e.to_string())?;
+                continue;
+            };
             let q = format!("{media}?_HLS_msn={msn}&_HLS_part={part}");
             let resp = get(&q)?;
             if resp.status == 503 {
@@ -905,4 +910,39 @@ pub fn llhls_crowd(
                 .unwrap()
         })
         .collect()
+}
+
+/// What reached a server, from its `/metrics`: blocking and plain playlist requests, part
+/// requests, and the parts its streams made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestCounts {
+    pub playlists: f64,
+    pub parts: f64,
+    pub made: f64,
+}
+
+impl RequestCounts {
+    pub fn of(server: &Server) -> Self {
+        let text = server.get("/metrics").text();
+        let count = |kind: &str| {
+            metric_sum(
+                &text,
+                &format!("zerocast_http_request_duration_seconds_count{{kind=\"{kind}\"}}"),
+            )
+        };
+        Self {
+            playlists: count("playlist"),
+            parts: count("part"),
+            made: metric_sum(&text, "zerocast_parts"),
+        }
+    }
+
+    /// What happened between `before` and this.
+    pub fn since(self, before: Self) -> Self {
+        Self {
+            playlists: self.playlists - before.playlists,
+            parts: self.parts - before.parts,
+            made: self.made - before.made,
+        }
+    }
 }
