@@ -20,7 +20,6 @@ use tokio::sync::Notify;
 use crate::backends::{open_backends, Backends};
 use crate::channels::secrets::PlaybackKeys;
 use crate::channels::Channels;
-use crate::chat::rooms::Rooms;
 use crate::chat::service::{Chat, LiveCheck};
 use crate::config::SocialConfig;
 use crate::id::IdGenerator;
@@ -63,6 +62,7 @@ impl SocialServer {
     pub fn with_live(config: SocialConfig, backends: Backends, live: LiveCheck) -> Self {
         let Backends {
             store,
+            chat,
             channels,
             bus,
             graph,
@@ -85,7 +85,8 @@ impl SocialServer {
             keys: config.keys(),
             messaging: Messaging::new(store, ids.clone(), limits.clone(), Arc::new(Notify::new())),
             chat: Chat::new(
-                Rooms::new(config.room_history),
+                chat,
+                config.room_history,
                 channels.clone(),
                 live,
                 bus.clone(),
@@ -144,7 +145,7 @@ impl SocialServer {
                 tokio::select! {
                     _ = tick.tick() => {
                         let conns = &st.conns;
-                        st.chat.sweep(crate::now_ms(), |room| conns.room_has_members(room));
+                        st.chat.sweep(crate::now_ms(), |room| conns.room_has_members(room)).await;
                     }
                     _ = st.stop.notified() => return,
                 }

@@ -562,7 +562,11 @@ async fn handle(
             room,
             content,
             client_id,
-        } => match st.chat.post(me, &room, content, crate::now_ms()).await {
+        } => match st
+            .chat
+            .post(me, &room, content, client_id.clone(), crate::now_ms())
+            .await
+        {
             Ok(m) => reply(
                 conn,
                 json!({"type": "chat_ack", "client_id": client_id, "id": m.id, "room": room}),
