@@ -104,11 +104,17 @@ async fn room_post(
     Path(room): Path<String>,
     Body(b): Body<ChatBody>,
 ) -> Result<Response, ApiError> {
-    let m = st
+    let a = st
         .chat
         .post(me, &room, b.content, b.client_id, crate::now_ms())
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "message": m }))).into_response())
+    // As for direct messages: 201 when stored now, 200 with the first message for a repeat.
+    let status = if a.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(json!({ "message": a.message }))).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,5 +13,5 @@ pub mod service;
 pub mod store;
 
 pub use rooms::{ChatError, ChatMessage, RoomSettings, Rooms};
-pub use service::{Chat, PostError};
+pub use service::{Accepted, Chat, PostError};
 pub use store::ChatStore;

@@ -41,6 +41,16 @@ pub enum PostError {
     Store(#[from] StoreError),
 }
 
+/// A post that was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The stored message.
+    pub message: ChatMessage,
+    /// The client id repeated an earlier post: this is that post's message, nothing new was
+    /// stored or published.
+    pub duplicate: bool,
+}
+
 /// Live chat of one instance.
 pub struct Chat {
     rooms: Rooms,
@@ -168,7 +178,7 @@ impl Chat {
         content: String,
         client_id: Option<String>,
         now_ms: u64,
-    ) -> Result<ChatMessage, PostError> {
+    ) -> Result<Accepted, PostError> {
         self.limits.check_content(&content)?;
         if client_id.as_deref().is_some_and(|c| !valid_client_id(c)) {
             return Err(ChatError::BadClientId.into());
@@ -203,9 +213,15 @@ impl Chat {
                 {
                     tracing::warn!(room, "chat message stored, live fan-out failed: {e}");
                 }
-                Ok(message)
+                Ok(Accepted {
+                    message,
+                    duplicate: false,
+                })
             }
-            Posted::Duplicate(message) => Ok(message),
+            Posted::Duplicate(message) => Ok(Accepted {
+                message,
+                duplicate: true,
+            }),
             Posted::SlowMode(wait) => Err(ChatError::SlowMode(wait).into()),
         }
     }
