@@ -352,3 +352,43 @@ impl ChatStore for ScyllaChat {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_round_up_to_whole_seconds_and_saturate() {
+        assert_eq!(ttl_of(0), 1, "a TTL of 0 would mean no expiry");
+        assert_eq!(ttl_of(1), 1);
+        assert_eq!(ttl_of(1000), 1);
+        assert_eq!(ttl_of(1001), 2);
+        assert_eq!(ttl_of(60_000), 60);
+        assert_eq!(ttl_of(u64::MAX), i32::MAX);
+    }
+
+    #[test]
+    fn ids_and_times_fit_bigint_or_are_refused() {
+        assert_eq!(big(0).unwrap(), 0);
+        assert_eq!(big(i64::MAX as u64).unwrap(), i64::MAX);
+        assert!(big(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn tables_cluster_newest_first_and_key_lwt_rows_alone() {
+        let [messages, idem, last] = schema("ks");
+        assert!(messages.contains("PRIMARY KEY (room, id)"), "{messages}");
+        assert!(
+            messages.contains("CLUSTERING ORDER BY (id DESC)"),
+            "{messages}"
+        );
+        assert!(
+            idem.contains("PRIMARY KEY ((room, sender, client_id))"),
+            "{idem}"
+        );
+        assert!(last.contains("PRIMARY KEY ((room, user_id))"), "{last}");
+        for t in [&messages, &idem, &last] {
+            assert!(t.starts_with("CREATE TABLE IF NOT EXISTS ks."), "{t}");
+        }
+    }
+}
