@@ -163,6 +163,8 @@ pub struct Config {
     pub ws_max_subscriptions: usize,
     /// Shortest interval between two typing notices of one user, milliseconds.
     pub ws_typing_interval: u64,
+    /// Messages a live-chat room keeps (its history, sent on subscribe), 1-1000.
+    pub chat_history: usize,
     /// Origins allowed to read the media port's `/api/streams` and `/metrics` from a browser
     /// (`*` for any); playlists and media always allow any origin.
     pub media_api_cors: Vec<String>,
@@ -264,6 +266,7 @@ impl Default for Config {
             ws_max_sockets_per_user: 8,
             ws_max_subscriptions: 32,
             ws_typing_interval: 1000,
+            chat_history: 200,
             media_api_cors: Vec::new(),
             node_id: 0,
             kafka_brokers: None,
@@ -557,6 +560,7 @@ impl Config {
         );
         var!("ZEROCAST_WS_MAX_SUBSCRIPTIONS", self.ws_max_subscriptions);
         var!("ZEROCAST_WS_TYPING_INTERVAL", self.ws_typing_interval);
+        var!("ZEROCAST_CHAT_HISTORY", self.chat_history);
         var!("ZEROCAST_STORE_CACHE_MIB", self.store_cache_mib);
         var!(
             "ZEROCAST_STORE_WRITE_BUFFER_MIB",
@@ -796,6 +800,11 @@ impl Config {
                 "ws-max-sockets-per-user and ws-max-subscriptions must be at least 1".into(),
             ));
         }
+        if !(1..=1000).contains(&self.chat_history) {
+            return Err(ConfigError::Invalid(
+                "chat-history must be 1 to 1000 messages".into(),
+            ));
+        }
         for o in self.api_cors_origins.iter().chain(&self.media_api_cors) {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
                 return Err(ConfigError::Invalid(format!(
@@ -967,6 +976,7 @@ impl Config {
         c.max_connections_per_ip = self.api_max_connections_per_ip;
         c.max_subscriptions = self.ws_max_subscriptions;
         c.typing_interval = Duration::from_millis(self.ws_typing_interval);
+        c.room_history = self.chat_history;
         c.store = zerocast_social::messaging::store::embedded::StoreLimits {
             cache: self.store_cache_mib << 20,
             write_buffer: self.store_write_buffer_mib << 20,
@@ -1240,6 +1250,7 @@ mod tests {
             "ZEROCAST_API_IDLE_TIMEOUT" => Some("60000".into()),
             "ZEROCAST_WS_TYPING_INTERVAL" => Some("250".into()),
             "ZEROCAST_WS_MAX_SOCKETS_PER_USER" => Some("3".into()),
+            "ZEROCAST_CHAT_HISTORY" => Some("50".into()),
             _ => None,
         })
         .unwrap();
@@ -1259,6 +1270,7 @@ mod tests {
         assert_eq!(s.conn_idle_timeout, Duration::from_secs(60));
         assert_eq!(s.typing_interval, Duration::from_millis(250));
         assert_eq!((s.max_sockets_per_user, s.max_subscriptions), (3, 4));
+        assert_eq!((d.chat_history, s.room_history), (200, 50));
         // The printed config round-trips the lists.
         let back: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back, c);
@@ -1270,6 +1282,8 @@ mod tests {
             "api-idle-timeout = 5000",
             "api-header-timeout = 10",
             "ws-max-subscriptions = 0",
+            "chat-history = 0",
+            "chat-history = 1001",
             "api-cors-origins = [\"app.example\"]",
         ] {
             let c: Config = toml::from_str(bad).unwrap();

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::channels::ChannelStore;
+use crate::chat::ChatStore;
 use crate::config::SocialConfig;
 use crate::events::bus::{EventBus, InProcessBus};
 use crate::graph::cache::local::{LocalCache, LocalConfig};
@@ -19,6 +20,8 @@ pub struct Backends {
     pub store: Arc<dyn Store>,
     /// Stream names owned by users, and their chat rooms' rules (same engine as `store`).
     pub channels: Arc<dyn ChannelStore>,
+    /// Chat history and slow-mode records (same engine as `store`).
+    pub chat: Arc<dyn ChatStore>,
     /// Events between instances.
     pub bus: Arc<dyn EventBus>,
     /// The follow graph, already wrapped in its cache.
@@ -40,6 +43,7 @@ impl Backends {
         let cache: Arc<dyn FollowerCache> = Arc::new(LocalCache::new(LocalConfig::default()));
         Self {
             channels: Arc::new(store.clone()),
+            chat: Arc::new(store.clone()),
             store: Arc::new(store),
             bus: Arc::new(InProcessBus::default()),
             graph: Arc::new(CachedGraph::new(graph, cache.clone())),
@@ -67,12 +71,12 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
         embedded = Some(e.clone());
         Ok(e)
     };
-    let (store, channels): (Arc<dyn Store>, Arc<dyn ChannelStore>) = match set(&config.scylla_uri) {
+    let (store, channels, chat): StoreRoles = match set(&config.scylla_uri) {
         Some(uri) => scylla(config, uri).await?,
         None => {
             tracing::info!(dir = %dir.display(), "message store: embedded");
             let e = open_embedded()?;
-            (Arc::new(e.clone()), Arc::new(e))
+            (Arc::new(e.clone()), Arc::new(e.clone()), Arc::new(e))
         }
     };
     let bus: Arc<dyn EventBus> = match set(&config.kafka_brokers) {
@@ -105,12 +109,16 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
     Ok(Backends {
         store,
         channels,
+        chat,
         bus,
         graph: Arc::new(CachedGraph::new(graph, cache.clone())),
         cache,
         graph_outbox,
     })
 }
+
+/// The roles one storage engine plays: messages, channels, chat.
+type StoreRoles = (Arc<dyn Store>, Arc<dyn ChannelStore>, Arc<dyn ChatStore>);
 
 /// A setting that is present and not blank.
 fn set(v: &Option<String>) -> Option<&str> {
@@ -146,10 +154,7 @@ fn not_built(role: &str, feature: &str) -> std::io::Error {
 }
 
 #[cfg(feature = "scylla")]
-async fn scylla(
-    config: &SocialConfig,
-    uri: &str,
-) -> std::io::Result<(Arc<dyn Store>, Arc<dyn ChannelStore>)> {
+async fn scylla(config: &SocialConfig, uri: &str) -> std::io::Result<StoreRoles> {
     use crate::channels::store::scylla::ScyllaChannels;
     use crate::messaging::store::scylla::{
         ScyllaOptions, ScyllaStore, ScyllaUri, DEFAULT_KEYSPACE,
@@ -165,15 +170,15 @@ async fn scylla(
         .await
         .map_err(|e| io(&e))?;
     let channels = ScyllaChannels::new(&s).await.map_err(|e| io(&e))?;
+    let chat = crate::chat::store::scylla::ScyllaChat::new(&s)
+        .await
+        .map_err(|e| io(&e))?;
     tracing::info!("message store: ScyllaDB");
-    Ok((Arc::new(s), Arc::new(channels)))
+    Ok((Arc::new(s), Arc::new(channels), Arc::new(chat)))
 }
 
 #[cfg(not(feature = "scylla"))]
-async fn scylla(
-    _: &SocialConfig,
-    _: &str,
-) -> std::io::Result<(Arc<dyn Store>, Arc<dyn ChannelStore>)> {
+async fn scylla(_: &SocialConfig, _: &str) -> std::io::Result<StoreRoles> {
     Err(not_built("scylla-uri (ScyllaDB)", "scylla"))
 }
 

@@ -66,7 +66,7 @@ pub struct SocialConfig {
     pub max_subscriptions: usize,
     /// Shortest interval between two typing notices of one user; faster ones are dropped.
     pub typing_interval: Duration,
-    /// Messages kept per live-chat room and sent on join.
+    /// Messages kept per live-chat room in the chat store (its history, sent on join).
     pub room_history: usize,
     /// Stream names one user may reserve.
     pub max_streams_per_user: usize,

@@ -22,7 +22,7 @@
 //! | [`api`] | routes, errors, extractors, WebSocket protocol, `/metrics` | every feature below |
 //! | [`messaging`] | direct messages, read markers, unread counts, their stores | [`limits`] |
 //! | [`channels`] | stream names owned by users: publish keys, playback tokens, room rules (owner, moderators, slow mode, bans) | — |
-//! | [`chat`] | live-chat rooms: history, posting under the channel's rules | [`limits`], [`events`], [`channels`] |
+//! | [`chat`] | live-chat rooms: durable history, slow-mode records and client ids in their store, posting under the channel's rules | [`limits`], [`events`], [`channels`], [`messaging`] (the embedded and ScyllaDB stores it shares) |
 //! | [`graph`] | profiles, follows, recommendations, the follower cache | — |
 //! | [`events`] | the bus between instances, the outbox relay | [`messaging`] (model, outbox) |
 //! | [`realtime`] | this instance's sockets and the fan-out to them | [`events`], [`chat`] |
@@ -30,7 +30,7 @@
 //!
 //! Every role has an embedded default so `zerocast serve` needs nothing installed: an LSM store
 //! (fjall) with group-committed fsync, an in-process event bus and an in-process follower
-//! cache. The scale-out engines are cargo features, all on by default: `scylla` (messages),
+//! cache. The scale-out engines are cargo features, all on by default: `scylla` (messages, channels, chat),
 //! `kafka` (events; builds librdkafka from C), `neo4j` (graph), `redis` (follower cache). The
 //! `testing` feature compiles the conformance suites each backend must pass (tests only).
 //! Identity is a bearer JWT (HS256) whose `sub` is the user id.

@@ -313,7 +313,8 @@ async fn a_graph_with_its_own_outbox_has_its_events_relayed() {
     let cache: Arc<dyn FollowerCache> = Arc::new(LocalCache::new(LocalConfig::default()));
     let backends = Backends {
         store: Arc::new(messages.clone()),
-        channels: Arc::new(messages),
+        channels: Arc::new(messages.clone()),
+        chat: Arc::new(messages),
         bus: Arc::new(InProcessBus::default()),
         graph: Arc::new(CachedGraph::new(Arc::new(graph.clone()), cache.clone())),
         cache,

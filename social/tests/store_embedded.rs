@@ -87,6 +87,68 @@ async fn channel_conformance_embedded_and_reopen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_conformance_embedded() {
+    use zerocast_social::chat::store::{conformance as chat, ChatPost, ChatStore, Posted};
+    use zerocast_social::chat::ChatMessage;
+    let dir = tmp();
+    let store = EmbeddedStore::open(dir.path(), 1).expect("open");
+    chat::run(Arc::new(store.clone())).await;
+    // Forgetting old slow-mode records (the sweep; ScyllaDB expires them by TTL instead).
+    let ids = IdGenerator::new(1);
+    let a = user();
+    let post = |at: u64| ChatPost {
+        message: ChatMessage {
+            id: ids.next_at(at),
+            room: "sweep".into(),
+            from: a,
+            content: "s".into(),
+            at,
+        },
+        client_id: None,
+        slow_ms: 10_000,
+        keep: 10,
+    };
+    assert!(matches!(
+        store.post(post(1_000)).await.unwrap(),
+        Posted::Created(_)
+    ));
+    assert_eq!(
+        store.post(post(2_000)).await.unwrap(),
+        Posted::SlowMode(9_000)
+    );
+    store.forget_posts_before(1_000).await.unwrap();
+    assert_eq!(
+        store.post(post(2_000)).await.unwrap(),
+        Posted::SlowMode(9_000)
+    );
+    store.forget_posts_before(1_001).await.unwrap();
+    assert!(matches!(
+        store.post(post(2_000)).await.unwrap(),
+        Posted::Created(_)
+    ));
+    // Retention deleted the idempotency entries of the messages it dropped (none left over).
+    let r = "trim";
+    for i in 0..30u64 {
+        let mut p = post(10_000 + i);
+        p.message.room = r.into();
+        p.slow_ms = 0;
+        p.keep = 3;
+        p.client_id = Some(format!("c{i}"));
+        store.post(p).await.unwrap();
+    }
+    let mut again = post(20_000);
+    again.message.room = r.into();
+    again.slow_ms = 0;
+    again.keep = 3;
+    again.client_id = Some("c0".into());
+    assert!(
+        matches!(store.post(again).await.unwrap(), Posted::Created(_)),
+        "c0 fell out of retention: a new message"
+    );
+    assert_eq!(store.recent(r, 100, 3).await.unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_have_separate_outboxes() {
     let dir = tmp();
     let one = EmbeddedStore::open(dir.path(), 1).expect("open");

@@ -52,6 +52,11 @@ async fn conformance_scylla() {
         .await
         .expect("channel tables");
     zerocast_social::channels::store::conformance::run(std::sync::Arc::new(channels)).await;
+    // Chat history and slow-mode records in the same keyspace.
+    let chat = zerocast_social::chat::store::scylla::ScyllaChat::new(&store)
+        .await
+        .expect("chat tables");
+    zerocast_social::chat::store::conformance::run(std::sync::Arc::new(chat)).await;
 
     store.drop_keyspace().await.expect("drop test keyspace");
     println!("ScyllaDB conformance passed; keyspace {keyspace} dropped");

@@ -136,6 +136,7 @@ impl From<ChatError> for ApiError {
             ChatError::Banned(_) => (StatusCode::FORBIDDEN, "banned"),
             ChatError::BadName => (StatusCode::BAD_REQUEST, "bad_room"),
             ChatError::NoSuchRoom => (StatusCode::NOT_FOUND, "no_such_room"),
+            ChatError::BadClientId => (StatusCode::BAD_REQUEST, "invalid_client_id"),
         };
         let err = Self::new(status, code, e.to_string());
         match e {
@@ -170,6 +171,7 @@ impl From<PostError> for ApiError {
             PostError::Room(e) => e.into(),
             PostError::Channel(e) => e.into(),
             PostError::Bus(e) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "bus", e.to_string()),
+            PostError::Store(e) => e.into(),
         }
     }
 }

@@ -20,7 +20,6 @@ use tokio::sync::Notify;
 use crate::backends::{open_backends, Backends};
 use crate::channels::secrets::PlaybackKeys;
 use crate::channels::Channels;
-use crate::chat::rooms::Rooms;
 use crate::chat::service::{Chat, LiveCheck};
 use crate::config::SocialConfig;
 use crate::id::IdGenerator;
@@ -63,6 +62,7 @@ impl SocialServer {
     pub fn with_live(config: SocialConfig, backends: Backends, live: LiveCheck) -> Self {
         let Backends {
             store,
+            chat,
             channels,
             bus,
             graph,
@@ -92,7 +92,8 @@ impl SocialServer {
             keys: config.keys(),
             messaging: Messaging::new(store, ids.clone(), limits.clone(), relay_wake),
             chat: Chat::new(
-                Rooms::new(config.room_history),
+                chat,
+                config.room_history,
                 channels.clone(),
                 live,
                 bus.clone(),
@@ -145,54 +146,56 @@ impl SocialServer {
     }
 
     /// Starts the outbox relays (messages, and the graph's own if any), the bus consumer and
-    /// the room sweeper. Call once per instance.
+    /// the room sweeper. Call once per instance. Each stops when the server does (see
+    /// [`until_stopped`]).
     pub fn start_background(&self) {
         let st = self.state.clone();
-        tokio::spawn(async move {
+        tokio::spawn(until_stopped(self.state.stop.clone(), async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let conns = &st.conns;
-                        st.chat.sweep(crate::now_ms(), |room| conns.room_has_members(room));
-                    }
-                    _ = st.stop.notified() => return,
-                }
+                tick.tick().await;
+                let conns = &st.conns;
+                st.chat
+                    .sweep(crate::now_ms(), |room| conns.room_has_members(room))
+                    .await;
             }
-        });
+        }));
         let st = self.state.clone();
-        tokio::spawn(crate::events::relay::run_relay(
-            st.messaging.store().clone(),
-            st.bus.clone(),
-            st.config.node,
-            st.messaging.relay_wake().clone(),
-            st.stop.clone(),
-        ));
-        if let Some(outbox) = &st.graph_outbox {
-            tokio::spawn(crate::events::relay::run_relay(
-                outbox.clone(),
+        tokio::spawn(until_stopped(
+            self.state.stop.clone(),
+            crate::events::relay::run_relay(
+                st.messaging.store().clone(),
                 st.bus.clone(),
                 st.config.node,
-                st.graph_relay_wake.clone(),
+                st.messaging.relay_wake().clone(),
                 st.stop.clone(),
+            ),
+        ));
+        if let Some(outbox) = &st.graph_outbox {
+            tokio::spawn(until_stopped(
+                self.state.stop.clone(),
+                crate::events::relay::run_relay(
+                    outbox.clone(),
+                    st.bus.clone(),
+                    st.config.node,
+                    st.graph_relay_wake.clone(),
+                    st.stop.clone(),
+                ),
             ));
         }
         let st = self.state.clone();
         let mut rx = st.bus.subscribe();
-        tokio::spawn(async move {
+        tokio::spawn(until_stopped(self.state.stop.clone(), async move {
             loop {
-                tokio::select! {
-                    m = rx.recv() => match m {
-                        Ok(m) => fanout::deliver(&st.conns, &st.chat, m),
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!("bus consumer lagged: {n} messages not pushed (clients recover with since)");
-                        }
-                        Err(_) => return,
-                    },
-                    _ = st.stop.notified() => return,
+                match rx.recv().await {
+                    Ok(m) => fanout::deliver(&st.conns, &st.chat, m),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("bus consumer lagged: {n} messages not pushed (clients recover with since)");
+                    }
+                    Err(_) => return,
                 }
             }
-        });
+        }));
     }
 
     /// Serves on `listener` until `shutdown` completes.
@@ -422,4 +425,18 @@ pub async fn serve(
     SocialServer::new(config, backends)
         .run(listener, shutdown)
         .await
+}
+
+/// Runs `task` until it ends or `stop` fires, then drops it (and what it holds: the relay's
+/// bus). `Notify::notify_waiters` (the server's stop) wakes only tasks waiting at that moment;
+/// a task busy elsewhere when it fires (the relay inside a publish that waits out a bus outage)
+/// would miss it and run on, so the wait is registered (`enable`) before `task` first runs.
+async fn until_stopped(stop: Arc<Notify>, task: impl Future<Output = ()>) {
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    stopped.as_mut().enable();
+    tokio::select! {
+        _ = stopped => {}
+        _ = task => {}
+    }
 }

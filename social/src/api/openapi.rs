@@ -47,7 +47,7 @@ pub async fn document() -> Json<Value> {
             "/api/v1/unread": {"get": op("Unread counts, total and per conversation", None, &[], "200")},
             "/api/v1/rooms/{room}": {"get": op("Room settings", None, &[room], "200")},
             "/api/v1/rooms/{room}/messages": {
-                "get": op("The room's last messages", None, &[room], "200"),
+                "get": op("The room's history, oldest first; with since=<message id>, the messages after it (page with since=next_since)", None, &[room, ("since", "query", "message id"), ("limit", "query", "1-1000, default 100; with since only")], "200"),
                 "post": op("Post to a live-chat room", Some("ChatMessage"), &[room], "201")
             },
             "/api/v1/rooms/{room}/slow-mode": {"put": op("Set slow mode (owner only)", Some("SlowMode"), &[room], "200")},
@@ -103,7 +103,7 @@ pub async fn document() -> Json<Value> {
                     "client_id": {"type": "string", "maxLength": 128}}},
                 "EditMessage": {"type": "object", "required": ["content"], "properties": {"content": {"type": "string"}}},
                 "MarkRead": {"type": "object", "required": ["up_to"], "properties": {"up_to": {"type": "string"}}},
-                "ChatMessage": {"type": "object", "required": ["content"], "properties": {"content": {"type": "string"}}},
+                "ChatMessage": {"type": "object", "required": ["content"], "properties": {"content": {"type": "string"}, "client_id": {"type": "string", "minLength": 1, "maxLength": 128}}},
                 "Profile": {"type": "object", "required": ["display_name"], "properties": {
                     "display_name": {"type": "string", "minLength": 1, "maxLength": 64},
                     "avatar_url": {"type": "string", "format": "uri", "maxLength": 512},

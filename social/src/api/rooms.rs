@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::extract::{user_id, Auth, Body};
+use super::extract::{self, message_id, user_id, Auth, Body};
 use super::state::AppState;
 
 /// The room routes (merged into the API router).
@@ -47,18 +48,54 @@ async fn room_settings(
     ))
 }
 
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    /// Only messages after this id (a cursor: the last id of the previous page).
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// Without `since`: the room's history (its newest messages). With `since`: the messages after
+/// that id, oldest first, at most `limit` (default 100, at most 1000); `next_since` is the
+/// cursor for the next page when this one is full.
 async fn room_history(
     State(st): State<Arc<AppState>>,
     Auth(_): Auth,
     Path(room): Path<String>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let messages = st.chat.history(&room).await?;
-    Ok(Json(json!({ "room": room, "messages": messages })))
+    let q = extract::query(q)?;
+    let Some(since) = q.since.as_deref() else {
+        if q.limit.is_some() {
+            return Err(ApiError::bad(
+                "invalid_query",
+                "limit applies to since pages; without since the whole history is returned",
+            ));
+        }
+        let messages = st.chat.history(&room).await?;
+        return Ok(Json(json!({ "room": room, "messages": messages })));
+    };
+    let after = message_id(since)?;
+    let limit = extract::limit(q.limit, 100, crate::chat::store::READ_MAX)?;
+    let messages = st.chat.since(&room, after, limit).await?;
+    let next = if messages.len() == limit {
+        messages.last().map(|m| m.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(
+        json!({ "room": room, "messages": messages, "next_since": next }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
 struct ChatBody {
     content: String,
+    /// Idempotency key: a repeated post with the same key returns the first message.
+    #[serde(default)]
+    client_id: Option<String>,
 }
 
 async fn room_post(
@@ -67,8 +104,17 @@ async fn room_post(
     Path(room): Path<String>,
     Body(b): Body<ChatBody>,
 ) -> Result<Response, ApiError> {
-    let m = st.chat.post(me, &room, b.content, crate::now_ms()).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "message": m }))).into_response())
+    let a = st
+        .chat
+        .post(me, &room, b.content, b.client_id, crate::now_ms())
+        .await?;
+    // As for direct messages: 201 when stored now, 200 with the first message for a repeat.
+    let status = if a.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(json!({ "message": a.message }))).into_response())
 }
 
 #[derive(Debug, Deserialize)]

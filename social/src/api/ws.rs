@@ -562,10 +562,14 @@ async fn handle(
             room,
             content,
             client_id,
-        } => match st.chat.post(me, &room, content, crate::now_ms()).await {
-            Ok(m) => reply(
+        } => match st
+            .chat
+            .post(me, &room, content, client_id.clone(), crate::now_ms())
+            .await
+        {
+            Ok(a) => reply(
                 conn,
-                json!({"type": "chat_ack", "client_id": client_id, "id": m.id, "room": room}),
+                json!({"type": "chat_ack", "client_id": client_id, "id": a.message.id, "room": room}),
             ),
             Err(e) => reply(conn, error_frame(e, client_id.as_deref())),
         },

@@ -1,11 +1,13 @@
-//! This instance's view of the live-chat rooms: recent history, and a cache of each room's
+//! The values of live chat (a message, a room's rules) and this instance's cache of each room's
 //! rules (owner, moderators, slow mode, bans), which live durably in the channel store.
 //!
-//! A room exists only for a stream name that is reserved (a channel) or live; entries are
-//! created by posts and by messages arriving from the bus, never by reads, and an entry nobody
-//! touched for [`IDLE_ROOM`] is dropped by [`Rooms::sweep`].
+//! A room exists only for a stream name that is reserved (a channel) or live; cache entries are
+//! created when rules are loaded, and an entry nobody used for [`IDLE_ROOM`] is dropped by
+//! [`Rooms::sweep`]. History and slow-mode records are not here: they live in the chat store
+//! ([`super::store`]), shared by every instance.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ use crate::id::{MessageId, UserId};
 
 /// Cached rules are reloaded after this long even without a change notice from the bus.
 pub const RULES_TTL: Duration = Duration::from_secs(30);
-/// A room entry untouched this long is forgotten (its recent history with it).
+/// A cached room entry unused this long is forgotten.
 pub const IDLE_ROOM: Duration = Duration::from_secs(15 * 60);
 
 /// One chat message.
@@ -50,6 +52,9 @@ pub enum ChatError {
     /// No stream of that name is reserved or live.
     #[error("no such room: chat exists for reserved or live streams")]
     NoSuchRoom,
+    /// A client id must be 1-128 bytes without control characters.
+    #[error("client_id must be 1 to 128 bytes without control characters")]
+    BadClientId,
 }
 
 /// A room's rules as the API shows them (bans are not listed).
@@ -90,41 +95,43 @@ impl RoomRules {
     fn is_moderator(&self, user: UserId) -> bool {
         self.settings.owner == Some(user) || self.settings.moderators.contains(&user)
     }
+
+    /// Whether `from` may post at `now` (Unix ms): refused if banned; else the slow-mode
+    /// interval that applies to them, ms (0: off, or they are the owner or a moderator). The
+    /// interval itself is checked by the chat store, atomically with storing the message.
+    pub fn admit(&self, from: UserId, now: u64) -> Result<u64, ChatError> {
+        if let Some(until) = self.bans.get(&from).copied() {
+            if until.is_none_or(|t| t > now) {
+                return Err(ChatError::Banned(until));
+            }
+        }
+        if self.is_moderator(from) {
+            return Ok(0);
+        }
+        Ok(self.settings.slow_mode_secs.saturating_mul(1000))
+    }
 }
 
 #[derive(Debug)]
 struct Room {
-    history: VecDeque<ChatMessage>,
     rules: Option<(Arc<RoomRules>, Instant)>,
-    last_post: HashMap<UserId, u64>,
     touched: Instant,
 }
 
-impl Room {
-    fn new(now: Instant) -> Self {
-        Self {
-            history: VecDeque::new(),
-            rules: None,
-            last_post: HashMap::new(),
-            touched: now,
-        }
-    }
-}
-
-/// Every room entry of this instance.
-#[derive(Debug)]
+/// This instance's cache of room rules (nothing else: history and slow-mode records live in
+/// the chat store, [`super::store`]).
+#[derive(Debug, Default)]
 pub struct Rooms {
-    keep: usize,
     rooms: Mutex<HashMap<String, Room>>,
+    /// Bumped by every invalidation: rules loaded from the store while a change notice arrived
+    /// may predate the change, so they are not cached (see [`Rooms::set_rules`]).
+    epoch: AtomicU64,
 }
 
 impl Rooms {
-    /// Rooms keeping their last `keep` messages.
-    pub fn new(keep: usize) -> Self {
-        Self {
-            keep,
-            rooms: Mutex::new(HashMap::new()),
-        }
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
@@ -133,96 +140,53 @@ impl Rooms {
 
     /// The cached rules, if loaded less than [`RULES_TTL`] ago.
     pub fn cached_rules(&self, room: &str) -> Option<Arc<RoomRules>> {
-        let rooms = self.lock();
-        let (rules, at) = rooms.get(room)?.rules.as_ref()?;
-        (at.elapsed() < RULES_TTL).then(|| rules.clone())
+        let mut rooms = self.lock();
+        let r = rooms.get_mut(room)?;
+        let (rules, at) = r.rules.as_ref()?;
+        let fresh = (at.elapsed() < RULES_TTL).then(|| rules.clone());
+        if fresh.is_some() {
+            r.touched = Instant::now();
+        }
+        fresh
     }
 
-    /// Caches freshly loaded rules (creating the entry: the caller checked the room exists).
-    pub fn set_rules(&self, room: &str, rules: Arc<RoomRules>) {
+    /// The invalidation count; read it before loading rules from the store.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Caches freshly loaded rules (creating the entry: the caller checked the room exists),
+    /// unless an invalidation came after `epoch` (read before loading them): then they may be
+    /// older than the change it announced, and the next read loads them again.
+    pub fn set_rules(&self, room: &str, rules: Arc<RoomRules>, epoch: u64) {
         let now = Instant::now();
         let mut rooms = self.lock();
-        let r = rooms
-            .entry(room.to_owned())
-            .or_insert_with(|| Room::new(now));
-        r.rules = Some((rules, now));
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        rooms.insert(
+            room.to_owned(),
+            Room {
+                rules: Some((rules, now)),
+                touched: now,
+            },
+        );
     }
 
     /// Forgets the cached rules (they changed somewhere).
     pub fn invalidate(&self, room: &str) {
-        if let Some(r) = self.lock().get_mut(room) {
+        let mut rooms = self.lock();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Some(r) = rooms.get_mut(room) {
             r.rules = None;
         }
     }
 
-    /// Checks that `from` may post now under `rules` (bans, slow mode) and records the attempt.
-    pub fn admit(
-        &self,
-        room: &str,
-        rules: &RoomRules,
-        from: UserId,
-        now: u64,
-    ) -> Result<(), ChatError> {
-        if let Some(until) = rules.bans.get(&from).copied() {
-            if until.is_none_or(|t| t > now) {
-                return Err(ChatError::Banned(until));
-            }
-        }
-        let slow = rules.settings.slow_mode_secs.saturating_mul(1000);
-        let mut rooms = self.lock();
-        let r = rooms
-            .entry(room.to_owned())
-            .or_insert_with(|| Room::new(Instant::now()));
-        r.touched = Instant::now();
-        if slow > 0 && !rules.is_moderator(from) {
-            if let Some(&last) = r.last_post.get(&from) {
-                let next = last.saturating_add(slow);
-                if now < next {
-                    return Err(ChatError::SlowMode(next - now));
-                }
-            }
-            r.last_post.insert(from, now);
-        }
-        Ok(())
-    }
-
-    /// Adds a message to the room's history (every instance does this for every message).
-    pub fn record(&self, msg: &ChatMessage) {
-        let keep = self.keep;
-        let mut rooms = self.lock();
-        let r = rooms
-            .entry(msg.room.clone())
-            .or_insert_with(|| Room::new(Instant::now()));
-        r.touched = Instant::now();
-        if r.history.iter().any(|m| m.id == msg.id) {
-            return;
-        }
-        r.history.push_back(msg.clone());
-        while r.history.len() > keep {
-            r.history.pop_front();
-        }
-    }
-
-    /// The last messages, oldest first (none if this instance has no entry for the room).
-    pub fn history(&self, room: &str) -> Vec<ChatMessage> {
-        let mut rooms = self.lock();
-        match rooms.get_mut(room) {
-            Some(r) => {
-                r.touched = Instant::now();
-                r.history.iter().cloned().collect()
-            }
-            None => Vec::new(),
-        }
-    }
-
     /// Forgets rooms untouched for `idle` (the `keep` predicate may hold any room, e.g. one
-    /// with local subscribers), and slow-mode records older than the longest slow mode.
-    pub fn sweep(&self, idle: Duration, now_ms: u64, keep: impl Fn(&str) -> bool) {
-        let horizon = now_ms.saturating_sub(crate::channels::service::MAX_SLOW_MODE_SECS * 1000);
-        self.lock().retain(|name, r| {
-            r.last_post.retain(|_, t| *t > horizon);
-            r.touched.elapsed() < idle || keep(name)
-        });
+    /// with local subscribers).
+    pub fn sweep(&self, idle: Duration, keep: impl Fn(&str) -> bool) {
+        self.lock()
+            .retain(|name, r| r.touched.elapsed() < idle || keep(name));
     }
 
     /// How many room entries this instance holds.
@@ -245,9 +209,8 @@ mod tests {
     }
 
     #[test]
-    fn slow_mode_bans_history_and_sweep() {
-        let rooms = Rooms::new(3);
-        let (owner, viewer, banned, timed_out) = (u(), u(), u(), u());
+    fn bans_slow_mode_exemptions_and_sweep() {
+        let (owner, moderator, viewer, banned, timed_out) = (u(), u(), u(), u(), u());
         let channel = Channel {
             name: "demo".into(),
             owner,
@@ -256,7 +219,7 @@ mod tests {
             key_issued_at: 0,
             created_at: 0,
             slow_mode_secs: 5,
-            moderators: vec![],
+            moderators: vec![moderator],
         };
         let rules = RoomRules::new(
             Some(&channel),
@@ -271,41 +234,37 @@ mod tests {
                 },
             ],
         );
-        assert!(rooms.admit("demo", &rules, viewer, 1000).is_ok());
+        assert_eq!(rules.admit(viewer, 1000), Ok(5000));
+        // The owner and moderators are not slowed down.
+        assert_eq!(rules.admit(owner, 1000), Ok(0));
+        assert_eq!(rules.admit(moderator, 1000), Ok(0));
+        assert_eq!(rules.admit(banned, 1), Err(ChatError::Banned(None)));
         assert_eq!(
-            rooms.admit("demo", &rules, viewer, 2000),
-            Err(ChatError::SlowMode(4000))
-        );
-        assert!(rooms.admit("demo", &rules, viewer, 6000).is_ok());
-        // The owner is not slowed down.
-        assert!(rooms.admit("demo", &rules, owner, 6000).is_ok());
-        assert!(rooms.admit("demo", &rules, owner, 6001).is_ok());
-        assert_eq!(
-            rooms.admit("demo", &rules, banned, 1),
-            Err(ChatError::Banned(None))
-        );
-        assert!(matches!(
-            rooms.admit("demo", &rules, timed_out, 9000),
+            rules.admit(timed_out, 9000),
             Err(ChatError::Banned(Some(10_000)))
-        ));
-        assert!(rooms.admit("demo", &rules, timed_out, 20_000).is_ok());
-        for i in 0..5 {
-            rooms.record(&ChatMessage {
-                id: MessageId(i),
-                room: "demo".into(),
-                from: owner,
-                content: format!("{i}"),
-                at: i,
-            });
-        }
-        let h = rooms.history("demo");
-        assert_eq!(h.iter().map(|m| m.id.0).collect::<Vec<_>>(), vec![2, 3, 4]);
-        // Reads do not create entries.
-        assert!(rooms.history("other").is_empty());
+        );
+        assert_eq!(rules.admit(timed_out, 20_000), Ok(5000));
+        // An unreserved live room: no owner, no slow mode.
+        assert_eq!(RoomRules::new(None, &[]).admit(viewer, 0), Ok(0));
+
+        let rooms = Rooms::new();
+        let rules = Arc::new(rules);
+        assert!(rooms.cached_rules("demo").is_none());
+        rooms.set_rules("demo", rules.clone(), rooms.epoch());
+        assert!(rooms.cached_rules("demo").is_some());
+        rooms.invalidate("demo");
+        assert!(rooms.cached_rules("demo").is_none());
+        // Rules loaded while a change notice arrived are not cached (they may predate it).
+        let before = rooms.epoch();
+        rooms.invalidate("demo");
+        rooms.set_rules("demo", rules.clone(), before);
+        assert!(rooms.cached_rules("demo").is_none());
+        rooms.set_rules("demo", rules, rooms.epoch());
+        assert!(rooms.cached_rules("demo").is_some());
         assert_eq!(rooms.len(), 1);
-        rooms.sweep(Duration::ZERO, 0, |n| n == "demo");
+        rooms.sweep(Duration::ZERO, |n| n == "demo");
         assert_eq!(rooms.len(), 1);
-        rooms.sweep(Duration::ZERO, 0, |_| false);
+        rooms.sweep(Duration::ZERO, |_| false);
         assert!(rooms.is_empty());
     }
 }

@@ -2,15 +2,19 @@
 //!
 //! A room's rules live in the channel store; this instance caches them ([`Rooms`]) and drops
 //! the cache when any instance announces a change on the bus ([`BusMessage::RoomChanged`]), or
-//! after [`super::rooms::RULES_TTL`] if such a notice was lost.
+//! after [`super::rooms::RULES_TTL`] if such a notice was lost. A post is stored in the chat
+//! store ([`ChatStore`]: history, slow-mode records, client ids) before it is acknowledged and
+//! fanned out on the bus ([`BusMessage::Chat`]); history is read from the store.
 
 use std::sync::Arc;
 
 use super::rooms::{ChatError, ChatMessage, RoomRules, RoomSettings, Rooms};
+use super::store::{valid_client_id, ChatPost, ChatStore, Posted};
 use crate::channels::{valid_name, Channel, ChannelError, Channels};
 use crate::events::bus::{BusError, BusMessage, EventBus};
-use crate::id::{IdGenerator, UserId};
+use crate::id::{IdGenerator, MessageId, UserId};
 use crate::limits::{LimitError, Limits};
+use crate::messaging::store::StoreError;
 
 /// Whether a stream is live now (the media plane's answer; `false` without one).
 pub type LiveCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -31,11 +35,27 @@ pub enum PostError {
     /// The bus did not take it.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The chat store failed (the message may or may not be stored; retrying with the same
+    /// client id is safe).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A post that was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The stored message.
+    pub message: ChatMessage,
+    /// The client id repeated an earlier post: this is that post's message, nothing new was
+    /// stored or published.
+    pub duplicate: bool,
 }
 
 /// Live chat of one instance.
 pub struct Chat {
     rooms: Rooms,
+    store: Arc<dyn ChatStore>,
+    keep: usize,
     channels: Channels,
     live: LiveCheck,
     bus: Arc<dyn EventBus>,
@@ -52,10 +72,12 @@ impl std::fmt::Debug for Chat {
 }
 
 impl Chat {
-    /// Chat over `rooms`, with the rules of `channels`, posting through `bus`; `live` says
-    /// which unreserved stream names have a room because they are live.
+    /// Chat storing messages in `store` (each room keeps its newest `keep`), with the rules of
+    /// `channels`, fanning out through `bus`; `live` says which unreserved stream names have a
+    /// room because they are live.
     pub fn new(
-        rooms: Rooms,
+        store: Arc<dyn ChatStore>,
+        keep: usize,
         channels: Channels,
         live: LiveCheck,
         bus: Arc<dyn EventBus>,
@@ -63,7 +85,9 @@ impl Chat {
         limits: Arc<Limits>,
     ) -> Self {
         Self {
-            rooms,
+            rooms: Rooms::new(),
+            store,
+            keep: keep.max(1),
             channels,
             live,
             bus,
@@ -72,9 +96,19 @@ impl Chat {
         }
     }
 
-    /// The rooms of this instance.
+    /// This instance's cache of room rules.
     pub fn rooms(&self) -> &Rooms {
         &self.rooms
+    }
+
+    /// The chat store.
+    pub fn store(&self) -> &Arc<dyn ChatStore> {
+        &self.store
+    }
+
+    /// How many messages a room keeps (its history).
+    pub fn keep(&self) -> usize {
+        self.keep
     }
 
     /// The channels (their rules are the rooms' rules).
@@ -96,6 +130,7 @@ impl Chat {
         if let Some(r) = self.rooms.cached_rules(room) {
             return Ok(r);
         }
+        let epoch = self.rooms.epoch();
         let channel = self.channels.store().get(room).await?;
         if channel.is_none() && !self.is_live(room) {
             return Err(ChatError::NoSuchRoom.into());
@@ -105,7 +140,7 @@ impl Chat {
             None => Vec::new(),
         };
         let rules = Arc::new(RoomRules::new(channel.as_ref(), &bans));
-        self.rooms.set_rules(room, rules.clone());
+        self.rooms.set_rules(room, rules.clone(), epoch);
         Ok(rules)
     }
 
@@ -114,26 +149,43 @@ impl Chat {
         Ok(self.rules(room).await?.settings.clone())
     }
 
-    /// The room's recent history, if it exists.
+    /// The room's history (its newest messages, oldest first), if it exists.
     pub async fn history(&self, room: &str) -> Result<Vec<ChatMessage>, PostError> {
         self.rules(room).await?;
-        Ok(self.rooms.history(room))
+        Ok(self.store.recent(room, self.keep, self.keep).await?)
     }
 
-    /// Posts `content` from `from` to `room` at `now_ms`: checks size, rate, the room's
-    /// existence, bans and slow mode, then publishes to every instance (which records it and
-    /// pushes it to the room's sockets when it comes back from the bus).
+    /// The room's messages after `after` (an id cursor), oldest first, at most `limit`
+    /// (1..=[`super::store::READ_MAX`]), if the room exists.
+    pub async fn since(
+        &self,
+        room: &str,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, PostError> {
+        self.rules(room).await?;
+        Ok(self.store.since(room, after, limit, self.keep).await?)
+    }
+
+    /// Posts `content` from `from` to `room` at `now_ms`: checks size, client id, rate, the
+    /// room's existence, bans; stores it durably (the store applies slow mode and the client
+    /// id), then publishes it to every instance, which push it to the room's sockets. A repeated
+    /// client id returns the first message and publishes nothing.
     pub async fn post(
         &self,
         from: UserId,
         room: &str,
         content: String,
+        client_id: Option<String>,
         now_ms: u64,
-    ) -> Result<ChatMessage, PostError> {
+    ) -> Result<Accepted, PostError> {
         self.limits.check_content(&content)?;
+        if client_id.as_deref().is_some_and(|c| !valid_client_id(c)) {
+            return Err(ChatError::BadClientId.into());
+        }
         self.limits.take(from)?;
         let rules = self.rules(room).await?;
-        self.rooms.admit(room, &rules, from, now_ms)?;
+        let slow_ms = rules.admit(from, now_ms)?;
         let message = ChatMessage {
             id: self.ids.next_at(now_ms),
             room: room.to_owned(),
@@ -141,17 +193,37 @@ impl Chat {
             content,
             at: now_ms,
         };
-        self.bus
-            .publish_ephemeral(BusMessage::Chat {
-                message: message.clone(),
-            })
-            .await?;
-        Ok(message)
-    }
-
-    /// A chat message arrived from the bus (from any instance, this one included).
-    pub fn received(&self, message: &ChatMessage) {
-        self.rooms.record(message);
+        let post = ChatPost {
+            message,
+            client_id,
+            slow_ms,
+            keep: self.keep,
+        };
+        match self.store.post(post).await? {
+            Posted::Created(message) => {
+                // Stored: it is in the history every instance serves. The bus only pushes it
+                // to the sockets now in the room; if that fails they see it on their next
+                // history read, so the post still succeeds.
+                if let Err(e) = self
+                    .bus
+                    .publish_ephemeral(BusMessage::Chat {
+                        message: message.clone(),
+                    })
+                    .await
+                {
+                    tracing::warn!(room, "chat message stored, live fan-out failed: {e}");
+                }
+                Ok(Accepted {
+                    message,
+                    duplicate: false,
+                })
+            }
+            Posted::Duplicate(message) => Ok(Accepted {
+                message,
+                duplicate: true,
+            }),
+            Posted::SlowMode(wait) => Err(ChatError::SlowMode(wait).into()),
+        }
     }
 
     /// Some instance changed `room`'s rules.
@@ -223,10 +295,14 @@ impl Chat {
         Ok(c)
     }
 
-    /// Forgets idle rooms (keeping live ones and those `keep` holds).
-    pub fn sweep(&self, now_ms: u64, keep: impl Fn(&str) -> bool) {
-        self.rooms.sweep(super::rooms::IDLE_ROOM, now_ms, |n| {
-            keep(n) || self.is_live(n)
-        });
+    /// Forgets idle cached rules (keeping live rooms and those `keep` holds), and the slow-mode
+    /// records older than the longest slow mode.
+    pub async fn sweep(&self, now_ms: u64, keep: impl Fn(&str) -> bool) {
+        self.rooms
+            .sweep(super::rooms::IDLE_ROOM, |n| keep(n) || self.is_live(n));
+        let horizon = now_ms.saturating_sub(crate::channels::service::MAX_SLOW_MODE_SECS * 1000);
+        if let Err(e) = self.store.forget_posts_before(horizon).await {
+            tracing::warn!("forgetting old slow-mode records: {e}");
+        }
     }
 }

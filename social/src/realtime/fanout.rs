@@ -10,8 +10,8 @@ use crate::chat::service::Chat;
 use crate::events::bus::BusMessage;
 use crate::messaging::model::Event;
 
-/// Pushes one bus message to this instance's sockets (and records a chat message in its room's
-/// history).
+/// Pushes one bus message to this instance's sockets (a chat message is already in the chat
+/// store, which serves history; a room change drops this instance's cached rules).
 pub fn deliver(conns: &Connections, chat: &Chat, m: BusMessage) {
     match m {
         BusMessage::Event { event } => {
@@ -65,7 +65,6 @@ pub fn deliver(conns: &Connections, chat: &Chat, m: BusMessage) {
             conns.to_user(to, &Frame::new(&json!({"type": "typing", "from": from})));
         }
         BusMessage::Chat { message } => {
-            chat.received(&message);
             conns.to_room(
                 &message.room,
                 &Frame::new(&json!({"type": "chat", "message": message})),

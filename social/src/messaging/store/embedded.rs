@@ -19,7 +19,8 @@
 //! The follow graph ([`crate::graph::store::embedded`]) keeps its keyspaces (`fwd`, `bwd`, `edges`,
 //! `gcounts`, `profiles`, `popular`) in the same database, and its follow/unfollow/profile
 //! writes go through the same writer thread and group commit; see that module for its layout.
-//! So do the channels ([`crate::channels::store::embedded`]: `channels`, `owned`, `bans`).
+//! So do the channels ([`crate::channels::store::embedded`]: `channels`, `owned`, `bans`) and
+//! the live-chat rooms ([`crate::chat::store::embedded`]: `chat`, `chat_idem`, `chat_last`).
 //!
 //! `conv` is [`ConversationId::to_bytes`]. Outbox sequence numbers are per node and strictly
 //! increase, also across restarts and after every record was acknowledged (`meta` keeps the
@@ -71,7 +72,7 @@
 //! # Memory
 //!
 //! fjall's defaults suit a database that owns the machine: a 64 MiB memtable per keyspace (and
-//! this store has 17), journals up to 512 MiB before old memtables are forced out, and nothing
+//! this store has 20), journals up to 512 MiB before old memtables are forced out, and nothing
 //! that bounds the memtables together. [`StoreLimits`] bounds them: the block cache, every
 //! memtable together (the writer thread rotates the largest one after a commit group that
 //! left them above the bound, so this also holds for keyspaces created by an older version with
@@ -241,6 +242,12 @@ pub(crate) struct Spaces {
     pub(crate) owned: Keyspace,
     /// Channels: `name | 0 | user` → ban JSON.
     pub(crate) bans: Keyspace,
+    /// Chat: `room | 0 | id` → stored chat message JSON.
+    pub(crate) chat: Keyspace,
+    /// Chat: `room | 0 | from | client id` → id (8).
+    pub(crate) chat_idem: Keyspace,
+    /// Chat: `room | 0 | user` → last slow-mode post, Unix ms (8).
+    pub(crate) chat_last: Keyspace,
 }
 
 /// A change to apply on the writer thread; returns what to do once the group is synced.
@@ -362,6 +369,9 @@ impl Spaces {
             channels: ks("channels")?,
             owned: ks("owned")?,
             bans: ks("bans")?,
+            chat: ks("chat")?,
+            chat_idem: ks("chat_idem")?,
+            chat_last: ks("chat_last")?,
         })
     }
 
@@ -434,7 +444,7 @@ impl Spaces {
     }
 
     /// Every keyspace, to look at their memtables.
-    fn all(&self) -> [&Keyspace; 17] {
+    fn all(&self) -> [&Keyspace; 20] {
         [
             &self.messages,
             &self.by_id,
@@ -453,6 +463,9 @@ impl Spaces {
             &self.channels,
             &self.owned,
             &self.bans,
+            &self.chat,
+            &self.chat_idem,
+            &self.chat_last,
         ]
     }
 
