@@ -68,48 +68,38 @@ fn hlsjs_plays_a_private_stream_with_a_playback_token() {
 /// cache keeps the blocking reloads and parts, the player sees a clean low-latency playback.
 #[test]
 fn hlsjs_plays_through_nginx_proxy_cache() {
+    let _turn = one_at_a_time();
     let server = Server::start("auto", &[]);
     let cache = NginxCache::start(server.http);
     let url = cache.url("/live/browser/index.m3u8");
-    // 500 LL-HLS viewers (plain HTTP/1.1 clients doing what a player does) through the same
-    // cache while hls.js plays, once the stream is live.
-    let crowd = {
-        let port = cache.port;
-        let server_http = server.http;
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let media = loop {
-                let r = http_get(
-                    server_http,
-                    "/live/browser/index.m3u8",
-                    Duration::from_secs(5),
-                );
-                if let Some(r) = r.ok().filter(|r| r.status == 200) {
-                    let uri = r.text().lines().last().unwrap_or("").to_owned();
-                    break format!("/live/browser/{uri}");
-                }
-                assert!(Instant::now() < deadline, "the stream did not start");
-                std::thread::sleep(Duration::from_millis(200));
-            };
-            let tally = Arc::new(Tally::default());
-            let end = Instant::now() + Duration::from_secs(25);
-            for v in llhls_crowd(500, port, &media, end, &tally) {
-                v.join().unwrap();
-            }
-            tally
-        })
-    };
-    let v = play::<&str>(&server, Player::HlsJs, &url, &[]);
-    assert!(
-        v["protocols"]["http/1.1"].as_u64().unwrap_or(0) > 10,
-        "requests through the cache: {v}"
-    );
-    let t = crowd.join().unwrap();
+    let mut ffmpeg = ffmpeg_publish(&server.rtmp_url("browser"), 60, "640x360");
+    let media = server.wait_live("browser", Duration::from_secs(15));
+    // 500 LL-HLS viewers (plain HTTP/1.1 clients doing what a player does) read through the
+    // same cache while hls.js plays.
+    let tally = Arc::new(Tally::default());
+    let end = Instant::now() + Duration::from_secs(25);
+    let crowd = llhls_crowd(500, cache.port, &media, end, &tally);
+    let out = harness::<&str>(Player::HlsJs, &url, 20, &[])
+        .output()
+        .expect("node is installed (scripts/setup.sh)");
+    for v in crowd {
+        v.join().unwrap();
+    }
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let run = Run::from(out);
+    run.report();
+    let t = &*tally;
     let served = t.served.load(Ordering::Relaxed);
     println!(
         "beside hls.js, 500 viewers through the cache: {served} served, {} parts, {} errors",
         t.parts.load(Ordering::Relaxed),
         t.errors.load(Ordering::Relaxed)
+    );
+    assert_clean(Player::HlsJs, &run, 20.0);
+    assert!(
+        run.v["protocols"]["http/1.1"].as_u64().unwrap_or(0) > 10,
+        "requests through the cache: {run}"
     );
     assert_eq!(t.errors.load(Ordering::Relaxed), 0);
     assert_eq!(t.stale.load(Ordering::Relaxed), 0, "stale playlists");
