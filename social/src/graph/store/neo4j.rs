@@ -1402,7 +1402,7 @@ impl Outbox for Neo4jGraph {
         limit: usize,
     ) -> Result<Vec<(u64, Event)>, StoreError> {
         // Stored seqs are positive i64: nothing is above a larger cursor.
-        let Ok(after) = i64::try_from(after) else {
+        let Ok(cursor) = i64::try_from(after) else {
             return Ok(Vec::new());
         };
         if limit == 0 {
@@ -1410,7 +1410,7 @@ impl Outbox for Neo4jGraph {
         }
         let read = || async {
             let rows = self
-                .read::<OutboxRow>(Bound::outbox_read(node, after, limit))
+                .read::<OutboxRow>(Bound::outbox_read(node, cursor, limit))
                 .await
                 .map_err(store_err)?;
             rows.into_iter()
