@@ -29,9 +29,9 @@ pub struct Backends {
     /// That cache.
     pub cache: Arc<dyn FollowerCache>,
     /// The outbox the graph writes its follow and unfollow events to, when it is not
-    /// `store`'s: the embedded graph beside ScyllaDB messages. `None` when the graph's events
-    /// go to `store`'s outbox (both embedded, one store) or the graph writes none (Neo4j, see
-    /// `graph::store::neo4j`). A relay runs for each outbox.
+    /// `store`'s: the embedded graph beside ScyllaDB messages, or Neo4j (its outbox nodes, see
+    /// `graph::store::neo4j`). `None` when the graph's events go to `store`'s outbox (both
+    /// embedded, one store). A relay runs for each outbox.
     pub graph_outbox: Option<Arc<dyn Outbox>>,
 }
 
@@ -86,7 +86,7 @@ pub async fn open_backends(config: &SocialConfig) -> std::io::Result<Backends> {
     let messages_embedded = set(&config.scylla_uri).is_none();
     let (graph, graph_outbox): (Arc<dyn GraphStore>, Option<Arc<dyn Outbox>>) =
         match set(&config.neo4j_uri) {
-            Some(_) => (neo4j(config).await?, None),
+            Some(_) => neo4j(config).await?,
             None => {
                 let e = open_embedded()?;
                 // Beside ScyllaDB messages, the embedded store's outbox holds only the graph's
@@ -197,11 +197,14 @@ async fn kafka(_: &SocialConfig, _: &str) -> std::io::Result<Arc<dyn EventBus>> 
     Err(not_built("kafka-brokers (Kafka)", "kafka"))
 }
 
+/// The graph and its own outbox.
+type GraphRoles = (Arc<dyn GraphStore>, Option<Arc<dyn Outbox>>);
+
 #[cfg(feature = "neo4j")]
-async fn neo4j(config: &SocialConfig) -> std::io::Result<Arc<dyn GraphStore>> {
+async fn neo4j(config: &SocialConfig) -> std::io::Result<GraphRoles> {
     use crate::graph::store::neo4j::{Neo4jSettings, PASSWORD_ENV, URI_ENV, USER_ENV};
     let num = |v: Option<u64>| v.map(|n| n.to_string());
-    let settings = Neo4jSettings::from_lookup(|k| match k {
+    let mut settings = Neo4jSettings::from_lookup(|k| match k {
         URI_ENV => config.neo4j_uri.clone(),
         USER_ENV => config.neo4j_user.clone(),
         PASSWORD_ENV => config.neo4j_password.clone(),
@@ -212,13 +215,18 @@ async fn neo4j(config: &SocialConfig) -> std::io::Result<Arc<dyn GraphStore>> {
     })
     .map_err(|e| io(&e))?
     .ok_or_else(|| io(&"neo4j-uri is empty"))?;
+    // Follow events go to this instance's outbox in Neo4j, which its own relay reads.
+    settings.options.node = config.node;
     let g = settings.connect().await.map_err(|e| io(&e))?;
-    tracing::info!("follow graph: Neo4j");
-    Ok(Arc::new(g))
+    tracing::info!(
+        node = config.node,
+        "follow graph: Neo4j, with its own event outbox"
+    );
+    Ok((Arc::new(g.clone()), Some(Arc::new(g))))
 }
 
 #[cfg(not(feature = "neo4j"))]
-async fn neo4j(_: &SocialConfig) -> std::io::Result<Arc<dyn GraphStore>> {
+async fn neo4j(_: &SocialConfig) -> std::io::Result<GraphRoles> {
     Err(not_built("neo4j-uri (Neo4j)", "neo4j"))
 }
 

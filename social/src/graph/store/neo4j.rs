@@ -4,16 +4,20 @@
 //! [conformance suite](super::conformance) (`tests/graph_neo4j.rs`, when `ZEROCAST_NEO4J_URI`
 //! names a server).
 //!
-//! Follows and unfollows write **no outbox events** here ([`GraphStore::event_outbox`] is
-//! `None`, so the conformance suite's outbox check does not apply): doing it honestly means an
-//! outbox of nodes written in the follow's own transaction, a per-node sequence and a relay
-//! reading it, which no server on the development machine could test. See `docs/social.md`.
+//! Follows and unfollows write their events to a transactional outbox of nodes in the same
+//! statement as the change (see "Events"); this store is its own [`Outbox`] and
+//! [`GraphStore::event_outbox`], relayed by the instance (`Backends::graph_outbox`).
+//! **None of this has ever run against a Neo4j server**: the development machine has none.
+//! It is compiled, linted and unit-tested (statement parameters, payloads, keys); the
+//! conformance suite, outbox check included, runs only where `ZEROCAST_NEO4J_URI` is set.
 //!
 //! # Model
 //!
 //! ```text
 //! (:User {id, followers, following, display_name, avatar_url, bio, updated_at})
 //! (:User)-[:FOLLOWS {since}]->(:User)
+//! (:ZcOutboxSeq {node, seq})                   one counter per instance node id
+//! (:ZcOutbox {node, seq, key, payload})        one record per follow/unfollow that changed
 //! ```
 //!
 //! `id` is the user's UUID as lower-case hyphenated text, so string order is the order of
@@ -23,7 +27,9 @@
 //! are Unix ms stored as integers (values above `i64::MAX` are refused).
 //!
 //! At [`Neo4jGraph::connect`] the uniqueness constraint on `:User(id)` (which also serves every
-//! lookup by id) and a range index on `:User(followers)` (for `popular`) are created if absent.
+//! lookup by id), a range index on `:User(followers)` (for `popular`), a uniqueness constraint
+//! on `:ZcOutboxSeq(node)` and a composite range index on `:ZcOutbox(node, seq)` are created if
+//! absent.
 //!
 //! # Writes and concurrency
 //!
@@ -52,6 +58,48 @@
 //! 32 racing unfollows remove the edge once. `follow(a, a)` is [`GraphError::SelfFollow`]
 //! before any query. A transaction that fails with a transient error (a detected deadlock) is
 //! retried with backoff until the operation's deadline; the statements are idempotent.
+//!
+//! # Events
+//!
+//! Inside the `FOREACH` that runs only when the edge was created (removed), after the
+//! counters, both statements also run
+//!
+//! ```text
+//! MERGE (s:ZcOutboxSeq {node: $node})
+//! SET s._lock = true
+//! SET s.seq = coalesce(s.seq, 0) + 1
+//! REMOVE s._lock
+//! CREATE (:ZcOutbox {node: $node, seq: s.seq, key: $key, payload: $payload})
+//! ```
+//!
+//! `$payload` is the [`Event`] as JSON (the form the other outboxes store), built in Rust
+//! before the statement runs: [`Event::Followed`] with `since = $now` (the edge's time, since
+//! only a created edge writes it) or [`Event::Unfollowed`]. `$key` is `user:<followee id>`, for
+//! people reading the outbox; the relay derives the bus key from the event. `$node` is
+//! [`Neo4jOptions::node`], the instance's node id. So:
+//!
+//! - The record commits or rolls back with the edge and the counters (one transaction); a
+//!   follow that found the edge, an unfollow that found none, and a self-follow (refused
+//!   before any query) write nothing.
+//! - The counter's write lock is held to commit, and every writer takes it last (after both
+//!   user locks and the edge), so one node's records commit in `seq` order and no committed
+//!   number is ever below one a reader has already seen: a relay reading `seq > after` skips
+//!   nothing. A rolled-back transaction also rolls back its increment. The counter is never
+//!   deleted, so numbers are not reused after an acknowledgement or a restart. The
+//!   uniqueness constraint keeps two first writers from creating two counters.
+//! - [`Outbox::outbox_read`] returns `seq > after` in order (auto-commit read, through the
+//!   composite index); [`Outbox::outbox_ack`] deletes `seq <= up_to` in one retried write
+//!   transaction. As with every outbox, delivery is at least once.
+//! - Neo4j reads are read-committed, not snapshots: a read could miss a record that commits
+//!   while it runs yet see a later one, and acknowledging the later one would delete the
+//!   missed one unpublished. Since one node's committed numbers are dense (an increment rolls
+//!   back with its transaction) a read hands out rows only up to the first gap between two of
+//!   them, and when its first row is not `after + 1` (normal after a restart, or the symptom)
+//!   it reads again: every record that committed before the first read ended is then seen.
+//!
+//! Not guaranteed: order across nodes (as with messages), and throughput beyond one write
+//! lock per node: every follow and unfollow through one instance serialises on its counter
+//! for the length of its transaction.
 //!
 //! # Reads
 //!
@@ -107,6 +155,8 @@ use crate::graph::{
     Counts, Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits, Recommendation,
 };
 use crate::id::UserId;
+use crate::messaging::model::{Event, EventKey};
+use crate::messaging::store::{Outbox, StoreError};
 
 /// The Bolt port used when the URI names none.
 pub const DEFAULT_PORT: u16 = 7687;
@@ -229,6 +279,9 @@ pub struct Neo4jOptions {
     pub database: Option<String>,
     /// Rows fetched per round trip (default 500).
     pub fetch_size: usize,
+    /// This instance's node id (default 0): follows and unfollows write their events to this
+    /// node's outbox, which this instance's relay reads. Two instances must not share one.
+    pub node: u16,
 }
 
 impl Default for Neo4jOptions {
@@ -240,6 +293,7 @@ impl Default for Neo4jOptions {
             max_in_flight: 64,
             database: None,
             fetch_size: 500,
+            node: 0,
         }
     }
 }
@@ -383,6 +437,17 @@ const SCHEMA_USER_ID: &str =
 const SCHEMA_USER_FOLLOWERS: &str =
     "CREATE INDEX user_followers IF NOT EXISTS FOR (u:User) ON (u.followers)";
 
+/// One sequence counter per node: a concurrent first `MERGE` of a node's counter waits on
+/// this constraint's index-entry lock instead of creating a second counter.
+const SCHEMA_OUTBOX_SEQ: &str = "CREATE CONSTRAINT zc_outbox_seq_node IF NOT EXISTS \
+     FOR (s:ZcOutboxSeq) REQUIRE s.node IS UNIQUE";
+
+/// Composite range index serving the outbox read (`node` equal, `seq` above the cursor, in
+/// order) and the acknowledgement. Not a composite uniqueness constraint, which Neo4j 4.4
+/// lacks: the counter already makes `(node, seq)` unique.
+const SCHEMA_OUTBOX: &str =
+    "CREATE INDEX zc_outbox_node_seq IF NOT EXISTS FOR (o:ZcOutbox) ON (o.node, o.seq)";
+
 const PUT_PROFILE: &str = "
 MERGE (u:User {id: $id})
   ON CREATE SET u.followers = 0, u.following = 0
@@ -413,7 +478,12 @@ WITH a, b, r, coalesce(r._new, false) AS created
 REMOVE r._new, a._lock, b._lock
 FOREACH (once IN CASE WHEN created THEN [1] ELSE [] END |
   SET a.following = coalesce(a.following, 0) + 1,
-      b.followers = coalesce(b.followers, 0) + 1)
+      b.followers = coalesce(b.followers, 0) + 1
+  MERGE (s:ZcOutboxSeq {node: $node})
+  SET s._lock = true
+  SET s.seq = coalesce(s.seq, 0) + 1
+  REMOVE s._lock
+  CREATE (:ZcOutbox {node: $node, seq: s.seq, key: $key, payload: $payload}))
 RETURN created";
 
 /// The mirror of [`FOLLOW`]; creates no node.
@@ -427,7 +497,12 @@ WITH locked, a, b, r, r IS NOT NULL AS removed
 FOREACH (once IN CASE WHEN removed THEN [1] ELSE [] END |
   DELETE r
   SET a.following = coalesce(a.following, 1) - 1,
-      b.followers = coalesce(b.followers, 1) - 1)
+      b.followers = coalesce(b.followers, 1) - 1
+  MERGE (s:ZcOutboxSeq {node: $node})
+  SET s._lock = true
+  SET s.seq = coalesce(s.seq, 0) + 1
+  REMOVE s._lock
+  CREATE (:ZcOutbox {node: $node, seq: s.seq, key: $key, payload: $payload}))
 FOREACH (n IN locked | REMOVE n._lock)
 RETURN removed";
 
@@ -493,11 +568,28 @@ RETURN u.id AS id, 0 AS paths, u.followers AS followers
 ORDER BY followers DESC, id ASC
 LIMIT $limit";
 
+/// Records of one node after a cursor, in sequence order (the composite index).
+const OUTBOX_READ: &str = "
+MATCH (o:ZcOutbox {node: $node})
+WHERE o.seq > $after
+RETURN o.seq AS seq, o.payload AS payload
+ORDER BY seq ASC
+LIMIT $limit";
+
+/// Forgets one node's records up to and including a sequence number. The counter node stays,
+/// so a later record never reuses an acknowledged number.
+const OUTBOX_ACK: &str = "
+MATCH (o:ZcOutbox {node: $node})
+WHERE o.seq <= $up_to
+DELETE o";
+
 /// Every statement with its name, for the tests that check them.
 #[cfg(test)]
-const STATEMENTS: [(&str, &str); 14] = [
+const STATEMENTS: [(&str, &str); 18] = [
     ("schema_user_id", SCHEMA_USER_ID),
     ("schema_user_followers", SCHEMA_USER_FOLLOWERS),
+    ("schema_outbox_seq", SCHEMA_OUTBOX_SEQ),
+    ("schema_outbox", SCHEMA_OUTBOX),
     ("put_profile", PUT_PROFILE),
     ("profiles", PROFILES),
     ("follow", FOLLOW),
@@ -510,6 +602,8 @@ const STATEMENTS: [(&str, &str); 14] = [
     ("common_following", COMMON_FOLLOWING),
     ("recommendations", RECOMMENDATIONS),
     ("popular", POPULAR),
+    ("outbox_read", OUTBOX_READ),
+    ("outbox_ack", OUTBOX_ACK),
 ];
 
 /// A user id as stored: lower-case hyphenated UUID text (ordered like [`UserId`]).
@@ -548,6 +642,61 @@ fn cursor_params(after: Option<Cursor>) -> (i64, String) {
     }
 }
 
+/// The stored form of an outbox event: its JSON, as the embedded and ScyllaDB outboxes keep it
+/// (and as the bus carries it).
+fn outbox_payload(e: &Event) -> Result<String, GraphError> {
+    serde_json::to_string(e).map_err(|err| backend("outbox payload", err))
+}
+
+/// The record's bus key as text, for operators reading the outbox: `user:<followee uuid>` for
+/// a graph event (the same key as [`EventKey::to_bytes`], spelled out), the conversation's
+/// `dm:<a>:<b>` otherwise. The relay does not read it: the key is derived from the payload.
+fn outbox_key(e: &Event) -> String {
+    match e.key() {
+        EventKey::Followee(u) => format!("user:{}", uid(u)),
+        EventKey::Conversation(c) => c.to_string(),
+    }
+}
+
+/// One outbox row back to `(seq, event)`.
+fn outbox_record(seq: i64, payload: &str) -> Result<(u64, Event), StoreError> {
+    let seq = u64::try_from(seq)
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| StoreError::Backend(format!("neo4j outbox: bad seq {seq}")))?;
+    let event = serde_json::from_str(payload)
+        .map_err(|e| StoreError::Backend(format!("neo4j outbox: record {seq}: {e}")))?;
+    Ok((seq, event))
+}
+
+/// How much of an outbox read to hand out, and whether to read again first: the rows up to
+/// the first gap between two of them (one node's sequence numbers are dense: a rolled-back
+/// transaction rolls back its increment too), and whether the first row is not `after + 1`.
+/// That gap is normal after a restart (the relay starts at `after` 0, past acknowledged
+/// records); it is also how a record missed by a read it committed during shows, so the
+/// caller confirms it with a second read (see the module docs, "Events").
+fn contiguous(after: u64, seqs: impl Iterator<Item = u64>) -> (usize, bool) {
+    let mut prev: Option<u64> = None;
+    let mut gap_first = false;
+    let mut n = 0;
+    for s in seqs {
+        match prev {
+            None => gap_first = Some(s) != after.checked_add(1),
+            Some(p) if Some(s) != p.checked_add(1) => break,
+            Some(_) => {}
+        }
+        prev = Some(s);
+        n += 1;
+    }
+    (n, gap_first)
+}
+
+/// An outbox cursor (`after` or `up_to`) as a Neo4j integer: stored sequence numbers are
+/// positive `i64`, so anything larger means "all of them".
+fn seq_param(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// A statement with the values of its parameters. Built only by the constructors below, each
 /// of which the unit tests check against the statement text.
 #[derive(Debug, Clone)]
@@ -583,10 +732,12 @@ impl Bound {
         neo4rs::query(self.cypher).params(self.params.iter().map(|(k, v)| (*k, v.clone())))
     }
 
-    fn schema() -> [Self; 2] {
+    fn schema() -> [Self; 4] {
         [
             Self::new("schema_user_id", SCHEMA_USER_ID, vec![]),
             Self::new("schema_user_followers", SCHEMA_USER_FOLLOWERS, vec![]),
+            Self::new("schema_outbox_seq", SCHEMA_OUTBOX_SEQ, vec![]),
+            Self::new("schema_outbox", SCHEMA_OUTBOX, vec![]),
         ]
     }
 
@@ -613,7 +764,14 @@ impl Bound {
         vec![uid(lo), uid(hi)].into()
     }
 
-    fn follow(from: UserId, to: UserId, now_ms: u64) -> Result<Self, GraphError> {
+    /// `node` is whose outbox gets the [`Event::Followed`] if the edge is created.
+    fn follow(from: UserId, to: UserId, now_ms: u64, node: u16) -> Result<Self, GraphError> {
+        let event = Event::Followed {
+            v: Event::VERSION,
+            follower: from,
+            followee: to,
+            since: now_ms,
+        };
         Ok(Self::new(
             "follow",
             FOLLOW,
@@ -622,19 +780,51 @@ impl Bound {
                 ("from", uid(from).into()),
                 ("to", uid(to).into()),
                 ("now", ms(now_ms, "follow time")?.into()),
+                ("node", i64::from(node).into()),
+                ("key", outbox_key(&event).into()),
+                ("payload", outbox_payload(&event)?.into()),
             ],
         ))
     }
 
-    fn unfollow(from: UserId, to: UserId) -> Self {
-        Self::new(
+    /// `node` is whose outbox gets the [`Event::Unfollowed`] if the edge is removed.
+    fn unfollow(from: UserId, to: UserId, node: u16) -> Result<Self, GraphError> {
+        let event = Event::Unfollowed {
+            v: Event::VERSION,
+            follower: from,
+            followee: to,
+        };
+        Ok(Self::new(
             "unfollow",
             UNFOLLOW,
             vec![
                 ("pair", Self::pair(from, to)),
                 ("from", uid(from).into()),
                 ("to", uid(to).into()),
+                ("node", i64::from(node).into()),
+                ("key", outbox_key(&event).into()),
+                ("payload", outbox_payload(&event)?.into()),
             ],
+        ))
+    }
+
+    fn outbox_read(node: u16, after: i64, limit: usize) -> Self {
+        Self::new(
+            "outbox_read",
+            OUTBOX_READ,
+            vec![
+                ("node", i64::from(node).into()),
+                ("after", after.into()),
+                ("limit", limit_v(limit)),
+            ],
+        )
+    }
+
+    fn outbox_ack(node: u16, up_to: i64) -> Self {
+        Self::new(
+            "outbox_ack",
+            OUTBOX_ACK,
+            vec![("node", i64::from(node).into()), ("up_to", up_to.into())],
         )
     }
 
@@ -809,6 +999,12 @@ struct FollowingRow {
     following: bool,
 }
 
+#[derive(Debug, Deserialize)]
+struct OutboxRow {
+    seq: i64,
+    payload: String,
+}
+
 fn one<R>(rows: Vec<R>, op: &str) -> Result<R, GraphError> {
     let n = rows.len();
     let mut it = rows.into_iter();
@@ -934,6 +1130,7 @@ struct Inner {
     uri: String,
     timeout: Duration,
     slots: Arc<Semaphore>,
+    node: u16,
 }
 
 impl fmt::Debug for Neo4jGraph {
@@ -941,15 +1138,16 @@ impl fmt::Debug for Neo4jGraph {
         f.debug_struct("Neo4jGraph")
             .field("uri", &self.inner.uri)
             .field("timeout", &self.inner.timeout)
+            .field("node", &self.inner.node)
             .finish_non_exhaustive()
     }
 }
 
 impl Neo4jGraph {
-    /// Connects to `uri` (see [`Neo4jUri`]) as `user`, then creates the constraint and index
-    /// if absent, all within [`Neo4jOptions::connect_timeout`]. Fails with
-    /// [`GraphError::Backend`] on a bad URI or option, an unreachable server, or refused
-    /// credentials.
+    /// Connects to `uri` (see [`Neo4jUri`]) as `user`, then creates the constraints and indexes
+    /// (the users' and the outbox's) if absent, all within [`Neo4jOptions::connect_timeout`].
+    /// Fails with [`GraphError::Backend`] on a bad URI or option, an unreachable server, or
+    /// refused credentials.
     pub async fn connect(
         uri: &str,
         user: &str,
@@ -995,6 +1193,7 @@ impl Neo4jGraph {
                 uri: parsed.to_string(),
                 timeout: options.timeout,
                 slots,
+                node: options.node,
             }),
         })
     }
@@ -1002,6 +1201,12 @@ impl Neo4jGraph {
     /// The per-operation deadline.
     pub fn timeout(&self) -> Duration {
         self.inner.timeout
+    }
+
+    /// The node whose outbox this handle's follows and unfollows write to
+    /// ([`Neo4jOptions::node`]).
+    pub fn node(&self) -> u16 {
+        self.inner.node
     }
 
     async fn read<R>(&self, b: Bound) -> Result<Vec<R>, GraphError>
@@ -1071,7 +1276,7 @@ impl GraphStore for Neo4jGraph {
             return Err(GraphError::SelfFollow);
         }
         let rows = self
-            .write::<CreatedRow>(Bound::follow(from, to, now_ms)?)
+            .write::<CreatedRow>(Bound::follow(from, to, now_ms, self.node())?)
             .await?;
         Ok(one(rows, "follow")?.created)
     }
@@ -1080,8 +1285,14 @@ impl GraphStore for Neo4jGraph {
         if from == to {
             return Ok(false);
         }
-        let rows = self.write::<RemovedRow>(Bound::unfollow(from, to)).await?;
+        let rows = self
+            .write::<RemovedRow>(Bound::unfollow(from, to, self.node())?)
+            .await?;
         Ok(one(rows, "unfollow")?.removed)
+    }
+
+    fn event_outbox(&self) -> Option<(&dyn Outbox, u16)> {
+        Some((self, self.node()))
     }
 
     async fn is_following(&self, from: UserId, to: UserId) -> Result<bool, GraphError> {
@@ -1178,6 +1389,60 @@ impl GraphStore for Neo4jGraph {
             .map(RankRow::recommendation)
             .collect()
     }
+}
+
+/// The outbox of follow and unfollow events (see the module docs, "Events"). Reads are
+/// auto-commit; an acknowledgement is one write transaction, retried like the others.
+#[async_trait]
+impl Outbox for Neo4jGraph {
+    async fn outbox_read(
+        &self,
+        node: u16,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Event)>, StoreError> {
+        // Stored seqs are positive i64: nothing is above a larger cursor.
+        let Ok(cursor) = i64::try_from(after) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let read = || async {
+            let rows = self
+                .read::<OutboxRow>(Bound::outbox_read(node, cursor, limit))
+                .await
+                .map_err(store_err)?;
+            rows.into_iter()
+                .map(|r| outbox_record(r.seq, &r.payload))
+                .collect::<Result<Vec<_>, StoreError>>()
+        };
+        // See the module docs, "Events": a read can miss a record that commits while it runs
+        // yet see a later one. Stop before a gap; a gap right after the cursor is read again
+        // (a second read sees every record that committed before the first one ended).
+        let mut records = read().await?;
+        let (mut keep, gap_first) = contiguous(after, records.iter().map(|(s, _)| *s));
+        if gap_first {
+            records = read().await?;
+            keep = contiguous(after, records.iter().map(|(s, _)| *s)).0;
+        }
+        records.truncate(keep);
+        Ok(records)
+    }
+
+    async fn outbox_ack(&self, node: u16, up_to: u64) -> Result<(), StoreError> {
+        if up_to == 0 {
+            return Ok(());
+        }
+        self.write::<serde::de::IgnoredAny>(Bound::outbox_ack(node, seq_param(up_to)))
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+}
+
+fn store_err(e: GraphError) -> StoreError {
+    StoreError::Backend(e.to_string())
 }
 
 #[cfg(test)]
@@ -1349,8 +1614,8 @@ mod tests {
         all.extend([
             Bound::put_profile(&p).unwrap(),
             Bound::profiles(vec![uid(u(1))]),
-            Bound::follow(u(2), u(1), 7).unwrap(),
-            Bound::unfollow(u(1), u(2)),
+            Bound::follow(u(2), u(1), 7, 3).unwrap(),
+            Bound::unfollow(u(1), u(2), 3).unwrap(),
             Bound::is_following(u(1), u(2)),
             Bound::followers(u(1), None, 10),
             Bound::following(u(1), c, 10),
@@ -1359,6 +1624,8 @@ mod tests {
             Bound::common_following(u(1), u(2), 10),
             Bound::recommendations(u(1), 10, RecommendLimits::default()),
             Bound::popular(10),
+            Bound::outbox_read(3, 0, 512),
+            Bound::outbox_ack(3, 7),
         ]);
         all
     }
@@ -1417,7 +1684,7 @@ mod tests {
             assert!(w.contains("REMOVE"), "locks are cleared: {w}");
         }
         assert!(FOLLOW.contains("ON CREATE SET r.since = $now"));
-        let Some(BoltType::List(pair)) = Bound::follow(u(9), u(2), 1)
+        let Some(BoltType::List(pair)) = Bound::follow(u(9), u(2), 1, 0)
             .unwrap()
             .params
             .into_iter()
@@ -1449,7 +1716,7 @@ mod tests {
         assert!(Bound::put_profile(&p).is_err());
         p.updated_at = 1;
         assert!(Bound::put_profile(&p).is_ok());
-        assert!(Bound::follow(u(1), u(2), u64::MAX).is_err());
+        assert!(Bound::follow(u(1), u(2), u64::MAX, 0).is_err());
         assert!(count(-1, "x").is_err());
         assert_eq!(count(3, "x").unwrap(), 3);
         assert!(matches!(limit_v(usize::MAX), BoltType::Integer(i) if i.value == i64::MAX));
@@ -1472,6 +1739,133 @@ mod tests {
             "Neo.ClientError.Statement.SyntaxError"
         )));
         assert!(!is_transient(&neo4rs::Error::ConnectionError));
+    }
+
+    #[test]
+    fn outbox_payload_and_key() {
+        let followed = Event::Followed {
+            v: Event::VERSION,
+            follower: u(1),
+            followee: u(0xb),
+            since: 7_000,
+        };
+        let unfollowed = Event::Unfollowed {
+            v: Event::VERSION,
+            follower: u(1),
+            followee: u(0xb),
+        };
+        for e in [&followed, &unfollowed] {
+            // The payload is the event's JSON (as the other outboxes store it) and decodes back.
+            let p = outbox_payload(e).unwrap();
+            assert_eq!(p, serde_json::to_string(e).unwrap());
+            assert_eq!(outbox_record(5, &p).unwrap(), (5, e.clone()));
+            // Keyed by the followee, like the bus key.
+            assert_eq!(outbox_key(e), "user:00000000-0000-0000-0000-00000000000b");
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&outbox_payload(&followed).unwrap()).unwrap();
+        assert_eq!(json["type"], "graph.followed");
+        assert_eq!(json["since"], 7_000);
+        // Stored values that cannot come from this adapter are errors, not panics.
+        let p = outbox_payload(&followed).unwrap();
+        assert!(outbox_record(0, &p).is_err());
+        assert!(outbox_record(-3, &p).is_err());
+        assert!(outbox_record(1, "{").is_err());
+        assert!(outbox_record(1, r#"{"type":"nope"}"#).is_err());
+        // Cursors beyond the stored range mean "all of them".
+        assert_eq!(seq_param(9), 9);
+        assert_eq!(seq_param(u64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn outbox_reads_stop_at_gaps() {
+        let c = |after: u64, s: &[u64]| contiguous(after, s.iter().copied());
+        assert_eq!(c(0, &[]), (0, false));
+        assert_eq!(c(4, &[]), (0, false));
+        assert_eq!(c(0, &[1, 2, 3]), (3, false));
+        assert_eq!(c(4, &[5, 6, 7]), (3, false));
+        // A record missed inside the batch: hand out the rows before it only.
+        assert_eq!(c(4, &[5, 6, 8, 9]), (2, false));
+        // Right after the cursor (or after a restart): confirmed by a second read.
+        assert_eq!(c(4, &[6, 7]), (2, true));
+        assert_eq!(c(0, &[1000, 1001, 1003]), (2, true));
+        assert_eq!(c(u64::MAX, &[1]), (1, true));
+    }
+
+    #[test]
+    fn follow_and_unfollow_carry_their_event() {
+        let param = |b: &Bound, k: &str| -> BoltType {
+            b.params
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("{k} not bound"))
+        };
+        let text = |v: BoltType| match v {
+            BoltType::String(s) => s.value,
+            other => panic!("{other:?}"),
+        };
+        let f = Bound::follow(u(2), u(9), 1_234, 7).unwrap();
+        assert!(matches!(param(&f, "node"), BoltType::Integer(i) if i.value == 7));
+        let e: Event = serde_json::from_str(&text(param(&f, "payload"))).unwrap();
+        assert_eq!(
+            e,
+            Event::Followed {
+                v: Event::VERSION,
+                follower: u(2),
+                followee: u(9),
+                since: 1_234,
+            }
+        );
+        assert_eq!(text(param(&f, "key")), format!("user:{}", uid(u(9))));
+        let un = Bound::unfollow(u(2), u(9), 7).unwrap();
+        let e: Event = serde_json::from_str(&text(param(&un, "payload"))).unwrap();
+        assert_eq!(
+            e,
+            Event::Unfollowed {
+                v: Event::VERSION,
+                follower: u(2),
+                followee: u(9),
+            }
+        );
+        let r = Bound::outbox_read(7, 0, usize::MAX);
+        assert!(matches!(param(&r, "limit"), BoltType::Integer(i) if i.value == i64::MAX));
+    }
+
+    #[test]
+    fn outbox_record_is_written_only_with_the_change() {
+        // The outbox write sits inside the FOREACH that runs only when the edge was created
+        // (removed), after the counters, and takes the node's counter lock before reading it.
+        for (w, flag) in [(FOLLOW, "created"), (UNFOLLOW, "removed")] {
+            let guard = w
+                .find(&format!(
+                    "FOREACH (once IN CASE WHEN {flag} THEN [1] ELSE [] END |"
+                ))
+                .unwrap();
+            let merge = w.find("MERGE (s:ZcOutboxSeq {node: $node})").unwrap();
+            let lock = w.find("SET s._lock = true").unwrap();
+            let incr = w.find("SET s.seq = coalesce(s.seq, 0) + 1").unwrap();
+            let create = w
+                .find("CREATE (:ZcOutbox {node: $node, seq: s.seq, key: $key, payload: $payload}))")
+                .unwrap();
+            assert!(
+                guard < merge && merge < lock && lock < incr && incr < create,
+                "{w}"
+            );
+            // The counter is taken after both user locks and the edge: one lock order.
+            assert!(w.find("[r:FOLLOWS]").unwrap() < merge, "{w}");
+            // Exactly one outbox record per statement.
+            assert_eq!(w.matches(":ZcOutbox {").count(), 1, "{w}");
+            assert_eq!(w.matches("ZcOutboxSeq").count(), 1, "{w}");
+        }
+        assert!(SCHEMA_OUTBOX_SEQ
+            .ends_with("IF NOT EXISTS FOR (s:ZcOutboxSeq) REQUIRE s.node IS UNIQUE"));
+        assert!(OUTBOX_READ.contains("ORDER BY seq ASC"));
+        assert!(OUTBOX_ACK.contains("o.seq <= $up_to"));
+        assert!(
+            !OUTBOX_ACK.contains("ZcOutboxSeq"),
+            "the counter is never deleted"
+        );
     }
 
     #[test]
