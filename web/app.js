@@ -3,7 +3,8 @@
 //
 // The server renders each page with `data-*` attributes on <body>: `page`, `stream`, `api` (the
 // social API's base URL, e.g. http://host:8090; empty when this server runs no social API) and
-// `player` ("missing" when hls.js was not found at build time). Everything shown from the
+// `player` ("missing" when hls.js was not found at build time: for people reading the page's
+// source; the script itself checks whether `window.Hls` loaded). Everything shown from the
 // server or another user goes through textContent, never innerHTML.
 //
 // For tests, the watch page exposes `window.zerocast`: `{hls, stats, chat}`.
@@ -181,7 +182,12 @@
 
     const src = '/live/' + encodeURIComponent(name) + '/index.m3u8';
     function start() {
-      if (window.Hls && window.Hls.isSupported()) {
+      // hls.js is embedded at build time; a build without it serves a 404 for it.
+      const missing = !window.Hls;
+      const MISSING =
+        'The player library (hls.js) is missing from this build: run scripts/setup.sh ' +
+        '(npm ci in web/), then rebuild zerocast.';
+      if (!missing && window.Hls.isSupported()) {
         const hls = new window.Hls({
           lowLatencyMode: true,
           backBufferLength: 30,
@@ -198,20 +204,18 @@
         });
         hls.loadSource(src);
         hls.attachMedia(video);
+        say('');
       } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
-        // Safari: native (LL-)HLS.
+        // Safari: native (LL-)HLS. Elsewhere only when hls.js is missing.
         video.src = src;
-      } else if (body.dataset.player === 'missing' || !window.Hls) {
-        say(
-          'The player library is missing from this build: run scripts/setup.sh (npm ci in web/), ' +
-            'then rebuild zerocast.'
-        );
+        say(missing ? MISSING + " Playing with this browser's own HLS support meanwhile." : '');
+      } else if (missing) {
+        say(MISSING);
         return;
       } else {
         say('This browser supports neither Media Source Extensions nor native HLS.');
         return;
       }
-      say('');
       video.play().catch(() => {});
     }
 

@@ -158,6 +158,8 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
     assert!(ban.contains("banned"), "{run}");
     assert_eq!(v["cspViolations"], 0, "{run}");
     assert_eq!(v["overflow360"], false, "wider than 360 px: {run}");
+    let missing = v["missingLibraryNotice"].as_str().unwrap_or("");
+    assert!(missing.contains("scripts/setup.sh"), "{run}");
     println!(
         "time to first frame {} ms, page weight {}",
         v["firstFrameMs"], v["pageWeight"]

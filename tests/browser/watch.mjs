@@ -230,6 +230,15 @@ async function main() {
     out.overflow360 = await page.evaluate(() => document.documentElement.scrollWidth > 360);
     if (o.screenshots) await page.screenshot({ path: path.join(o.screenshots, 'watch-360.png') });
     other.ws.close();
+
+    // A build without hls.js (its URL answers 404): the page says what is missing.
+    const bare = await context.newPage();
+    await bare.route('**/web/hls.min.js', (r) => r.fulfill({ status: 404, body: 'missing' }));
+    await bare.goto(`${o.base}/watch/${o.stream}`);
+    await bare.waitForFunction(() => /missing/.test(document.getElementById('player-notice').textContent), null,
+      { timeout: 10_000 }).catch(() => {});
+    out.missingLibraryNotice = await bare.textContent('#player-notice');
+    await bare.close();
   } catch (e) {
     out.error = e.message;
   } finally {
