@@ -446,18 +446,32 @@
       };
     }
 
+    // How long an error frame says to wait: `retry_after_ms` when it has one, else the
+    // "N ms" its message names (slow mode, rate limit), else `fallback`.
+    function waitMs(f, fallback) {
+      if (Number.isFinite(f.retry_after_ms)) return f.retry_after_ms;
+      const m = /(\d+) ms/.exec(f.message || '');
+      return m ? Number(m[1]) : fallback;
+    }
+
     function chatError(f) {
       switch (f.code) {
         case 'banned':
           show('You are banned from this chat: ' + f.message, true);
           break;
-        case 'slow_mode':
-          show('Slow mode: ' + f.message, true);
-          if (slowMode) countdown(slowMode * 1000);
+        case 'slow_mode': {
+          const ms = waitMs(f, slowMode * 1000);
+          show('Slow mode: you can send again in ' + Math.ceil(ms / 1000) + ' s.', true);
+          countdown(ms);
           break;
+        }
         case 'rate_limited':
           show('Too fast: wait a moment before sending again.', true);
-          countdown(f.retry_after_ms || 1000);
+          countdown(waitMs(f, 1000));
+          break;
+        case 'message_too_large':
+        case 'empty_message':
+          show(f.message, true);
           break;
         case 'no_such_room':
           show('This stream has no chat room yet (nobody reserved the name and it is not live).', true);

@@ -2,7 +2,8 @@
 //! watch page in Debian's headless Chromium (`tests/browser/watch.mjs`, playwright-core) while
 //! ffmpeg publishes: it plays 20 s without a stall, its latency readout agrees with hls.js's,
 //! chat goes both ways with a second WebSocket client within a second, the follow button
-//! changes the owner's follower count in the API, and a banned viewer sees the ban.
+//! changes the owner's follower count in the API, slow mode counts down, and a banned viewer
+//! sees the ban.
 //!
 //! Needs `scripts/setup.sh` (chromium, node, ffmpeg, `npm ci` in `web/` and `tests/browser/`).
 //! `ZEROCAST_UPDATE_SCREENSHOTS=1` copies the screenshots the test takes into
@@ -154,6 +155,21 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
     );
     let c: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(c["followers"].as_u64(), Some(before + 1), "{c}");
+    // Slow mode: the refusal said, the send button counting down, then free again.
+    let slow = &v["slowMode"];
+    assert!(
+        slow["status"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Slow mode"),
+        "{run}"
+    );
+    assert!(
+        slow["button"].as_str().unwrap_or("").starts_with("Wait "),
+        "{run}"
+    );
+    assert_eq!(slow["disabled"], true, "{run}");
+    assert_eq!(slow["after"], "Send", "{run}");
     let ban = v["banMessage"].as_str().unwrap_or("");
     assert!(ban.contains("banned"), "{run}");
     assert_eq!(v["cspViolations"], 0, "{run}");

@@ -216,6 +216,28 @@ async function main() {
     Object.assign(out, { latencyMaxDiff: maxDiff, latencySamples: samples, chatInMs: chatIn, chatOutMs: chatOut, followed });
     if (o.screenshots) await page.screenshot({ path: path.join(o.screenshots, 'watch.png') });
 
+    // Slow mode (3 s, set by the owner): a second message right after a first one is refused,
+    // and the page counts down on its send button until the next one may go.
+    await api(o, o.owner, 'PATCH', `/api/v1/streams/${o.stream}`, { slow_mode_secs: 3 });
+    await sleep(300);
+    const first = `slow one ${Date.now()}`;
+    await page.fill('#chat-input', first);
+    await page.press('#chat-input', 'Enter');
+    await page.locator('#messages li', { hasText: first }).waitFor({ timeout: 5000 }).catch(() => {});
+    await page.fill('#chat-input', 'slow two');
+    await page.press('#chat-input', 'Enter');
+    await page.waitForFunction(() => /^Wait \d+ s$/.test(document.getElementById('chat-send').textContent), null,
+      { timeout: 5000 }).catch(() => {});
+    out.slowMode = {
+      status: await page.textContent('#chat-status'),
+      button: await page.textContent('#chat-send'),
+      disabled: await page.isDisabled('#chat-send'),
+    };
+    await page.waitForFunction(() => document.getElementById('chat-send').textContent === 'Send', null,
+      { timeout: 6000 }).catch(() => {});
+    out.slowMode.after = await page.textContent('#chat-send');
+    await api(o, o.owner, 'PATCH', `/api/v1/streams/${o.stream}`, { slow_mode_secs: 0 });
+
     // The owner bans the viewer; the page says so when the viewer sends.
     await api(o, o.owner, 'POST', `/api/v1/rooms/${o.stream}/bans`, { user: sub(o.viewer) });
     await page.fill('#chat-input', 'am I banned?');
