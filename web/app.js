@@ -328,7 +328,9 @@
     const input = $('chat-input');
     const send = $('chat-send');
     const seen = new Set();
-    const c = { connected: false, lastId: null };
+    // `reconnects` counts sockets opened after the first; `drop()` closes the current one (as a
+    // lost connection would: the page reconnects).
+    const c = { connected: false, lastId: null, reconnects: 0, drop: () => ws && ws.close() };
     let ws = null;
     let owner = null;
     let slowMode = 0;
@@ -395,6 +397,7 @@
       const base = api.replace(/^http/, 'ws');
       let url = base + '/api/v1/ws?access_token=' + encodeURIComponent(token());
       if (c.lastId) url += '&since=' + encodeURIComponent(c.lastId);
+      if (ws) c.reconnects += 1;
       ws = new WebSocket(url);
       ws.onopen = () => {
         ws.send(JSON.stringify({ type: 'subscribe', room }));

@@ -2,8 +2,8 @@
 //! watch page in Debian's headless Chromium (`tests/browser/watch.mjs`, playwright-core) while
 //! ffmpeg publishes: it plays 20 s without a stall, its latency readout agrees with hls.js's,
 //! chat goes both ways with a second WebSocket client within a second, the follow button
-//! changes the owner's follower count in the API, slow mode counts down, and a banned viewer
-//! sees the ban.
+//! changes the owner's follower count in the API, the chat reconnects by itself (and shows what
+//! was said meanwhile, once), slow mode counts down, and a banned viewer sees the ban.
 //!
 //! Needs `scripts/setup.sh` (chromium, node, ffmpeg, `npm ci` in `web/` and `tests/browser/`).
 //! `ZEROCAST_UPDATE_SCREENSHOTS=1` copies the screenshots the test takes into
@@ -155,6 +155,13 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
     );
     let c: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(c["followers"].as_u64(), Some(before + 1), "{c}");
+    // After its socket dropped, the page reconnected and showed what was said meanwhile, once,
+    // and nothing else twice (2 messages before, 1 while away).
+    let re = &v["reconnect"];
+    assert_eq!(re["reconnects"], 1, "{run}");
+    assert_eq!(re["connected"], true, "{run}");
+    assert_eq!(re["shown"], 1, "{run}");
+    assert_eq!(re["total"], 3, "{run}");
     // Slow mode: the refusal said, the send button counting down, then free again.
     let slow = &v["slowMode"];
     assert!(
@@ -192,7 +199,8 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
 }
 
 /// The studio: a signed-in broadcaster creates a stream in the page, publishes with the key the
-/// page showed, and the page shows the stream live.
+/// page showed, and the page shows the stream live; then rotates the key, sets slow mode (the
+/// API has it) and bans a user, all from the page.
 #[test]
 fn studio_creates_a_key_and_sees_the_stream_go_live() {
     use std::io::{BufRead, BufReader};
@@ -239,6 +247,12 @@ fn studio_creates_a_key_and_sees_the_stream_go_live() {
     assert_eq!(v["error"], serde_json::Value::Null, "{v}\n{stderr}");
     let facts = v["facts"].as_str().unwrap_or("");
     assert!(facts.starts_with("LIVE"), "{v}\n{}", server.logs());
+    assert_eq!(v["rotated"], true, "a new key: {v}");
+    assert_eq!(v["slowModeSecs"], 5, "{v}");
+    assert!(
+        v["banStatus"].as_str().unwrap_or("").contains("is banned"),
+        "{v}"
+    );
     assert_eq!(v["cspViolations"], 0, "{v}");
     assert!(shots.0.join("studio.png").is_file());
     if std::env::var_os("ZEROCAST_UPDATE_SCREENSHOTS").is_some() {

@@ -74,6 +74,25 @@ try {
   out.liveAfterMs = Date.now() - t0;
   out.facts = await item.textContent();
   out.listed = await page.locator('#mine li').count();
+  // Moderation and keys from the page: rotate the key, set slow mode, ban a user.
+  const li = page.locator(`#mine li[data-name="${o.stream}"]`);
+  await li.getByRole('button', { name: 'Rotate key' }).click();
+  await page.waitForFunction((k) => document.getElementById('issued-obs').textContent !== k, key,
+    { timeout: 5000 }).catch(() => {});
+  const rotated = await page.textContent('#issued-obs');
+  out.rotated = rotated !== key && rotated.startsWith(`${o.stream}?key=`);
+  await li.getByLabel(`Slow mode seconds for ${o.stream}`).fill('5');
+  await li.getByRole('button', { name: 'Set slow mode' }).click();
+  await page.waitForFunction(() => /Slow mode of/.test(document.getElementById('studio-status').textContent), null,
+    { timeout: 5000 }).catch(() => {});
+  const api = await page.getAttribute('body', 'data-api');
+  const r = await fetch(`${api}/api/v1/streams/${o.stream}`, { headers: { Authorization: `Bearer ${o.token}` } });
+  out.slowModeSecs = (await r.json()).stream.slow_mode_secs;
+  await li.getByLabel(`User id to ban or unban in ${o.stream}`).fill('0b6d5e0e-7c59-4f8a-9c4e-5a3f2b1c0d9e');
+  await li.getByRole('button', { name: 'Ban', exact: true }).click();
+  await page.waitForFunction(() => /is banned/.test(document.getElementById('studio-status').textContent), null,
+    { timeout: 5000 }).catch(() => {});
+  out.banStatus = await page.textContent('#studio-status');
   out.cspViolations = await page.evaluate(() => window.__csp);
   // The key shown is the one issued: blur it out of the screenshot all the same.
   await page.evaluate(() => {

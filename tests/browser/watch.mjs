@@ -216,6 +216,21 @@ async function main() {
     Object.assign(out, { latencyMaxDiff: maxDiff, latencySamples: samples, chatInMs: chatIn, chatOutMs: chatOut, followed });
     if (o.screenshots) await page.screenshot({ path: path.join(o.screenshots, 'watch.png') });
 
+    // The chat socket drops: the page reconnects by itself and shows, once, what was said
+    // while it was away (the room's history on subscribing again).
+    await page.evaluate(() => window.zerocast.chat.drop());
+    await page.waitForFunction(() => !window.zerocast.chat.connected, null, { timeout: 5000 }).catch(() => {});
+    const away = `said while you were away ${Date.now()}`;
+    other.ws.send(JSON.stringify({ type: 'chat', room: o.stream, content: away, client_id: `a-${Date.now()}` }));
+    await page.locator('#messages li', { hasText: away }).waitFor({ timeout: 10_000 }).catch(() => {});
+    out.reconnect = await page.evaluate((text) => ({
+      reconnects: window.zerocast.chat.reconnects,
+      connected: window.zerocast.chat.connected,
+      shown: [...document.querySelectorAll('#messages li')].filter((li) => li.textContent.includes(text)).length,
+      total: document.querySelectorAll('#messages li').length,
+    }), away);
+    await page.waitForSelector('#chat-input:not([disabled])', { timeout: 10_000 }).catch(() => {});
+
     // Slow mode (3 s, set by the owner): a second message right after a first one is refused,
     // and the page counts down on its send button until the next one may go.
     await api(o, o.owner, 'PATCH', `/api/v1/streams/${o.stream}`, { slow_mode_secs: 3 });
