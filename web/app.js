@@ -180,7 +180,11 @@
       }
     });
 
-    const src = '/live/' + encodeURIComponent(name) + '/index.m3u8';
+    // A private stream plays with the playback token this page was opened with.
+    const playback = new URLSearchParams(location.search).get('token');
+    const src =
+      '/live/' + encodeURIComponent(name) + '/index.m3u8' +
+      (playback ? '?token=' + encodeURIComponent(playback) : '');
     function start() {
       // hls.js is embedded at build time; a build without it serves a 404 for it.
       const missing = !window.Hls;
@@ -219,20 +223,26 @@
       video.play().catch(() => {});
     }
 
-    // Start the player once the stream is listed; until then say it is offline.
+    // Start the player once the stream's playlist answers (on an edge node a stream is listed
+    // only once somebody asked for it, so ask rather than read the list); until then say why.
     async function waitLive() {
-      let s;
+      let status = 0;
       try {
-        s = (await streams()).find((x) => x.name === name);
+        status = (await fetch(src, { cache: 'no-store' })).status;
       } catch (_) {
-        s = null;
+        status = 0;
       }
-      if (s && s.state === 'live') {
+      if (status === 200) {
         start();
-      } else {
-        say(name + ' is not live right now. This page starts playing when it is.');
-        setTimeout(waitLive, 3000);
+        return;
       }
+      say(
+        status === 403
+          ? name + ' is private: open this page with the playback token its owner gave you (/watch/' +
+              name + '?token=…).'
+          : name + ' is not live right now. This page starts playing when it is.'
+      );
+      setTimeout(waitLive, status === 403 ? 10000 : 3000);
     }
 
     // Stats line, 4 times a second: hls.js's own live latency, the level's bitrate, the
