@@ -3,7 +3,9 @@
 //! ffmpeg publishes: it plays 20 s without a stall, its latency readout agrees with hls.js's,
 //! chat goes both ways with a second WebSocket client within a second, the follow button
 //! changes the owner's follower count in the API, the chat reconnects by itself (and shows what
-//! was said meanwhile, once), slow mode counts down, and a banned viewer sees the ban.
+//! was said meanwhile, once), slow mode counts down, and a banned viewer sees the ban; the studio
+//! (create a key, publish with it, see it live, moderate); a private stream's page (says so
+//! without a playback token, plays with one).
 //!
 //! Needs `scripts/setup.sh` (chromium, node, ffmpeg, `npm ci` in `web/` and `tests/browser/`).
 //! `ZEROCAST_UPDATE_SCREENSHOTS=1` copies the screenshots the test takes into
@@ -258,4 +260,45 @@ fn studio_creates_a_key_and_sees_the_stream_go_live() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(shots.0.join("studio.png"), dir.join("studio.png")).unwrap();
     }
+}
+
+/// A private stream's watch page: without a playback token it says the stream is private;
+/// opened with `?token=` it plays.
+#[test]
+fn private_stream_watch_page_needs_the_playback_token() {
+    let server = Server::start("auto", &[]);
+    let (key, token) = private_stream(&server, "secret");
+    let mut ffmpeg = ffmpeg_publish(
+        &server.rtmp_url(&format!("secret?key={key}")),
+        40,
+        "320x240",
+    );
+    server.wait_live_with(
+        "secret",
+        &format!("?token={token}"),
+        Duration::from_secs(15),
+    );
+    let out = Command::new("node")
+        .arg(repo_root().join("tests/browser/private.mjs"))
+        .args(["--base", &server.url("")])
+        .args(["--stream", "secret", "--token", &token])
+        .output()
+        .expect("node is installed (scripts/setup.sh)");
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "harness failed: {stderr}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {stderr}"));
+    println!("private stream page: {v}");
+    assert_eq!(v["error"], serde_json::Value::Null, "{v}\n{stderr}");
+    assert!(
+        v["withoutToken"]
+            .as_str()
+            .unwrap_or("")
+            .contains("is private"),
+        "{v}"
+    );
+    assert_eq!(v["playedWithToken"], true, "{v}\n{}", server.logs());
+    assert_eq!(v["noticeWithToken"], "", "{v}");
 }
