@@ -20,6 +20,7 @@ pub(crate) mod h3;
 mod private;
 pub(crate) mod request;
 mod response;
+mod web;
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -266,11 +267,15 @@ pub(crate) async fn route<R: Rt>(ctx: &Ctx, req: &Get<'_>, viewing: &ViewerSlot)
         ["api", "streams"] => api::streams(ctx),
         ["metrics"] => api::metrics(ctx),
         ["time"] => time(),
+        [""] => web::home(ctx, req),
+        ["watch", name] => web::watch(ctx, req, name),
+        ["studio"] => web::studio(ctx, req),
+        ["web", file] => web::asset(file),
         ["live", name, index @ ("index.m3u8" | "index.mpd")] => match find::<R>(ctx, name).await {
             Some(s) => {
                 let token = match playback_gate(ctx, &s, query) {
                     Ok(t) => t,
-                    Err(refusal) => return refusal,
+                    Err(refusal) => return *refusal,
                 };
                 Viewer::watch(viewing, &s);
                 if *index == "index.mpd" {
@@ -287,7 +292,7 @@ pub(crate) async fn route<R: Rt>(ctx: &Ctx, req: &Get<'_>, viewing: &ViewerSlot)
             };
             let token = match playback_gate(ctx, &s, query) {
                 Ok(t) => t,
-                Err(refusal) => return refusal,
+                Err(refusal) => return *refusal,
             };
             if *epoch != s.epoch {
                 return Response::text(404, "stream instance not found (restarted?)");
@@ -343,8 +348,12 @@ async fn find<R: Rt>(ctx: &Ctx, name: &str) -> Option<Arc<Stream>> {
 }
 
 /// For a private stream, the request's valid playback token (`Ok(Some)`) or a 403; `Ok(None)`
-/// for a public stream.
-fn playback_gate<'q>(ctx: &Ctx, s: &Stream, query: &'q str) -> Result<Option<&'q str>, Response> {
+/// for a public stream (the refusal boxed: a `Response` is too large for an `Err`).
+fn playback_gate<'q>(
+    ctx: &Ctx,
+    s: &Stream,
+    query: &'q str,
+) -> Result<Option<&'q str>, Box<Response>> {
     if !s.is_private() {
         return Ok(None);
     }
@@ -358,7 +367,7 @@ fn playback_gate<'q>(ctx: &Ctx, s: &Stream, query: &'q str) -> Result<Option<&'q
     verdict.map(Some).map_err(|e| {
         ctx.metrics.count_playback_refused();
         tracing::debug!(stream = %s.name, "playback refused: {e}");
-        Response::text(403, &e.to_string())
+        Box::new(Response::text(403, &e.to_string()))
     })
 }
 

@@ -34,7 +34,14 @@ pub(crate) struct Response {
     pub(super) body: Body,
     pub(super) kind: Kind,
     pub(super) cors: Cors,
+    /// More headers (the pages' `Content-Security-Policy`); `None` on media, boxed so that a
+    /// response stays small.
+    pub(super) headers: Option<Box<Headers>>,
 }
+
+/// Headers a response adds to the usual ones, as `(name, value)`.
+#[derive(Debug, Default)]
+pub(crate) struct Headers(pub(super) Vec<(&'static str, String)>);
 
 /// Which browser origins may read a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +131,7 @@ impl Response {
             body,
             kind,
             cors: Cors::Any,
+            headers: None,
         }
     }
 
@@ -193,6 +201,9 @@ pub(super) fn http_head(ctx: &Ctx, resp: &Response) -> http::Response<()> {
     for (name, value) in resp.cors.headers() {
         put(name, value);
     }
+    for (name, value) in resp.headers.iter().flat_map(|h| &h.0) {
+        put(name, value);
+    }
     if let Some(alt) = &ctx.alt_svc {
         put("alt-svc", alt);
     }
@@ -252,6 +263,10 @@ pub(super) fn head(
         ),
     );
     for (name, value) in resp.cors.headers() {
+        let _ =
+            std::fmt::Write::write_fmt(&mut StrBuf(&mut h), format_args!("{name}: {value}\r\n"));
+    }
+    for (name, value) in resp.headers.iter().flat_map(|h| &h.0) {
         let _ =
             std::fmt::Write::write_fmt(&mut StrBuf(&mut h), format_args!("{name}: {value}\r\n"));
     }

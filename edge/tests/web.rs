@@ -1,0 +1,304 @@
+//! The pages on the media port (`/`, `/watch/NAME`, `/web/*`): their HTTP answers, and the
+//! watch page in Debian's headless Chromium (`tests/browser/watch.mjs`, playwright-core) while
+//! ffmpeg publishes: it plays 20 s without a stall, its latency readout agrees with hls.js's,
+//! chat goes both ways with a second WebSocket client within a second, the follow button
+//! changes the owner's follower count in the API, the chat reconnects by itself (and shows what
+//! was said meanwhile, once), slow mode counts down, and a banned viewer sees the ban; the studio
+//! (create a key, publish with it, see it live, moderate); a private stream's page (says so
+//! without a playback token, plays with one).
+//!
+//! Needs `scripts/setup.sh` (chromium, node, ffmpeg, `npm ci` in `web/` and `tests/browser/`).
+//! `ZEROCAST_UPDATE_SCREENSHOTS=1` copies the screenshots the test takes into
+//! `docs/screenshots/`.
+
+// Tests print what they measured (latency, time to first frame); that is their report.
+#![allow(clippy::print_stdout)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// `/` without streams says how to publish; every page carries its security headers; bad
+/// names and unknown files get a clear 404, never a panic.
+#[test]
+fn pages_answer_with_a_policy_and_clear_errors() {
+    let server = Server::start("auto", &[]);
+    let home = server.get("/");
+    assert_eq!(home.status, 200);
+    assert_eq!(
+        home.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let text = home.text();
+    assert!(text.contains("Nobody is live"), "{text}");
+    assert!(
+        text.contains(&format!("rtmp://127.0.0.1:{}/live", server.rtmp)),
+        "{text}"
+    );
+    assert!(!text.contains("{{"), "an unfilled slot: {text}");
+    let csp = home.header("content-security-policy").unwrap_or("");
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    assert!(
+        csp.contains(&format!("http://127.0.0.1:{}", server.api)),
+        "the social API is allowed: {csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    // No inline script in any page: every <script> has a src.
+    let watch = server.get("/watch/somebody");
+    assert_eq!(watch.status, 200);
+    let page = watch.text();
+    assert!(page.contains("data-stream=\"somebody\""), "{page}");
+    assert_eq!(
+        page.matches("<script").count(),
+        page.matches("<script src=").count()
+    );
+    for bad in [
+        "/watch/..",
+        "/watch/a%3Cb",
+        "/watch/%22onmouseover=alert(1)",
+        &format!("/watch/{}", "x".repeat(300)),
+        "/watch/",
+    ] {
+        let r = server.get(bad);
+        assert_eq!(r.status, 404, "{bad}");
+        assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+        let t = r.text();
+        assert!(t.contains("No stream can have that name"), "{bad}: {t}");
+        assert!(!t.contains("onmouseover"), "{bad}: {t}");
+    }
+    assert_eq!(server.get("/web/nothing.js").status, 404);
+    assert_eq!(server.get("/web/app.js").status, 200);
+    let lib = server.get("/web/hls.min.js");
+    assert_eq!(
+        lib.status, 200,
+        "hls.js was not embedded: run scripts/setup.sh, then rebuild"
+    );
+    assert_eq!(lib.header("x-content-type-options"), Some("nosniff"));
+}
+
+#[test]
+fn watch_page_plays_chats_follows_and_shows_a_ban() {
+    let server = Server::start_with_env(
+        "auto",
+        &[],
+        &[("ZEROCAST_API_CORS_ORIGINS", "*".to_owned())],
+    );
+    let owner_id = uuid::Uuid::new_v4().to_string();
+    let owner = user_token(&server.data, &owner_id);
+    let viewer = user_token(&server.data, &uuid::Uuid::new_v4().to_string());
+    let other = user_token(&server.data, &uuid::Uuid::new_v4().to_string());
+    let r = api_call(
+        server.api,
+        "POST",
+        "/api/v1/streams",
+        &owner,
+        Some(r#"{"name":"webtest"}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let key = v["key"].as_str().unwrap().to_owned();
+
+    let mut ffmpeg = ffmpeg_publish(
+        &server.rtmp_url(&format!("webtest?key={key}")),
+        60,
+        "640x360",
+    );
+    server.wait_live("webtest", Duration::from_secs(15));
+    let shots = TempDir::new("web-shots");
+    let out = Command::new("node")
+        .arg("--experimental-websocket")
+        .arg(repo_root().join("tests/browser/watch.mjs"))
+        .args(["--base", &server.url("")])
+        .args(["--api", &format!("http://127.0.0.1:{}", server.api)])
+        .args(["--stream", "webtest"])
+        .args(["--viewer", &viewer, "--other", &other, "--owner", &owner])
+        .args(["--seconds", "20"])
+        .args(["--screenshots", shots.0.to_str().unwrap()])
+        .output()
+        .expect("node is installed (scripts/setup.sh)");
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "harness failed: {stderr}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {stderr}"));
+    println!("watch page: {v}");
+    let run = format!("{v}\n{stderr}");
+    assert_eq!(v["error"], serde_json::Value::Null, "{run}");
+    assert_eq!(v["homeListsStream"], true, "{run}");
+    // Played the whole time, no stall by the page's count or the test's own.
+    assert!(v["played"].as_f64().unwrap_or(0.0) >= 18.0, "{run}");
+    assert_eq!(v["pageStalls"], 0, "{run}");
+    assert_eq!(v["waitingEvents"], 0, "{run}");
+    // The readout is hls.js's latency (it refreshes 4 times a second; hls.js's value moves by
+    // less than a few hundredths of a second in that time at a playback rate of at most 1.5).
+    assert!(v["latencySamples"].as_u64().unwrap_or(0) > 40, "{run}");
+    assert!(v["latencyMaxDiff"].as_f64().unwrap() < 0.25, "{run}");
+    // Chat both ways within a second.
+    let chat_in = v["chatInMs"].as_i64().unwrap_or(-1);
+    let chat_out = v["chatOutMs"].as_i64().unwrap_or(-1);
+    assert!((0..1000).contains(&chat_in), "{run}");
+    assert!((0..1000).contains(&chat_out), "{run}");
+    // The follow button: one more follower of the owner, seen by the API.
+    let before = v["followed"]["before"].as_u64().unwrap();
+    assert_eq!(v["followed"]["after"].as_u64(), Some(before + 1), "{run}");
+    assert_eq!(v["followed"]["button"], "Unfollow", "{run}");
+    let r = api_call(
+        server.api,
+        "GET",
+        &format!("/api/v1/users/{owner_id}/counts"),
+        &owner,
+        None,
+    );
+    let c: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(c["followers"].as_u64(), Some(before + 1), "{c}");
+    // After its socket dropped, the page reconnected and showed what was said meanwhile, once,
+    // and nothing else twice (2 messages before, 1 while away).
+    let re = &v["reconnect"];
+    assert_eq!(re["reconnects"], 1, "{run}");
+    assert_eq!(re["connected"], true, "{run}");
+    assert_eq!(re["shown"], 1, "{run}");
+    assert_eq!(re["total"], 3, "{run}");
+    // Slow mode: the refusal said, the send button counting down, then free again.
+    let slow = &v["slowMode"];
+    assert!(
+        slow["status"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Slow mode"),
+        "{run}"
+    );
+    assert!(
+        slow["button"].as_str().unwrap_or("").starts_with("Wait "),
+        "{run}"
+    );
+    assert_eq!(slow["disabled"], true, "{run}");
+    assert_eq!(slow["after"], "Send", "{run}");
+    let ban = v["banMessage"].as_str().unwrap_or("");
+    assert!(ban.contains("banned"), "{run}");
+    assert_eq!(v["cspViolations"], 0, "{run}");
+    assert_eq!(v["overflow360"], false, "wider than 360 px: {run}");
+    let missing = v["missingLibraryNotice"].as_str().unwrap_or("");
+    assert!(missing.contains("scripts/setup.sh"), "{run}");
+    println!(
+        "time to first frame {} ms, page weight {}",
+        v["firstFrameMs"], v["pageWeight"]
+    );
+    for f in ["home.png", "watch.png", "watch-360.png"] {
+        let p = shots.0.join(f);
+        assert!(p.is_file(), "no screenshot {f}");
+        if std::env::var_os("ZEROCAST_UPDATE_SCREENSHOTS").is_some() {
+            let dir = repo_root().join("docs/screenshots");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::copy(&p, dir.join(f)).unwrap();
+        }
+    }
+}
+
+/// The studio: a signed-in broadcaster creates a stream in the page, publishes with the key the
+/// page showed, and the page shows the stream live; then rotates the key, sets slow mode (the
+/// API has it) and bans a user, all from the page.
+#[test]
+fn studio_creates_a_key_and_sees_the_stream_go_live() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let server = Server::start_with_env(
+        "auto",
+        &[],
+        &[("ZEROCAST_API_CORS_ORIGINS", "*".to_owned())],
+    );
+    let owner = user_token(&server.data, &uuid::Uuid::new_v4().to_string());
+    let shots = TempDir::new("studio-shots");
+    let mut node = Command::new("node")
+        .arg(repo_root().join("tests/browser/studio.mjs"))
+        .args(["--base", &server.url("")])
+        .args(["--token", &owner, "--stream", "studiotest"])
+        .args(["--screenshots", shots.0.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node is installed (scripts/setup.sh)");
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let issued: serde_json::Value = serde_json::from_str(&first).unwrap_or_default();
+    let Some(obs_key) = issued["obs_stream_key"].as_str() else {
+        let out = node.wait_with_output().unwrap();
+        panic!(
+            "the studio showed no key: {first}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    assert!(obs_key.starts_with("studiotest?key="), "{obs_key}");
+    // Published with the key the page showed, the stream goes live in the page.
+    let mut ffmpeg = ffmpeg_publish(&server.rtmp_url(obs_key), 30, "320x240");
+    let second = lines.next().and_then(Result::ok).unwrap_or_default();
+    let out = node.wait_with_output().unwrap();
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "harness failed: {stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&second).unwrap_or_else(|e| panic!("no JSON ({e}): {stderr}"));
+    println!("studio: {v}");
+    assert_eq!(v["error"], serde_json::Value::Null, "{v}\n{stderr}");
+    let facts = v["facts"].as_str().unwrap_or("");
+    assert!(facts.starts_with("LIVE"), "{v}\n{}", server.logs());
+    assert_eq!(v["rotated"], true, "a new key: {v}");
+    assert_eq!(v["slowModeSecs"], 5, "{v}");
+    assert!(
+        v["banStatus"].as_str().unwrap_or("").contains("is banned"),
+        "{v}"
+    );
+    assert_eq!(v["cspViolations"], 0, "{v}");
+    assert!(shots.0.join("studio.png").is_file());
+    if std::env::var_os("ZEROCAST_UPDATE_SCREENSHOTS").is_some() {
+        let dir = repo_root().join("docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(shots.0.join("studio.png"), dir.join("studio.png")).unwrap();
+    }
+}
+
+/// A private stream's watch page: without a playback token it says the stream is private;
+/// opened with `?token=` it plays.
+#[test]
+fn private_stream_watch_page_needs_the_playback_token() {
+    let server = Server::start("auto", &[]);
+    let (key, token) = private_stream(&server, "secret");
+    let mut ffmpeg = ffmpeg_publish(
+        &server.rtmp_url(&format!("secret?key={key}")),
+        40,
+        "320x240",
+    );
+    server.wait_live_with(
+        "secret",
+        &format!("?token={token}"),
+        Duration::from_secs(15),
+    );
+    let out = Command::new("node")
+        .arg(repo_root().join("tests/browser/private.mjs"))
+        .args(["--base", &server.url("")])
+        .args(["--stream", "secret", "--token", &token])
+        .output()
+        .expect("node is installed (scripts/setup.sh)");
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "harness failed: {stderr}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {stderr}"));
+    println!("private stream page: {v}");
+    assert_eq!(v["error"], serde_json::Value::Null, "{v}\n{stderr}");
+    assert!(
+        v["withoutToken"]
+            .as_str()
+            .unwrap_or("")
+            .contains("is private"),
+        "{v}"
+    );
+    assert_eq!(v["playedWithToken"], true, "{v}\n{}", server.logs());
+    assert_eq!(v["noticeWithToken"], "", "{v}");
+}

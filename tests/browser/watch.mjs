@@ -1,0 +1,287 @@
+// The watch page (/watch/NAME) in a real headless Chromium, driven by playwright-core, against a
+// live zerocast server: it plays, its stats line agrees with hls.js, chat goes both ways with a
+// second client (a WebSocket from this script), the follow button follows, a ban shows.
+// Prints one line of JSON; edge/tests/web.rs decides pass/fail from it.
+//
+//   node --experimental-websocket tests/browser/watch.mjs --base http://127.0.0.1:8080 \
+//     --api http://127.0.0.1:8090 --stream NAME --viewer TOKEN --other TOKEN --owner TOKEN \
+//     [--seconds 20] [--screenshots DIR]
+//
+// --viewer is the token the page signs in with, --other the second chat client's, --owner the
+// stream owner's (it bans the viewer at the end). Exit 0 with JSON on stdout when the harness
+// ran; 2 with a message on stderr when it could not (no Chromium, no playwright-core).
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+function fail(msg) {
+  process.stderr.write(`watch.mjs: ${msg}\n`);
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const o = { seconds: 20, screenshots: null, chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium' };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    const v = argv[++i];
+    if (v === undefined) fail(`${k} needs a value`);
+    const key = k.replace(/^--/, '');
+    o[key] = key === 'seconds' ? Number(v) : v;
+  }
+  for (const k of ['base', 'api', 'stream', 'viewer', 'other', 'owner']) {
+    if (!o[k]) fail(`--${k} is required`);
+  }
+  return o;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function sub(token) {
+  const p = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+  return JSON.parse(Buffer.from(p, 'base64').toString()).sub;
+}
+
+async function api(o, token, method, p, body) {
+  const r = await fetch(o.api + p, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${text}`);
+  return text ? JSON.parse(text) : {};
+}
+
+// The second chat client: a WebSocket subscribed to the room; resolves once subscribed.
+function chatClient(o) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${o.api.replace(/^http/, 'ws')}/api/v1/ws?access_token=${encodeURIComponent(o.other)}`);
+    const c = { ws, received: [], waiters: [] };
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'subscribe', room: o.stream }));
+    ws.onerror = () => reject(new Error('second client: WebSocket error'));
+    ws.onmessage = (ev) => {
+      const f = JSON.parse(ev.data);
+      if (f.type === 'subscribed') resolve(c);
+      if (f.type === 'error') process.stderr.write(`second client got an error frame: ${ev.data}\n`);
+      if (f.type === 'chat') {
+        c.received.push({ at: Date.now(), content: f.message.content });
+        c.waiters = c.waiters.filter((w) => !w(f.message.content));
+      }
+    };
+  });
+}
+
+function waitReceived(c, content, ms) {
+  const t0 = Date.now();
+  return new Promise((resolve) => {
+    const hit = c.received.find((m) => m.content === content);
+    if (hit) return resolve(hit.at - t0);
+    const timer = setTimeout(() => resolve(null), ms);
+    c.waiters.push((got) => {
+      if (got !== content) return false;
+      clearTimeout(timer);
+      resolve(Date.now() - t0);
+      return true;
+    });
+  });
+}
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'zerocast-watch-'));
+  process.env.TMPDIR = tmp;
+  process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
+  let chromium;
+  try {
+    ({ chromium } = await import('playwright-core'));
+  } catch (e) {
+    fail(`cannot load playwright-core (${e.message}): run \`npm ci\` in ${HERE}`);
+  }
+  let browser;
+  try {
+    browser = await chromium.launch({
+      executablePath: o.chromium,
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--autoplay-policy=no-user-gesture-required',
+        '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      timeout: 30_000,
+    });
+  } catch (e) {
+    fail(`chromium could not start: ${e.message.split('\n')[0]}`);
+  }
+  const out = { console: [], cspViolations: 0 };
+  try {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 620 } });
+    // Signed in as the viewer, and the test's own playback counters, from the first script on.
+    await context.addInitScript((token) => {
+      localStorage.setItem('zerocast.token', token);
+      window.__t = { playing: null, waiting: 0, started: false, csp: 0 };
+      document.addEventListener('securitypolicyviolation', () => { window.__t.csp += 1; });
+      document.addEventListener('DOMContentLoaded', () => {
+        const v = document.querySelector('video');
+        if (!v) return;
+        v.addEventListener('playing', () => {
+          if (window.__t.playing === null) window.__t.playing = performance.now();
+          window.__t.started = true;
+        });
+        v.addEventListener('waiting', () => { if (window.__t.started && !v.seeking) window.__t.waiting += 1; });
+      });
+    }, o.viewer);
+    const page = await context.newPage();
+    page.on('console', (m) => {
+      if (m.type() === 'error' || m.type() === 'warning') out.console.push(m.text());
+    });
+    page.on('pageerror', (e) => out.console.push(`exception: ${e.message}`));
+
+    // The list of live streams.
+    await page.goto(`${o.base}/`);
+    out.homeListsStream = await page.locator('#streams a', { hasText: o.stream }).count() > 0;
+    if (o.screenshots) await page.screenshot({ path: path.join(o.screenshots, 'home.png') });
+
+    // The watch page: time to first frame, page weight.
+    await page.goto(`${o.base}/watch/${o.stream}`);
+    await page.waitForFunction(() => window.__t.playing !== null, null, { timeout: 20_000 });
+    Object.assign(out, await page.evaluate(() => {
+      const nav = performance.getEntriesByType('navigation')[0];
+      const assets = performance.getEntriesByType('resource').filter((r) => r.name.includes('/web/'));
+      const weight = { html: nav.encodedBodySize };
+      for (const r of assets) weight[r.name.split('/web/')[1]] = r.encodedBodySize;
+      return { firstFrameMs: Math.round(window.__t.playing), pageWeight: weight };
+    }));
+
+    // The second client, and the follow button's starting count.
+    const other = await chatClient(o);
+    const owner = sub(o.owner);
+    const countsBefore = (await api(o, o.viewer, 'GET', `/api/v1/users/${owner}/counts`)).followers;
+    await page.waitForSelector('#follow:not([disabled])', { timeout: 10_000 });
+    await page.waitForSelector('#chat-input:not([disabled])', { timeout: 10_000 });
+
+    // Watch for the given time, sampling the stats line against hls.js.
+    const t0 = Date.now();
+    const playedFrom = await page.evaluate(() => document.querySelector('video').currentTime);
+    let maxDiff = 0;
+    let samples = 0;
+    let chatIn = null;
+    let chatOut = null;
+    let followed = null;
+    while (Date.now() - t0 < o.seconds * 1000) {
+      const s = await page.evaluate(() => ({
+        shown: document.getElementById('stats').dataset.latency,
+        text: document.getElementById('stats').textContent,
+        hls: window.zerocast.hls ? window.zerocast.hls.latency : null,
+      }));
+      if (s.shown && Number.isFinite(s.hls) && s.hls > 0) {
+        maxDiff = Math.max(maxDiff, Math.abs(Number(s.shown) - s.hls));
+        samples += 1;
+        out.statsLine = s.text;
+        out.latency = s.hls;
+      }
+      const elapsed = Date.now() - t0;
+      if (chatIn === null && elapsed > 3000) {
+        // A message from the second client appears in the page.
+        const content = `hello from the test ${Date.now()}`;
+        const sent = Date.now();
+        other.ws.send(JSON.stringify({ type: 'chat', room: o.stream, content, client_id: `t-${sent}` }));
+        await page.locator('#messages li', { hasText: content }).waitFor({ timeout: 5000 }).catch(() => {});
+        chatIn = (await page.locator('#messages li', { hasText: content }).count()) ? Date.now() - sent : -1;
+      } else if (chatOut === null && elapsed > 6000) {
+        // A message typed into the page reaches the second client.
+        const content = `typed in the page ${Date.now()}`;
+        await page.fill('#chat-input', content);
+        const wait = waitReceived(other, content, 5000);
+        await page.press('#chat-input', 'Enter');
+        chatOut = (await wait) ?? -1;
+      } else if (followed === null && elapsed > 9000) {
+        await page.click('#follow');
+        await page.waitForFunction((n) => document.getElementById('followers').dataset.count === String(n),
+          countsBefore + 1, { timeout: 5000 }).catch(() => {});
+        const after = (await api(o, o.viewer, 'GET', `/api/v1/users/${owner}/counts`)).followers;
+        followed = { before: countsBefore, after, button: await page.textContent('#follow') };
+      }
+      await sleep(250);
+    }
+    Object.assign(out, await page.evaluate(() => ({
+      pageStalls: window.zerocast.stats.stalls,
+      waitingEvents: window.__t.waiting,
+      currentTime: document.querySelector('video').currentTime,
+      cspViolations: window.__t.csp,
+      viewersShown: document.getElementById('viewers').textContent,
+    })));
+    out.played = out.currentTime - playedFrom;
+    out.watchedSeconds = (Date.now() - t0) / 1000;
+    Object.assign(out, { latencyMaxDiff: maxDiff, latencySamples: samples, chatInMs: chatIn, chatOutMs: chatOut, followed });
+    if (o.screenshots) await page.screenshot({ path: path.join(o.screenshots, 'watch.png') });
+
+    // The chat socket drops: the page reconnects by itself and shows, once, what was said
+    // while it was away (the room's history on subscribing again).
+    await page.evaluate(() => window.zerocast.chat.drop());
+    await page.waitForFunction(() => !window.zerocast.chat.connected, null, { timeout: 5000 }).catch(() => {});
+    const away = `said while you were away ${Date.now()}`;
+    other.ws.send(JSON.stringify({ type: 'chat', room: o.stream, content: away, client_id: `a-${Date.now()}` }));
+    await page.locator('#messages li', { hasText: away }).waitFor({ timeout: 10_000 }).catch(() => {});
+    out.reconnect = await page.evaluate((text) => ({
+      reconnects: window.zerocast.chat.reconnects,
+      connected: window.zerocast.chat.connected,
+      shown: [...document.querySelectorAll('#messages li')].filter((li) => li.textContent.includes(text)).length,
+      total: document.querySelectorAll('#messages li').length,
+    }), away);
+    await page.waitForSelector('#chat-input:not([disabled])', { timeout: 10_000 }).catch(() => {});
+
+    // Slow mode (3 s, set by the owner): a second message right after a first one is refused,
+    // and the page counts down on its send button until the next one may go.
+    await api(o, o.owner, 'PATCH', `/api/v1/streams/${o.stream}`, { slow_mode_secs: 3 });
+    await sleep(300);
+    const first = `slow one ${Date.now()}`;
+    await page.fill('#chat-input', first);
+    await page.press('#chat-input', 'Enter');
+    await page.locator('#messages li', { hasText: first }).waitFor({ timeout: 5000 }).catch(() => {});
+    await page.fill('#chat-input', 'slow two');
+    await page.press('#chat-input', 'Enter');
+    await page.waitForFunction(() => /^Wait \d+ s$/.test(document.getElementById('chat-send').textContent), null,
+      { timeout: 5000 }).catch(() => {});
+    out.slowMode = {
+      status: await page.textContent('#chat-status'),
+      button: await page.textContent('#chat-send'),
+      disabled: await page.isDisabled('#chat-send'),
+    };
+    await page.waitForFunction(() => document.getElementById('chat-send').textContent === 'Send', null,
+      { timeout: 6000 }).catch(() => {});
+    out.slowMode.after = await page.textContent('#chat-send');
+    await api(o, o.owner, 'PATCH', `/api/v1/streams/${o.stream}`, { slow_mode_secs: 0 });
+
+    // The owner bans the viewer; the page says so when the viewer sends.
+    await api(o, o.owner, 'POST', `/api/v1/rooms/${o.stream}/bans`, { user: sub(o.viewer) });
+    await page.fill('#chat-input', 'am I banned?');
+    await page.press('#chat-input', 'Enter');
+    await page.waitForFunction(() => /banned/i.test(document.getElementById('chat-status').textContent), null,
+      { timeout: 5000 }).catch(() => {});
+    out.banMessage = await page.textContent('#chat-status');
+
+    // Readable at 360 px wide: nothing wider than the viewport.
+    await page.setViewportSize({ width: 360, height: 740 });
+    await sleep(300);
+    out.overflow360 = await page.evaluate(() => document.documentElement.scrollWidth > 360);
+    if (o.screenshots) await page.screenshot({ path: path.join(o.screenshots, 'watch-360.png') });
+    other.ws.close();
+
+    // A build without hls.js (its URL answers 404): the page says what is missing.
+    const bare = await context.newPage();
+    await bare.route('**/web/hls.min.js', (r) => r.fulfill({ status: 404, body: 'missing' }));
+    await bare.goto(`${o.base}/watch/${o.stream}`);
+    await bare.waitForFunction(() => /missing/.test(document.getElementById('player-notice').textContent), null,
+      { timeout: 10_000 }).catch(() => {});
+    out.missingLibraryNotice = await bare.textContent('#player-notice');
+    await bare.close();
+  } catch (e) {
+    out.error = e.message;
+  } finally {
+    await browser.close();
+  }
+  process.stdout.write(JSON.stringify(out) + '\n');
+}
+
+main();
