@@ -3,8 +3,9 @@
 //! relay publishes them in order and acknowledges them only after the bus has them, so a bus
 //! outage delays events and never fails a send or a follow.
 //!
-//! One relay runs per outbox: the message store's, and the embedded graph's when it is not the
-//! same store (messages in ScyllaDB, see [`crate::backends::Backends::graph_outbox`]).
+//! One relay runs per outbox: the message store's, and the graph's when it is not the same
+//! store (an embedded graph beside messages in ScyllaDB, or Neo4j's own outbox nodes; see
+//! [`crate::backends::Backends::graph_outbox`]).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -263,7 +263,9 @@ pub trait GraphStore: Send + Sync + 'static {
     /// the removal, and nothing when there was no edge.
     async fn unfollow(&self, from: UserId, to: UserId) -> Result<bool, GraphError>;
     /// The outbox this backend writes its follow and unfollow events to, and the node whose
-    /// records they are; `None` if it writes none (the default; Neo4j).
+    /// records they are; `None` if it writes none (the default). The embedded store writes
+    /// them beside its messages' outbox; Neo4j into `:ZcOutbox` nodes in the follow's own
+    /// transaction.
     fn event_outbox(&self) -> Option<(&dyn Outbox, u16)> {
         None
     }
