@@ -201,6 +201,31 @@ pub enum Side {
 pub type PageRenderer =
     dyn Fn(&[Edge], &[Option<Arc<Profile>>], usize) -> bytes::Bytes + Send + Sync;
 
+/// A page of `side` of `user`: [`GraphStore::followers`] or [`GraphStore::following`].
+async fn page_of<G: GraphStore + ?Sized>(
+    g: &G,
+    side: Side,
+    user: UserId,
+    after: Option<Cursor>,
+    limit: usize,
+) -> Result<Vec<Edge>, GraphError> {
+    match side {
+        Side::Followers => g.followers(user, after, limit).await,
+        Side::Following => g.following(user, after, limit).await,
+    }
+}
+
+/// The first page of `side` of each of `users`, asked concurrently: what
+/// [`GraphStore::first_followers`] and [`GraphStore::first_following`] do by default.
+async fn first_pages<G: GraphStore + ?Sized>(
+    g: &G,
+    side: Side,
+    users: &[UserId],
+    limit: usize,
+) -> Result<Vec<Vec<Edge>>, GraphError> {
+    try_join_all(users.iter().map(|u| page_of(g, side, *u, None, limit))).await
+}
+
 /// A page of `side` of `user` read from `g` and rendered, with nothing kept: what
 /// [`GraphStore::render_page`] does by default, and a cache for pages it does not keep.
 pub(crate) async fn render_fresh<G: GraphStore + ?Sized>(
@@ -211,10 +236,7 @@ pub(crate) async fn render_fresh<G: GraphStore + ?Sized>(
     limit: usize,
     render: &PageRenderer,
 ) -> Result<bytes::Bytes, GraphError> {
-    let edges = match side {
-        Side::Followers => g.followers(user, after, limit).await?,
-        Side::Following => g.following(user, after, limit).await?,
-    };
+    let edges = page_of(g, side, user, after, limit).await?;
     let ids: Vec<UserId> = edges.iter().map(|e| e.user).collect();
     let profiles = g.shared_profiles(&ids).await?;
     Ok(render(&edges, &profiles, limit))
@@ -299,7 +321,7 @@ pub trait GraphStore: Send + Sync + 'static {
         users: &[UserId],
         limit: usize,
     ) -> Result<Vec<Vec<Edge>>, GraphError> {
-        try_join_all(users.iter().map(|u| self.followers(*u, None, limit))).await
+        first_pages(self, Side::Followers, users, limit).await
     }
     /// The first `limit` of [`following`](Self::following) of each of `users`, in order; like
     /// [`counts_many`](Self::counts_many).
@@ -308,7 +330,7 @@ pub trait GraphStore: Send + Sync + 'static {
         users: &[UserId],
         limit: usize,
     ) -> Result<Vec<Vec<Edge>>, GraphError> {
-        try_join_all(users.iter().map(|u| self.following(*u, None, limit))).await
+        first_pages(self, Side::Following, users, limit).await
     }
     /// A page of `side` of `user` (from `after`, at most `limit` edges) with the profiles of
     /// its accounts, as `render` writes it. A cache may keep the first page it rendered and

@@ -71,7 +71,8 @@ use async_trait::async_trait;
 use fjall::Keyspace;
 
 use crate::graph::{
-    Counts, Cursor, Edge, GraphError, GraphStore, Profile, Ranking, RecommendLimits, Recommendation,
+    Counts, Cursor, Edge, GraphError, GraphStore, Profile, Ranking, RecommendLimits,
+    Recommendation, Side,
 };
 use crate::id::UserId;
 use crate::messaging::model::Event;
@@ -197,6 +198,27 @@ fn page(
     adjacency(ks, owner, after)
         .take(limit.min(MAX_PAGE))
         .collect()
+}
+
+/// The first `limit` edges of `side` of each of `users`, in order, in one read: what
+/// `first_followers` and `first_following` answer.
+async fn first_pages(
+    store: &EmbeddedStore,
+    side: Side,
+    users: &[UserId],
+    limit: usize,
+) -> Result<Vec<Vec<Edge>>, GraphError> {
+    let users = users.to_vec();
+    store
+        .read(move |sp| {
+            let ks = match side {
+                Side::Followers => &sp.bwd,
+                Side::Following => &sp.fwd,
+            };
+            users.iter().map(|u| page(ks, *u, None, limit)).collect()
+        })
+        .await
+        .map_err(graph_err)
 }
 
 /// Writer job: the follow (see the module docs), its event in `node`'s outbox.
@@ -490,15 +512,7 @@ impl GraphStore for EmbeddedStore {
         users: &[UserId],
         limit: usize,
     ) -> Result<Vec<Vec<Edge>>, GraphError> {
-        let users = users.to_vec();
-        self.read(move |sp| {
-            users
-                .iter()
-                .map(|u| page(&sp.bwd, *u, None, limit))
-                .collect()
-        })
-        .await
-        .map_err(graph_err)
+        first_pages(self, Side::Followers, users, limit).await
     }
 
     async fn first_following(
@@ -506,15 +520,7 @@ impl GraphStore for EmbeddedStore {
         users: &[UserId],
         limit: usize,
     ) -> Result<Vec<Vec<Edge>>, GraphError> {
-        let users = users.to_vec();
-        self.read(move |sp| {
-            users
-                .iter()
-                .map(|u| page(&sp.fwd, *u, None, limit))
-                .collect()
-        })
-        .await
-        .map_err(graph_err)
+        first_pages(self, Side::Following, users, limit).await
     }
 
     async fn friends(
