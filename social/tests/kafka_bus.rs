@@ -14,6 +14,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -89,16 +91,6 @@ fn event(from: UserId, to: UserId, seq: u64) -> Event {
     }
 }
 
-/// (conversation, seq) of a received durable event.
-fn seq_of(m: &BusMessage) -> Option<(ConversationId, u64)> {
-    match m {
-        BusMessage::Event {
-            event: Event::MessageCreated { message, .. },
-        } => Some((message.conversation, message.content.parse().ok()?)),
-        _ => None,
-    }
-}
-
 /// Receives until `want` durable events arrived (or `within` passed).
 async fn collect(
     rx: &mut broadcast::Receiver<BusMessage>,
@@ -109,7 +101,7 @@ async fn collect(
     let mut got = Vec::new();
     while got.len() < want {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(m)) => got.extend(seq_of(&m)),
+            Ok(Ok(m)) => got.extend(common::seq_of(&m)),
             Ok(Err(e)) => panic!("subscriber: {e}"),
             Err(_) => break,
         }
@@ -335,7 +327,7 @@ async fn malformed_records_are_skipped() {
         .await
         .expect("the valid record within 10 s")
         .unwrap();
-    assert_eq!(seq_of(&m), Some((ConversationId::between(a, b), 1)));
+    assert_eq!(common::seq_of(&m), Some((ConversationId::between(a, b), 1)));
     drop(k.mock);
 }
 

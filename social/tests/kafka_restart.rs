@@ -41,7 +41,7 @@ use zerocast_social::backends::Backends;
 use zerocast_social::events::bus::{BusMessage, EventBus};
 use zerocast_social::events::kafka::{KafkaBus, KafkaOptions};
 use zerocast_social::id::UserId;
-use zerocast_social::messaging::model::{ConversationId, Event};
+use zerocast_social::messaging::model::ConversationId;
 use zerocast_social::messaging::store::embedded::EmbeddedStore;
 use zerocast_social::messaging::store::Outbox;
 
@@ -131,15 +131,6 @@ impl Drop for Broker {
     }
 }
 
-fn seq_of(m: &BusMessage) -> Option<(ConversationId, u64)> {
-    match m {
-        BusMessage::Event {
-            event: Event::MessageCreated { message, .. },
-        } => Some((message.conversation, message.content.parse().ok()?)),
-        _ => None,
-    }
-}
-
 /// Per conversation, the sequence numbers whose *last* copy is at each position (an event sent
 /// again after a failed attempt may have an earlier copy; the last copies are in publish order).
 fn last_copies(got: &[(ConversationId, u64)]) -> HashMap<ConversationId, Vec<u64>> {
@@ -167,7 +158,7 @@ async fn drain(
 ) -> Vec<(ConversationId, u64)> {
     let mut got = Vec::new();
     while let Ok(Ok(m)) = tokio::time::timeout(within, rx.recv()).await {
-        got.extend(seq_of(&m));
+        got.extend(common::seq_of(&m));
     }
     got
 }
@@ -272,7 +263,7 @@ async fn outbox_holds_events_while_the_broker_is_down_and_delivers_them_in_order
         .await
         .expect("outbox")
         .iter()
-        .filter_map(|(_, e)| seq_of(&BusMessage::Event { event: e.clone() }))
+        .filter_map(|(_, e)| common::seq_of(&BusMessage::Event { event: e.clone() }))
         .filter(|(_, s)| DOWN.contains(s))
         .collect();
     assert_eq!(

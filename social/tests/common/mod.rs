@@ -1,5 +1,5 @@
 //! Shared by the API tests: an in-process server on a loopback port, a raw HTTP/1.1 client, a
-//! WebSocket client.
+//! WebSocket client; and what the Kafka tests share.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -14,7 +14,9 @@ use tokio_tungstenite::tungstenite::Message as Ws;
 use uuid::Uuid;
 use zerocast_social::auth::Keys;
 use zerocast_social::backends::Backends;
+use zerocast_social::events::bus::BusMessage;
 use zerocast_social::id::UserId;
+use zerocast_social::messaging::model::{ConversationId, Event};
 use zerocast_social::messaging::store::embedded::EmbeddedStore;
 use zerocast_social::{SocialConfig, SocialServer};
 
@@ -286,5 +288,16 @@ impl Api {
         let body = body.map(|b| b.to_string());
         self.call(method, path, Some(&self.token(user)), body.as_deref())
             .await
+    }
+}
+
+/// (conversation, seq) of a received durable event: the Kafka tests send each message's
+/// sequence number as its content.
+pub fn seq_of(m: &BusMessage) -> Option<(ConversationId, u64)> {
+    match m {
+        BusMessage::Event {
+            event: Event::MessageCreated { message, .. },
+        } => Some((message.conversation, message.content.parse().ok()?)),
+        _ => None,
     }
 }
