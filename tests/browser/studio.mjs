@@ -8,44 +8,18 @@
 //
 // Exit 0 with the JSON lines when the harness ran; 2 with a message on stderr when it could not.
 
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
-function fail(msg) {
-  process.stderr.write(`studio.mjs: ${msg}\n`);
-  process.exit(2);
-}
+import { failWith, launchChromium, parseArgs, privateTmp } from './lib.mjs';
 
-const o = { chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium', screenshots: null };
-const argv = process.argv.slice(2);
-for (let i = 0; i < argv.length; i += 2) {
-  if (argv[i + 1] === undefined) fail(`${argv[i]} needs a value`);
-  o[argv[i].replace(/^--/, '')] = argv[i + 1];
-}
-for (const k of ['base', 'token', 'stream']) if (!o[k]) fail(`--${k} is required`);
-
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'zerocast-studio-'));
-process.env.TMPDIR = tmp;
-process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
-
-let chromium;
-try {
-  ({ chromium } = await import('playwright-core'));
-} catch (e) {
-  fail(`cannot load playwright-core (${e.message}): run \`npm ci\` in tests/browser`);
-}
-let browser;
-try {
-  browser = await chromium.launch({
-    executablePath: o.chromium,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-    timeout: 30_000,
-  });
-} catch (e) {
-  fail(`chromium could not start: ${e.message.split('\n')[0]}`);
-}
+const fail = failWith('studio.mjs');
+const o = parseArgs(process.argv.slice(2), { screenshots: null }, ['base', 'token', 'stream'], fail);
+privateTmp('zerocast-studio-');
+const browser = await launchChromium(
+  o.chromium,
+  ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+  fail,
+);
 const out = { console: [] };
 try {
   const context = await browser.newContext({ viewport: { width: 1000, height: 620 } });

@@ -11,17 +11,11 @@
 // stream owner's (it bans the viewer at the end). Exit 0 with JSON on stdout when the harness
 // ran; 2 with a message on stderr when it could not (no Chromium, no playwright-core).
 
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
+import { failWith, launchChromium, privateTmp } from './lib.mjs';
 
-function fail(msg) {
-  process.stderr.write(`watch.mjs: ${msg}\n`);
-  process.exit(2);
-}
+const fail = failWith('watch.mjs');
 
 function parseArgs(argv) {
   const o = { seconds: 20, screenshots: null, chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium' };
@@ -92,27 +86,13 @@ function waitReceived(c, content, ms) {
 
 async function main() {
   const o = parseArgs(process.argv.slice(2));
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'zerocast-watch-'));
-  process.env.TMPDIR = tmp;
-  process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
-  let chromium;
-  try {
-    ({ chromium } = await import('playwright-core'));
-  } catch (e) {
-    fail(`cannot load playwright-core (${e.message}): run \`npm ci\` in ${HERE}`);
-  }
-  let browser;
-  try {
-    browser = await chromium.launch({
-      executablePath: o.chromium,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--autoplay-policy=no-user-gesture-required',
-        '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      timeout: 30_000,
-    });
-  } catch (e) {
-    fail(`chromium could not start: ${e.message.split('\n')[0]}`);
-  }
+  privateTmp('zerocast-watch-');
+  const browser = await launchChromium(
+    o.chromium,
+    ['--no-sandbox', '--disable-gpu', '--disable-quic', '--autoplay-policy=no-user-gesture-required',
+      '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    fail,
+  );
   const out = { console: [], cspViolations: 0 };
   try {
     const context = await browser.newContext({ viewport: { width: 1100, height: 620 } });
