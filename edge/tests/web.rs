@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
@@ -121,10 +121,7 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
         .expect("node is installed (scripts/setup.sh)");
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "harness failed: {stderr}");
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {stderr}"));
+    let (v, stderr) = harness_report(&out);
     println!("watch page: {v}");
     let run = format!("{v}\n{stderr}");
     assert_eq!(v["error"], serde_json::Value::Null, "{run}");
@@ -286,10 +283,7 @@ fn private_stream_watch_page_needs_the_playback_token() {
         .expect("node is installed (scripts/setup.sh)");
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "harness failed: {stderr}");
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {stderr}"));
+    let (v, stderr) = harness_report(&out);
     println!("private stream page: {v}");
     assert_eq!(v["error"], serde_json::Value::Null, "{v}\n{stderr}");
     assert!(
@@ -301,4 +295,13 @@ fn private_stream_watch_page_needs_the_playback_token() {
     );
     assert_eq!(v["playedWithToken"], true, "{v}\n{}", server.logs());
     assert_eq!(v["noticeWithToken"], "", "{v}");
+}
+
+/// The JSON a browser harness printed on stdout, and its stderr; panics when it failed.
+fn harness_report(out: &Output) -> (serde_json::Value, String) {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "harness failed: {stderr}");
+    let v =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {stderr}"));
+    (v, stderr)
 }
