@@ -9,8 +9,13 @@ fn main() {
     let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
     let web = Path::new(&manifest).join("../web");
     let lib = web.join("node_modules/hls.js/dist/hls.min.js");
-    // A directory is scanned whole: `npm ci` (or removing node_modules) reruns this.
-    println!("cargo:rerun-if-changed={}", web.display());
+    // The page files are tracked by their `include_str!`; this script needs to rerun only when
+    // `npm ci` installs, changes or removes the library (a missing path is watched too).
+    println!("cargo:rerun-if-changed={}", lib.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        web.join("package-lock.json").display()
+    );
     let code = match lib.canonicalize() {
         Ok(path) if path.is_file() => format!(
             "/// hls.js from `web/node_modules` (the version `web/package-lock.json` pins).\n\
@@ -27,7 +32,5 @@ fn main() {
         }
     };
     let out = std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into());
-    if let Err(e) = std::fs::write(Path::new(&out).join("player.rs"), code) {
-        panic!("writing player.rs: {e}");
-    }
+    std::fs::write(Path::new(&out).join("player.rs"), code).expect("writing player.rs");
 }

@@ -1,9 +1,9 @@
 //! What a viewer needs from an HTTP client ([`Client`]), and a tiny HTTP/1.1 client: one
 //! keep-alive connection, GET only, no pipelining, over plain TCP or TLS.
 //!
-//! Just enough for a load generator on loopback: write the request, parse the response head
-//! with `httparse`, read a `Content-Length` or chunked body from one read buffer, however the
-//! reads split it. Every connect, TLS handshake, read and write has a deadline, and any error
+//! Just enough for a load generator on loopback: write the request, then read the response
+//! head and a `Content-Length` or chunked body with the edge's own parser (`wire`), from one
+//! read buffer, however the reads split it. Every connect, TLS handshake, read and write has a deadline, and any error
 //! closes the connection, so the next request starts on a fresh one.
 //!
 //! Plain TCP runs on monoio's completion IO: reads and writes are cancelled in the kernel when
@@ -28,6 +28,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::stats::ErrorKind;
+use crate::wire;
 
 /// An HTTP client of one viewer: GETs on its own connection(s), reopened after an error.
 pub(crate) trait Client {
@@ -40,12 +41,8 @@ pub(crate) trait Client {
     fn take_connects(&mut self) -> u64;
 }
 
-/// Largest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
 /// Largest response body accepted, by every client (a whole segment fits with room to spare).
 pub(crate) const MAX_BODY: usize = 64 * 1024 * 1024;
-/// Headers parsed per response.
-const MAX_HEADERS: usize = 32;
 
 /// A failed request: what kind of failure (for the error table) and what exactly happened.
 #[derive(Debug)]
@@ -328,19 +325,7 @@ impl<C: Connector> Conn<C> {
         self.write_all(Bytes::from(req)).await?;
         let head = self.read_head().await?;
         let head_at = Instant::now();
-        let body = if matches!(head.status, 100..=199 | 204 | 304) {
-            Bytes::new()
-        } else if head.chunked {
-            self.read_chunked().await?
-        } else if let Some(len) = head.content_length {
-            self.read_exact(len).await?
-        } else {
-            // Body delimited by EOF: this client never needs that from zerocast.
-            return Err(ClientError::new(
-                ErrorKind::Malformed,
-                "response without Content-Length or chunked coding",
-            ));
-        };
+        let body = self.read_body(head.framing).await?;
         if head.close {
             self.stream = None;
             self.buf = BytesMut::new();
@@ -387,142 +372,65 @@ impl<C: Connector> Conn<C> {
         Ok(())
     }
 
-    async fn read_head(&mut self) -> Result<Head, ClientError> {
+    async fn read_head(&mut self) -> Result<wire::Head, ClientError> {
         loop {
-            if let Some(head) = parse_head(&self.buf)? {
-                self.buf.advance(head.len);
+            if let Some((head, len)) = wire::parse_head(&self.buf).map_err(malformed)? {
+                self.buf.advance(len);
                 return Ok(head);
-            }
-            if self.buf.len() >= MAX_HEAD {
-                return Err(ClientError::new(
-                    ErrorKind::Malformed,
-                    "response head too large",
-                ));
             }
             self.fill(0, "waiting for the response head").await?;
         }
     }
 
-    async fn read_exact(&mut self, len: usize) -> Result<Bytes, ClientError> {
-        if len > MAX_BODY {
-            return Err(ClientError::new(
-                ErrorKind::Malformed,
-                format!("Content-Length {len} too large"),
-            ));
-        }
-        while self.buf.len() < len {
-            self.fill(len - self.buf.len(), "reading the body").await?;
-        }
-        Ok(self.buf.split_to(len).freeze())
-    }
-
-    async fn read_chunked(&mut self) -> Result<Bytes, ClientError> {
-        let mut body = BytesMut::new();
-        loop {
-            let (skip, size) = loop {
-                match httparse::parse_chunk_size(&self.buf) {
-                    Ok(httparse::Status::Complete(x)) => break x,
-                    Ok(httparse::Status::Partial) if self.buf.len() < 1024 => {
-                        self.fill(0, "reading a chunk size").await?
-                    }
-                    _ => {
-                        return Err(ClientError::new(ErrorKind::Malformed, "bad chunk size"));
-                    }
-                }
-            };
-            self.buf.advance(skip);
-            let size = usize::try_from(size)
-                .ok()
-                .filter(|s| body.len() + s <= MAX_BODY)
-                .ok_or_else(|| ClientError::new(ErrorKind::Malformed, "chunked body too large"))?;
-            if size == 0 {
-                // Trailer fields, then the empty line.
-                loop {
-                    match self.buf.windows(2).position(|w| w == b"\r\n") {
-                        Some(0) => {
-                            self.buf.advance(2);
-                            return Ok(body.freeze());
-                        }
-                        Some(at) => self.buf.advance(at + 2),
-                        None if self.buf.len() < MAX_HEAD => {
-                            self.fill(0, "reading the trailer").await?
-                        }
-                        None => {
-                            return Err(ClientError::new(ErrorKind::Malformed, "trailer too large"))
-                        }
-                    }
-                }
-            }
-            while self.buf.len() < size + 2 {
-                self.fill(size + 2 - self.buf.len(), "reading a chunk")
-                    .await?;
-            }
-            if &self.buf[size..size + 2] != b"\r\n" {
+    /// The body, one `Bytes` without a copy when it is one `Content-Length` run.
+    async fn read_body(&mut self, framing: wire::Framing) -> Result<Bytes, ClientError> {
+        match framing {
+            // Body delimited by EOF: this client never needs that from zerocast.
+            wire::Framing::Close => {
                 return Err(ClientError::new(
                     ErrorKind::Malformed,
-                    "chunk not followed by CRLF",
-                ));
+                    "response without Content-Length or chunked coding",
+                ))
             }
-            body.extend_from_slice(&self.buf[..size]);
-            self.buf.advance(size + 2);
+            wire::Framing::Length(len) if len > MAX_BODY as u64 => {
+                return Err(ClientError::new(
+                    ErrorKind::Malformed,
+                    format!("Content-Length {len} too large"),
+                ))
+            }
+            // Read it whole first (one read buffer sized for it): one piece comes out.
+            wire::Framing::Length(len) => {
+                let len = len as usize;
+                while self.buf.len() < len {
+                    self.fill(len - self.buf.len(), "reading the body").await?;
+                }
+            }
+            wire::Framing::Chunked => {}
         }
+        let mut decoder = wire::BodyDecoder::new(framing, MAX_BODY as u64);
+        let mut pieces: Vec<Bytes> = Vec::new();
+        loop {
+            match decoder.next(&mut self.buf, false).map_err(malformed)? {
+                wire::Piece::Data(b) => pieces.push(b),
+                wire::Piece::Done => break,
+                wire::Piece::NeedMore => self.fill(0, "reading the body").await?,
+            }
+        }
+        Ok(match pieces.len() {
+            0 => Bytes::new(),
+            1 => pieces.swap_remove(0),
+            _ => pieces.concat().into(),
+        })
     }
+}
+
+/// A response that does not parse.
+pub(crate) fn malformed(e: String) -> ClientError {
+    ClientError::new(ErrorKind::Malformed, e)
 }
 
 fn closed() -> ClientError {
     ClientError::new(ErrorKind::Closed, "connection closed")
-}
-
-/// What this client needs from a response head.
-#[derive(Debug, PartialEq, Eq)]
-struct Head {
-    status: u16,
-    content_length: Option<usize>,
-    chunked: bool,
-    close: bool,
-    /// Length of the head, blank line included.
-    len: usize,
-}
-
-/// Parses a response head; `Ok(None)` when more bytes are needed.
-fn parse_head(buf: &[u8]) -> Result<Option<Head>, ClientError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => {
-            return Err(ClientError::new(
-                ErrorKind::Malformed,
-                format!("response head: {e}"),
-            ))
-        }
-    };
-    let mut head = Head {
-        status: resp.code.unwrap_or(0),
-        content_length: None,
-        chunked: false,
-        close: resp.version != Some(1),
-        len,
-    };
-    for h in resp.headers.iter() {
-        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
-        if h.name.eq_ignore_ascii_case("content-length") {
-            head.content_length = Some(value.parse().map_err(|_| {
-                ClientError::new(ErrorKind::Malformed, format!("Content-Length {value:?}"))
-            })?);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            head.chunked = value.to_ascii_lowercase().ends_with("chunked");
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            let v = value.to_ascii_lowercase();
-            if v.contains("close") {
-                head.close = true;
-            } else if v.contains("keep-alive") {
-                head.close = false;
-            }
-        }
-    }
-    Ok(Some(head))
 }
 
 /// Runs a cancelable operation with a deadline; on timeout the operation is cancelled in the
@@ -552,29 +460,23 @@ mod tests {
 
     #[test]
     fn parses_heads() {
-        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        let (h, len) = wire::parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
             .unwrap()
             .unwrap();
         assert_eq!(
-            h,
-            Head {
-                status: 200,
-                content_length: Some(5),
-                chunked: false,
-                close: false,
-                len: 38
-            }
+            (h.status, h.framing, h.close, len),
+            (200, wire::Framing::Length(5), false, 38)
         );
-        let h = parse_head(
+        let (h, _) = wire::parse_head(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         )
         .unwrap()
         .unwrap();
-        assert!(h.chunked && h.close);
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
+        assert!(h.framing == wire::Framing::Chunked && h.close);
+        assert!(wire::parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
             .unwrap()
             .is_none());
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+        assert!(wire::parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
     }
 
     /// A peer that answers each request with the next canned response, a few bytes per write.

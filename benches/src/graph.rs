@@ -37,7 +37,7 @@ use uuid::Uuid;
 use zerocast_social::auth::Keys;
 use zerocast_social::id::UserId;
 
-use crate::client::{ClientError, Response};
+use crate::client::{malformed, ClientError, Response};
 use crate::procfs::{self, CpuTime, Pid};
 use crate::rng::Rng;
 use crate::stats::{ErrorKind, Stats};
@@ -1091,46 +1091,27 @@ fn timed_out(during: &str, after: Duration) -> ClientError {
 }
 
 /// Parses a response head off the front of `buf`: (status, body length, close after).
-/// `Ok(None)` when more bytes are needed.
+/// `Ok(None)` when more bytes are needed. The social API answers with `Content-Length`.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<(u16, usize, bool)>, ClientError> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => {
-            let detail = format!("response head: {e}");
-            return Err(ClientError::new(ErrorKind::Malformed, detail));
-        }
+    let Some((head, head_len)) = crate::wire::parse_head(buf).map_err(malformed)? else {
+        return Ok(None);
     };
-    let status = resp.code.unwrap_or(0);
-    let mut close = resp.version != Some(1);
-    let mut len = None;
-    for h in resp.headers.iter() {
-        let v = std::str::from_utf8(h.value).unwrap_or("").trim();
-        if h.name.eq_ignore_ascii_case("content-length") {
-            len = v.parse::<usize>().ok();
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let detail = format!("Transfer-Encoding {v} is not supported");
-            return Err(ClientError::new(ErrorKind::Malformed, detail));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            close = v.eq_ignore_ascii_case("close");
+    let len = match head.framing {
+        crate::wire::Framing::Length(n) if n <= MAX_RESPONSE as u64 => n as usize,
+        crate::wire::Framing::Length(n) => {
+            return Err(malformed(format!("Content-Length {n} too large")));
         }
-    }
-    let len = match len {
-        Some(n) if n <= MAX_RESPONSE => n,
-        Some(n) => {
-            let detail = format!("Content-Length {n} too large");
-            return Err(ClientError::new(ErrorKind::Malformed, detail));
+        crate::wire::Framing::Chunked => {
+            return Err(malformed(
+                "Transfer-Encoding chunked is not supported".into(),
+            ));
         }
-        None if matches!(status, 100..=199 | 204 | 304) => 0,
-        None => {
-            let detail = "response without Content-Length";
-            return Err(ClientError::new(ErrorKind::Malformed, detail));
+        crate::wire::Framing::Close => {
+            return Err(malformed("response without Content-Length".into()));
         }
     };
     let _ = buf.split_to(head_len);
-    Ok(Some((status, len, close)))
+    Ok(Some((head.status, len, head.close)))
 }
 
 /// Everything the final table shows.

@@ -66,6 +66,11 @@ mod rng;
 mod stats;
 mod tls;
 mod viewers;
+/// The edge's sans-IO HTTP/1.1 response parser (`edge/src/relay/wire.rs`), compiled in: it
+/// needs only `bytes` and `httparse`, and this crate does not link the server.
+#[path = "../../edge/src/relay/wire.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod wire;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};

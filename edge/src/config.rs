@@ -817,10 +817,6 @@ impl Config {
                 "playlist-window must be at least 3".into(),
             ));
         }
-        for o in &self.origin {
-            crate::url::HttpUrl::parse(o, "origin")
-                .map_err(|e| ConfigError::Invalid(format!("origin: {e}")))?;
-        }
         if self.edge_linger < 1000 {
             return Err(ConfigError::Invalid(
                 "edge-linger must be at least 1000 ms".into(),
@@ -896,6 +892,16 @@ impl Config {
             hook(&self.unpublish_webhook, "unpublish-webhook")?,
             self.node_id,
         ))
+    }
+
+    /// The `origin` URLs (edge mode; empty for an origin node), their hosts resolved (once,
+    /// here).
+    pub fn origins(&self) -> Result<Vec<crate::url::HttpUrl>, ConfigError> {
+        self.origin
+            .iter()
+            .map(|o| crate::url::HttpUrl::parse(o, "origin"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Invalid(format!("origin: {e}")))
     }
 
     /// Worker count with 0 resolved to the number of cores.

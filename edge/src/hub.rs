@@ -537,6 +537,11 @@ impl Stream {
         }
     }
 
+    /// The stream has ended (its publisher did not return, or an edge's origin ended it).
+    pub fn has_ended(&self) -> bool {
+        matches!(*lock(&self.publisher), Publisher::Ended(_))
+    }
+
     /// Playback needs a token.
     pub fn is_private(&self) -> bool {
         self.private.load(Ordering::Relaxed)
@@ -966,8 +971,7 @@ impl Hub {
 
     /// Whether `name` has a publisher now, or one that may come back.
     pub fn is_live(&self, name: &str) -> bool {
-        self.get(name)
-            .is_some_and(|s| !matches!(*lock(&s.publisher), Publisher::Ended(_)))
+        self.get(name).is_some_and(|s| !s.has_ended())
     }
 
     /// Every stream.

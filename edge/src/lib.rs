@@ -77,26 +77,10 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Shared state for `config`, publishing under `auth`.
-    pub fn new(config: Config, auth: PublishAuth) -> Self {
+    /// Shared state for `config`, publishing under `auth`; `relay` makes this node an edge
+    /// (of [`Config::origins`]).
+    pub fn new(config: Config, auth: PublishAuth, relay: Option<relay::Relay>) -> Self {
         let metrics = Metrics::new(config.metrics_max_streams);
-        // `validate` parsed every origin URL; one that no longer resolves is left out.
-        let origins: Vec<_> = config
-            .origin
-            .iter()
-            .filter_map(|o| {
-                url::HttpUrl::parse(o, "origin")
-                    .inspect_err(|e| tracing::warn!("origin left out: {e}"))
-                    .ok()
-            })
-            .collect();
-        let relay = (!origins.is_empty()).then(|| {
-            relay::Relay::new(
-                origins,
-                Duration::from_millis(config.edge_linger),
-                config.max_streams,
-            )
-        });
         let alt_svc = config
             .tls_files()
             .map(|_| format!("h3=\":{}\"; ma=86400", config.https.port()));

@@ -350,8 +350,8 @@ async fn exchange(addr: SocketAddr, req: Vec<u8>) -> Result<u16, String> {
         let (r, buf) = s.read(buf).await;
         let n = r.map_err(|e| format!("read: {e}"))?;
         got.extend_from_slice(&buf[..n]);
-        if let Some(status) = crate::http::request::response_status(&got)? {
-            return Ok(status);
+        if let Some((head, _)) = crate::relay::wire::parse_head(&got)? {
+            return Ok(head.status);
         }
         if n == 0 {
             return Err("connection closed before a status line".into());

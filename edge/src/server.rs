@@ -236,7 +236,17 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let auth = config
         .publish_policy()
         .map_err(|e| ServeError::Config(e.to_string()))?;
-    let ctx = Arc::new(Ctx::new(config.clone(), auth));
+    let origins = config
+        .origins()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let relay = (!origins.is_empty()).then(|| {
+        crate::relay::Relay::new(
+            origins,
+            Duration::from_millis(config.edge_linger),
+            config.max_streams,
+        )
+    });
+    let ctx = Arc::new(Ctx::new(config.clone(), auth, relay));
     let social = if config.social {
         let hub = ctx.clone();
         let live = Arc::new(move |name: &str| hub.hub.is_live(name));

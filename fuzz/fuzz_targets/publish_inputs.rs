@@ -1,10 +1,10 @@
 //! What a publisher or a webhook sends into the publish path: the RTMP publish name with its
 //! `?key=` (`zerocast_ingest::split_stream_key`), a webhook's response head
-//! (`edge/src/http/request.rs`, compiled in here), and a viewer's playback token
+//! (`edge/src/relay/wire.rs`, compiled in here), and a viewer's playback token
 //! (`zerocast_social::channels::secrets::PlaybackKeys::verify`).
 //!
 //! Invariants: no panic; the name part never contains `?` and is a prefix of the input; a key is
-//! never empty and never contains `&`; a status is three digits; a token verifies only for the
+//! never empty and never contains `&`; a status is 200-599; a token verifies only for the
 //! stream it was minted for, and a minted token always verifies before its expiry.
 
 #![no_main]
@@ -12,9 +12,9 @@
 use libfuzzer_sys::fuzz_target;
 use zerocast_social::channels::secrets::PlaybackKeys;
 
-#[path = "../../edge/src/http/request.rs"]
+#[path = "../../edge/src/relay/wire.rs"]
 #[allow(dead_code, unreachable_pub)]
-mod request;
+mod wire;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -24,8 +24,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(!k.is_empty() && !k.contains('&'));
     }
 
-    if let Ok(Some(status)) = request::response_status(data) {
-        assert!((100..=999).contains(&status));
+    if let Ok(Some((head, len))) = wire::parse_head(data) {
+        assert!((200..600).contains(&head.status) && len <= data.len());
     }
 
     let keys = PlaybackKeys::from_secret(b"fuzz secret");

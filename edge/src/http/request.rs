@@ -161,41 +161,9 @@ fn number(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-/// The status of an HTTP/1.x response head in `bytes` (a webhook's answer): `None` while
-/// incomplete; an error for a malformed head or one over 16 KiB.
-pub(crate) fn response_status(bytes: &[u8]) -> Result<Option<u16>, String> {
-    const MAX: usize = 16 * 1024;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(bytes) {
-        // httparse takes any three digits; a status below 100 (`042`) is no HTTP status.
-        Ok(httparse::Status::Complete(_)) => match resp.code {
-            Some(c) if c >= 100 => Ok(Some(c)),
-            _ => Err("bad response: no valid status code".into()),
-        },
-        Ok(httparse::Status::Partial) if bytes.len() >= MAX => {
-            Err("response head too large".into())
-        }
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(e) => Err(format!("bad response: {e}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn webhook_status_lines() {
-        assert_eq!(
-            response_status(b"HTTP/1.1 204 No Content\r\n\r\n"),
-            Ok(Some(204))
-        );
-        assert_eq!(response_status(b"HTTP/1.1 403 Forbidden\r\nX: y"), Ok(None));
-        assert!(response_status(b"garbage\r\n\r\n").is_err());
-        assert!(response_status(b"HTTP/1.1 042 No Co 5\r\n\r\n").is_err());
-        assert!(response_status(&vec![b'a'; 20_000]).is_err());
-    }
 
     #[test]
     fn media_file_names() {

@@ -31,11 +31,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use zerocast_core::Frame;
-use zerocast_packager::check::{self, ParsedPlaylist};
+use zerocast_packager::check::{self, ParsedPlaylist, ParsedSegment};
 use zerocast_packager::demux::{self, FragmentSplitter, Init};
 use zerocast_packager::Pdt;
 
-use crate::hub::{lock, Publisher, Stream};
+use crate::hub::{lock, Stream};
 use crate::notify::Notify;
 use crate::publish::{Grant, PublisherId};
 use crate::sources::Role;
@@ -224,12 +224,11 @@ async fn follow(ctx: Arc<Ctx>, name: String) {
     };
     let mut origin = 0;
     let mut failures = 0u32;
-    let mut not_found = 0;
     let end = loop {
         let mut up = Upstream::new(relay.origins[origin].clone());
         let began = Instant::now();
         let failure = match f.session(&mut up).await {
-            Ok(end) => break Ok(end),
+            Ok(end) => break Some(end),
             Err(e) => e,
         };
         // A short outage is ridden out: the next session resumes after the last part fetched,
@@ -242,59 +241,50 @@ async fn follow(ctx: Arc<Ctx>, name: String) {
         if began.elapsed() >= HEALTHY {
             failures = 0;
         }
-        match failure {
-            Failure::NotFound => not_found += 1,
-            Failure::Other(e) => {
-                not_found = 0;
-                if failures.is_multiple_of(20) {
-                    tracing::warn!(stream = %name, origin = %up.url().host, "edge: {e}");
-                }
+        if let Failure::Other(e) = failure {
+            if failures.is_multiple_of(20) {
+                tracing::warn!(stream = %name, origin = %up.url().host, "edge: {e}");
             }
         }
         failures += 1;
         origin = (origin + 1) % relay.origins.len();
-        // No stream yet and every origin answered or failed once: the viewers get a 404.
+        // No stream yet and every origin answered (404) or failed once: the viewers get a 404.
         if f.stream.is_none() && failures as usize >= relay.origins.len() {
-            break Err(not_found == relay.origins.len());
+            break None;
         }
         // The hub ended the stream (no origin had it for `reconnect-grace`).
-        if f.stream.as_ref().is_some_and(|s| ended(s)) {
-            break Ok(End::Ended);
+        if f.stream.as_ref().is_some_and(|s| s.has_ended()) {
+            break Some(End::Ended);
         }
-        if f.idle() || ctx.shutting_down() {
-            break Ok(End::Idle);
+        if ctx.shutting_down() {
+            break Some(End::Shutdown);
+        }
+        if f.idle() {
+            break Some(End::Idle);
         }
         let wait = BACKOFF.0 * 2u32.saturating_pow(failures.min(8) - 1);
         monoio::time::sleep(wait.min(BACKOFF.1)).await;
     };
     match end {
-        Ok(End::Ended) => {
+        Some(End::Ended) => {
             if let Some(s) = &f.stream {
                 ctx.hub.finish(s, f.conn);
                 tracing::info!(stream = %name, "edge: the origin ended the stream");
             }
-            relay.stopped(&name, false);
         }
-        Ok(End::Idle) => {
-            if let Some(s) = f.stream.take() {
-                ctx.hub.release(&s, f.conn);
-                ctx.hub.forget(&s);
+        Some(End::Idle) => {
+            f.release();
+            if let Some(s) = &f.stream {
+                ctx.hub.forget(s);
                 tracing::info!(stream = %name, "edge: nobody watched for {} ms, stopped following", relay.linger.as_millis());
             }
-            relay.stopped(&name, false);
         }
-        Ok(End::Shutdown) => relay.stopped(&name, false),
-        Err(missing) => {
-            // Not found, or no origin answered: either way the name is not asked for again
-            // for a moment (a waiting viewer gets a 404 instead of a retry loop).
-            tracing::debug!(stream = %name, missing, "edge: no origin has the stream");
-            relay.stopped(&name, true);
-        }
+        Some(End::Shutdown) => {}
+        // Not found, or no origin answered: either way the name is not asked for again for a
+        // moment (a waiting viewer gets a 404 instead of a retry loop).
+        None => tracing::debug!(stream = %name, "edge: no origin has the stream"),
     }
-}
-
-fn ended(s: &Stream) -> bool {
-    matches!(*lock(&s.publisher), Publisher::Ended(_))
+    relay.stopped(&name, end.is_none());
 }
 
 /// The next part to fetch from the origin.
@@ -411,15 +401,13 @@ impl Follower<'_> {
                 continue;
             };
             let map = next.map.clone().ok_or("a part without EXT-X-MAP")?;
-            if init.as_ref().is_none_or(|(uri, _)| *uri != map) {
-                let i = self.load_init(up, &resolve(&dir, &map)).await?;
-                init = Some((map, i));
-            }
-            let Some((_, i)) = &init else {
-                continue;
+            let i = match init {
+                Some((uri, i)) if uri == map => i,
+                _ => self.load_init(up, &resolve(&dir, &map)).await?,
             };
-            self.fetch_part(up, i, &resolve(&dir, &next.uri), next.start_ms)
+            self.fetch_part(up, &i, &resolve(&dir, &next.uri), next.start_ms)
                 .await?;
+            init = Some((map, i));
             self.outage = None;
             self.resume = Some((media.clone(), next.pos));
             last = Some(next.pos);
@@ -549,11 +537,7 @@ fn after(pl: &ParsedPlaylist, pos: (u64, usize)) -> VecDeque<Next> {
 fn listed(pl: &ParsedPlaylist) -> Vec<(Next, bool)> {
     let mut out = Vec::new();
     for seg in &pl.segments {
-        let mut at = seg
-            .program_date_time
-            .as_deref()
-            .and_then(Pdt::parse_us)
-            .map(|us| us as f64 / 1000.0);
+        let mut at = start_ms(seg);
         for (i, p) in seg.parts.iter().enumerate() {
             out.push((
                 Next {
@@ -570,18 +554,21 @@ fn listed(pl: &ParsedPlaylist) -> Vec<(Next, bool)> {
     out
 }
 
+/// A segment's `PROGRAM-DATE-TIME`, Unix ms (fractional: parts add their durations to it).
+fn start_ms(seg: &ParsedSegment) -> Option<f64> {
+    seg.program_date_time
+        .as_deref()
+        .and_then(Pdt::parse_us)
+        .map(|us| us as f64 / 1000.0)
+}
+
 /// The preload-hinted part, at the position a blocking reload for it names.
 fn hinted(pl: &ParsedPlaylist) -> Option<Next> {
     let uri = pl.preload_hint.clone()?;
     let pos = pl.next_part()?;
     let last = pl.segments.last()?;
-    let seg_start = last
-        .program_date_time
-        .as_deref()
-        .and_then(Pdt::parse_us)
-        .map(|us| us as f64 / 1000.0);
     // The hinted part starts where the last segment's listed media ends.
-    let start_ms = seg_start.map(|s| {
+    let start_ms = start_ms(last).map(|s| {
         let listed = match last.duration {
             Some(d) if last.uri.is_some() => d,
             _ => last.parts.iter().map(|p| p.duration).sum(),
@@ -599,7 +586,7 @@ fn hinted(pl: &ParsedPlaylist) -> Option<Next> {
 async fn get_text(ctx: &Ctx, up: &mut Upstream, target: &str) -> Result<(u16, String), Failure> {
     let status = up.get(ctx, target, MAX_PLAYLIST).await?;
     let body = up.body(ctx).await?;
-    let text = String::from_utf8(body.to_vec()).map_err(|_| format!("{target}: not UTF-8"))?;
+    let text = String::from_utf8(body.into()).map_err(|_| format!("{target}: not UTF-8"))?;
     Ok((status, text))
 }
 

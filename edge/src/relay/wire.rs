@@ -1,5 +1,7 @@
-//! HTTP/1.1 responses from an origin, sans-IO: the head, then the body as it arrives
-//! (`Content-Length` or chunked), handed out as slices of the read buffer.
+//! HTTP/1.1 responses, sans-IO: the head, then the body as it arrives (`Content-Length` or
+//! chunked), handed out as slices of the read buffer. Read here from an origin (the edge's
+//! follower) and from a publish webhook; the load generator (`benches`) compiles this file in
+//! for its viewers.
 //!
 //! Depends only on `bytes` and `httparse`, so the fuzz target compiles this file alone. Every
 //! size comes from a peer and is bounded: the head by [`MAX_HEAD`], chunk-size lines and
@@ -37,7 +39,8 @@ pub struct Head {
 }
 
 /// Parses a response head at the start of `buf`: the head and its length, `Ok(None)` while
-/// it is incomplete. `head_request`: the response to a HEAD has no body.
+/// it is incomplete. A status outside 200-599 (an interim 1xx, or httparse's any three
+/// digits) is an error.
 pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
@@ -366,6 +369,13 @@ mod tests {
                 String::from_utf8_lossy(wire)
             );
         }
+        // Heads alone (a webhook's answer): complete, partial, garbage, no status, too long.
+        let status = |b: &[u8]| parse_head(b).map(|h| h.map(|(h, _)| h.status));
+        assert_eq!(status(b"HTTP/1.1 204 No Content\r\n\r\n"), Ok(Some(204)));
+        assert_eq!(status(b"HTTP/1.1 403 Forbidden\r\nX: y"), Ok(None));
+        assert!(status(b"garbage\r\n\r\n").is_err());
+        assert!(status(b"HTTP/1.1 042 No Co 5\r\n\r\n").is_err());
+        assert!(status(&vec![b'a'; 20_000]).is_err());
         // Over the body limit.
         let mut buf = BytesMut::from(&b"0123456789"[..]);
         let mut d = BodyDecoder::new(Framing::Length(10), 4);

@@ -101,16 +101,6 @@ impl Chat {
         &self.rooms
     }
 
-    /// The chat store.
-    pub fn store(&self) -> &Arc<dyn ChatStore> {
-        &self.store
-    }
-
-    /// How many messages a room keeps (its history).
-    pub fn keep(&self) -> usize {
-        self.keep
-    }
-
     /// The channels (their rules are the rooms' rules).
     pub fn channels(&self) -> &Channels {
         &self.channels
