@@ -26,9 +26,9 @@ if [ ! -d tests/browser/node_modules/hls.js ] || [ ! -d tests/browser/node_modul
   || [ ! -d tests/browser/node_modules/shaka-player ] || [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
-# hls.js for the watch page (web/, pinned in web/package-lock.json): the edge's build.rs embeds
+# hls.js and dash.js for the watch page (web/, pinned in web/package-lock.json): the edge's build.rs embeds
 # it into the binary, so rebuild after this installs it.
-if [ ! -f web/node_modules/hls.js/dist/hls.min.js ]; then
+if [ ! -f web/node_modules/hls.js/dist/hls.light.min.js ] || [ ! -f web/node_modules/dashjs/dist/modern/umd/dash.mediaplayer.min.js ]; then
   (cd web && npm ci --no-audit --no-fund --loglevel=error)
 fi
 # aioquic (a real HTTP/3 client, tests/h3/get.py) and h2 (hostile HTTP/2 clients,

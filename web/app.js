@@ -2,12 +2,14 @@
 // Plain JS, no build step.
 //
 // The server renders each page with `data-*` attributes on <body>: `page`, `stream`, `api` (the
-// social API's base URL, e.g. http://host:8090; empty when this server runs no social API) and
-// `player` ("missing" when hls.js was not found at build time: for people reading the page's
-// source; the script itself checks whether `window.Hls` loaded). Everything shown from the
+// social API's base URL, e.g. http://host:8090; empty when this server runs no social API),
+// `player` (`hls` or `dash`: which library the page loaded) and `library` ("missing" when that
+// library was not found at build time: for people reading the page's source; the script itself
+// checks whether it loaded). Everything shown from the
 // server or another user goes through textContent, never innerHTML.
 //
-// For tests, the watch page exposes `window.zerocast`: `{hls, stats, chat}`.
+// For tests, the watch page exposes `window.zerocast`: `{hls, dash, stats, chat}` (the player
+// in use, hls.js or dash.js; the other is null).
 'use strict';
 
 (() => {
@@ -27,16 +29,28 @@
     }
   }
 
-  // The token's `sub` (the user id), or '' when it does not decode. The server checks the
-  // signature; this is only to know who "me" is.
-  function tokenUser(t) {
+  // The token's claims, or {} when it does not decode. The server checks the signature; the
+  // page reads `sub` only to know who "me" is, and `exp` only to say why the API refuses it.
+  function claims(t) {
     try {
       const p = t.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-      const claims = JSON.parse(atob(p + '='.repeat((4 - (p.length % 4)) % 4)));
-      return typeof claims.sub === 'string' ? claims.sub : '';
+      const v = JSON.parse(atob(p + '='.repeat((4 - (p.length % 4)) % 4)));
+      return v && typeof v === 'object' ? v : {};
     } catch (_) {
-      return '';
+      return {};
     }
+  }
+
+  // The token's user id, or ''.
+  function tokenUser(t) {
+    const sub = claims(t).sub;
+    return typeof sub === 'string' ? sub : '';
+  }
+
+  // Whether the token's expiry time has passed (by this device's clock).
+  function tokenExpired(t) {
+    const exp = claims(t).exp;
+    return Number.isFinite(exp) && exp * 1000 < Date.now();
   }
 
   function setupAccount() {
@@ -135,6 +149,7 @@
           const p = document.createElement('p');
           p.className = 'facts';
           p.textContent = [
+            s.owner_name ? 'by ' + s.owner_name : '',
             plural(s.viewers, 'viewer'),
             'live for ' + uptime(s.uptime_seconds),
             s.resolution || 'audio only',
@@ -158,7 +173,11 @@
     const video = $('video');
     const notice = $('player-notice');
     const statsLine = $('stats');
-    const state = { hls: null, stats: { latency: null, bitrate: null, resolution: null, stalls: 0 } };
+    const state = {
+      hls: null,
+      dash: null,
+      stats: { latency: null, bitrate: null, resolution: null, stalls: 0 },
+    };
     window.zerocast = state;
     let started = false;
     let stalled = false;
@@ -180,17 +199,73 @@
       }
     });
 
-    // A private stream plays with the playback token this page was opened with.
-    const playback = new URLSearchParams(location.search).get('token');
+    // The player: hls.js (LL-HLS) by default, dash.js (low-latency DASH) with ?player=dash;
+    // the server put the chosen library's <script> in the page. A private stream plays with
+    // the playback token this page was opened with.
+    const kind = body.dataset.player === 'dash' ? 'dash' : 'hls';
+    const params = new URLSearchParams(location.search);
+    const playback = params.get('token');
     const src =
-      '/live/' + encodeURIComponent(name) + '/index.m3u8' +
+      '/live/' + encodeURIComponent(name) + (kind === 'dash' ? '/index.mpd' : '/index.m3u8') +
       (playback ? '?token=' + encodeURIComponent(playback) : '');
+    for (const [id, k] of [['use-hls', 'hls'], ['use-dash', 'dash']]) {
+      const p = new URLSearchParams(params);
+      if (k === 'dash') p.set('player', 'dash');
+      else p.delete('player');
+      const link = $(id);
+      link.href = location.pathname + (p.toString() ? '?' + p : '');
+      if (k === kind) link.setAttribute('aria-current', 'page');
+    }
+    const library = kind === 'dash' ? 'dash.js' : 'hls.js';
+    const MISSING =
+      'The player library (' + library + ') is missing from this build: run scripts/setup.sh ' +
+      '(npm ci in web/), then rebuild zerocast.';
+
+    // A fatal player error: drop the player, say why, wait for the stream to come back.
+    function stopped(why) {
+      started = false;
+      say('The stream stopped (' + why + '); waiting for it to come back…');
+      setTimeout(waitLive, 3000);
+    }
+
+    function startDash() {
+      const dashjs = window.dashjs;
+      if (!dashjs) {
+        say(MISSING + ' The LL-HLS player (the link under the video) may still work.');
+        return;
+      }
+      if (!window.MediaSource && !window.ManagedMediaSource) {
+        say('This browser has no Media Source Extensions, which dash.js needs: use the LL-HLS player.');
+        return;
+      }
+      const player = dashjs.MediaPlayer().create();
+      // Low-latency mode comes from the MPD (availabilityTimeComplete="false") and its
+      // ServiceDescription; catch-up keeps playback at the target latency.
+      player.updateSettings({
+        debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
+        streaming: { liveCatchup: { enabled: true }, buffer: { bufferToKeep: 30 } },
+      });
+      state.dash = player;
+      const errors = dashjs.MediaPlayer.errors || {};
+      player.on(dashjs.MediaPlayer.events.ERROR, (e) => {
+        const err = e.error || {};
+        // A failed clock sync is not fatal: dash.js goes on with the device's clock.
+        if (err.code === errors.TIME_SYNC_FAILED_ERROR_CODE) return;
+        player.reset();
+        state.dash = null;
+        stopped(err.message || 'dash.js error ' + err.code);
+      });
+      player.initialize(video, src, true);
+      say('');
+    }
+
     function start() {
+      if (kind === 'dash') {
+        startDash();
+        return;
+      }
       // hls.js is embedded at build time; a build without it serves a 404 for it.
       const missing = !window.Hls;
-      const MISSING =
-        'The player library (hls.js) is missing from this build: run scripts/setup.sh ' +
-        '(npm ci in web/), then rebuild zerocast.';
       if (!missing && window.Hls.isSupported()) {
         const hls = new window.Hls({
           lowLatencyMode: true,
@@ -202,9 +277,7 @@
           if (!d.fatal) return;
           hls.destroy();
           state.hls = null;
-          started = false;
-          say('The stream stopped (' + d.details + '); waiting for it to come back…');
-          setTimeout(waitLive, 3000);
+          stopped(d.details);
         });
         hls.loadSource(src);
         hls.attachMedia(video);
@@ -245,14 +318,26 @@
       setTimeout(waitLive, status === 403 ? 10000 : 3000);
     }
 
-    // Stats line, 4 times a second: hls.js's own live latency, the level's bitrate, the
-    // decoded picture size, the stalls since playback started.
+    // Stats line, 4 times a second: the player's own live latency (hls.js's `latency`,
+    // dash.js's `getCurrentLiveLatency()`), the playing rendition's bitrate, the decoded
+    // picture size, the stalls since playback started.
     setInterval(() => {
       const st = state.stats;
       const hls = state.hls;
-      st.latency = hls && Number.isFinite(hls.latency) && hls.latency > 0 ? hls.latency : null;
-      const level = hls && hls.levels && hls.levels[hls.currentLevel];
-      st.bitrate = level ? level.bitrate : null;
+      const dash = state.dash;
+      let latency = null;
+      let bitrate = null;
+      if (hls) {
+        latency = hls.latency;
+        const level = hls.levels && hls.levels[hls.currentLevel];
+        bitrate = level ? level.bitrate : null;
+      } else if (dash) {
+        latency = dash.getCurrentLiveLatency();
+        const rep = dash.getCurrentRepresentationForType('video');
+        bitrate = rep ? rep.bandwidth : null;
+      }
+      st.latency = Number.isFinite(latency) && latency > 0 ? latency : null;
+      st.bitrate = bitrate || null;
       st.resolution = video.videoWidth ? video.videoWidth + 'x' + video.videoHeight : null;
       if (!started) return;
       statsLine.dataset.latency = st.latency === null ? '' : st.latency.toFixed(2);
@@ -264,20 +349,26 @@
       ].join(' · ');
     }, 250);
 
-    // Viewer count and live state, every 3 s.
+    // Viewer count, live state and owner, every 3 s while the page is visible.
     async function viewers() {
+      if (document.hidden) return;
+      let s = null;
       try {
-        const s = (await streams()).find((x) => x.name === name);
-        live = !!s && s.state === 'live';
-        $('viewers').textContent = s ? plural(s.viewers, 'viewer') : '– viewers';
-        $('state').textContent = s ? s.state.toUpperCase() : 'OFFLINE';
-        $('state').classList.toggle('live', live);
+        const r = await fetch('/api/streams/' + encodeURIComponent(name), { cache: 'no-store' });
+        if (r.ok) s = (await r.json()).stream;
+        else if (r.status !== 404) return;
       } catch (_) {
-        // keep the last values
+        return; // keep the last values
       }
+      live = !!s && s.state === 'live';
+      $('viewers').textContent = s ? plural(s.viewers, 'viewer') : '– viewers';
+      $('state').textContent = s ? s.state.toUpperCase() : 'OFFLINE';
+      $('state').classList.toggle('live', live);
+      $('owner').textContent = s && s.owner_name ? 'by ' + s.owner_name : '';
     }
     viewers();
     setInterval(viewers, 3000);
+    document.addEventListener('visibilitychange', viewers);
 
     waitLive();
     follow(name);
@@ -371,7 +462,8 @@
       if (owner && m.from === owner) li.className = 'owner';
       const from = document.createElement('span');
       from.className = 'from';
-      from.textContent = shortId(m.from) + (owner && m.from === owner ? ' (owner)' : '');
+      from.dataset.user = m.from;
+      nameOf(m.from, from);
       const text = document.createElement('span');
       text.className = 'text';
       text.textContent = m.content;
@@ -381,21 +473,50 @@
       if (atBottom) list.scrollTop = list.scrollHeight;
     }
 
+    // Display names of the users who chat (their profiles), asked once each; a user without a
+    // profile shows as the start of their id.
+    const names = new Map(); // user id -> name ('' for none), or a Promise while asked
+    function label(id, name) {
+      return (name || shortId(id)) + (owner && id === owner ? ' (owner)' : '');
+    }
+    function nameOf(id, el) {
+      const known = names.get(id);
+      el.textContent = label(id, typeof known === 'string' ? known : '');
+      if (known !== undefined) return;
+      if (names.size >= 1000) names.clear();
+      names.set(
+        id,
+        call('GET', '/api/v1/users/' + encodeURIComponent(id))
+          .then((v) => (v.profile && v.profile.display_name) || '')
+          .catch(() => '')
+          .then((name) => {
+            names.set(id, name);
+            for (const e of list.querySelectorAll('.from[data-user="' + CSS.escape(id) + '"]')) {
+              e.textContent = label(id, name);
+            }
+          })
+      );
+    }
+
     function enable(on) {
       input.disabled = !on;
       send.disabled = !on || Date.now() < waitUntil;
     }
 
     // Slow mode: the send button stays off and counts down until the next message may go.
+    // One timer however many refusals arrive; the latest wait wins when it is longer.
+    let ticking = null;
     function countdown(ms) {
-      waitUntil = Date.now() + ms;
+      waitUntil = Math.max(waitUntil, Date.now() + ms);
+      clearTimeout(ticking);
       const tick = () => {
         const left = Math.ceil((waitUntil - Date.now()) / 1000);
         if (left > 0) {
           send.disabled = true;
           send.textContent = 'Wait ' + left + ' s';
-          setTimeout(tick, 250);
+          ticking = setTimeout(tick, 250);
         } else {
+          ticking = null;
           send.textContent = 'Send';
           send.disabled = !c.connected;
         }
@@ -445,7 +566,9 @@
       ws.onclose = (ev) => {
         c.connected = false;
         enable(false);
-        if (ev.code === 4003) {
+        // 4003: the token expired while connected. A refused upgrade (an expired token at
+        // connect time) reaches a page only as 1006, so the page reads the token's expiry.
+        if (ev.code === 4003 || tokenExpired(token())) {
           show('Your token expired: sign in again with a new one.', true);
           return;
         }
@@ -459,12 +582,9 @@
       };
     }
 
-    // How long an error frame says to wait: `retry_after_ms` when it has one, else the
-    // "N ms" its message names (slow mode, rate limit), else `fallback`.
+    // How long an error frame says to wait (slow mode, rate limit), else `fallback`.
     function waitMs(f, fallback) {
-      if (Number.isFinite(f.retry_after_ms)) return f.retry_after_ms;
-      const m = /(\d+) ms/.exec(f.message || '');
-      return m ? Number(m[1]) : fallback;
+      return Number.isFinite(f.retry_after_ms) ? f.retry_after_ms : fallback;
     }
 
     function chatError(f) {

@@ -420,6 +420,8 @@ pub struct Stream {
     pub metrics: StreamMetrics,
     /// Who publishes it; only the same publisher may resume it in the grace window.
     owner: Mutex<PublisherId>,
+    /// The channel owner's display name, when the grant named one.
+    owner_name: Mutex<Option<Arc<str>>>,
     /// Its primary and backup publishers, and which one is packaged.
     sources: Mutex<Sources>,
     /// Playback needs a token.
@@ -518,6 +520,7 @@ impl Stream {
     ) -> Self {
         Self {
             owner: Mutex::new(grant.id),
+            owner_name: Mutex::new(grant.owner_name),
             sources: Mutex::new(Sources::new(conn, role, gap)),
             private: AtomicBool::new(grant.private),
             metrics,
@@ -540,6 +543,15 @@ impl Stream {
     /// The stream has ended (its publisher did not return, or an edge's origin ended it).
     pub fn has_ended(&self) -> bool {
         matches!(*lock(&self.publisher), Publisher::Ended(_))
+    }
+
+    /// The channel owner's user id (keys mode) and display name (when they set a profile).
+    pub fn owner(&self) -> (Option<u128>, Option<Arc<str>>) {
+        let id = match *lock(&self.owner) {
+            PublisherId::Owner(id) => Some(id),
+            _ => None,
+        };
+        (id, lock(&self.owner_name).clone())
     }
 
     /// Playback needs a token.
@@ -1020,6 +1032,7 @@ impl Hub {
                         return Err(PublishError::Busy(name.to_owned()));
                     }
                     s.private.store(grant.private, Ordering::Relaxed);
+                    *lock(&s.owner_name) = grant.owner_name;
                     *p = Publisher::Live;
                     return Ok(s.clone());
                 }
@@ -1166,10 +1179,7 @@ mod tests {
 
     /// Sample lines carrying `stream="NAME"`.
     fn anyone() -> Grant {
-        Grant {
-            id: PublisherId::Addr([127, 0, 0, 1].into()),
-            private: false,
-        }
+        Grant::to(PublisherId::Addr([127, 0, 0, 1].into()))
     }
 
     #[test]
@@ -1177,13 +1187,16 @@ mod tests {
         let m = Metrics::new(10);
         let hub = Hub::new(Config::default().packager(), m.stream_series());
         let owner = Grant {
-            id: PublisherId::Owner(7),
-            private: false,
+            owner_name: Some("Ada".into()),
+            ..Grant::to(PublisherId::Owner(7))
         };
-        let s = hub.claim("show", (1, Role::Primary), owner, 0).unwrap();
+        let s = hub
+            .claim("show", (1, Role::Primary), owner.clone(), 0)
+            .unwrap();
         assert!(hub.is_live("show"));
+        assert_eq!(s.owner(), (Some(7), Some("Ada".into())));
         assert!(matches!(
-            hub.claim("show", (2, Role::Primary), owner, 0),
+            hub.claim("show", (2, Role::Primary), owner.clone(), 0),
             Err(PublishError::Busy(_))
         ));
         hub.release(&s, 1);
@@ -1193,33 +1206,35 @@ mod tests {
             PublisherId::Owner(8),
             PublisherId::Addr([10, 0, 0, 1].into()),
         ] {
-            let g = Grant {
-                id: other,
-                private: false,
-            };
+            let g = Grant::to(other);
             assert!(matches!(
                 hub.claim("show", (3, Role::Primary), g, 0),
                 Err(PublishError::Reconnecting(_))
             ));
         }
-        // The owner continues the same stream, now private.
+        // The owner continues the same stream, now private, under a new display name.
         let private = Grant {
             private: true,
+            owner_name: Some("Ada L.".into()),
             ..owner
         };
         let again = hub.claim("show", (4, Role::Primary), private, 0).unwrap();
         assert!(Arc::ptr_eq(&s, &again));
         assert!(again.is_private());
+        assert_eq!(again.owner(), (Some(7), Some("Ada L.".into())));
         // Once it ended, anyone allowed to publish may start a new instance of the name.
         hub.release(&again, 4);
         let grace = Duration::from_secs(10);
         hub.sweep(Instant::now() + grace, grace, grace * 3);
         assert!(!hub.is_live("show"));
-        let other = Grant {
-            id: PublisherId::Owner(8),
-            private: false,
-        };
-        let fresh = hub.claim("show", (5, Role::Primary), other, 0).unwrap();
+        let fresh = hub
+            .claim(
+                "show",
+                (5, Role::Primary),
+                Grant::to(PublisherId::Owner(8)),
+                0,
+            )
+            .unwrap();
         assert!(!Arc::ptr_eq(&s, &fresh));
     }
 

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use zerocast_social::channels::secrets::PlaybackKeys;
 use zerocast_social::channels::service::PublishDenied;
 use zerocast_social::channels::Channels;
+use zerocast_social::graph::GraphStore;
 
 use crate::url::HttpUrl;
 
@@ -125,21 +126,45 @@ pub enum PublisherId {
 }
 
 /// A publisher that may go ahead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     /// Who, for the grace window.
     pub id: PublisherId,
     /// Playback needs a token.
     pub private: bool,
+    /// The channel owner's display name, when they set a profile (keys mode).
+    pub owner_name: Option<Arc<str>>,
 }
 
-/// The social plane's channel service, reached on its tokio runtime.
-#[derive(Debug, Clone)]
+impl Grant {
+    /// A grant to `id` for a public stream without a named owner.
+    pub fn to(id: PublisherId) -> Self {
+        Self {
+            id,
+            private: false,
+            owner_name: None,
+        }
+    }
+}
+
+/// The social plane's channel service and follow graph (for owners' display names), reached
+/// on its tokio runtime.
+#[derive(Clone)]
 pub struct ChannelsHandle {
     /// The service.
     pub channels: Channels,
+    /// The profiles.
+    pub graph: Arc<dyn GraphStore>,
     /// Its runtime.
     pub rt: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for ChannelsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelsHandle")
+            .field("channels", &self.channels)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A key check or webhook call must answer within this long.
@@ -211,10 +236,7 @@ impl PublishAuth {
         key: Option<&str>,
         peer: SocketAddr,
     ) -> Result<Grant, String> {
-        let by_addr = Grant {
-            id: PublisherId::Addr(peer.ip()),
-            private: false,
-        };
+        let by_addr = Grant::to(PublisherId::Addr(peer.ip()));
         match self.mode {
             Mode::Open => Ok(by_addr),
             Mode::Webhook => {
@@ -227,10 +249,9 @@ impl PublishAuth {
                     "client_ip": peer.ip().to_string(), "node": self.node,
                 });
                 match hook.post(&body).await {
-                    Ok(status) if (200..300).contains(&status) => Ok(Grant {
-                        id: PublisherId::Webhook,
-                        private: false,
-                    }),
+                    Ok(status) if (200..300).contains(&status) => {
+                        Ok(Grant::to(PublisherId::Webhook))
+                    }
                     Ok(status) => Err(format!("denied by the publish webhook (HTTP {status})")),
                     Err(e) => Err(format!("publish webhook did not answer: {e}")),
                 }
@@ -241,9 +262,10 @@ impl PublishAuth {
                     None => Err(PublishDenied::Unregistered),
                 };
                 match verdict {
-                    Ok(g) => Ok(Grant {
+                    Ok((g, owner_name)) => Ok(Grant {
                         id: PublisherId::Owner(g.owner.0.as_u128()),
                         private: g.private,
+                        owner_name,
                     }),
                     Err(PublishDenied::Unregistered) if self.trusted(peer.ip()) => Ok(by_addr),
                     Err(PublishDenied::Unregistered) => Err(format!(
@@ -284,15 +306,36 @@ impl PublishAuth {
     }
 }
 
+/// The channel service's verdict on `key` for `name`, and the owner's display name with it
+/// (`None` when they set no profile, or the graph could not say: it never refuses a publish).
 async fn check_key(
     h: &ChannelsHandle,
     name: &str,
     key: Option<&str>,
-) -> Result<zerocast_social::channels::service::PublishGrant, PublishDenied> {
+) -> Result<
+    (
+        zerocast_social::channels::service::PublishGrant,
+        Option<Arc<str>>,
+    ),
+    PublishDenied,
+> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let (channels, name, key) = (h.channels.clone(), name.to_owned(), key.map(str::to_owned));
+    let (channels, graph) = (h.channels.clone(), h.graph.clone());
+    let (name, key) = (name.to_owned(), key.map(str::to_owned));
     h.rt.spawn(async move {
-        let _ = tx.send(channels.verify_publish(&name, key.as_deref()).await);
+        let verdict = match channels.verify_publish(&name, key.as_deref()).await {
+            Ok(g) => {
+                let profile = graph
+                    .profiles(&[g.owner])
+                    .await
+                    .ok()
+                    .and_then(|mut p| p.pop());
+                let owner_name = profile.flatten().map(|p| Arc::from(p.display_name));
+                Ok((g, owner_name))
+            }
+            Err(e) => Err(e),
+        };
+        let _ = tx.send(verdict);
     });
     match monoio::time::timeout(CHECK_TIMEOUT, rx).await {
         Ok(Ok(v)) => v,

@@ -179,6 +179,7 @@ pub fn start_social(
                 let server = SocialServer::with_live(cfg, backends, live);
                 let _ = ready_tx.send(Ok(ChannelsHandle {
                     channels: server.state().channels.clone(),
+                    graph: server.state().graph.clone(),
                     rt: tokio::runtime::Handle::current(),
                 }));
                 if let Err(e) = server

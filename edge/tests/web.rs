@@ -3,7 +3,9 @@
 //! ffmpeg publishes: it plays 20 s without a stall, its latency readout agrees with hls.js's,
 //! chat goes both ways with a second WebSocket client within a second, the follow button
 //! changes the owner's follower count in the API, the chat reconnects by itself (and shows what
-//! was said meanwhile, once), slow mode counts down, and a banned viewer sees the ban; the studio
+//! was said meanwhile, once), slow mode counts down, a flood is refused and said so, an expired
+//! token is said so, display names show (the owner's on `/` and the page, a sender's on its
+//! lines), a banned viewer sees the ban, and `?player=dash` plays with dash.js; the studio
 //! (create a key, publish with it, see it live, moderate); a private stream's page (says so
 //! without a playback token, plays with one).
 //!
@@ -70,13 +72,74 @@ fn pages_answer_with_a_policy_and_clear_errors() {
         assert!(!t.contains("onmouseover"), "{bad}: {t}");
     }
     assert_eq!(server.get("/web/nothing.js").status, 404);
-    assert_eq!(server.get("/web/app.js").status, 200);
-    let lib = server.get("/web/hls.min.js");
-    assert_eq!(
-        lib.status, 200,
-        "hls.js was not embedded: run scripts/setup.sh, then rebuild"
+    assert_eq!(server.get("/api/streams/nobody").status, 404);
+    // The page asks for its assets with the build's version, and may keep those for good;
+    // without it (or with another) they are revalidated.
+    let v = page
+        .split("/web/app.js?v=")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("app.js with a version")
+        .to_owned();
+    assert!(page.contains(&format!("/web/hls.js?v={v}\"")), "{page}");
+    let app = server.get(&format!("/web/app.js?v={v}"));
+    assert_eq!(app.status, 200);
+    assert!(
+        app.header("cache-control")
+            .unwrap_or("")
+            .contains("immutable"),
+        "{:?}",
+        app.header("cache-control")
     );
-    assert_eq!(lib.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        server.get("/web/app.js?v=other").header("cache-control"),
+        Some("no-cache")
+    );
+    for lib in ["/web/hls.js", "/web/dash.js"] {
+        let plain = server.get(lib);
+        assert_eq!(
+            plain.status, 200,
+            "{lib} was not embedded: run scripts/setup.sh, then rebuild"
+        );
+        assert_eq!(plain.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(plain.header("content-encoding"), None);
+        assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+        // Compressed at build time for clients that accept gzip: the same bytes, smaller.
+        let gz = server.get_with(lib, &[("Accept-Encoding", "gzip, deflate, br")]);
+        assert_eq!(gz.status, 200);
+        assert_eq!(gz.header("content-encoding"), Some("gzip"));
+        assert!(
+            gz.body.len() * 2 < plain.body.len(),
+            "{lib}: {} gzip bytes for {}",
+            gz.body.len(),
+            plain.body.len()
+        );
+        assert_eq!(gunzip(&gz.body), plain.body, "{lib}");
+        println!("{lib}: {} bytes, {} gzip", plain.body.len(), gz.body.len());
+    }
+    // The DASH player is chosen in the URL; the page then loads dash.js, not hls.js.
+    let dash = server.get("/watch/somebody?player=dash").text();
+    assert!(dash.contains("data-player=\"dash\""), "{dash}");
+    assert!(dash.contains(&format!("/web/dash.js?v={v}\"")), "{dash}");
+    assert!(!dash.contains("/web/hls.js"), "{dash}");
+}
+
+/// `gzip -dc` of `data`.
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip is installed");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "gzip -dc failed");
+    out.stdout
 }
 
 #[test]
@@ -90,6 +153,19 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
     let owner = user_token(&server.data, &owner_id);
     let viewer = user_token(&server.data, &uuid::Uuid::new_v4().to_string());
     let other = user_token(&server.data, &uuid::Uuid::new_v4().to_string());
+    // Display names: the owner's shows on `/` and the watch page (taken when publishing
+    // starts), the second chat client's on its chat lines.
+    for (token, name) in [(&owner, "Ada Lovelace"), (&other, "Grace")] {
+        let body = serde_json::json!({ "display_name": name }).to_string();
+        let r = api_call(
+            server.api,
+            "PUT",
+            "/api/v1/users/me/profile",
+            token,
+            Some(&body),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
     let r = api_call(
         server.api,
         "POST",
@@ -108,6 +184,8 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
     );
     server.wait_live("webtest", Duration::from_secs(15));
     let shots = TempDir::new("web-shots");
+    // A viewer whose token expires during the run (5 s, plus the API's 30 s of leeway).
+    let expiring = user_token_for(&server.data, &uuid::Uuid::new_v4().to_string(), "5s");
     let out = Command::new("node")
         .arg("--experimental-websocket")
         .arg(repo_root().join("tests/browser/watch.mjs"))
@@ -115,6 +193,7 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
         .args(["--api", &format!("http://127.0.0.1:{}", server.api)])
         .args(["--stream", "webtest"])
         .args(["--viewer", &viewer, "--other", &other, "--owner", &owner])
+        .args(["--expiring", &expiring])
         .args(["--seconds", "20"])
         .args(["--screenshots", shots.0.to_str().unwrap()])
         .output()
@@ -126,6 +205,13 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
     let run = format!("{v}\n{stderr}");
     assert_eq!(v["error"], serde_json::Value::Null, "{run}");
     assert_eq!(v["homeListsStream"], true, "{run}");
+    let by = "by Ada Lovelace";
+    assert!(
+        v["homeFacts"].as_str().unwrap_or("").starts_with(by),
+        "{run}"
+    );
+    assert_eq!(v["ownerShown"], by, "{run}");
+    assert_eq!(v["chatFrom"], "Grace", "{run}");
     // Played the whole time, no stall by the page's count or the test's own.
     assert!(v["played"].as_f64().unwrap_or(0.0) >= 18.0, "{run}");
     assert_eq!(v["pageStalls"], 0, "{run}");
@@ -174,17 +260,55 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
     );
     assert_eq!(slow["disabled"], true, "{run}");
     assert_eq!(slow["after"], "Send", "{run}");
+    // Faster than the rate limit: refused, and said so.
+    let flood = &v["rateLimit"];
+    assert!(
+        flood["status"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Too fast"),
+        "{run}"
+    );
+    assert!(flood["sent"].as_u64().unwrap_or(0) > 20, "{run}");
+    // The expiring viewer was connected, then told its token expired (and did not retry).
+    assert_eq!(v["expiringConnected"], true, "{run}");
+    let expired = &v["expired"];
+    assert!(
+        expired["status"]
+            .as_str()
+            .unwrap_or("")
+            .contains("token expired"),
+        "{run}"
+    );
+    assert_eq!(expired["inputDisabled"], true, "{run}");
+    assert_eq!(expired["reconnects"], 0, "{run}");
     let ban = v["banMessage"].as_str().unwrap_or("");
     assert!(ban.contains("banned"), "{run}");
     assert_eq!(v["cspViolations"], 0, "{run}");
     assert_eq!(v["overflow360"], false, "wider than 360 px: {run}");
     let missing = v["missingLibraryNotice"].as_str().unwrap_or("");
     assert!(missing.contains("scripts/setup.sh"), "{run}");
+    // The DASH player: dash.js alone loaded, played without a stall, its latency readout is
+    // dash.js's own.
+    let dash = &v["dash"];
+    assert_eq!(dash["library"]["dash"], true, "{run}");
+    assert_eq!(dash["library"]["hls"], false, "{run}");
+    assert_eq!(dash["current"], "page", "{run}");
+    assert!(dash["played"].as_f64().unwrap_or(0.0) >= 13.0, "{run}");
+    assert_eq!(dash["pageStalls"], 0, "{run}");
+    assert_eq!(dash["waitingEvents"], 0, "{run}");
+    assert_eq!(dash["cspViolations"], 0, "{run}");
+    assert!(dash["latencySamples"].as_u64().unwrap_or(0) > 30, "{run}");
+    assert!(dash["latencyMaxDiff"].as_f64().unwrap() < 0.25, "{run}");
     println!(
         "time to first frame {} ms, page weight {}",
         v["firstFrameMs"], v["pageWeight"]
     );
-    for f in ["home.png", "watch.png", "watch-360.png"] {
+    println!(
+        "DASH: time to first frame {} ms, latency {} s",
+        dash["firstFrameMs"], dash["latency"]
+    );
+    for f in ["home.png", "watch.png", "watch-360.png", "watch-dash.png"] {
         let p = shots.0.join(f);
         assert!(p.is_file(), "no screenshot {f}");
         if std::env::var_os("ZEROCAST_UPDATE_SCREENSHOTS").is_some() {

@@ -20,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(name) = std::str::from_utf8(data) {
         media_file(name);
     }
+    // Any bytes as an `Accept-Encoding` value: an answer, never a panic.
+    let _ = request::accepts_gzip(data);
     let Ok(Some(req)) = request::parse(data) else {
         return;
     };
@@ -39,7 +41,8 @@ fuzz_target!(|data: &[u8]| {
             &alone.query,
             alone.keep_alive,
             alone.method,
-            &alone.origin
+            &alone.origin,
+            alone.gzip
         ),
         (
             req.head_len,
@@ -47,7 +50,8 @@ fuzz_target!(|data: &[u8]| {
             &req.query,
             req.keep_alive,
             req.method,
-            &req.origin
+            &req.origin,
+            req.gzip
         )
     );
     if let Some(host) = &req.host {

@@ -319,6 +319,9 @@ async fn rate_limit_answers_with_an_error_frame() {
     let e = wa.expect("error").await;
     assert_eq!(e["code"], "rate_limited");
     assert_eq!(e["client_id"], "r3");
+    // How long to wait, as a number (at most a second at 1 message per second).
+    let wait = e["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!((1..=1000).contains(&wait), "{e}");
 }
 
 #[tokio::test]
@@ -408,7 +411,10 @@ async fn live_chat_fans_out_with_history_slow_mode_and_bans() {
     assert_eq!(w1.expect("chat").await["message"]["content"], "one");
     w2.send(json!({"type": "chat", "room": "demo", "content": "two"}))
         .await;
-    assert_eq!(w2.expect("error").await["code"], "slow_mode");
+    let e = w2.expect("error").await;
+    assert_eq!(e["code"], "slow_mode");
+    let wait = e["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!((1..=30_000).contains(&wait), "{e}");
     // The owner times v1 out.
     let body = json!({"user": v1, "seconds": 600}).to_string();
     let (s, _) = api

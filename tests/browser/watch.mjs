@@ -5,7 +5,7 @@
 //
 //   node --experimental-websocket tests/browser/watch.mjs --base http://127.0.0.1:8080 \
 //     --api http://127.0.0.1:8090 --stream NAME --viewer TOKEN --other TOKEN --owner TOKEN \
-//     [--seconds 20] [--screenshots DIR]
+//     [--seconds 20] [--dashSeconds 15] [--screenshots DIR]
 //
 // --viewer is the token the page signs in with, --other the second chat client's, --owner the
 // stream owner's (it bans the viewer at the end). Exit 0 with JSON on stdout when the harness
@@ -18,13 +18,13 @@ import { failWith, launchChromium, privateTmp } from './lib.mjs';
 const fail = failWith('watch.mjs');
 
 function parseArgs(argv) {
-  const o = { seconds: 20, screenshots: null, chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium' };
+  const o = { seconds: 20, dashSeconds: 15, screenshots: null, chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium' };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = argv[++i];
     if (v === undefined) fail(`${k} needs a value`);
     const key = k.replace(/^--/, '');
-    o[key] = key === 'seconds' ? Number(v) : v;
+    o[key] = key === 'seconds' || key === 'dashSeconds' ? Number(v) : v;
   }
   for (const k of ['base', 'api', 'stream', 'viewer', 'other', 'owner']) {
     if (!o[k]) fail(`--${k} is required`);
@@ -120,6 +120,8 @@ async function main() {
     // The list of live streams.
     await page.goto(`${o.base}/`);
     out.homeListsStream = await page.locator('#streams a', { hasText: o.stream }).count() > 0;
+    out.homeFacts = await page.locator('#streams li', { hasText: o.stream }).locator('.facts').textContent()
+      .catch(() => null);
     if (o.screenshots) await page.screenshot({ path: path.join(o.screenshots, 'home.png') });
 
     // The watch page: time to first frame, page weight.
@@ -132,6 +134,20 @@ async function main() {
       for (const r of assets) weight[r.name.split('/web/')[1]] = r.encodedBodySize;
       return { firstFrameMs: Math.round(window.__t.playing), pageWeight: weight };
     }));
+
+    // A second viewer whose token expires while the page is open (`--expiring`, a token of a
+    // few seconds; the API allows 30 s of leeway): its chat says so once the API closes the
+    // socket. Its player is kept from loading media, to leave the CPU to the page measured.
+    let expiring = null;
+    if (o.expiring) {
+      const ectx = await browser.newContext({ viewport: { width: 800, height: 600 } });
+      await ectx.addInitScript((t) => localStorage.setItem('zerocast.token', t), o.expiring);
+      await ectx.route(/\/live\//, (r) => r.abort());
+      expiring = await ectx.newPage();
+      await expiring.goto(`${o.base}/watch/${o.stream}`);
+      await expiring.waitForSelector('#chat-input:not([disabled])', { timeout: 10_000 }).catch(() => {});
+      out.expiringConnected = await expiring.evaluate(() => window.zerocast.chat.connected);
+    }
 
     // The second client, and the follow button's starting count.
     const other = await chatClient(o);
@@ -168,6 +184,11 @@ async function main() {
         other.ws.send(JSON.stringify({ type: 'chat', room: o.stream, content, client_id: `t-${sent}` }));
         await page.locator('#messages li', { hasText: content }).waitFor({ timeout: 5000 }).catch(() => {});
         chatIn = (await page.locator('#messages li', { hasText: content }).count()) ? Date.now() - sent : -1;
+        // The sender's display name (its profile), once the page asked for it.
+        await page.waitForFunction((c) => [...document.querySelectorAll('#messages li')]
+          .some((li) => li.textContent.includes(c) && !/^[0-9a-f]{8}$/.test(li.querySelector('.from').textContent)),
+        content, { timeout: 5000 }).catch(() => {});
+        out.chatFrom = await page.locator('#messages li', { hasText: content }).locator('.from').textContent();
       } else if (chatOut === null && elapsed > 6000) {
         // A message typed into the page reaches the second client.
         const content = `typed in the page ${Date.now()}`;
@@ -190,6 +211,7 @@ async function main() {
       currentTime: document.querySelector('video').currentTime,
       cspViolations: window.__t.csp,
       viewersShown: document.getElementById('viewers').textContent,
+      ownerShown: document.getElementById('owner').textContent,
     })));
     out.played = out.currentTime - playedFrom;
     out.watchedSeconds = (Date.now() - t0) / 1000;
@@ -232,6 +254,22 @@ async function main() {
       { timeout: 6000 }).catch(() => {});
     out.slowMode.after = await page.textContent('#chat-send');
     await api(o, o.owner, 'PATCH', `/api/v1/streams/${o.stream}`, { slow_mode_secs: 0 });
+    await sleep(300);
+
+    // Faster than the chat's rate limit (bursts of 20, then 10 a second): the page says so and
+    // holds its send button until the wait the server named has passed.
+    out.rateLimit = { sent: 0 };
+    for (let i = 0; i < 40; i++) {
+      await page.fill('#chat-input', `flood ${i}`);
+      await page.press('#chat-input', 'Enter');
+      out.rateLimit.sent = i + 1;
+      if (/Too fast/.test(await page.textContent('#chat-status'))) break;
+    }
+    await page.waitForFunction(() => /Too fast/.test(document.getElementById('chat-status').textContent), null,
+      { timeout: 5000 }).catch(() => {});
+    out.rateLimit.status = await page.textContent('#chat-status');
+    // Let the bucket refill before the next send.
+    await sleep(2500);
 
     // The owner bans the viewer; the page says so when the viewer sends.
     await api(o, o.owner, 'POST', `/api/v1/rooms/${o.stream}/bans`, { user: sub(o.viewer) });
@@ -240,6 +278,17 @@ async function main() {
     await page.waitForFunction(() => /banned/i.test(document.getElementById('chat-status').textContent), null,
       { timeout: 5000 }).catch(() => {});
     out.banMessage = await page.textContent('#chat-status');
+
+    if (expiring) {
+      await expiring.waitForFunction(() => /expired/.test(document.getElementById('chat-status').textContent), null,
+        { timeout: 60_000 }).catch(() => {});
+      out.expired = {
+        status: await expiring.textContent('#chat-status'),
+        inputDisabled: await expiring.isDisabled('#chat-input'),
+        reconnects: await expiring.evaluate(() => window.zerocast.chat.reconnects),
+      };
+      await expiring.context().close();
+    }
 
     // Readable at 360 px wide: nothing wider than the viewport.
     await page.setViewportSize({ width: 360, height: 740 });
@@ -250,12 +299,51 @@ async function main() {
 
     // A build without hls.js (its URL answers 404): the page says what is missing.
     const bare = await context.newPage();
-    await bare.route('**/web/hls.min.js', (r) => r.fulfill({ status: 404, body: 'missing' }));
+    await bare.route(/\/web\/hls\.js/, (r) => r.fulfill({ status: 404, body: 'missing' }));
     await bare.goto(`${o.base}/watch/${o.stream}`);
     await bare.waitForFunction(() => /missing/.test(document.getElementById('player-notice').textContent), null,
       { timeout: 10_000 }).catch(() => {});
     out.missingLibraryNotice = await bare.textContent('#player-notice');
     await bare.close();
+
+    // The DASH player (?player=dash): dash.js plays the MPD of the same stream, and the
+    // page's readout is dash.js's own live latency.
+    const dash = await context.newPage();
+    dash.on('pageerror', (e) => out.console.push(`dash page exception: ${e.message}`));
+    await dash.setViewportSize({ width: 1100, height: 620 });
+    await dash.goto(`${o.base}/watch/${o.stream}?player=dash`);
+    await dash.waitForFunction(() => window.__t.playing !== null, null, { timeout: 20_000 });
+    const d = { library: await dash.evaluate(() => ({ dash: !!window.dashjs, hls: !!window.Hls })) };
+    d.firstFrameMs = await dash.evaluate(() => Math.round(window.__t.playing));
+    const dashFrom = await dash.evaluate(() => document.querySelector('video').currentTime);
+    const d0 = Date.now();
+    d.latencyMaxDiff = 0;
+    d.latencySamples = 0;
+    while (Date.now() - d0 < o.dashSeconds * 1000) {
+      const s = await dash.evaluate(() => ({
+        shown: document.getElementById('stats').dataset.latency,
+        text: document.getElementById('stats').textContent,
+        dash: window.zerocast.dash ? window.zerocast.dash.getCurrentLiveLatency() : null,
+      }));
+      if (s.shown && Number.isFinite(s.dash) && s.dash > 0) {
+        d.latencyMaxDiff = Math.max(d.latencyMaxDiff, Math.abs(Number(s.shown) - s.dash));
+        d.latencySamples += 1;
+        d.latency = s.dash;
+        d.statsLine = s.text;
+      }
+      await sleep(250);
+    }
+    Object.assign(d, await dash.evaluate(() => ({
+      pageStalls: window.zerocast.stats.stalls,
+      waitingEvents: window.__t.waiting,
+      currentTime: document.querySelector('video').currentTime,
+      cspViolations: window.__t.csp,
+      current: document.getElementById('use-dash').getAttribute('aria-current'),
+    })));
+    d.played = d.currentTime - dashFrom;
+    out.dash = d;
+    if (o.screenshots) await dash.screenshot({ path: path.join(o.screenshots, 'watch-dash.png') });
+    await dash.close();
   } catch (e) {
     out.error = e.message;
   } finally {

@@ -1,4 +1,4 @@
-//! `GET /api/streams` (JSON) and `GET /metrics` (OpenMetrics text). Unlike media, other
+//! `GET /api/streams` and `GET /api/streams/NAME` (JSON), and `GET /metrics` (OpenMetrics text). Unlike media, other
 //! origins may read them only when `media-api-cors` allows ([`Cors::Api`]).
 
 use std::sync::atomic::Ordering;
@@ -8,7 +8,7 @@ use serde::Serialize;
 use zerocast_core::Track;
 
 use super::response::{Body, Cors, Response};
-use crate::hub::{lock, Publisher};
+use crate::hub::{lock, Publisher, Stream};
 use crate::metrics::{self, Kind};
 use crate::Ctx;
 
@@ -33,57 +33,28 @@ struct StreamInfo {
     mpd: String,
     /// Playback needs a token (`?token=`).
     private: bool,
+    /// The channel owner's user id, for a stream published with its key.
+    owner: Option<String>,
+    /// The owner's display name, when they set a profile.
+    owner_name: Option<String>,
 }
 
+/// `GET /api/streams`: every stream in the hub.
 pub(crate) fn streams(ctx: &Ctx) -> Response {
-    let mut out = Vec::new();
-    for s in ctx.hub.all() {
-        let tracks = s.view().tracks.clone();
-        let state = match *lock(&s.publisher) {
-            Publisher::Live => "live",
-            Publisher::Gone(_) => "reconnecting",
-            Publisher::Ended(_) => "ended",
-        };
-        let mut info = StreamInfo {
-            name: s.name.clone(),
-            state,
-            video_codec: None,
-            audio_codec: None,
-            codecs: tracks.iter().map(Track::codec_string).collect(),
-            resolution: None,
-            width: None,
-            height: None,
-            frame_rate: s.frame_rate(),
-            bitrate: s.bitrate(),
-            audio_sample_rate: None,
-            audio_channels: None,
-            viewers: s.stats.viewers.load(Ordering::Relaxed),
-            uptime_seconds: s.started.elapsed().as_secs(),
-            playlist: format!("/live/{}/index.m3u8", s.name),
-            mpd: format!("/live/{}/index.mpd", s.name),
-            private: s.is_private(),
-        };
-        for t in tracks.iter() {
-            match t {
-                Track::Video { codec, .. } => {
-                    info.video_codec = Some(codec.name().to_owned());
-                    if let Some((w, h)) = codec.dimensions() {
-                        info.resolution = Some(format!("{w}x{h}"));
-                        info.width = Some(w);
-                        info.height = Some(h);
-                    }
-                }
-                Track::Audio { codec, .. } => {
-                    info.audio_codec = Some(codec.name().to_owned());
-                    info.audio_sample_rate = Some(codec.sample_rate());
-                    info.audio_channels = Some(codec.channels());
-                }
-            }
-        }
-        out.push(info);
+    let out: Vec<StreamInfo> = ctx.hub.all().iter().map(|s| info(s)).collect();
+    json(&serde_json::json!({ "streams": out }))
+}
+
+/// `GET /api/streams/NAME`: one stream (what a watch page polls), or 404.
+pub(crate) fn stream(ctx: &Ctx, name: &str) -> Response {
+    match ctx.hub.get(name) {
+        Some(s) => json(&serde_json::json!({ "stream": info(&s) })),
+        None => Response::text(404, "no such stream"),
     }
-    let body = serde_json::to_vec_pretty(&serde_json::json!({ "streams": out }))
-        .unwrap_or_else(|_| b"{}".to_vec());
+}
+
+fn json(v: &serde_json::Value) -> Response {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_else(|_| b"{}".to_vec());
     let mut r = Response::new(
         200,
         "application/json",
@@ -92,6 +63,55 @@ pub(crate) fn streams(ctx: &Ctx) -> Response {
     );
     r.cors = Cors::Api;
     r
+}
+
+fn info(s: &Stream) -> StreamInfo {
+    let tracks = s.view().tracks.clone();
+    let state = match *lock(&s.publisher) {
+        Publisher::Live => "live",
+        Publisher::Gone(_) => "reconnecting",
+        Publisher::Ended(_) => "ended",
+    };
+    let (owner, owner_name) = s.owner();
+    let mut info = StreamInfo {
+        name: s.name.clone(),
+        state,
+        video_codec: None,
+        audio_codec: None,
+        codecs: tracks.iter().map(Track::codec_string).collect(),
+        resolution: None,
+        width: None,
+        height: None,
+        frame_rate: s.frame_rate(),
+        bitrate: s.bitrate(),
+        audio_sample_rate: None,
+        audio_channels: None,
+        viewers: s.stats.viewers.load(Ordering::Relaxed),
+        uptime_seconds: s.started.elapsed().as_secs(),
+        playlist: format!("/live/{}/index.m3u8", s.name),
+        mpd: format!("/live/{}/index.mpd", s.name),
+        private: s.is_private(),
+        owner: owner.map(|id| uuid::Uuid::from_u128(id).to_string()),
+        owner_name: owner_name.map(|n| n.to_string()),
+    };
+    for t in tracks.iter() {
+        match t {
+            Track::Video { codec, .. } => {
+                info.video_codec = Some(codec.name().to_owned());
+                if let Some((w, h)) = codec.dimensions() {
+                    info.resolution = Some(format!("{w}x{h}"));
+                    info.width = Some(w);
+                    info.height = Some(h);
+                }
+            }
+            Track::Audio { codec, .. } => {
+                info.audio_codec = Some(codec.name().to_owned());
+                info.audio_sample_rate = Some(codec.sample_rate());
+                info.audio_channels = Some(codec.channels());
+            }
+        }
+    }
+    info
 }
 
 pub(crate) fn metrics(ctx: &Ctx) -> Response {

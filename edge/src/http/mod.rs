@@ -146,6 +146,7 @@ pub(crate) async fn serve_conn<S: Transport>(mut stream: S, peer: SocketAddr, ct
                     query: &req.query,
                     authority: req.host.as_deref(),
                     secure: S::SECURE,
+                    gzip: req.gzip,
                 };
                 route::<Monoio>(&ctx, &get, &viewing).await
             }
@@ -225,6 +226,8 @@ pub(crate) struct Get<'a> {
     pub(crate) authority: Option<&'a str>,
     /// Arrived over TLS.
     pub(crate) secure: bool,
+    /// The client accepts a gzip-compressed body (`Accept-Encoding`).
+    pub(crate) gzip: bool,
 }
 
 impl<'a> Get<'a> {
@@ -240,11 +243,17 @@ impl<'a> Get<'a> {
                     .and_then(|h| h.to_str().ok())
             })
             .filter(|a| request::valid_authority(a));
+        let gzip = req
+            .headers()
+            .get_all(http::header::ACCEPT_ENCODING)
+            .iter()
+            .any(|v| request::accepts_gzip(v.as_bytes()));
         Self {
             path: req.uri().path(),
             query: req.uri().query().unwrap_or(""),
             authority,
             secure: true,
+            gzip,
         }
     }
 
@@ -265,12 +274,13 @@ pub(crate) async fn route<R: Rt>(ctx: &Ctx, req: &Get<'_>, viewing: &ViewerSlot)
     let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {
         ["api", "streams"] => api::streams(ctx),
+        ["api", "streams", name] => api::stream(ctx, name),
         ["metrics"] => api::metrics(ctx),
         ["time"] => time(),
         [""] => web::home(ctx, req),
         ["watch", name] => web::watch(ctx, req, name),
         ["studio"] => web::studio(ctx, req),
-        ["web", file] => web::asset(file),
+        ["web", file] => web::asset(file, req),
         ["live", name, index @ ("index.m3u8" | "index.mpd")] => match find::<R>(ctx, name).await {
             Some(s) => {
                 let token = match playback_gate(ctx, &s, query) {

@@ -23,6 +23,35 @@ pub(super) struct Request {
     pub(super) origin: Option<Vec<u8>>,
     /// The `Host` header, when sent and well-formed ([`valid_authority`]).
     pub(super) host: Option<String>,
+    /// `Accept-Encoding` allows gzip ([`accepts_gzip`]).
+    pub(super) gzip: bool,
+}
+
+/// Whether an `Accept-Encoding` value allows gzip: it names `gzip` (or `x-gzip`, or `*`)
+/// without `q=0`. A `*` after an explicit refusal does not count.
+pub(super) fn accepts_gzip(value: &[u8]) -> bool {
+    let Ok(value) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let mut any = false;
+    for item in value.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=")
+                .or_else(|| p.strip_prefix("Q="))
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            return !refused;
+        }
+        if coding == "*" {
+            any = !refused;
+        }
+    }
+    any
 }
 
 /// A `Host` header or `:authority` usable in an absolute URL this server writes (a host name
@@ -54,7 +83,11 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<Request>, &'static str> {
     let mut keep_alive = req.version == Some(1);
     let mut origin = None;
     let mut host = None;
+    let mut gzip = false;
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("accept-encoding") {
+            gzip |= accepts_gzip(h.value);
+        }
         if h.name.eq_ignore_ascii_case("origin") {
             origin = Some(h.value.to_vec());
         }
@@ -85,6 +118,7 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<Request>, &'static str> {
         head_len,
         origin,
         host,
+        gzip,
     }))
 }
 
@@ -164,6 +198,32 @@ fn number(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_when_accepted_without_a_zero_weight() {
+        for yes in [
+            "gzip",
+            "gzip, deflate, br, zstd",
+            "br;q=1.0, GZIP;q=0.5",
+            "x-gzip",
+            "*",
+            "identity, *;q=0.1",
+        ] {
+            assert!(accepts_gzip(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "",
+            "br",
+            "identity",
+            "gzip;q=0",
+            "gzip; q=0.0, *",
+            "*;q=0",
+            "gzipx",
+        ] {
+            assert!(!accepts_gzip(no.as_bytes()), "{no}");
+        }
+        assert!(!accepts_gzip(b"\xffgzip"));
+    }
 
     #[test]
     fn media_file_names() {

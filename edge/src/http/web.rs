@@ -2,10 +2,12 @@
 //! (player, stats line, chat, follow button, viewer count), `GET /studio` (a broadcaster's
 //! streams, keys and moderation) and their assets under `/web/`.
 //!
-//! The page files are `web/*.html`, `web/app.js` and `web/style.css`, embedded at build time;
-//! the player library, hls.js, is embedded by `build.rs` from `web/node_modules` when
-//! `npm ci` installed it there (else `/web/hls.min.js` is a 404 and the watch page says the
-//! library is missing). The server fills a few `{{key}}` slots in a page, every value
+//! The page templates are `web/*.html`, embedded at build time; their script, stylesheet and
+//! player libraries (hls.js, and dash.js for `?player=dash`) are embedded by `build.rs`, each
+//! also gzip-compressed, the libraries from `web/node_modules` when `npm ci` installed them
+//! there (else their URL is a 404 and the watch page says the library is missing). Asset URLs
+//! carry the build's [`ASSETS_VERSION`], so browsers keep them for good and a new build is
+//! fetched at once. The server fills a few `{{key}}` slots in a page, every value
 //! HTML-escaped; the scripts talk to the social API directly, on its own port, under its CORS
 //! list (`api-cors-origins`), so each page's Content-Security-Policy allows scripts, styles and
 //! media from this origin only and connections to this origin and that API.
@@ -21,16 +23,22 @@ use crate::hub::{lock, valid_name, Publisher};
 use crate::metrics::Kind;
 use crate::Ctx;
 
-include!(concat!(env!("OUT_DIR"), "/player.rs"));
+/// A file embedded as it is and gzip-compressed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asset {
+    raw: &'static [u8],
+    gzip: &'static [u8],
+}
+
+include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
 const HOME: &str = include_str!("../../../web/home.html");
 const WATCH: &str = include_str!("../../../web/watch.html");
 const STUDIO: &str = include_str!("../../../web/studio.html");
 const NOT_FOUND: &str = include_str!("../../../web/notfound.html");
-const APP_JS: &[u8] = include_bytes!("../../../web/app.js");
-const STYLE: &[u8] = include_bytes!("../../../web/style.css");
 
 const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
 
 /// `GET /`: the streams now in the hub, linked to their watch pages (the page's script
 /// refreshes the list); when there is none, how to publish.
@@ -53,8 +61,12 @@ pub(super) fn home(ctx: &Ctx, req: &Get<'_>) -> Response {
             .map_or_else(|| "audio only".to_owned(), |(w, h)| format!("{w}x{h}"));
         let viewers = s.stats.viewers.load(Ordering::Relaxed);
         let name = escape(&s.name);
+        let by = match s.owner().1 {
+            Some(owner) => format!("by {} · ", escape(&owner)),
+            None => String::new(),
+        };
         items.push_str(&format!(
-            "<li><a href=\"/watch/{name}\">{name}</a><p class=\"facts\">{viewers} viewer{} · live for {} · {resolution}{state}</p></li>",
+            "<li><a href=\"/watch/{name}\">{name}</a><p class=\"facts\">{by}{viewers} viewer{} · live for {} · {resolution}{state}</p></li>",
             if viewers == 1 { "" } else { "s" },
             uptime(s.started.elapsed().as_secs()),
         ));
@@ -63,7 +75,8 @@ pub(super) fn home(ctx: &Ctx, req: &Get<'_>) -> Response {
     let rtmp = format!("rtmp://{host}:{}/live", ctx.config.rtmp.port());
     let api = api_base(ctx, req);
     let empty = if items.is_empty() { "" } else { "hidden" };
-    let body = fill(
+    page(
+        200,
         HOME,
         &[
             ("streams", &items),
@@ -71,8 +84,8 @@ pub(super) fn home(ctx: &Ctx, req: &Get<'_>) -> Response {
             ("api", &escape(&api)),
             ("empty_hidden", empty),
         ],
-    );
-    page(200, body, &api)
+        &api,
+    )
 }
 
 /// `GET /watch/NAME`: the watch page of a valid stream name, live or not (the page waits for
@@ -84,16 +97,25 @@ pub(super) fn watch(ctx: &Ctx, req: &Get<'_>, name: &str) -> Response {
         );
     }
     let api = api_base(ctx, req);
-    let player = if HLS_JS.is_some() { "ok" } else { "missing" };
-    let body = fill(
+    // The player: hls.js (LL-HLS) unless `?player=dash` asks for dash.js (low-latency DASH).
+    let dash = req.query.split('&').any(|p| p == "player=dash");
+    let (player, library, embedded) = if dash {
+        ("dash", "dash.js", DASH_JS.is_some())
+    } else {
+        ("hls", "hls.js", HLS_JS.is_some())
+    };
+    page(
+        200,
         WATCH,
         &[
             ("name", &escape(name)),
             ("api", &escape(&api)),
             ("player", player),
+            ("library", library),
+            ("library_state", if embedded { "ok" } else { "missing" }),
         ],
-    );
-    page(200, body, &api)
+        &api,
+    )
 }
 
 /// `GET /studio`: a signed-in broadcaster's streams (create, rotate keys), their live state
@@ -102,48 +124,71 @@ pub(super) fn watch(ctx: &Ctx, req: &Get<'_>, name: &str) -> Response {
 pub(super) fn studio(ctx: &Ctx, req: &Get<'_>) -> Response {
     let api = api_base(ctx, req);
     let rtmp = format!("rtmp://{}:{}/live", host(req), ctx.config.rtmp.port());
-    let body = fill(STUDIO, &[("api", &escape(&api)), ("rtmp", &escape(&rtmp))]);
-    page(200, body, &api)
+    page(
+        200,
+        STUDIO,
+        &[("api", &escape(&api)), ("rtmp", &escape(&rtmp))],
+        &api,
+    )
 }
 
-/// `GET /web/FILE`: the pages' script, stylesheet and player library.
-pub(super) fn asset(file: &str) -> Response {
-    let (content_type, bytes, cache) =
-        match file {
-            "app.js" => ("text/javascript; charset=utf-8", APP_JS, "no-cache"),
-            "style.css" => ("text/css; charset=utf-8", STYLE, "no-cache"),
-            "hls.min.js" => match HLS_JS {
-                Some(b) => ("text/javascript; charset=utf-8", b, "public, max-age=3600"),
-                None => return Response::text(
-                    404,
-                    "player library missing: run scripts/setup.sh (npm ci in web/), then rebuild",
-                ),
-            },
-            _ => return Response::not_found(),
-        };
+/// `GET /web/FILE`: the pages' script, stylesheet and player libraries, gzip-compressed when
+/// the client accepts it; cached for good when asked for with this build's version
+/// (`?v=ASSETS_VERSION`, as the pages ask), else revalidated each time.
+pub(super) fn asset(file: &str, req: &Get<'_>) -> Response {
+    let missing = |lib: &str| {
+        Response::text(
+            404,
+            &format!("{lib} missing from this build: run scripts/setup.sh (npm ci in web/), then rebuild"),
+        )
+    };
+    let (content_type, asset) = match file {
+        "app.js" => (JS, APP_JS),
+        "style.css" => ("text/css; charset=utf-8", STYLE),
+        "hls.js" => match HLS_JS {
+            Some(a) => (JS, a),
+            None => return missing("hls.js"),
+        },
+        "dash.js" => match DASH_JS {
+            Some(a) => (JS, a),
+            None => return missing("dash.js"),
+        },
+        _ => return Response::not_found(),
+    };
+    let bytes = if req.gzip { asset.gzip } else { asset.raw };
     let mut r = Response::new(
         200,
         content_type,
         Body::Full(vec![Bytes::from_static(bytes)]),
         Kind::Other,
     );
-    r.cache = cache;
+    r.cache = if req.query.strip_prefix("v=") == Some(ASSETS_VERSION) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
     r.cors = Cors::None;
-    r.headers = Some(Box::new(Headers(vec![(
-        "x-content-type-options",
-        "nosniff".to_owned(),
-    )])));
+    let mut headers = vec![
+        ("x-content-type-options", "nosniff".to_owned()),
+        ("vary", "Accept-Encoding".to_owned()),
+    ];
+    if req.gzip {
+        headers.push(("content-encoding", "gzip".to_owned()));
+    }
+    r.headers = Some(Box::new(Headers(headers)));
     r
 }
 
 /// A 404 page saying why.
 pub(super) fn not_found(message: &str) -> Response {
-    page(404, fill(NOT_FOUND, &[("message", &escape(message))]), "")
+    page(404, NOT_FOUND, &[("message", &escape(message))], "")
 }
 
-/// An HTML page with its security headers. `api` is the social API's base URL the page's
-/// script may connect to (HTTP and WebSocket), or empty.
-fn page(status: u16, body: String, api: &str) -> Response {
+/// `template` filled with `slots` (and the assets' version, `{{v}}`) as an HTML page with its
+/// security headers. `api` is the social API's base URL the page's script may connect to
+/// (HTTP and WebSocket), or empty.
+fn page(status: u16, template: &str, slots: &[(&str, &str)], api: &str) -> Response {
+    let body = fill(template, slots);
     let mut r = Response::new(
         status,
         HTML,
@@ -203,12 +248,32 @@ fn host<'a>(req: &Get<'a>) -> &'a str {
     a.rsplit_once(':').map_or(a, |(h, _)| h)
 }
 
-/// `template` with each `{{key}}` replaced by its value (values are already escaped).
+/// `template` with each `{{key}}` replaced by its value (values are already escaped), in one
+/// pass: a value is never read for slots. `{{v}}` is the assets' version; a slot without a
+/// value stays as it is.
 fn fill(template: &str, slots: &[(&str, &str)]) -> String {
-    let mut out = template.to_owned();
-    for (key, value) in slots {
-        out = out.replace(&format!("{{{{{key}}}}}"), value);
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let key = after.find("}}").map(|close| &after[..close]);
+        let value = key.and_then(|k| match k {
+            "v" => Some(ASSETS_VERSION),
+            k => slots.iter().find(|(key, _)| *key == k).map(|(_, v)| *v),
+        });
+        match (key, value) {
+            (Some(key), Some(value)) => {
+                out.push_str(value);
+                rest = &after[key.len() + 2..];
+            }
+            _ => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
     }
+    out.push_str(rest);
     out
 }
 
@@ -246,6 +311,7 @@ mod tests {
             query: "",
             authority,
             secure: false,
+            gzip: false,
         }
     }
 
@@ -264,6 +330,9 @@ mod tests {
             &[("name", "a&amp;b"), ("x", "")],
         );
         assert_eq!(html, "<b>a&amp;b</b> a&amp;b ");
+        // One pass: a value naming a slot stays as it is; unknown slots too.
+        let html = fill("{{a}}{{b}} {{v}} {{c}} {{", &[("a", "{{b}}"), ("b", "x")]);
+        assert_eq!(html, format!("{{{{b}}}}x {ASSETS_VERSION} {{{{c}}}} {{{{"));
     }
 
     #[test]

@@ -426,10 +426,7 @@ impl Follower<'_> {
         let init = demux::read_init(&body).map_err(|e| format!("init segment {uri}: {e}"))?;
         if self.conn == 0 {
             let conn = ctx.hub.next_conn_id();
-            let grant = Grant {
-                id: PublisherId::Relay,
-                private: false,
-            };
+            let grant = Grant::to(PublisherId::Relay);
             let stream = ctx
                 .hub
                 .claim(self.name, (conn, Role::Primary), grant, crate::unix_ms())

@@ -258,7 +258,12 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> Resp {
-        http_get(self.http, path, Duration::from_secs(30))
+        self.get_with(path, &[])
+    }
+
+    /// `GET path` with extra request headers.
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        http_get_with(self.http, path, headers, Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("GET {path}: {e}; server log:\n{}", self.logs()))
     }
 
@@ -371,8 +376,13 @@ impl Resp {
 
 /// A bearer token for `user` from `zerocast token`, signed with the data dir's secret.
 pub fn user_token(data: &std::path::Path, user: &str) -> String {
+    user_token_for(data, user, "1h")
+}
+
+/// A token for `user` valid for `ttl` (`30s`, `90m`, …).
+pub fn user_token_for(data: &std::path::Path, user: &str, ttl: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_zerocast"))
-        .args(["token", "--user", user, "--ttl", "1h", "--data-dir"])
+        .args(["token", "--user", user, "--ttl", ttl, "--data-dir"])
         .arg(data)
         .output()
         .unwrap();
@@ -416,11 +426,25 @@ pub fn private_stream(server: &Server, name: &str) -> (String, String) {
 
 /// One GET on a fresh connection; decodes Content-Length and chunked bodies.
 pub fn http_get(port: u16, path: &str, timeout: Duration) -> std::io::Result<Resp> {
+    http_get_with(port, path, &[], timeout)
+}
+
+/// `GET path` with extra request headers.
+pub fn http_get_with(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(timeout))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n"
     )?;
     read_response(&mut BufReader::new(s))
 }

@@ -57,6 +57,11 @@ impl ApiError {
         &self.message
     }
 
+    /// How long the client should wait before trying again, when the error says.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after_ms
+    }
+
     fn retry_after(mut self, ms: u64) -> Self {
         self.retry_after_ms = Some(ms);
         self

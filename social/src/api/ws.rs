@@ -429,7 +429,12 @@ fn reply(conn: &Conn, v: serde_json::Value) {
 
 fn error_frame(e: impl Into<ApiError>, client_id: Option<&str>) -> serde_json::Value {
     let e = e.into();
-    json!({"type": "error", "code": e.code(), "message": e.message(), "client_id": client_id})
+    let mut f =
+        json!({"type": "error", "code": e.code(), "message": e.message(), "client_id": client_id});
+    if let Some(ms) = e.retry_after_ms() {
+        f["retry_after_ms"] = json!(ms);
+    }
+    f
 }
 
 /// What one socket's reader remembers between frames.
