@@ -147,6 +147,11 @@ pub struct Config {
     /// (`https://app.example`; `*` for any). Empty: no CORS headers, and a WebSocket upgrade
     /// carrying an `Origin` is refused.
     pub api_cors_origins: Vec<String>,
+    /// The social API's base URL as browsers reach it, for the pages' scripts (`scheme://host
+    /// [:port]`); unset: the host a page was asked on, with this process's `api` port (or
+    /// `api-https` over TLS). Set it on edges, which run no social API of their own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pages_api_url: Option<String>,
     /// A social API request head must arrive whole within this long of its first byte,
     /// milliseconds.
     pub api_header_timeout: u64,
@@ -259,6 +264,7 @@ impl Default for Config {
             jwt_issuer: None,
             jwt_audience: None,
             api_cors_origins: Vec::new(),
+            pages_api_url: None,
             api_header_timeout: 10_000,
             api_idle_timeout: 40_000,
             api_max_connections: 10_000,
@@ -423,6 +429,10 @@ pub struct Overrides {
     /// Browser origins allowed by the social API, comma-separated, or `*` [default: none].
     #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
     pub api_cors_origins: Option<Vec<String>>,
+    /// The social API's URL for the pages' scripts, scheme://host[:port] [default: this host,
+    /// the api port].
+    #[arg(long, value_name = "URL")]
+    pub pages_api_url: Option<String>,
     /// Social API request-head deadline in milliseconds [default: 10000].
     #[arg(long, value_name = "MS")]
     pub api_header_timeout: Option<u64>,
@@ -594,6 +604,7 @@ impl Config {
             };
         }
         opt!("ZEROCAST_PUBLISH_WEBHOOK", self.publish_webhook);
+        opt!("ZEROCAST_PAGES_API_URL", self.pages_api_url);
         opt!("ZEROCAST_UNPUBLISH_WEBHOOK", self.unpublish_webhook);
         opt!("ZEROCAST_TLS_CERT", self.tls_cert);
         opt!("ZEROCAST_TLS_KEY", self.tls_key);
@@ -664,6 +675,9 @@ impl Config {
         }
         if let Some(v) = &f.publish_webhook {
             self.publish_webhook = Some(v.clone()).filter(|u| !u.is_empty());
+        }
+        if let Some(v) = &f.pages_api_url {
+            self.pages_api_url = Some(v.clone()).filter(|u| !u.is_empty());
         }
         if let Some(v) = f.max_connections_per_ip {
             self.max_connections_per_ip = v;
@@ -809,6 +823,16 @@ impl Config {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
                 return Err(ConfigError::Invalid(format!(
                     "CORS origin {o:?} must be `*` or scheme://host[:port]"
+                )));
+            }
+        }
+        if let Some(u) = &self.pages_api_url {
+            let authority = u
+                .strip_prefix("http://")
+                .or_else(|| u.strip_prefix("https://"));
+            if !authority.is_some_and(crate::http::valid_authority) {
+                return Err(ConfigError::Invalid(format!(
+                    "pages-api-url {u:?} must be http(s)://host[:port], without a path"
                 )));
             }
         }
@@ -1350,6 +1374,36 @@ graph-cache-mib = 16
             .is_err());
         c.part_target = 10;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn pages_api_url_from_file_env_and_flags() {
+        let mut c: Config =
+            toml::from_str("pages-api-url = \"https://api.example.com\"\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.pages_api_url.as_deref(), Some("https://api.example.com"));
+        c.apply_env(|k| (k == "ZEROCAST_PAGES_API_URL").then(|| "http://10.0.0.7:8090".into()))
+            .unwrap();
+        assert_eq!(c.pages_api_url.as_deref(), Some("http://10.0.0.7:8090"));
+        c.apply_flags(&Overrides {
+            pages_api_url: Some("http://[::1]:8090".into()),
+            ..Overrides::default()
+        });
+        c.validate().unwrap();
+        // It goes into pages and their Content-Security-Policy header: a scheme and an
+        // authority, nothing else.
+        for bad in [
+            "api.example.com",
+            "ftp://api.example.com",
+            "https://api.example.com/",
+            "https://api.example.com/v1",
+            "https://a.example; script-src *",
+            "https://a\" onload=\"x",
+            "https://",
+        ] {
+            c.pages_api_url = Some(bad.into());
+            assert!(c.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

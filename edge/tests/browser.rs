@@ -240,14 +240,6 @@ fn only_protocol(v: &serde_json::Value, proto: &str) {
     assert_eq!(protocols.len(), 1, "only {proto} was used: {v}");
 }
 
-/// One playback at a time: a browser, an encoder and a server each want a core, and this
-/// machine class has two; parallel runs would measure the machine, not the server.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A player the harness drives (`--player`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Player {

@@ -144,6 +144,7 @@ fn gunzip(data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn watch_page_plays_chats_follows_and_shows_a_ban() {
+    let _turn = one_at_a_time();
     let server = Server::start_with_env(
         "auto",
         &[],
@@ -324,6 +325,7 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
 /// API has it) and bans a user, all from the page.
 #[test]
 fn studio_creates_a_key_and_sees_the_stream_go_live() {
+    let _turn = one_at_a_time();
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
@@ -387,6 +389,7 @@ fn studio_creates_a_key_and_sees_the_stream_go_live() {
 /// opened with `?token=` it plays.
 #[test]
 fn private_stream_watch_page_needs_the_playback_token() {
+    let _turn = one_at_a_time();
     let server = Server::start("auto", &[]);
     let (key, token) = private_stream(&server, "secret");
     let mut ffmpeg = ffmpeg_publish(
@@ -419,6 +422,83 @@ fn private_stream_watch_page_needs_the_playback_token() {
     );
     assert_eq!(v["playedWithToken"], true, "{v}\n{}", server.logs());
     assert_eq!(v["noticeWithToken"], "", "{v}");
+}
+
+/// The watch page served by an edge, as viewers reach it in a deployment: it plays the stream
+/// the edge follows from its origin, and its chat talks to the origin's social API, named by
+/// the edge's `pages-api-url` (the edge runs no social API of its own).
+#[test]
+fn watch_page_on_an_edge_chats_through_the_origins_api() {
+    let _turn = one_at_a_time();
+    let origin = Server::start_with_env(
+        "auto",
+        &[],
+        &[("ZEROCAST_API_CORS_ORIGINS", "*".to_owned())],
+    );
+    let api = format!("http://127.0.0.1:{}", origin.api);
+    let edge = Server::start_with_env(
+        "auto",
+        &["--origin", &origin.url(""), "--pages-api-url", &api],
+        &[("ZEROCAST_SOCIAL", "false".to_owned())],
+    );
+    let viewer = user_token(&origin.data, &uuid::Uuid::new_v4().to_string());
+    let other = user_token(&origin.data, &uuid::Uuid::new_v4().to_string());
+    let owner = user_token(&origin.data, &uuid::Uuid::new_v4().to_string());
+    let r = api_call(
+        origin.api,
+        "POST",
+        "/api/v1/streams",
+        &owner,
+        Some(r#"{"name":"edgepage"}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let key = v["key"].as_str().unwrap().to_owned();
+    let mut ffmpeg = ffmpeg_publish(
+        &origin.rtmp_url(&format!("edgepage?key={key}")),
+        45,
+        "640x360",
+    );
+    origin.wait_live("edgepage", Duration::from_secs(15));
+    // The edge's page names the origin's API, and its policy allows it.
+    let page = edge.get("/watch/edgepage");
+    assert!(page.text().contains(&format!("data-api=\"{api}\"")));
+    let csp = page.header("content-security-policy").unwrap_or("");
+    assert!(csp.contains(&format!("connect-src 'self' {api} ")), "{csp}");
+    let out = Command::new("node")
+        .arg("--experimental-websocket")
+        .arg(repo_root().join("tests/browser/edge-page.mjs"))
+        .args(["--base", &edge.url("")])
+        .args(["--api", &api])
+        .args(["--stream", "edgepage"])
+        .args(["--viewer", &viewer, "--other", &other])
+        .output()
+        .expect("node is installed (scripts/setup.sh)");
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let (v, stderr) = harness_report(&out);
+    println!("watch page on an edge: {v}");
+    let run = format!("{v}\n{stderr}\nedge log:\n{}", edge.logs());
+    assert_eq!(v["error"], serde_json::Value::Null, "{run}");
+    assert_eq!(v["pageApi"], api.as_str(), "{run}");
+    assert!(v["played"].as_f64().unwrap_or(0.0) >= 10.0, "{run}");
+    assert_eq!(v["pageStalls"], 0, "{run}");
+    assert_eq!(v["waitingEvents"], 0, "{run}");
+    assert_eq!(v["cspViolations"], 0, "{run}");
+    assert_eq!(
+        v["state"], "LIVE",
+        "the edge lists the stream it follows: {run}"
+    );
+    let chat_in = v["chatInMs"].as_i64().unwrap_or(-1);
+    let chat_out = v["chatOutMs"].as_i64().unwrap_or(-1);
+    assert!((0..1000).contains(&chat_in), "{run}");
+    assert!((0..1000).contains(&chat_out), "{run}");
+    // The media came through the edge: it followed the origin.
+    let metrics = edge.get("/metrics").text();
+    assert!(
+        metric_sum(&metrics, "zerocast_relay_parts_total") > 30.0,
+        "the edge followed nothing: {metrics}"
+    );
 }
 
 /// The JSON a browser harness printed on stdout, and its stderr; panics when it failed.

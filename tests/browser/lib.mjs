@@ -1,5 +1,6 @@
 // What the browser harnesses share: failing with exit code 2, `--key value` arguments, a
-// private TMPDIR, and headless Chromium through playwright-core.
+// private TMPDIR, headless Chromium through playwright-core, the watch page's playback
+// counters, and a second chat client over the social API's WebSocket.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -47,4 +48,73 @@ export async function launchChromium(executablePath, args, fail) {
   } catch (e) {
     fail(`chromium could not start: ${e.message.split('\n')[0]}`);
   }
+}
+
+// Chromium's flags for the page harnesses: no sandbox (root), no GPU, autoplay without a
+// gesture, and none of the background connections this machine's closed network refuses.
+export const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--autoplay-policy=no-user-gesture-required',
+  '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// An init script for a watch page (`context.addInitScript(watchCounters, token)`): signs in
+// with `token` and keeps the test's own counters in `window.__t`, from the first script on:
+// when the <video> first played, 'waiting' events after that (a stall), CSP violations.
+export function watchCounters(token) {
+  localStorage.setItem('zerocast.token', token);
+  window.__t = { playing: null, waiting: 0, started: false, csp: 0 };
+  document.addEventListener('securitypolicyviolation', () => { window.__t.csp += 1; });
+  document.addEventListener('DOMContentLoaded', () => {
+    const v = document.querySelector('video');
+    if (!v) return;
+    v.addEventListener('playing', () => {
+      if (window.__t.playing === null) window.__t.playing = performance.now();
+      window.__t.started = true;
+    });
+    v.addEventListener('waiting', () => { if (window.__t.started && !v.seeking) window.__t.waiting += 1; });
+  });
+}
+
+// The user id (`sub`) of a token.
+export function sub(token) {
+  const p = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+  return JSON.parse(Buffer.from(p, 'base64').toString()).sub;
+}
+
+// A chat client: a WebSocket on the social API at `api` with `token`, subscribed to `room`;
+// resolves once subscribed. `received` lists the chat messages it got.
+export function chatClient(api, token, room) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${api.replace(/^http/, 'ws')}/api/v1/ws?access_token=${encodeURIComponent(token)}`);
+    const c = { ws, received: [], waiters: [] };
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'subscribe', room }));
+    ws.onerror = () => reject(new Error('second client: WebSocket error'));
+    ws.onmessage = (ev) => {
+      const f = JSON.parse(ev.data);
+      if (f.type === 'subscribed') resolve(c);
+      if (f.type === 'error') process.stderr.write(`second client got an error frame: ${ev.data}\n`);
+      if (f.type === 'chat') {
+        c.received.push({ at: Date.now(), content: f.message.content });
+        c.waiters = c.waiters.filter((w) => !w(f.message.content));
+      }
+    };
+  });
+}
+
+// Milliseconds until chat client `c` receives `content` (0 if it already has), or null after `ms`.
+export function waitReceived(c, content, ms) {
+  const t0 = Date.now();
+  return new Promise((resolve) => {
+    const hit = c.received.find((m) => m.content === content);
+    if (hit) return resolve(hit.at - t0);
+    const timer = setTimeout(() => resolve(null), ms);
+    c.waiters.push((got) => {
+      if (got !== content) return false;
+      clearTimeout(timer);
+      resolve(Date.now() - t0);
+      return true;
+    });
+  });
 }

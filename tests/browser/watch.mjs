@@ -13,31 +13,12 @@
 
 import path from 'node:path';
 
-import { failWith, launchChromium, privateTmp } from './lib.mjs';
+import {
+  CHROMIUM_ARGS, chatClient, failWith, launchChromium, parseArgs, privateTmp, sleep, sub, waitReceived,
+  watchCounters,
+} from './lib.mjs';
 
 const fail = failWith('watch.mjs');
-
-function parseArgs(argv) {
-  const o = { seconds: 20, dashSeconds: 15, screenshots: null, chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium' };
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i];
-    const v = argv[++i];
-    if (v === undefined) fail(`${k} needs a value`);
-    const key = k.replace(/^--/, '');
-    o[key] = key === 'seconds' || key === 'dashSeconds' ? Number(v) : v;
-  }
-  for (const k of ['base', 'api', 'stream', 'viewer', 'other', 'owner']) {
-    if (!o[k]) fail(`--${k} is required`);
-  }
-  return o;
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function sub(token) {
-  const p = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-  return JSON.parse(Buffer.from(p, 'base64').toString()).sub;
-}
 
 async function api(o, token, method, p, body) {
   const r = await fetch(o.api + p, {
@@ -50,67 +31,18 @@ async function api(o, token, method, p, body) {
   return text ? JSON.parse(text) : {};
 }
 
-// The second chat client: a WebSocket subscribed to the room; resolves once subscribed.
-function chatClient(o) {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${o.api.replace(/^http/, 'ws')}/api/v1/ws?access_token=${encodeURIComponent(o.other)}`);
-    const c = { ws, received: [], waiters: [] };
-    ws.onopen = () => ws.send(JSON.stringify({ type: 'subscribe', room: o.stream }));
-    ws.onerror = () => reject(new Error('second client: WebSocket error'));
-    ws.onmessage = (ev) => {
-      const f = JSON.parse(ev.data);
-      if (f.type === 'subscribed') resolve(c);
-      if (f.type === 'error') process.stderr.write(`second client got an error frame: ${ev.data}\n`);
-      if (f.type === 'chat') {
-        c.received.push({ at: Date.now(), content: f.message.content });
-        c.waiters = c.waiters.filter((w) => !w(f.message.content));
-      }
-    };
-  });
-}
-
-function waitReceived(c, content, ms) {
-  const t0 = Date.now();
-  return new Promise((resolve) => {
-    const hit = c.received.find((m) => m.content === content);
-    if (hit) return resolve(hit.at - t0);
-    const timer = setTimeout(() => resolve(null), ms);
-    c.waiters.push((got) => {
-      if (got !== content) return false;
-      clearTimeout(timer);
-      resolve(Date.now() - t0);
-      return true;
-    });
-  });
-}
-
 async function main() {
-  const o = parseArgs(process.argv.slice(2));
+  const o = parseArgs(process.argv.slice(2), { seconds: '20', dashSeconds: '15', screenshots: null },
+    ['base', 'api', 'stream', 'viewer', 'other', 'owner'], fail);
+  o.seconds = Number(o.seconds);
+  o.dashSeconds = Number(o.dashSeconds);
   privateTmp('zerocast-watch-');
-  const browser = await launchChromium(
-    o.chromium,
-    ['--no-sandbox', '--disable-gpu', '--disable-quic', '--autoplay-policy=no-user-gesture-required',
-      '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    fail,
-  );
+  const browser = await launchChromium(o.chromium, CHROMIUM_ARGS, fail);
   const out = { console: [], cspViolations: 0 };
   try {
     const context = await browser.newContext({ viewport: { width: 1100, height: 620 } });
     // Signed in as the viewer, and the test's own playback counters, from the first script on.
-    await context.addInitScript((token) => {
-      localStorage.setItem('zerocast.token', token);
-      window.__t = { playing: null, waiting: 0, started: false, csp: 0 };
-      document.addEventListener('securitypolicyviolation', () => { window.__t.csp += 1; });
-      document.addEventListener('DOMContentLoaded', () => {
-        const v = document.querySelector('video');
-        if (!v) return;
-        v.addEventListener('playing', () => {
-          if (window.__t.playing === null) window.__t.playing = performance.now();
-          window.__t.started = true;
-        });
-        v.addEventListener('waiting', () => { if (window.__t.started && !v.seeking) window.__t.waiting += 1; });
-      });
-    }, o.viewer);
+    await context.addInitScript(watchCounters, o.viewer);
     const page = await context.newPage();
     page.on('console', (m) => {
       if (m.type() === 'error' || m.type() === 'warning') out.console.push(m.text());
@@ -150,7 +82,7 @@ async function main() {
     }
 
     // The second client, and the follow button's starting count.
-    const other = await chatClient(o);
+    const other = await chatClient(o.api, o.other, o.stream);
     const owner = sub(o.owner);
     const countsBefore = (await api(o, o.viewer, 'GET', `/api/v1/users/${owner}/counts`)).followers;
     await page.waitForSelector('#follow:not([disabled])', { timeout: 10_000 });

@@ -56,7 +56,7 @@ pub(super) fn accepts_gzip(value: &[u8]) -> bool {
 
 /// A `Host` header or `:authority` usable in an absolute URL this server writes (a host name
 /// or address and an optional port): at most 255 characters of `[A-Za-z0-9.:[]-]`.
-pub(super) fn valid_authority(a: &str) -> bool {
+pub(crate) fn valid_authority(a: &str) -> bool {
     !a.is_empty()
         && a.len() <= 255
         && a.bytes()

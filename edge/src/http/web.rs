@@ -220,10 +220,13 @@ fn csp(api: &str) -> String {
     )
 }
 
-/// The social API's base URL as this request's browser reaches it: the host the request
-/// named, the API's port (its HTTPS port for a page served over TLS); empty when this process
-/// runs no social API.
+/// The social API's base URL as this request's browser reaches it: `pages-api-url` when set
+/// (an edge's pages use the origin's API), else the host the request named with the API's
+/// port (its HTTPS port for a page served over TLS); empty when there is none.
 fn api_base(ctx: &Ctx, req: &Get<'_>) -> String {
+    if let Some(url) = &ctx.config.pages_api_url {
+        return url.clone();
+    }
     if !ctx.config.social {
         return String::new();
     }

@@ -375,6 +375,14 @@ impl Resp {
 }
 
 /// A bearer token for `user` from `zerocast token`, signed with the data dir's secret.
+/// One browser playback at a time within a test binary: a browser, an encoder and a server
+/// each want a core, and this machine class has two; parallel runs would measure the machine,
+/// not the server.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn user_token(data: &std::path::Path, user: &str) -> String {
     user_token_for(data, user, "1h")
 }
