@@ -56,10 +56,60 @@ async fn conformance_scylla() {
     let chat = zerocast_social::chat::store::scylla::ScyllaChat::new(&store)
         .await
         .expect("chat tables");
-    zerocast_social::chat::store::conformance::run(std::sync::Arc::new(chat)).await;
+    zerocast_social::chat::store::conformance::run(std::sync::Arc::new(chat.clone())).await;
+    a_chat_claim_whose_writer_died_is_completed(&store, &chat).await;
 
     store.drop_keyspace().await.expect("drop test keyspace");
     println!("ScyllaDB conformance passed; keyspace {keyspace} dropped");
+}
+
+/// A post's client-id claim was written, then its writer died before the message: the retry
+/// with that client id gets the claimed message (not a refusal for the claim's TTL), and the
+/// room's history has it.
+async fn a_chat_claim_whose_writer_died_is_completed(
+    store: &ScyllaStore,
+    chat: &zerocast_social::chat::store::scylla::ScyllaChat,
+) {
+    use zerocast_social::chat::rooms::ChatMessage;
+    use zerocast_social::chat::store::{ChatPost, ChatStore, Posted};
+    use zerocast_social::id::{MessageId, UserId};
+    let from = UserId(uuid::Uuid::new_v4());
+    let claimed = ChatMessage {
+        id: MessageId(1_000_001),
+        room: "claims".into(),
+        from,
+        content: "acknowledged before its writer died".into(),
+        at: 1_000,
+    };
+    let doc = serde_json::json!({ "message": claimed }).to_string();
+    store
+        .session()
+        .query_unpaged(
+            format!(
+                "INSERT INTO {}.chat_claims (room, sender, client_id, id, doc) \
+                 VALUES (?, ?, ?, ?, ?)",
+                store.keyspace()
+            ),
+            ("claims", from.0, "c-died", 1_000_001_i64, doc),
+        )
+        .await
+        .expect("write a claim without its message");
+    let retry = ChatPost {
+        message: ChatMessage {
+            id: MessageId(1_000_002),
+            at: 1_500,
+            ..claimed.clone()
+        },
+        client_id: Some("c-died".into()),
+        slow_ms: 0,
+        keep: 100,
+    };
+    match chat.post(retry).await.expect("the retry is answered") {
+        Posted::Duplicate(m) => assert_eq!(m, claimed),
+        other => panic!("expected the claimed message, got {other:?}"),
+    }
+    let history = chat.recent("claims", 10, 100).await.expect("history");
+    assert_eq!(history, vec![claimed]);
 }
 
 #[test]

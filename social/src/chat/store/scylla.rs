@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! chat_messages ((room), id bigint DESC, doc text)          -- rows with TTL ttl_secs
-//! chat_idem     ((room, sender, client_id), id bigint)       -- rows with TTL ttl_secs
+//! chat_claims   ((room, sender, client_id), id bigint, doc text) -- rows with TTL ttl_secs
 //! chat_last     ((room, user_id), at bigint)                 -- rows with TTL = the slow interval
 //! ```
 //!
@@ -14,11 +14,16 @@
 //! Slow mode is a lightweight transaction per `(room, user)`: `INSERT ... IF NOT EXISTS`, and
 //! when a record exists and the interval has passed, `UPDATE ... IF at = <the value read>`. Of
 //! two concurrent posts by one user (through any instances) one wins the transaction; the other
-//! is refused as slow mode. Idempotency is `INSERT ... IF NOT EXISTS` on `chat_idem`, claimed
+//! is refused as slow mode. Idempotency is `INSERT ... IF NOT EXISTS` on `chat_claims`, claimed
 //! after the slow-mode check (so a refused post leaves no claim); a lost claim answers with the
-//! message of the winner.
+//! message of the winner. The claim row carries the message itself: if its writer died between
+//! claim and insert, the next post with that client id (a retry, or a concurrent loser) writes
+//! the claimed message, so a client id never stays stuck and an acknowledged message is never
+//! lost. (An earlier version's `chat_idem` held only the id, and such a retry was refused for
+//! the claim's whole TTL; that table is no longer used.)
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use scylla::client::session::Session;
@@ -82,8 +87,8 @@ fn schema(ks: &str) -> [String; 3] {
              PRIMARY KEY (room, id)) WITH CLUSTERING ORDER BY (id DESC)"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.chat_idem (room text, sender uuid, client_id text, \
-             id bigint, PRIMARY KEY ((room, sender, client_id)))"
+            "CREATE TABLE IF NOT EXISTS {ks}.chat_claims (room text, sender uuid, \
+             client_id text, id bigint, doc text, PRIMARY KEY ((room, sender, client_id)))"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.chat_last (room text, user_id uuid, at bigint, \
@@ -100,22 +105,27 @@ fn ttl_of(ms: u64) -> i32 {
     i32::try_from(ms.div_ceil(1000).max(1)).unwrap_or(i32::MAX)
 }
 
-/// `[applied]` of a lightweight transaction, and the existing row's `col` (a bigint) if not.
-fn lwt(res: QueryResult, col: &str) -> Result<(bool, Option<i64>), StoreError> {
+/// The row a lightweight transaction found in its way: `None` when it applied, else the values
+/// of its columns `cols` (ScyllaDB returns `[applied]` and the existing row's columns, found by
+/// name).
+fn not_applied(
+    res: QueryResult,
+    cols: &[&str],
+) -> Result<Option<Vec<Option<CqlValue>>>, StoreError> {
     let res = res.into_rows_result().map_err(backend)?;
     let idx = |name: &str| res.column_specs().get_by_name(name).map(|(i, _)| i);
     let applied = idx("[applied]").ok_or_else(|| backend("transaction result lacks [applied]"))?;
     let row: Row = res.first_row().map_err(backend)?;
     let get = |i: usize| row.columns.get(i).cloned().flatten();
     if matches!(get(applied), Some(CqlValue::Boolean(true))) {
-        return Ok((true, None));
+        return Ok(None);
     }
-    let old = match idx(col).and_then(get) {
-        Some(CqlValue::BigInt(v)) => Some(v),
-        _ => None,
-    };
-    Ok((false, old))
+    Ok(Some(cols.iter().map(|c| idx(c).and_then(get)).collect()))
 }
+
+/// How long a post that lost its client id's claim waits for the winner's message before
+/// writing the claimed message itself.
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
 
 impl ScyllaChat {
     /// Creates the tables if needed and prepares the statements; rows live
@@ -150,12 +160,13 @@ impl ScyllaChat {
             ))
             .await?,
             claim: p(format!(
-                "INSERT INTO {ks}.chat_idem (room, sender, client_id, id) VALUES (?, ?, ?, ?) \
-                 IF NOT EXISTS USING TTL ?"
+                "INSERT INTO {ks}.chat_claims (room, sender, client_id, id, doc) \
+                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
             ))
             .await?,
             idem: p(format!(
-                "SELECT id FROM {ks}.chat_idem WHERE room = ? AND sender = ? AND client_id = ?"
+                "SELECT id, doc FROM {ks}.chat_claims \
+                 WHERE room = ? AND sender = ? AND client_id = ?"
             ))
             .await?,
             first_post: p(format!(
@@ -202,7 +213,8 @@ impl ScyllaChat {
         Ok(Self::docs(res)?.pop())
     }
 
-    /// The earlier message with this client id, if it is still there.
+    /// The earlier message with this client id, if one was claimed (and its claim has not
+    /// expired): the stored message, or the claimed one, completed now ([`Self::existing`]).
     async fn earlier(
         &self,
         room: &str,
@@ -215,11 +227,38 @@ impl ScyllaChat {
             .await
             .map_err(backend)?;
         let rows = res.into_rows_result().map_err(backend)?;
-        let id = match rows.maybe_first_row::<(i64,)>().map_err(backend)? {
-            Some((id,)) => id,
-            None => return Ok(None),
-        };
-        self.message(room, id).await
+        match rows.maybe_first_row::<(i64, String)>().map_err(backend)? {
+            Some((id, doc)) => self.existing(room, id, &doc).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The message a claim row names: the stored one, once its writer (maybe still in flight
+    /// on another instance) wrote it; if it does not appear within [`CLAIM_WAIT`], its writer
+    /// died between claim and insert, and the claimed message (`doc`: the same id and content)
+    /// is written now.
+    async fn existing(&self, room: &str, id: i64, doc: &str) -> Result<ChatMessage, StoreError> {
+        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            if let Some(m) = self.message(room, id).await? {
+                return Ok(m);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+        let claimed = serde_json::from_str::<Stored>(doc)
+            .map_err(backend)?
+            .message;
+        tracing::warn!(%room, id = %claimed.id, "completing a chat message whose first writer did not finish");
+        self.session()
+            .execute_unpaged(&self.q.insert, (room, id, doc, self.ttl))
+            .await
+            .map_err(backend)?;
+        Ok(claimed)
     }
 
     /// Slow mode's check-and-record: `None` if `at` may post, else the wait in ms.
@@ -236,11 +275,10 @@ impl ScyllaChat {
             .execute_unpaged(&self.q.first_post, (room, user, big(at)?, ttl))
             .await
             .map_err(backend)?;
-        let (applied, old) = lwt(res, "at")?;
-        if applied {
+        let Some(found) = not_applied(res, &["at"])? else {
             return Ok(None);
-        }
-        let Some(old) = old else {
+        };
+        let Some(CqlValue::BigInt(old)) = found[0] else {
             return Err(backend("slow-mode transaction lacks the existing time"));
         };
         let next = u64::try_from(old).unwrap_or(0).saturating_add(slow_ms);
@@ -253,7 +291,7 @@ impl ScyllaChat {
             .await
             .map_err(backend)?;
         // Lost to a concurrent post of the same user: that one took the slot.
-        Ok((!lwt(res, "at")?.0).then_some(slow_ms))
+        Ok(not_applied(res, &[])?.map(|_| slow_ms))
     }
 }
 
@@ -279,29 +317,26 @@ impl ChatStore for ScyllaChat {
             }
         }
         let id = big(message.id.0)?;
-        if let Some(cid) = &client_id {
-            let res = self
-                .session()
-                .execute_unpaged(&self.q.claim, (room, from, cid, id, self.ttl))
-                .await
-                .map_err(backend)?;
-            let (applied, first) = lwt(res, "id")?;
-            if !applied {
-                let first = first.ok_or_else(|| backend("idempotency claim lacks the id"))?;
-                return match self.message(room, first).await? {
-                    Some(m) => Ok(Posted::Duplicate(m)),
-                    // The winner has not written its message yet (or failed to): the caller
-                    // may retry with the same client id.
-                    None => Err(backend(
-                        "a post with this client id is in progress; retry with the same id",
-                    )),
-                };
-            }
-        }
         let doc = serde_json::to_string(&Stored {
             message: message.clone(),
         })
         .map_err(backend)?;
+        if let Some(cid) = &client_id {
+            let res = self
+                .session()
+                .execute_unpaged(&self.q.claim, (room, from, cid, id, &doc, self.ttl))
+                .await
+                .map_err(backend)?;
+            if let Some(found) = not_applied(res, &["id", "doc"])? {
+                let (Some(CqlValue::BigInt(first)), Some(CqlValue::Text(first_doc))) =
+                    (&found[0], &found[1])
+                else {
+                    return Err(backend("idempotency claim result lacks its id or message"));
+                };
+                let m = self.existing(room, *first, first_doc).await?;
+                return Ok(Posted::Duplicate(m));
+            }
+        }
         self.session()
             .execute_unpaged(&self.q.insert, (room, id, doc, self.ttl))
             .await
