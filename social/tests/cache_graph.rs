@@ -74,7 +74,7 @@ struct Pausing {
     inner: Arc<dyn GraphStore>,
     gate: Mutex<Option<Gate>>,
     follower_loads: AtomicUsize,
-    /// Calls of `counts_many`, `first_followers` and `first_following`.
+    /// Calls of `counts_many` and `first_pages` of followings.
     batches: AtomicUsize,
     /// Calls of `counts` and `following`.
     singles: AtomicUsize,
@@ -159,13 +159,26 @@ impl GraphStore for Pausing {
         self.batches.fetch_add(1, Ordering::SeqCst);
         self.inner.counts_many(users).await
     }
-    async fn first_following(
+    async fn first_pages(
         &self,
+        side: Side,
         users: &[UserId],
         limit: usize,
     ) -> Result<Vec<Vec<Edge>>, GraphError> {
-        self.batches.fetch_add(1, Ordering::SeqCst);
-        self.inner.first_following(users, limit).await
+        match side {
+            // Follower lists load one at a time, through `followers` (counted, and held by
+            // the gate).
+            Side::Followers => {
+                futures_util::future::try_join_all(
+                    users.iter().map(|u| self.followers(*u, None, limit)),
+                )
+                .await
+            }
+            Side::Following => {
+                self.batches.fetch_add(1, Ordering::SeqCst);
+                self.inner.first_pages(side, users, limit).await
+            }
+        }
     }
     async fn friends(
         &self,

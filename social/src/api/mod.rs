@@ -168,7 +168,6 @@ impl SocialServer {
                 st.bus.clone(),
                 st.config.node,
                 st.messaging.relay_wake().clone(),
-                st.stop.clone(),
             ),
         ));
         if let Some(outbox) = &st.graph_outbox {
@@ -179,7 +178,6 @@ impl SocialServer {
                     st.bus.clone(),
                     st.config.node,
                     st.graph_relay_wake.clone(),
-                    st.stop.clone(),
                 ),
             ));
         }

@@ -16,14 +16,15 @@ use super::bus::EventBus;
 use crate::messaging::model::Event;
 use crate::messaging::store::Outbox;
 
-/// Relays `node`'s outbox to `bus` until `stop` fires: read a batch, publish, acknowledge.
-/// Wakes on `wake` (after each write) and at least once a second (to retry after an outage).
+/// Relays `node`'s outbox to `bus`, forever: read a batch, publish, acknowledge. Wakes on
+/// `wake` (after each write) and at least once a second (to retry after an outage). It stops
+/// when its task is dropped (the server runs it under `until_stopped`); every event it did not
+/// acknowledge stays in the outbox for the next run.
 pub async fn run_relay(
     store: Arc<dyn Outbox>,
     bus: Arc<dyn EventBus>,
     node: u16,
     wake: Arc<Notify>,
-    stop: Arc<Notify>,
 ) {
     let mut after = 0;
     let mut backoff = Duration::from_millis(50);
@@ -41,7 +42,6 @@ pub async fn run_relay(
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.notified() => return,
             }
             continue;
         }
@@ -62,10 +62,7 @@ pub async fn run_relay(
                 if !std::mem::replace(&mut outage, true) {
                     tracing::warn!("event bus unavailable, events wait in the outbox: {e}");
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.notified() => return,
-                }
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
@@ -144,13 +141,11 @@ mod tests {
             got: Mutex::new(Vec::new()),
             tx: broadcast::channel(8).0,
         });
-        let (wake, stop) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         let relay = tokio::spawn(run_relay(
             Arc::new(store.clone()),
             bus.clone(),
             3,
-            wake,
-            stop.clone(),
+            Arc::new(Notify::new()),
         ));
         // Three refusals (50 + 100 + 200 ms of backoff), then everything, once, in order.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -179,9 +174,6 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // `notify_waiters` wakes only a relay that is waiting at that moment; a relay busy
-        // reading the outbox would miss it, so the test ends it outright.
-        drop(stop);
         relay.abort();
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
@@ -211,13 +203,12 @@ mod tests {
         let (dir, store) = temp_store(4);
         let bus = Arc::new(InProcessBus::default());
         let mut rx = bus.subscribe();
-        let (wake, stop) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let wake = Arc::new(Notify::new());
         let relay = tokio::spawn(run_relay(
             Arc::new(store.clone()),
             bus.clone(),
             4,
             wake.clone(),
-            stop,
         ));
         let (a, b, c) = (user(), user(), user());
         assert!(store.follow(a, b, 10).await.unwrap());
@@ -291,7 +282,6 @@ mod tests {
             Arc::new(store.clone()),
             bus.clone(),
             5,
-            Arc::new(Notify::new()),
             Arc::new(Notify::new()),
         ));
         // Succeeds while the bus refuses: the event waits in the outbox.

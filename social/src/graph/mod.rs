@@ -216,8 +216,8 @@ async fn page_of<G: GraphStore + ?Sized>(
 }
 
 /// The first page of `side` of each of `users`, asked concurrently: what
-/// [`GraphStore::first_followers`] and [`GraphStore::first_following`] do by default.
-async fn first_pages<G: GraphStore + ?Sized>(
+/// [`GraphStore::first_pages`] does by default.
+async fn first_pages_each<G: GraphStore + ?Sized>(
     g: &G,
     side: Side,
     users: &[UserId],
@@ -314,23 +314,16 @@ pub trait GraphStore: Send + Sync + 'static {
     async fn counts_many(&self, users: &[UserId]) -> Result<Vec<Counts>, GraphError> {
         try_join_all(users.iter().map(|u| self.counts(*u))).await
     }
-    /// The first `limit` [`followers`](Self::followers) of each of `users`, in order; like
+    /// The first `limit` edges of `side` ([`followers`](Self::followers) or
+    /// [`following`](Self::following)) of each of `users`, in order; like
     /// [`counts_many`](Self::counts_many).
-    async fn first_followers(
+    async fn first_pages(
         &self,
+        side: Side,
         users: &[UserId],
         limit: usize,
     ) -> Result<Vec<Vec<Edge>>, GraphError> {
-        first_pages(self, Side::Followers, users, limit).await
-    }
-    /// The first `limit` of [`following`](Self::following) of each of `users`, in order; like
-    /// [`counts_many`](Self::counts_many).
-    async fn first_following(
-        &self,
-        users: &[UserId],
-        limit: usize,
-    ) -> Result<Vec<Vec<Edge>>, GraphError> {
-        first_pages(self, Side::Following, users, limit).await
+        first_pages_each(self, side, users, limit).await
     }
     /// A page of `side` of `user` (from `after`, at most `limit` edges) with the profiles of
     /// its accounts, as `render` writes it. A cache may keep the first page it rendered and

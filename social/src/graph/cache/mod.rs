@@ -98,7 +98,7 @@
 //! Concurrent misses on one key on one instance run one store load, on its own task; the others
 //! wait for it. A read of many keys (`profiles(ids)`, the lists and counts a recommendation
 //! walks) joins the loads already running for some of them and, in-process, loads all the
-//! others with one store call (`counts_many`, `first_followers`, `first_following`,
+//! others with one store call (`counts_many`, `first_pages`,
 //! `profiles`: one pass over the embedded store), shared per key with later callers like any
 //! other load; with Redis each key is looked up and loaded on its own. Instances do not
 //! coordinate loads with each other: N instances missing the same key at once make at most N
@@ -926,13 +926,19 @@ async fn load_from(
             if followers.is_empty() {
                 return Ok(Vec::new());
             }
-            Ok(lists(store.first_followers(&followers, want).await?))
+            Ok(lists(
+                store.first_pages(Side::Followers, &followers, want).await?,
+            ))
         },
         async {
             if followings.is_empty() {
                 return Ok(Vec::new());
             }
-            Ok(lists(store.first_following(&followings, want).await?))
+            Ok(lists(
+                store
+                    .first_pages(Side::Following, &followings, want)
+                    .await?,
+            ))
         },
         async {
             if counts.is_empty() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::graph::{Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits};
+use crate::graph::{Cursor, Edge, GraphError, GraphStore, Profile, RecommendLimits, Side};
 use crate::id::UserId;
 use crate::messaging::model::{Event, EventKey};
 use crate::messaging::store::Outbox;
@@ -231,7 +231,7 @@ pub async fn paging_returns_every_edge_once<G: GraphStore + ?Sized>(g: &G) {
     assert_eq!(c.followers, 257);
 }
 
-/// `counts_many`, `first_followers` and `first_following` answer each user in order, as
+/// `counts_many` and `first_pages` (both sides) answer each user in order, as
 /// `counts`, `followers` and `following` do (a user repeated, and one unknown, included).
 pub async fn batches_answer_like_single_reads<G: GraphStore + ?Sized>(g: &G) {
     let us: Vec<UserId> = (0..6).map(|_| user()).collect();
@@ -245,8 +245,8 @@ pub async fn batches_answer_like_single_reads<G: GraphStore + ?Sized>(g: &G) {
     asked.push(us[2]);
     asked.push(user());
     let counts = g.counts_many(&asked).await.unwrap();
-    let followers = g.first_followers(&asked, 3).await.unwrap();
-    let following = g.first_following(&asked, 3).await.unwrap();
+    let followers = g.first_pages(Side::Followers, &asked, 3).await.unwrap();
+    let following = g.first_pages(Side::Following, &asked, 3).await.unwrap();
     assert_eq!(counts.len(), asked.len());
     for (i, u) in asked.iter().enumerate() {
         assert_eq!(counts[i], g.counts(*u).await.unwrap(), "counts of #{i}");

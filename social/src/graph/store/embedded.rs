@@ -47,7 +47,7 @@
 //! - `followers` / `following`: one range scan of `bwd` / `fwd` from the cursor (exclusive),
 //!   reading `k` entries: `O(log n + k)`.
 //! - `counts`, `is_following`: one lookup each. `profiles(ids)`: one lookup per id.
-//! - `counts_many`, `first_followers`, `first_following`: the same per user, all in one read
+//! - `counts_many`, `first_pages`: the same per user, all in one read
 //!   (one trip to the blocking pool: the cache loads its misses of one request this way).
 //! - `friends`: walks `fwd` of the user from the cursor (newest first) and keeps accounts with
 //!   an `edges` entry back: one lookup per scanned following, at most [`MAX_FRIENDS_SCAN`] per
@@ -201,7 +201,7 @@ fn page(
 }
 
 /// The first `limit` edges of `side` of each of `users`, in order, in one read: what
-/// `first_followers` and `first_following` answer.
+/// `GraphStore::first_pages` answers.
 async fn first_pages(
     store: &EmbeddedStore,
     side: Side,
@@ -507,20 +507,13 @@ impl GraphStore for EmbeddedStore {
             .map_err(graph_err)
     }
 
-    async fn first_followers(
+    async fn first_pages(
         &self,
+        side: Side,
         users: &[UserId],
         limit: usize,
     ) -> Result<Vec<Vec<Edge>>, GraphError> {
-        first_pages(self, Side::Followers, users, limit).await
-    }
-
-    async fn first_following(
-        &self,
-        users: &[UserId],
-        limit: usize,
-    ) -> Result<Vec<Vec<Edge>>, GraphError> {
-        first_pages(self, Side::Following, users, limit).await
+        first_pages(self, side, users, limit).await
     }
 
     async fn friends(
