@@ -432,6 +432,7 @@
     // `reconnects` counts sockets opened after the first; `drop()` closes the current one (as a
     // lost connection would: the page reconnects).
     const c = { connected: false, lastId: null, reconnects: 0, drop: () => ws && ws.close() };
+    const me = tokenUser(token());
     let ws = null;
     let owner = null;
     let slowMode = 0;
@@ -468,9 +469,44 @@
       text.className = 'text';
       text.textContent = m.content;
       li.append(from, text);
+      if (owner && owner === me && m.from !== me) li.append(moderation(m.from));
       const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
       list.append(li);
       if (atBottom) list.scrollTop = list.scrollHeight;
+    }
+
+    // The owner's tools on each line of someone else: a 10-minute timeout, a ban (the studio
+    // lifts bans).
+    function moderation(user) {
+      const box = document.createElement('span');
+      box.className = 'mod';
+      const action = (label, what, body) => {
+        const b = document.createElement('button');
+        b.type = 'button';
+        b.className = 'secondary';
+        b.textContent = label;
+        b.setAttribute('aria-label', label + ' ' + shortId(user));
+        b.addEventListener('click', async () => {
+          b.disabled = true;
+          try {
+            await call('POST', '/api/v1/rooms/' + encodeURIComponent(room) + '/bans', body);
+            show(who(user) + ' ' + what + '.');
+          } catch (e) {
+            show(e.message, true);
+            b.disabled = false;
+          }
+        });
+        return b;
+      };
+      const who = (id) => {
+        const n = names.get(id);
+        return typeof n === 'string' && n ? n : shortId(id);
+      };
+      box.append(
+        action('Timeout', 'may not chat for 10 minutes', { user, seconds: 600 }),
+        action('Ban', 'is banned from this chat', { user })
+      );
+      return box;
     }
 
     // Display names of the users who chat (their profiles), asked once each; a user without a

@@ -5,7 +5,8 @@
 //! changes the owner's follower count in the API, the chat reconnects by itself (and shows what
 //! was said meanwhile, once), slow mode counts down, a flood is refused and said so, an expired
 //! token is said so, display names show (the owner's on `/` and the page, a sender's on its
-//! lines), a banned viewer sees the ban, and `?player=dash` plays with dash.js; the studio
+//! lines), a banned viewer sees the ban, the owner times a user out from a line of chat, and
+//! `?player=dash` plays with dash.js; the studio
 //! (create a key, publish with it, see it live, moderate); a private stream's page (says so
 //! without a playback token, plays with one).
 //!
@@ -330,6 +331,16 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
     );
     assert_eq!(expired["inputDisabled"], true, "{run}");
     assert_eq!(expired["reconnects"], 0, "{run}");
+    // The owner timed the second client out from a line of chat in their own page.
+    let moderation = &v["moderation"];
+    assert!(
+        moderation["status"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Grace may not chat"),
+        "{run}"
+    );
+    assert_eq!(moderation["refused"], "banned", "{run}");
     let ban = v["banMessage"].as_str().unwrap_or("");
     assert!(ban.contains("banned"), "{run}");
     assert_eq!(v["cspViolations"], 0, "{run}");

@@ -84,17 +84,20 @@ export function sub(token) {
 }
 
 // A chat client: a WebSocket on the social API at `api` with `token`, subscribed to `room`;
-// resolves once subscribed. `received` lists the chat messages it got.
+// resolves once subscribed. `received` lists the chat messages it got, `errors` its error frames.
 export function chatClient(api, token, room) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`${api.replace(/^http/, 'ws')}/api/v1/ws?access_token=${encodeURIComponent(token)}`);
-    const c = { ws, received: [], waiters: [] };
+    const c = { ws, received: [], errors: [], waiters: [] };
     ws.onopen = () => ws.send(JSON.stringify({ type: 'subscribe', room }));
     ws.onerror = () => reject(new Error('second client: WebSocket error'));
     ws.onmessage = (ev) => {
       const f = JSON.parse(ev.data);
       if (f.type === 'subscribed') resolve(c);
-      if (f.type === 'error') process.stderr.write(`second client got an error frame: ${ev.data}\n`);
+      if (f.type === 'error') {
+        c.errors.push(f);
+        process.stderr.write(`second client got an error frame: ${ev.data}\n`);
+      }
       if (f.type === 'chat') {
         c.received.push({ at: Date.now(), content: f.message.content });
         c.waiters = c.waiters.filter((w) => !w(f.message.content));

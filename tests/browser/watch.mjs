@@ -211,6 +211,28 @@ async function main() {
       { timeout: 5000 }).catch(() => {});
     out.banMessage = await page.textContent('#chat-status');
 
+    // The owner moderates from a chat line: their own watch page shows Timeout and Ban on the
+    // second client's lines; a timeout there keeps that client from chatting.
+    {
+      const octx = await browser.newContext({ viewport: { width: 1100, height: 620 } });
+      await octx.addInitScript((t) => localStorage.setItem('zerocast.token', t), o.owner);
+      await octx.route(/\/live\//, (r) => r.abort());
+      const op = await octx.newPage();
+      op.on('pageerror', (e) => out.console.push(`owner page exception: ${e.message}`));
+      await op.goto(`${o.base}/watch/${o.stream}`);
+      const line = op.locator('#messages li', { hasText: 'hello from the test' }).first();
+      await line.locator('.mod button', { hasText: 'Timeout' }).click({ timeout: 10_000 }).catch(() => {});
+      await op.waitForFunction(() => /may not chat/.test(document.getElementById('chat-status').textContent), null,
+        { timeout: 5000 }).catch(() => {});
+      out.moderation = { status: await op.textContent('#chat-status') };
+      const before = other.errors.length;
+      other.ws.send(JSON.stringify({ type: 'chat', room: o.stream, content: 'timed out?', client_id: `m-${Date.now()}` }));
+      const t = Date.now();
+      while (other.errors.length === before && Date.now() - t < 5000) await sleep(50);
+      out.moderation.refused = other.errors.length > before ? other.errors[other.errors.length - 1].code : null;
+      await octx.close();
+    }
+
     if (expiring) {
       await expiring.waitForFunction(() => /expired/.test(document.getElementById('chat-status').textContent), null,
         { timeout: 60_000 }).catch(() => {});
