@@ -449,10 +449,10 @@
       show('Chat needs the social API, which this server does not run.', true);
       return c;
     }
-    if (!token()) {
-      show('Sign in (paste a token from `zerocast token`) to chat and follow.');
-      return c;
-    }
+    // Without a token the page reads the chat as a guest (an anonymous, read-only socket).
+    const guest = !token();
+    c.guest = guest;
+    const GUEST = 'Reading as a guest: sign in (paste a token from `zerocast token`) to chat and follow.';
 
     function add(m) {
       if (seen.has(m.id)) return;
@@ -518,7 +518,8 @@
     function nameOf(id, el) {
       const known = names.get(id);
       el.textContent = label(id, typeof known === 'string' ? known : '');
-      if (known !== undefined) return;
+      // Profiles need a token: a guest sees ids.
+      if (known !== undefined || guest) return;
       if (names.size >= 1000) names.clear();
       names.set(
         id,
@@ -562,8 +563,11 @@
 
     function connect() {
       const base = api.replace(/^http/, 'ws');
-      let url = base + '/api/v1/ws?access_token=' + encodeURIComponent(token());
-      if (c.lastId) url += '&since=' + encodeURIComponent(c.lastId);
+      let url = base + '/api/v1/ws';
+      if (!guest) {
+        url += '?access_token=' + encodeURIComponent(token());
+        if (c.lastId) url += '&since=' + encodeURIComponent(c.lastId);
+      }
       if (ws) c.reconnects += 1;
       ws = new WebSocket(url);
       ws.onopen = () => {
@@ -583,6 +587,10 @@
             owner = (f.settings && f.settings.owner) || null;
             slowMode = (f.settings && f.settings.slow_mode_secs) || 0;
             (f.history || []).forEach(add);
+            if (guest) {
+              show(GUEST);
+              break;
+            }
             show(slowMode ? 'Slow mode: one message every ' + slowMode + ' s.' : 'Connected.');
             enable(true);
             break;
@@ -604,7 +612,7 @@
         enable(false);
         // 4003: the token expired while connected. A refused upgrade (an expired token at
         // connect time) reaches a page only as 1006, so the page reads the token's expiry.
-        if (ev.code === 4003 || tokenExpired(token())) {
+        if (!guest && (ev.code === 4003 || tokenExpired(token()))) {
           show('Your token expired: sign in again with a new one.', true);
           return;
         }

@@ -5,7 +5,8 @@
 //! changes the owner's follower count in the API, the chat reconnects by itself (and shows what
 //! was said meanwhile, once), slow mode counts down, a flood is refused and said so, an expired
 //! token is said so, display names show (the owner's on `/` and the page, a sender's on its
-//! lines), a banned viewer sees the ban, the owner times a user out from a line of chat, and
+//! lines), a guest without a token reads the chat, a banned viewer sees the ban, the owner times a
+//! user out from a line of chat, and
 //! `?player=dash` plays with dash.js; the studio
 //! (create a key, publish with it, see it live, moderate); a private stream's page (says so
 //! without a playback token, plays with one).
@@ -294,6 +295,18 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
     assert_eq!(re["connected"], true, "{run}");
     assert_eq!(re["shown"], 1, "{run}");
     assert_eq!(re["total"], 3, "{run}");
+    // A guest (no token) reads the chat, history and live, and cannot type.
+    let guest = &v["guest"];
+    assert_eq!(guest["history"], true, "{run}");
+    assert_eq!(guest["live"], true, "{run}");
+    assert_eq!(guest["inputDisabled"], true, "{run}");
+    assert!(
+        guest["status"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Reading as a guest"),
+        "{run}"
+    );
     // Slow mode: the refusal said, the send button counting down, then free again.
     let slow = &v["slowMode"];
     assert!(

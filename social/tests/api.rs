@@ -642,13 +642,71 @@ async fn rooms_over_rest_and_the_error_codes_of_each_refusal() {
     assert!(text.contains("zerocast_ws_connections 1"), "{text}");
 }
 
+/// A socket without a token reads a room (its history on joining, then live messages) and can
+/// send nothing: a chat, a direct message, a read marker or a typing notice gets
+/// `sign_in_required`, and nothing is stored.
+#[tokio::test]
+async fn an_anonymous_socket_reads_rooms_and_sends_nothing() {
+    let api = start(|_| {}).await;
+    let (owner, v) = (user(), user());
+    let (s, _) = api
+        .call(
+            "POST",
+            "/api/v1/streams",
+            Some(&api.token(owner)),
+            Some(r#"{"name":"open"}"#),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let mut wv = api.ws(v, None).await;
+    wv.send(json!({"type": "subscribe", "room": "open"})).await;
+    wv.expect("subscribed").await;
+    wv.send(json!({"type": "chat", "room": "open", "content": "before", "client_id": "b"}))
+        .await;
+    wv.expect("chat_ack").await;
+    let url = format!("ws://{}/api/v1/ws", api.addr);
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("an anonymous upgrade");
+    let mut anon = common::Socket(ws);
+    anon.send(json!({"type": "subscribe", "room": "open"}))
+        .await;
+    let sub = anon.expect("subscribed").await;
+    assert_eq!(sub["history"][0]["content"], "before", "{sub}");
+    wv.send(json!({"type": "chat", "room": "open", "content": "live", "client_id": "l"}))
+        .await;
+    assert_eq!(anon.expect("chat").await["message"]["content"], "live");
+    for frame in [
+        json!({"type": "chat", "room": "open", "content": "me too", "client_id": "a1"}),
+        json!({"type": "send", "to": v, "content": "hi", "client_id": "a2"}),
+        json!({"type": "read", "peer": v, "up_to": "1"}),
+        json!({"type": "typing", "to": v}),
+    ] {
+        anon.send(frame.clone()).await;
+        let e = anon.expect("error").await;
+        assert_eq!(e["code"], "sign_in_required", "{frame}: {e}");
+    }
+    anon.send(json!({"type": "ping"})).await;
+    anon.expect("pong").await;
+    // Nothing the anonymous socket sent was stored.
+    wv.send(json!({"type": "subscribe", "room": "open"})).await;
+    let history = wv.expect("subscribed").await;
+    let contents: Vec<_> = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(contents, ["before", "live"]);
+}
+
 #[tokio::test]
 async fn websocket_frames_of_every_kind_and_refused_upgrades() {
     let api = start(|_| {}).await;
     let (a, b) = (user(), user());
-    // Upgrades without a valid token, or with a bad `since`, are refused with a JSON error.
+    // Upgrades with an invalid token, or with a bad `since`, are refused with a JSON error
+    // (without a token the socket is anonymous: `an_anonymous_socket_reads_rooms_and_sends_nothing`).
     for (query, status) in [
-        (String::new(), 401),
         ("?access_token=forged".to_owned(), 401),
         (
             format!("?access_token={}&since=yesterday", api.token(a)),

@@ -165,6 +165,27 @@ async function main() {
     }), away);
     await page.waitForSelector('#chat-input:not([disabled])', { timeout: 10_000 }).catch(() => {});
 
+    // A guest (no token) reads the chat: the history on joining, then live messages; it cannot
+    // type. Its player is kept from loading media, as for the other extra pages.
+    {
+      const gctx = await browser.newContext({ viewport: { width: 800, height: 600 } });
+      await gctx.route(/\/live\//, (r) => r.abort());
+      const gp = await gctx.newPage();
+      gp.on('pageerror', (e) => out.console.push(`guest page exception: ${e.message}`));
+      await gp.goto(`${o.base}/watch/${o.stream}`);
+      await gp.locator('#messages li', { hasText: away }).waitFor({ timeout: 10_000 }).catch(() => {});
+      const live = `for everyone ${Date.now()}`;
+      other.ws.send(JSON.stringify({ type: 'chat', room: o.stream, content: live, client_id: `g-${Date.now()}` }));
+      await gp.locator('#messages li', { hasText: live }).waitFor({ timeout: 5000 }).catch(() => {});
+      out.guest = await gp.evaluate(([a, l]) => ({
+        history: [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes(a)),
+        live: [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes(l)),
+        inputDisabled: document.getElementById('chat-input').disabled,
+        status: document.getElementById('chat-status').textContent,
+      }), [away, live]);
+      await gctx.close();
+    }
+
     // Slow mode (3 s, set by the owner): a second message right after a first one is refused,
     // and the page counts down on its send button until the next one may go.
     await api(o, o.owner, 'PATCH', `/api/v1/streams/${o.stream}`, { slow_mode_secs: 3 });

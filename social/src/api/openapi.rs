@@ -69,12 +69,12 @@ pub async fn document() -> Json<Value> {
             "/api/v1/streams/{name}/key": {"post": op("Rotate the publish key (owner only); the old key stops at once", None, &[("name", "path", "stream name")], "200")},
             "/api/v1/streams/{name}/playback-token": {"post": op("Mint a playback token for a private stream (owner only)", Some("PlaybackTokenRequest"), &[("name", "path", "stream name")], "200")},
             "/api/v1/ws": {"get": {
-                "summary": "WebSocket: pushes, sends, chat. Token as access_token query parameter or Authorization header; since=<message id> replays what was missed. Protocol: docs/social.md",
+                "summary": "WebSocket: pushes, sends, chat. Token as access_token query parameter or Authorization header; since=<message id> replays what was missed. Without a token the socket is anonymous and may only read rooms. Protocol: docs/social.md",
                 "parameters": [
                     {"name": "access_token", "in": "query", "schema": {"type": "string"}},
                     {"name": "since", "in": "query", "schema": {"type": "string"}}
                 ],
-                "responses": {"101": {"description": "switching protocols"}, "401": {"$ref": "#/components/responses/Error"}}
+                "responses": {"101": {"description": "switching protocols"}, "401": {"$ref": "#/components/responses/Error", "description": "an invalid or expired token"}}
             }},
             "/api/v1/users/me/profile": {"put": op("Create or update my profile", Some("Profile"), &[], "200")},
             "/api/v1/users/me/following/{id}": {

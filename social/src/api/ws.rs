@@ -6,6 +6,11 @@
 //! reader parses client frames ([`parse_client_frame`]) and answers through the same queue, so
 //! acks and pushes keep one order.
 //!
+//! A socket opened without a token is anonymous and read-only: it may subscribe to rooms
+//! (history on join, then live chat), unsubscribe and ping; any other frame gets a
+//! `sign_in_required` error. It counts against the listener's connection caps (total and per
+//! address) like any other, holds the same bounded queue, and replays no direct messages.
+//!
 //! Limits: a browser `Origin` must be in `cors_origins` (403 at the upgrade); a user has at
 //! most `max_sockets_per_user` sockets (one more gets an error frame and close 4004), a socket
 //! at most `max_subscriptions` rooms (one more gets an error frame); typing notices reach only
@@ -28,7 +33,7 @@ use tokio::sync::Mutex;
 use super::error::ApiError;
 use super::extract::bearer;
 use super::state::AppState;
-use crate::auth::{AuthError, Verified};
+use crate::auth::Verified;
 use crate::events::bus::BusMessage;
 use crate::id::{MessageId, UserId};
 use crate::messaging::store::Appended;
@@ -90,9 +95,10 @@ pub(crate) async fn upgrade(
     };
     let token = q.access_token.clone().or_else(|| bearer(&headers));
     let verified = match token.map(|t| st.keys.verify_full(&t, crate::now_ms() / 1000)) {
-        Some(Ok(v)) => v,
+        Some(Ok(v)) => Some(v),
         Some(Err(e)) => return ApiError::from(e).into_response(),
-        None => return ApiError::from(AuthError::Missing).into_response(),
+        // No token: an anonymous, read-only socket.
+        None => None,
     };
     let max = st.config.max_frame_bytes;
     // Per-socket buffers sized to the frame limit, not tungstenite's 128 KiB default (which
@@ -114,8 +120,17 @@ fn expiry(refused_from: u64) -> Option<tokio::time::Instant> {
     tokio::time::Instant::now().checked_add(Duration::from_millis(left_ms))
 }
 
-async fn run(socket: WebSocket, st: Arc<AppState>, token: Verified, since: Option<MessageId>) {
-    let user = token.user;
+async fn run(
+    socket: WebSocket,
+    st: Arc<AppState>,
+    token: Option<Verified>,
+    since: Option<MessageId>,
+) {
+    // An anonymous socket is registered under an id of its own, which no message addresses.
+    let anonymous = token.is_none();
+    let user = token
+        .as_ref()
+        .map_or_else(|| UserId(uuid::Uuid::new_v4()), |t| t.user);
     let cap = st.config.max_sockets_per_user;
     let (conn, rx) = match st
         .conns
@@ -143,8 +158,8 @@ async fn run(socket: WebSocket, st: Arc<AppState>, token: Verified, since: Optio
     let (close_tx, close_rx) = tokio::sync::oneshot::channel::<(u16, &'static str)>();
     let who = Who {
         user,
-        since,
-        expires: expiry(token.refused_from),
+        since: since.filter(|_| !anonymous),
+        expires: token.and_then(|t| expiry(t.refused_from)),
     };
     let mut writer = tokio::spawn(write_loop(
         sink,
@@ -154,7 +169,7 @@ async fn run(socket: WebSocket, st: Arc<AppState>, token: Verified, since: Optio
         close_rx,
         last_seen.clone(),
     ));
-    let reader = read_loop(stream, &st, &conn, rooms.clone(), last_seen);
+    let reader = read_loop(stream, &st, &conn, anonymous, rooms.clone(), last_seen);
     tokio::select! {
         why = reader => {
             if let Some(why) = why {
@@ -363,11 +378,15 @@ async fn read_loop(
     mut stream: futures_util::stream::SplitStream<WebSocket>,
     st: &AppState,
     conn: &Conn,
+    anonymous: bool,
     rooms: Arc<Mutex<HashSet<String>>>,
     last_seen: Arc<std::sync::Mutex<Instant>>,
 ) -> Option<(u16, &'static str)> {
     let mut bad = 0u32;
-    let mut local = Local::default();
+    let mut local = Local {
+        anonymous,
+        ..Local::default()
+    };
     loop {
         let msg = match tokio::time::timeout(st.config.idle_timeout, stream.next()).await {
             Err(_) => return Some((close::IDLE, "idle timeout")),
@@ -440,6 +459,8 @@ fn error_frame(e: impl Into<ApiError>, client_id: Option<&str>) -> serde_json::V
 /// What one socket's reader remembers between frames.
 #[derive(Debug, Default)]
 struct Local {
+    /// Opened without a token: it may only subscribe, unsubscribe and ping.
+    anonymous: bool,
     /// Users this socket's user was found to share a conversation with (typing goes to them).
     partners: HashSet<UserId>,
     /// Whether the subscription cap was already logged for this socket (one line per socket).
@@ -457,6 +478,25 @@ async fn handle(
     frame: ClientFrame,
 ) {
     let me = conn.user;
+    if local.anonymous
+        && !matches!(
+            frame,
+            ClientFrame::Subscribe { .. } | ClientFrame::Unsubscribe { .. } | ClientFrame::Ping
+        )
+    {
+        let client_id = match &frame {
+            ClientFrame::Send { client_id, .. } | ClientFrame::Chat { client_id, .. } => {
+                client_id.clone()
+            }
+            _ => None,
+        };
+        reply(
+            conn,
+            json!({"type": "error", "code": "sign_in_required", "client_id": client_id,
+                "message": "this socket has no token: it may read rooms; sign in to send"}),
+        );
+        return;
+    }
     match frame {
         ClientFrame::Send {
             to,
