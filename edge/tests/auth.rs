@@ -13,7 +13,7 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{api_call, ffmpeg_publish, free_port, user_token, Server};
+use common::{api_call, ffmpeg_publish, free_port, reserve_stream, user_token, Server};
 
 fn json(r: &common::Resp) -> serde_json::Value {
     serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
@@ -54,23 +54,6 @@ fn user(server: &Server) -> String {
     user_token(&server.data, &uuid::Uuid::new_v4().to_string())
 }
 
-fn reserve(server: &Server, token: &str, name: &str, private: bool) -> String {
-    let r = api_call(
-        server.api,
-        "POST",
-        "/api/v1/streams",
-        token,
-        Some(&format!(r#"{{"name":"{name}","private":{private}}}"#)),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let v = json(&r);
-    assert_eq!(
-        v["obs_stream_key"].as_str().unwrap(),
-        format!("{name}?key={}", v["key"].as_str().unwrap())
-    );
-    v["key"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn keys_rotation_and_the_grace_window_belong_to_the_owner() {
     // 127.0.0.1 (where ffmpeg connects from) is not trusted here: it plays a remote publisher.
@@ -80,7 +63,7 @@ fn keys_rotation_and_the_grace_window_belong_to_the_owner() {
         &[("ZEROCAST_PUBLISH_TRUSTED_NETS", "127.0.0.2".into())],
     );
     let (alice, mallory) = (user(&server), user(&server));
-    let key = reserve(&server, &alice, "show", false);
+    let key = reserve_stream(&server, &alice, "show", false);
     // The name is taken for everyone else.
     let r = api_call(
         server.api,
@@ -287,7 +270,7 @@ fn the_webhook_unreachable_denies() {
 fn a_private_stream_needs_a_playback_token() {
     let server = Server::start("auto", &[]);
     let (owner, viewer) = (user(&server), user(&server));
-    let key = reserve(&server, &owner, "secret", true);
+    let key = reserve_stream(&server, &owner, "secret", true);
     let mut ff = ffmpeg_publish(
         &server.rtmp_url(&format!("secret?key={key}")),
         20,

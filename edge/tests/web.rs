@@ -150,25 +150,8 @@ fn home_page_escapes_an_owners_display_name() {
     let server = Server::start("auto", &[]);
     let owner = user_token(&server.data, &uuid::Uuid::new_v4().to_string());
     let name = r#"<script>alert(1)</script> & "Ada" 'x'"#;
-    let body = serde_json::json!({ "display_name": name }).to_string();
-    let r = api_call(
-        server.api,
-        "PUT",
-        "/api/v1/users/me/profile",
-        &owner,
-        Some(&body),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let r = api_call(
-        server.api,
-        "POST",
-        "/api/v1/streams",
-        &owner,
-        Some(r#"{"name":"marked"}"#),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let key = v["key"].as_str().unwrap().to_owned();
+    set_display_name(&server, &owner, name);
+    let key = reserve_stream(&server, &owner, "marked", false);
     let mut ffmpeg = ffmpeg_publish(
         &server.rtmp_url(&format!("marked?key={key}")),
         20,
@@ -205,27 +188,9 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
     let other = user_token(&server.data, &uuid::Uuid::new_v4().to_string());
     // Display names: the owner's shows on `/` and the watch page (taken when publishing
     // starts), the second chat client's on its chat lines.
-    for (token, name) in [(&owner, "Ada Lovelace"), (&other, "Grace")] {
-        let body = serde_json::json!({ "display_name": name }).to_string();
-        let r = api_call(
-            server.api,
-            "PUT",
-            "/api/v1/users/me/profile",
-            token,
-            Some(&body),
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-    let r = api_call(
-        server.api,
-        "POST",
-        "/api/v1/streams",
-        &owner,
-        Some(r#"{"name":"webtest"}"#),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let key = v["key"].as_str().unwrap().to_owned();
+    set_display_name(&server, &owner, "Ada Lovelace");
+    set_display_name(&server, &other, "Grace");
+    let key = reserve_stream(&server, &owner, "webtest", false);
 
     let mut ffmpeg = ffmpeg_publish(
         &server.rtmp_url(&format!("webtest?key={key}")),
@@ -515,16 +480,7 @@ fn watch_page_on_an_edge_chats_through_the_origins_api() {
     let viewer = user_token(&origin.data, &uuid::Uuid::new_v4().to_string());
     let other = user_token(&origin.data, &uuid::Uuid::new_v4().to_string());
     let owner = user_token(&origin.data, &uuid::Uuid::new_v4().to_string());
-    let r = api_call(
-        origin.api,
-        "POST",
-        "/api/v1/streams",
-        &owner,
-        Some(r#"{"name":"edgepage"}"#),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let key = v["key"].as_str().unwrap().to_owned();
+    let key = reserve_stream(&origin, &owner, "edgepage", false);
     let mut ffmpeg = ffmpeg_publish(
         &origin.rtmp_url(&format!("edgepage?key={key}")),
         45,

@@ -9,8 +9,8 @@
 // Exit 0 with JSON on stdout when the harness ran; 2 with a message on stderr when it could not.
 
 import {
-  CHROMIUM_ARGS, chatClient, failWith, launchChromium, parseArgs, privateTmp, sleep, waitReceived,
-  watchCounters,
+  CHROMIUM_ARGS, chatClient, failWith, launchChromium, parseArgs, playbackCounters, privateTmp, sleep,
+  waitReceived, watchCounters,
 } from './lib.mjs';
 
 const fail = failWith('edge-page.mjs');
@@ -51,11 +51,7 @@ async function main() {
 
     // Watch the rest of the time.
     await sleep(Math.max(0, o.seconds * 1000 - (Date.now() - t0)));
-    Object.assign(out, await page.evaluate(() => ({
-      pageStalls: window.zerocast.stats.stalls,
-      waitingEvents: window.__t.waiting,
-      currentTime: document.querySelector('video').currentTime,
-      cspViolations: window.__t.csp,
+    Object.assign(out, await playbackCounters(page), await page.evaluate(() => ({
       latency: window.zerocast.hls ? window.zerocast.hls.latency : null,
       state: document.getElementById('state').textContent,
     })));

@@ -77,6 +77,16 @@ export function watchCounters(token) {
   });
 }
 
+// The page's and the test's playback counters so far (pages set up with `watchCounters`).
+export function playbackCounters(page) {
+  return page.evaluate(() => ({
+    pageStalls: window.zerocast.stats.stalls,
+    waitingEvents: window.__t.waiting,
+    currentTime: document.querySelector('video').currentTime,
+    cspViolations: window.__t.csp,
+  }));
+}
+
 // The user id (`sub`) of a token.
 export function sub(token) {
   const p = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');

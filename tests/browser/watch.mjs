@@ -14,8 +14,8 @@
 import path from 'node:path';
 
 import {
-  CHROMIUM_ARGS, chatClient, failWith, launchChromium, parseArgs, privateTmp, sleep, sub, waitReceived,
-  watchCounters,
+  CHROMIUM_ARGS, chatClient, failWith, launchChromium, parseArgs, playbackCounters, privateTmp, sleep, sub,
+  waitReceived, watchCounters,
 } from './lib.mjs';
 
 const fail = failWith('watch.mjs');
@@ -137,11 +137,7 @@ async function main() {
       }
       await sleep(250);
     }
-    Object.assign(out, await page.evaluate(() => ({
-      pageStalls: window.zerocast.stats.stalls,
-      waitingEvents: window.__t.waiting,
-      currentTime: document.querySelector('video').currentTime,
-      cspViolations: window.__t.csp,
+    Object.assign(out, await playbackCounters(page), await page.evaluate(() => ({
       viewersShown: document.getElementById('viewers').textContent,
       ownerShown: document.getElementById('owner').textContent,
     })));
@@ -308,11 +304,7 @@ async function main() {
       }
       await sleep(250);
     }
-    Object.assign(d, await dash.evaluate(() => ({
-      pageStalls: window.zerocast.stats.stalls,
-      waitingEvents: window.__t.waiting,
-      currentTime: document.querySelector('video').currentTime,
-      cspViolations: window.__t.csp,
+    Object.assign(d, await playbackCounters(dash), await dash.evaluate(() => ({
       current: document.getElementById('use-dash').getAttribute('aria-current'),
     })));
     d.played = d.currentTime - dashFrom;

@@ -420,16 +420,43 @@ pub fn api_call(port: u16, method: &str, path: &str, token: &str, body: Option<&
 /// stream key and a playback token for it.
 pub fn private_stream(server: &Server, name: &str) -> (String, String) {
     let owner = user_token(&server.data, &uuid::Uuid::new_v4().to_string());
-    let body = format!(r#"{{"name":"{name}","private":true}}"#);
-    let r = api_call(server.api, "POST", "/api/v1/streams", &owner, Some(&body));
-    assert_eq!(r.status, 201, "{}", r.text());
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let key = v["key"].as_str().unwrap().to_owned();
+    let key = reserve_stream(server, &owner, name, true);
     let path = format!("/api/v1/streams/{name}/playback-token");
     let r = api_call(server.api, "POST", &path, &owner, Some("{}"));
     assert_eq!(r.status, 200, "{}", r.text());
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     (key, v["token"].as_str().unwrap().to_owned())
+}
+
+/// Reserves stream `name` for the owner of `token` (`POST /api/v1/streams`); its key.
+pub fn reserve_stream(server: &Server, token: &str, name: &str, private: bool) -> String {
+    let r = api_call(
+        server.api,
+        "POST",
+        "/api/v1/streams",
+        token,
+        Some(&format!(r#"{{"name":"{name}","private":{private}}}"#)),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v["obs_stream_key"].as_str().unwrap(),
+        format!("{name}?key={}", v["key"].as_str().unwrap())
+    );
+    v["key"].as_str().unwrap().to_owned()
+}
+
+/// Sets the display name of the user of `token` (`PUT /api/v1/users/me/profile`).
+pub fn set_display_name(server: &Server, token: &str, name: &str) {
+    let body = serde_json::json!({ "display_name": name }).to_string();
+    let r = api_call(
+        server.api,
+        "PUT",
+        "/api/v1/users/me/profile",
+        token,
+        Some(&body),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 /// One GET on a fresh connection; decodes Content-Length and chunked bodies.
