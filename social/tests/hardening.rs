@@ -377,3 +377,48 @@ async fn connections_per_address_are_capped() {
     let (status, _) = api.call("GET", "/api/v1/health", None, None).await;
     assert_eq!(status, 200);
 }
+
+/// Guests' sockets (no token) are connections like any other: one address holds at most the
+/// per-address cap of them, the next is refused, and a signed-in user's socket gets a place
+/// as soon as one frees, with its chat going to the guests still open.
+#[tokio::test]
+async fn guest_sockets_are_held_to_the_connection_caps() {
+    let api = start(|c| c.max_connections_per_ip = 3).await;
+    let guest = || async {
+        let url = format!("ws://{}/api/v1/ws", api.addr);
+        tokio_tungstenite::connect_async(url)
+            .await
+            .map(|(ws, _)| ws)
+    };
+    let mut guests = Vec::new();
+    for _ in 0..3 {
+        guests.push(guest().await.expect("a guest within the cap"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(guest().await.is_err(), "a fourth guest from one address");
+    // A place frees: a signed-in user gets it and chats; the guests still open read it.
+    let (owner, a) = (user(), user());
+    let _ = guests.pop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut wa = api.ws(a, None).await;
+    drop(guests.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (s, _) = api
+        .call(
+            "POST",
+            "/api/v1/streams",
+            Some(&api.token(owner)),
+            Some(r#"{"name":"capped"}"#),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let mut g = common::Socket(guests.pop().unwrap());
+    g.send(json!({"type": "subscribe", "room": "capped"})).await;
+    g.expect("subscribed").await;
+    wa.send(json!({"type": "subscribe", "room": "capped"}))
+        .await;
+    wa.expect("subscribed").await;
+    wa.send(json!({"type": "chat", "room": "capped", "content": "hello guests"}))
+        .await;
+    assert_eq!(g.expect("chat").await["message"]["content"], "hello guests");
+}

@@ -306,10 +306,12 @@ where
             }
         };
         let svc = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(IdleIo::new(io, idle)), svc);
+        // The slot lives in the connection's IO, so an upgraded connection (a WebSocket, which
+        // hyper hands over and stops serving) keeps its place under the caps until it closes.
+        let io = TokioIo::new(IdleIo::new(io, idle, slot));
+        let conn = builder.serve_connection_with_upgrades(io, svc);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
-            let _slot = slot;
             if let Err(e) = conn.await {
                 tracing::debug!("social API connection: {e}");
             }
@@ -328,19 +330,22 @@ where
     Ok(())
 }
 
-/// A connection's IO that fails once nothing was read or written for `limit`.
+/// A connection's IO that fails once nothing was read or written for `limit`, and holds the
+/// connection's place under the caps for as long as it lives.
 struct IdleIo<T> {
     inner: T,
     limit: std::time::Duration,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    _slot: caps::ConnSlot,
 }
 
 impl<T> IdleIo<T> {
-    fn new(inner: T, limit: std::time::Duration) -> Self {
+    fn new(inner: T, limit: std::time::Duration, slot: caps::ConnSlot) -> Self {
         Self {
             inner,
             limit,
             deadline: Box::pin(tokio::time::sleep(limit)),
+            _slot: slot,
         }
     }
 
