@@ -830,7 +830,7 @@ impl Config {
             let authority = u
                 .strip_prefix("http://")
                 .or_else(|| u.strip_prefix("https://"));
-            if !authority.is_some_and(crate::http::valid_authority) {
+            if !authority.is_some_and(crate::http::request::valid_authority) {
                 return Err(ConfigError::Invalid(format!(
                     "pages-api-url {u:?} must be http(s)://host[:port], without a path"
                 )));

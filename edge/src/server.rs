@@ -106,16 +106,20 @@ pub type SocialHandle = crate::background::Background;
 
 /// Starts the social API (embedded store and bus) on a tokio runtime of its own thread; returns
 /// once it listens, with a handle on its channel service (stream keys). With `certs`, it also
-/// serves HTTPS and WSS on `config.api_https`. `live` tells the chat which streams are live.
+/// serves HTTPS and WSS on `config.api_https`. `live` tells the chat which streams are live;
+/// browser pages from `page_ports` on the host a request names may call the API (the media
+/// server's own pages; see `zerocast_social::api::cors::own_page`).
 pub fn start_social(
     config: &Config,
     certs: Option<&Arc<CertStore>>,
     live: zerocast_social::chat::service::LiveCheck,
+    page_ports: Vec<u16>,
 ) -> Result<(SocialHandle, ChannelsHandle), ServeError> {
     use zerocast_social::SocialServer;
-    let cfg = config
+    let mut cfg = config
         .social_config()
         .map_err(|e| ServeError::Social(e.to_string()))?;
+    cfg.page_ports = page_ports;
     let tls = certs.map(|c| (config.api_https, c.server_config(ALPN_HTTP1)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // Err((true, why)): a backend refused to open.
@@ -219,7 +223,12 @@ fn load_certs(config: &Config) -> Result<Option<Arc<CertStore>>, ServeError> {
 pub fn run_social(config: Config) -> Result<(), ServeError> {
     let mask = block_signals()?;
     let certs = load_certs(&config)?;
-    let (social, _) = start_social(&config, certs.as_ref(), Arc::new(|_: &str| false))?;
+    let (social, _) = start_social(
+        &config,
+        certs.as_ref(),
+        Arc::new(|_: &str| false),
+        Vec::new(),
+    )?;
     // The social plane frees as unevenly as the media plane: a follow-graph build leaves its
     // request buffers and store batches free in every thread's arena.
     crate::heap::start();
@@ -251,7 +260,13 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let social = if config.social {
         let hub = ctx.clone();
         let live = Arc::new(move |name: &str| hub.hub.is_live(name));
-        match start_social(&config, certs.as_ref(), live) {
+        // The pages this process serves (HTTP, and HTTPS with a certificate) may call the API
+        // from their own origin.
+        let mut page_ports = vec![config.http.port()];
+        if certs.is_some() {
+            page_ports.push(config.https.port());
+        }
+        match start_social(&config, certs.as_ref(), live, page_ports) {
             Ok((social, channels)) => {
                 ctx.auth.set_channels(channels);
                 Some(social)

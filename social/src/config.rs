@@ -24,6 +24,10 @@ pub struct SocialConfig {
     /// `Origin` header, as `scheme://host[:port]`; `*` allows every origin. Empty: no CORS
     /// headers, and a WebSocket upgrade carrying an `Origin` is refused (403).
     pub cors_origins: Vec<String>,
+    /// The media ports serving the pages when this API runs inside `zerocast serve`: a browser
+    /// `Origin` on the host a request names at one of these ports is allowed as if listed in
+    /// `cors_origins` (the server's own watch page). Empty for a standalone API.
+    pub page_ports: Vec<u16>,
     /// Where the embedded store lives.
     pub data_dir: PathBuf,
     /// Memory and disk bounds of the embedded store (block cache, memtables, journals).
@@ -109,6 +113,7 @@ impl SocialConfig {
             jwt_audience: None,
             jwt_leeway: Duration::from_secs(crate::auth::LEEWAY),
             cors_origins: Vec::new(),
+            page_ports: Vec::new(),
             data_dir,
             store: StoreLimits::default(),
             graph_cache_bytes: crate::graph::cache::DEFAULT_CAPACITY,

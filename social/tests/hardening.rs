@@ -218,6 +218,37 @@ async fn cors_answers_preflights_and_checks_websocket_origins() {
         Some(403)
     );
     assert!(ws_with(&closed, &closed.token(a), None).await.is_ok());
+
+    // The media server's own pages (`page_ports`, which `zerocast serve` sets to its media
+    // ports): an Origin on the host the request names, at a page port, is allowed with no
+    // list; the same host at another port, or another host, is not.
+    let served = start(|c| c.page_ports = vec![8080]).await;
+    let on_host = |origin: &str| {
+        format!(
+            "OPTIONS /api/v1/messages HTTP/1.1\r\nHost: live.example:8090\r\nConnection: close\r\n\
+             Origin: {origin}\r\nAccess-Control-Request-Method: POST\r\n\r\n"
+        )
+    };
+    let (s, head, _) = served.raw(&on_host("http://live.example:8080")).await;
+    assert_eq!(s, 204, "{head}");
+    assert!(
+        head.contains("access-control-allow-origin: http://live.example:8080"),
+        "{head}"
+    );
+    for other in ["http://live.example:8081", "http://evil.example:8080"] {
+        let (s, _, _) = served.raw(&on_host(other)).await;
+        assert_eq!(s, 403, "{other}");
+    }
+    let t = served.token(a);
+    assert!(ws_with(&served, &t, Some("http://127.0.0.1:8080"))
+        .await
+        .is_ok());
+    assert_eq!(
+        ws_with(&served, &t, Some("http://localhost:8080"))
+            .await
+            .err(),
+        Some(403)
+    );
 }
 
 async fn metric(api: &Api, limit: &str) -> u64 {

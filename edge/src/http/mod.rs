@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use zerocast_packager::{multivariant, Pdt, Query, Reload, Skip};
 
-pub(crate) use self::request::valid_authority;
 use self::request::{parse, MediaFile, Method, MAX_HEAD};
 pub(crate) use self::response::media_head;
 use self::response::{preflight, respond, Body, Response};

@@ -4,6 +4,11 @@
 //! `Access-Control-Allow-Origin`. The same list decides which browser origins may open a
 //! WebSocket ([`allows`], checked by the upgrade).
 //!
+//! Besides the list, the media server's own pages are allowed when this API runs inside
+//! `zerocast serve` (`page_ports`): an `Origin` on the host the request names, at the media
+//! port that serves the pages ([`own_page`]). So the watch page works out of the box on any
+//! host name, and nothing else is let in by it.
+//!
 //! Hand-written rather than tower-http's `CorsLayer`: the policy is one list and fits in this
 //! file, and tower-http would add a dependency tree for it.
 //!
@@ -40,6 +45,57 @@ pub fn allows(allowed: &[String], origin: &[u8]) -> bool {
     })
 }
 
+/// Whether `origin` is one of this server's own pages: `http(s)://HOST[:PORT]` where HOST is
+/// the host the request names (`Host`, without its port) and PORT (80 or 443 when absent) is
+/// one of `page_ports`, the media ports serving the pages.
+pub fn own_page(page_ports: &[u16], origin: &[u8], headers: &header::HeaderMap) -> bool {
+    if page_ports.is_empty() {
+        return false;
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let Ok(origin) = std::str::from_utf8(origin) else {
+        return false;
+    };
+    let (rest, default_port) = match (
+        origin.strip_prefix("http://"),
+        origin.strip_prefix("https://"),
+    ) {
+        (Some(rest), _) => (rest, 80),
+        (_, Some(rest)) => (rest, 443),
+        _ => return false,
+    };
+    let (origin_host, origin_port) = split_port(rest);
+    let port = match origin_port {
+        None => default_port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) => p,
+            Err(_) => return false,
+        },
+    };
+    !origin_host.is_empty()
+        && origin_host.eq_ignore_ascii_case(split_port(host).0)
+        && page_ports.contains(&port)
+}
+
+/// `host[:port]` (an IPv6 host in brackets) as host and port text.
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => {
+                let port = authority[end + 1..].strip_prefix(':');
+                (&authority[..=end], port)
+            }
+            None => (authority, None),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    }
+}
+
 /// 403 for a browser origin that is not allowed.
 pub(crate) fn origin_refused() -> Response {
     ApiError::new(
@@ -55,9 +111,10 @@ pub(crate) fn origin_refused() -> Response {
 pub(crate) async fn layer(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let allowed = &st.config.cors_origins;
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let ok = origin
-        .as_ref()
-        .is_some_and(|o| allows(allowed, o.as_bytes()));
+    let ok = origin.as_ref().is_some_and(|o| {
+        allows(allowed, o.as_bytes())
+            || own_page(&st.config.page_ports, o.as_bytes(), req.headers())
+    });
     let preflight = req.method() == Method::OPTIONS
         && req
             .headers()
@@ -127,5 +184,39 @@ mod tests {
         assert!(!allows(&list, b"null"));
         assert!(!allows(&[], b"https://app.example"));
         assert!(allows(&["*".to_owned()], b"https://anything"));
+    }
+
+    #[test]
+    fn own_pages_are_on_the_requests_host_at_a_page_port() {
+        let req = |host: &str| {
+            let mut h = header::HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            h
+        };
+        let api = req("live.example:8090");
+        let ports = [8080, 443];
+        assert!(own_page(&ports, b"http://live.example:8080", &api));
+        assert!(own_page(&ports, b"http://LIVE.example:8080", &api));
+        assert!(own_page(&ports, b"https://live.example", &api));
+        assert!(own_page(&ports, b"http://[::1]:8080", &req("[::1]:8090")));
+        for other in [
+            "http://live.example:8081",
+            "http://live.example",
+            "http://evil.example:8080",
+            "http://live.example.evil:8080",
+            "http://live.example:8080:1",
+            "http://live.example:99999",
+            "ftp://live.example:8080",
+            "http://:8080",
+            "null",
+        ] {
+            assert!(!own_page(&ports, other.as_bytes(), &api), "{other}");
+        }
+        assert!(!own_page(&[], b"http://live.example:8080", &api));
+        assert!(!own_page(
+            &ports,
+            b"http://live.example:8080",
+            &header::HeaderMap::new()
+        ));
     }
 }
