@@ -490,17 +490,13 @@
           b.disabled = true;
           try {
             await call('POST', '/api/v1/rooms/' + encodeURIComponent(room) + '/bans', body);
-            show(who(user) + ' ' + what + '.');
+            show(nameOrId(user) + ' ' + what + '.');
           } catch (e) {
             show(e.message, true);
             b.disabled = false;
           }
         });
         return b;
-      };
-      const who = (id) => {
-        const n = names.get(id);
-        return typeof n === 'string' && n ? n : shortId(id);
       };
       box.append(
         action('Timeout', 'may not chat for 10 minutes', { user, seconds: 600 }),
@@ -512,12 +508,16 @@
     // Display names of the users who chat (their profiles), asked once each; a user without a
     // profile shows as the start of their id.
     const names = new Map(); // user id -> name ('' for none), or a Promise while asked
-    function label(id, name) {
-      return (name || shortId(id)) + (owner && id === owner ? ' (owner)' : '');
+    function nameOrId(id) {
+      const n = names.get(id);
+      return typeof n === 'string' && n ? n : shortId(id);
+    }
+    function label(id) {
+      return nameOrId(id) + (owner && id === owner ? ' (owner)' : '');
     }
     function nameOf(id, el) {
       const known = names.get(id);
-      el.textContent = label(id, typeof known === 'string' ? known : '');
+      el.textContent = label(id);
       // Profiles need a token: a guest sees ids.
       if (known !== undefined || guest) return;
       if (names.size >= 1000) names.clear();
@@ -529,7 +529,7 @@
           .then((name) => {
             names.set(id, name);
             for (const e of list.querySelectorAll('.from[data-user="' + CSS.escape(id) + '"]')) {
-              e.textContent = label(id, name);
+              e.textContent = label(id);
             }
           })
       );

@@ -55,6 +55,10 @@ fn pages_answer_with_a_policy_and_clear_errors() {
     assert_eq!(watch.status, 200);
     let page = watch.text();
     assert!(page.contains("data-stream=\"somebody\""), "{page}");
+    for p in [&page, &server.get("/studio").text()] {
+        assert!(!p.contains("{{"), "an unfilled slot: {p}");
+        assert!(p.contains("<form id=\"signin\""), "no sign-in form: {p}");
+    }
     assert_eq!(
         page.matches("<script").count(),
         page.matches("<script src=").count()

@@ -14,26 +14,16 @@ use bytes::Bytes;
 use zerocast_core::codec::{aac::AacConfig, av1::Av1Config, avc::AvcConfig, hevc::HevcConfig};
 use zerocast_core::{AudioCodec, Frame, Timescale, Timestamp, Track, TrackId, VideoCodec};
 
+use crate::fmp4::{
+    SAMPLE_IS_NON_SYNC, TFHD_BASE_DATA_OFFSET, TFHD_DEFAULT_DURATION, TFHD_DEFAULT_FLAGS,
+    TFHD_DEFAULT_SIZE, TFHD_SAMPLE_DESCRIPTION_INDEX, TRUN_COMPOSITION_OFFSET, TRUN_DATA_OFFSET,
+    TRUN_DURATION, TRUN_FIRST_SAMPLE_FLAGS, TRUN_SAMPLE_FLAGS, TRUN_SIZE,
+};
+
 /// Largest box accepted (a fragment's `mdat` of a 16 MiB frame fits with room to spare).
 pub const MAX_BOX: u64 = 64 * 1024 * 1024;
 /// Samples accepted in one `trun`.
 const MAX_SAMPLES: u32 = 1 << 16;
-
-/// `tfhd` flags.
-const TFHD_BASE_DATA_OFFSET: u32 = 0x00_0001;
-const TFHD_SAMPLE_DESCRIPTION_INDEX: u32 = 0x00_0002;
-const TFHD_DEFAULT_DURATION: u32 = 0x00_0008;
-const TFHD_DEFAULT_SIZE: u32 = 0x00_0010;
-const TFHD_DEFAULT_FLAGS: u32 = 0x00_0020;
-/// `trun` flags.
-const TRUN_DATA_OFFSET: u32 = 0x00_0001;
-const TRUN_FIRST_SAMPLE_FLAGS: u32 = 0x00_0004;
-const TRUN_DURATION: u32 = 0x00_0100;
-const TRUN_SIZE: u32 = 0x00_0200;
-const TRUN_FLAGS: u32 = 0x00_0400;
-const TRUN_COMPOSITION_OFFSET: u32 = 0x00_0800;
-/// `sample_is_non_sync_sample` in sample flags.
-const NON_SYNC: u32 = 0x0001_0000;
 
 /// Why fMP4 bytes could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -447,7 +437,7 @@ pub fn read_fragment(init: &Init, fragment: &Bytes) -> Result<Vec<Frame>, DemuxE
                 } else {
                     d.size
                 } as usize;
-                let sample_flags = if flags & TRUN_FLAGS != 0 {
+                let sample_flags = if flags & TRUN_SAMPLE_FLAGS != 0 {
                     r.u32()?
                 } else if i == 0 {
                     first_flags.unwrap_or(d.flags)
@@ -472,7 +462,7 @@ pub fn read_fragment(init: &Init, fragment: &Bytes) -> Result<Vec<Frame>, DemuxE
                     track: track.id(),
                     dts: Timestamp::new(dts, scale),
                     pts: Timestamp::new(dts + cto, scale),
-                    keyframe: audio || sample_flags & NON_SYNC == 0,
+                    keyframe: audio || sample_flags & SAMPLE_IS_NON_SYNC == 0,
                     data: fragment.slice(at..end),
                 });
                 at = end;

@@ -32,14 +32,31 @@ const DEFAULT_DIMENSIONS: (u32, u32) = (1280, 720);
 /// The unity transformation matrix of `mvhd` and `tkhd`.
 const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
 
-/// `tfhd` flag: data offsets are relative to the start of the enclosing `moof`.
+/// `tfhd` flags (ISO/IEC 14496-12 8.8.7), as this writer sets them and `demux` reads them.
+pub(crate) const TFHD_BASE_DATA_OFFSET: u32 = 0x00_0001;
+pub(crate) const TFHD_SAMPLE_DESCRIPTION_INDEX: u32 = 0x00_0002;
+pub(crate) const TFHD_DEFAULT_DURATION: u32 = 0x00_0008;
+pub(crate) const TFHD_DEFAULT_SIZE: u32 = 0x00_0010;
+pub(crate) const TFHD_DEFAULT_FLAGS: u32 = 0x00_0020;
+/// Data offsets are relative to the start of the enclosing `moof`.
 const TFHD_DEFAULT_BASE_IS_MOOF: u32 = 0x02_0000;
-/// `trun` flags: data offset, then per sample duration, size, flags and composition offset.
-const TRUN_FLAGS: u32 = 0x0001 | 0x0100 | 0x0200 | 0x0400 | 0x0800;
+/// `trun` flags (8.8.8).
+pub(crate) const TRUN_DATA_OFFSET: u32 = 0x00_0001;
+pub(crate) const TRUN_FIRST_SAMPLE_FLAGS: u32 = 0x00_0004;
+pub(crate) const TRUN_DURATION: u32 = 0x00_0100;
+pub(crate) const TRUN_SIZE: u32 = 0x00_0200;
+pub(crate) const TRUN_SAMPLE_FLAGS: u32 = 0x00_0400;
+pub(crate) const TRUN_COMPOSITION_OFFSET: u32 = 0x00_0800;
+/// The `trun` this writer makes: data offset, then per sample duration, size, flags and
+/// composition offset.
+const TRUN_WRITTEN: u32 =
+    TRUN_DATA_OFFSET | TRUN_DURATION | TRUN_SIZE | TRUN_SAMPLE_FLAGS | TRUN_COMPOSITION_OFFSET;
+/// `sample_is_non_sync_sample` in sample flags.
+pub(crate) const SAMPLE_IS_NON_SYNC: u32 = 0x0001_0000;
 /// `sample_depends_on = 2` (does not depend on others): a sync sample.
 const SAMPLE_FLAGS_SYNC: u32 = 0x0200_0000;
 /// `sample_depends_on = 1` and `sample_is_non_sync_sample`.
-const SAMPLE_FLAGS_NON_SYNC: u32 = 0x0101_0000;
+const SAMPLE_FLAGS_NON_SYNC: u32 = 0x0100_0000 | SAMPLE_IS_NON_SYNC;
 
 /// Box header: 32-bit size and type.
 const BOX_HEADER: usize = 8;
@@ -184,7 +201,7 @@ pub fn fragment(sequence: u32, runs: &[TrackRun<'_>]) -> Fragment {
                     b.put_u32(run.track_id);
                 });
                 full_box(b, b"tfdt", 1, 0, |b| b.put_u64(run.base_decode_time));
-                full_box(b, b"trun", 1, TRUN_FLAGS, |b| {
+                full_box(b, b"trun", 1, TRUN_WRITTEN, |b| {
                     b.put_u32(to_u32(run.samples.len()));
                     debug_assert!(i32::try_from(data_offset).is_ok());
                     b.put_i32(i32::try_from(data_offset).unwrap_or(i32::MAX));
@@ -769,7 +786,7 @@ pub(crate) mod tests {
     /// Parsed `trun`: data offset and (duration, size, flags, cto) per sample.
     fn parse_trun(trun: &Mp4Box<'_>) -> (i32, Vec<(u32, u32, u32, i32)>) {
         let b = trun.body;
-        assert_eq!(u32_at(b, 0), (1 << 24) | TRUN_FLAGS, "version 1, flags");
+        assert_eq!(u32_at(b, 0), (1 << 24) | TRUN_WRITTEN, "version 1, flags");
         let n = u32_at(b, 4) as usize;
         let data_offset = u32_at(b, 8) as i32;
         assert_eq!(b.len(), 12 + 16 * n);

@@ -36,6 +36,8 @@ const HOME: &str = include_str!("../../../web/home.html");
 const WATCH: &str = include_str!("../../../web/watch.html");
 const STUDIO: &str = include_str!("../../../web/studio.html");
 const NOT_FOUND: &str = include_str!("../../../web/notfound.html");
+/// The header's sign-in form and account line (`{{account}}` in the watch page and studio).
+const ACCOUNT: &str = include_str!("../../../web/account.html");
 
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
@@ -252,8 +254,8 @@ fn host<'a>(req: &Get<'a>) -> &'a str {
 }
 
 /// `template` with each `{{key}}` replaced by its value (values are already escaped), in one
-/// pass: a value is never read for slots. `{{v}}` is the assets' version; a slot without a
-/// value stays as it is.
+/// pass: a value is never read for slots. `{{v}}` is the assets' version and `{{account}}` the
+/// header's sign-in form ([`ACCOUNT`]); a slot without a value stays as it is.
 fn fill(template: &str, slots: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(template.len() + 256);
     let mut rest = template;
@@ -263,6 +265,7 @@ fn fill(template: &str, slots: &[(&str, &str)]) -> String {
         let key = after.find("}}").map(|close| &after[..close]);
         let value = key.and_then(|k| match k {
             "v" => Some(ASSETS_VERSION),
+            "account" => Some(ACCOUNT),
             k => slots.iter().find(|(key, _)| *key == k).map(|(_, v)| *v),
         });
         match (key, value) {

@@ -45,6 +45,17 @@ pub fn allows(allowed: &[String], origin: &[u8]) -> bool {
     })
 }
 
+/// Whether a browser on `origin` may call the API (and open its WebSocket): it is listed in
+/// `cors_origins`, or it is one of this server's own pages ([`own_page`]). `headers` are the
+/// request's (its `Host`).
+pub(crate) fn origin_allowed(
+    config: &crate::SocialConfig,
+    origin: &[u8],
+    headers: &header::HeaderMap,
+) -> bool {
+    allows(&config.cors_origins, origin) || own_page(&config.page_ports, origin, headers)
+}
+
 /// Whether `origin` is one of this server's own pages: `http(s)://HOST[:PORT]` where HOST is
 /// the host the request names (`Host`, without its port) and PORT (80 or 443 when absent) is
 /// one of `page_ports`, the media ports serving the pages.
@@ -111,10 +122,9 @@ pub(crate) fn origin_refused() -> Response {
 pub(crate) async fn layer(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let allowed = &st.config.cors_origins;
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let ok = origin.as_ref().is_some_and(|o| {
-        allows(allowed, o.as_bytes())
-            || own_page(&st.config.page_ports, o.as_bytes(), req.headers())
-    });
+    let ok = origin
+        .as_ref()
+        .is_some_and(|o| origin_allowed(&st.config, o.as_bytes(), req.headers()));
     let preflight = req.method() == Method::OPTIONS
         && req
             .headers()

@@ -81,10 +81,7 @@ pub(crate) async fn upgrade(
     // Browsers always send `Origin` on a WebSocket upgrade (and cannot forge it); a client
     // without one is not a browser, and CORS does not concern it.
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.as_bytes();
-        if !super::cors::allows(&st.config.cors_origins, origin)
-            && !super::cors::own_page(&st.config.page_ports, origin, &headers)
-        {
+        if !super::cors::origin_allowed(&st.config, origin.as_bytes(), &headers) {
             return super::cors::origin_refused();
         }
     }

@@ -29,21 +29,17 @@ use async_trait::async_trait;
 use scylla::client::session::Session;
 use scylla::response::query_result::QueryResult;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlValue, Row};
+use scylla::value::CqlValue;
 use serde::{Deserialize, Serialize};
 
 use super::{ChatPost, ChatStore, Posted, READ_MAX};
 use crate::chat::rooms::ChatMessage;
 use crate::id::MessageId;
-use crate::messaging::store::scylla::ScyllaStore;
+use crate::messaging::store::scylla::{backend, not_applied, written_within, ScyllaStore};
 use crate::messaging::store::StoreError;
 
 /// How long chat rows live, seconds (24 h).
 pub const DEFAULT_TTL_SECS: u64 = 24 * 3600;
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
 
 /// What `chat_messages.doc` holds.
 #[derive(Serialize, Deserialize)]
@@ -103,24 +99,6 @@ fn big(v: u64) -> Result<i64, StoreError> {
 
 fn ttl_of(ms: u64) -> i32 {
     i32::try_from(ms.div_ceil(1000).max(1)).unwrap_or(i32::MAX)
-}
-
-/// The row a lightweight transaction found in its way: `None` when it applied, else the values
-/// of its columns `cols` (ScyllaDB returns `[applied]` and the existing row's columns, found by
-/// name).
-fn not_applied(
-    res: QueryResult,
-    cols: &[&str],
-) -> Result<Option<Vec<Option<CqlValue>>>, StoreError> {
-    let res = res.into_rows_result().map_err(backend)?;
-    let idx = |name: &str| res.column_specs().get_by_name(name).map(|(i, _)| i);
-    let applied = idx("[applied]").ok_or_else(|| backend("transaction result lacks [applied]"))?;
-    let row: Row = res.first_row().map_err(backend)?;
-    let get = |i: usize| row.columns.get(i).cloned().flatten();
-    if matches!(get(applied), Some(CqlValue::Boolean(true))) {
-        return Ok(None);
-    }
-    Ok(Some(cols.iter().map(|c| idx(c).and_then(get)).collect()))
 }
 
 /// How long a post that lost its client id's claim waits for the winner's message before
@@ -238,17 +216,8 @@ impl ScyllaChat {
     /// died between claim and insert, and the claimed message (`doc`: the same id and content)
     /// is written now.
     async fn existing(&self, room: &str, id: i64, doc: &str) -> Result<ChatMessage, StoreError> {
-        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
-        let mut pause = Duration::from_millis(5);
-        loop {
-            if let Some(m) = self.message(room, id).await? {
-                return Ok(m);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
+        if let Some(m) = written_within(CLAIM_WAIT, || self.message(room, id)).await? {
+            return Ok(m);
         }
         let claimed = serde_json::from_str::<Stored>(doc)
             .map_err(backend)?

@@ -138,8 +138,51 @@ const FANOUT: usize = 16;
 /// Client-side timeout of schema statements (schema agreement can take seconds).
 const DDL_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn backend(e: impl fmt::Display) -> StoreError {
+pub(crate) fn backend(e: impl fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+/// What `read` finds once it finds something, asked again with a backoff (5 ms doubling to
+/// 200 ms) for at most `wait`; `None` if it never did: how a post that lost an idempotency
+/// claim waits for the winner's write before completing it itself.
+pub(crate) async fn written_within<T, F, Fut>(
+    wait: Duration,
+    mut read: F,
+) -> Result<Option<T>, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, StoreError>>,
+{
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = read().await? {
+            return Ok(Some(v));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// The row a lightweight transaction found in its way: `None` when it applied, else the values
+/// of its columns `cols` (ScyllaDB returns `[applied]` and the existing row's columns, found by
+/// name; a column it did not return is `None`). Shared by every ScyllaDB store here.
+pub(crate) fn not_applied(
+    res: QueryResult,
+    cols: &[&str],
+) -> Result<Option<Vec<Option<CqlValue>>>, StoreError> {
+    let res = res.into_rows_result().map_err(backend)?;
+    let idx = |name: &str| res.column_specs().get_by_name(name).map(|(i, _)| i);
+    let applied = idx("[applied]").ok_or_else(|| backend("transaction result lacks [applied]"))?;
+    let row: Row = res.first_row().map_err(backend)?;
+    let get = |i: usize| row.columns.get(i).cloned().flatten();
+    if matches!(get(applied), Some(CqlValue::Boolean(true))) {
+        return Ok(None);
+    }
+    Ok(Some(cols.iter().map(|c| idx(c).and_then(get)).collect()))
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -1502,17 +1545,9 @@ impl ScyllaStore {
     /// The message `(from, client_id)` already claimed: the stored one, or (its writer died
     /// between claim and batch) the claimed one, written now.
     async fn existing(&self, claim: Claim) -> Result<Appended, StoreError> {
-        let deadline = Instant::now() + self.shared.request_timeout;
-        let mut pause = Duration::from_millis(5);
-        loop {
-            if let Some(m) = self.message(claim.id).await? {
-                return Ok(Appended::Duplicate(m));
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
+        let written = written_within(self.shared.request_timeout, || self.message(claim.id));
+        if let Some(m) = written.await? {
+            return Ok(Appended::Duplicate(m));
         }
         let m = Message {
             id: claim.id,
@@ -1541,40 +1576,24 @@ struct Claim {
 }
 
 /// Reads the result of the `IF NOT EXISTS` claim: `None` if applied, else the existing claim.
-/// ScyllaDB returns `[applied]` and the old row's columns; they are found by name.
 fn claim_result(
     res: QueryResult,
     from: UserId,
     client_id: &str,
 ) -> Result<Option<Claim>, StoreError> {
-    let res = res.into_rows_result().map_err(backend)?;
-    let idx = |name: &str| {
-        res.column_specs()
-            .get_by_name(name)
-            .map(|(i, _)| i)
-            .ok_or_else(|| backend(format!("idempotency claim result lacks {name}")))
-    };
-    let applied_at = idx("[applied]")?;
-    let row: Row = res.first_row().map_err(backend)?;
-    let col = |i: usize| row.columns.get(i).cloned().flatten();
-    if matches!(col(applied_at), Some(CqlValue::Boolean(true))) {
+    let Some(found) = not_applied(res, &["id", "recipient", "content"])? else {
         return Ok(None);
-    }
-    let (id, to, content) = (
-        col(idx("id")?),
-        col(idx("recipient")?),
-        col(idx("content")?),
-    );
-    match (id, to, content) {
-        (Some(CqlValue::BigInt(id)), Some(CqlValue::Uuid(to)), Some(CqlValue::Text(content))) => {
-            Ok(Some(Claim {
-                id: MessageId(to_u64(id)?),
-                from,
-                to: UserId(to),
-                content,
-                client_id: client_id.to_owned(),
-            }))
-        }
+    };
+    match <[Option<CqlValue>; 3]>::try_from(found) {
+        Ok(
+            [Some(CqlValue::BigInt(id)), Some(CqlValue::Uuid(to)), Some(CqlValue::Text(content))],
+        ) => Ok(Some(Claim {
+            id: MessageId(to_u64(id)?),
+            from,
+            to: UserId(to),
+            content,
+            client_id: client_id.to_owned(),
+        })),
         other => Err(corrupt(&format!("idempotency row {other:?}"))),
     }
 }
