@@ -69,7 +69,7 @@ fn hlsjs_plays_a_private_stream_with_a_playback_token() {
 #[test]
 fn hlsjs_plays_through_nginx_proxy_cache() {
     let _turn = one_at_a_time();
-    let server = Server::start("auto", &[]);
+    let server = Server::start("auto", BEHIND_A_CACHE);
     let cache = NginxCache::start(server.http);
     let url = cache.url("/live/browser/index.m3u8");
     let mut ffmpeg = ffmpeg_publish(&server.rtmp_url("browser"), 60, "640x360");
@@ -101,7 +101,7 @@ fn hlsjs_plays_through_nginx_proxy_cache() {
         run.v["protocols"]["http/1.1"].as_u64().unwrap_or(0) > 10,
         "requests through the cache: {run}"
     );
-    assert_eq!(t.errors.load(Ordering::Relaxed), 0);
+    assert_eq!(t.errors.load(Ordering::Relaxed), 0, "{}", cache.logs());
     assert_eq!(t.stale.load(Ordering::Relaxed), 0, "stale playlists");
     assert_eq!(served, 500);
 }

@@ -25,7 +25,7 @@ const WATCH: Duration = Duration::from_secs(15);
 /// than the part it blocked for; every viewer gets parts.
 #[test]
 fn viewers_behind_nginx_proxy_cache_cost_the_origin_about_one_request_per_part() {
-    let server = Server::start("auto", &[]);
+    let server = Server::start("auto", BEHIND_A_CACHE);
     let cache = NginxCache::start(server.http);
     let mut ffmpeg = ffmpeg_publish(&server.rtmp_url("cached"), 30, "640x360");
     let media = server.wait_live("cached", Duration::from_secs(15));

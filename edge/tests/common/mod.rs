@@ -730,6 +730,12 @@ fn video_sequence_end(body: &[u8]) -> bool {
     }
 }
 
+/// An origin behind a cache (docs/deployment.md): every connection comes from the cache's
+/// address, so the per-address cap is off (the cache caps its own clients). With the default
+/// cap of 256, nginx's burst of first playlist loads (`no-cache`: each goes through) opened
+/// more upstream connections than that, and the ones over it became 502s.
+pub const BEHIND_A_CACHE: &[&str] = &["--max-connections-per-ip", "0"];
+
 /// nginx (Debian `nginx-light`, installed by scripts/setup.sh) as a caching reverse proxy in
 /// front of a zerocast's HTTP port, configured the way docs/deployment.md shows: the cache key
 /// keeps the query (`_HLS_msn`, `_HLS_part`, `_HLS_skip`), `proxy_cache_lock` merges the
