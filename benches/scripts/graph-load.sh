@@ -15,6 +15,12 @@
 #   CONCURRENCY        concurrent requests, build and run (default 32)
 #   API_PORT           first listen port (default 18400; run k uses API_PORT + k, up to 18410)
 #   SERVER_LOG         server stderr, run k appended as .k (default /tmp/zerocast-graph-server.log)
+#   SERVER_CORE=0, CLIENT_CORE=1
+#                      with two or more cores, the server is pinned to SERVER_CORE and the load
+#                      generator (one worker thread unless GRAPH_LOAD_ARGS says --workers) to
+#                      CLIENT_CORE with `taskset`, as compare-nginx.sh does: neither preempts
+#                      the other, so latencies are the server's, not the scheduler's
+#   PIN=0              do not pin (both share every core)
 # Exit status: 1 if any run saw errors, 2 on setup failures.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,6 +30,11 @@ concurrency="${CONCURRENCY:-32}"
 server_bin="${ZEROCAST_BIN:-target/release/zerocast}"
 load_bin="${ZEROCAST_LOAD_BIN:-target/release/zerocast-load}"
 log="${SERVER_LOG:-/tmp/zerocast-graph-server.log}"
+server_pin=(); load_pin=(); load_workers=()
+if [[ "${PIN:-1}" != 0 ]] && (( $(nproc) >= 2 )) && command -v taskset > /dev/null; then
+  server_pin=(taskset -c "${SERVER_CORE:-0}"); load_pin=(taskset -c "${CLIENT_CORE:-1}")
+  [[ " ${GRAPH_LOAD_ARGS:-} " == *" --workers "* ]] || load_workers=(--workers 1)
+fi
 (( ${#sizes[@]} <= 11 )) || { echo "at most 11 sizes (ports $port0..$((port0 + 10)))" >&2; exit 2; }
 if [[ -z "${NO_BUILD:-}" ]]; then
   cargo build --release -q -p zerocast-benches -p zerocast-edge
@@ -54,7 +65,7 @@ for size in "${sizes[@]}"; do
   # Only the flags configure the server: no config file, no ZEROCAST_* secret. Every client
   # comes from 127.0.0.1, so the per-address connection cap is off.
   env -u ZEROCAST_CONFIG -u ZEROCAST_JWT_SECRET ZEROCAST_API_MAX_CONNECTIONS_PER_IP=0 \
-    "$server_bin" social --api 127.0.0.1:"$port" --data-dir "$data" 2> "$log.$k" &
+    "${server_pin[@]}" "$server_bin" social --api 127.0.0.1:"$port" --data-dir "$data" 2> "$log.$k" &
   server=$!
   for _ in $(seq 100); do
     [[ -s "$data/jwt-secret" ]] && (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
@@ -63,9 +74,14 @@ for size in "${sizes[@]}"; do
   done
   echo "# zerocast social on 127.0.0.1:$port; $users users, $edges edges, $seconds s"
   echo "# load average at start: $(cat /proc/loadavg)"
-  "$load_bin" graph --api http://127.0.0.1:"$port" --secret-file "$data/jwt-secret" \
+  if (( ${#server_pin[@]} )); then
+    echo "# server pinned to core ${SERVER_CORE:-0}, load generator to core ${CLIENT_CORE:-1}"
+  else
+    echo "# not pinned"
+  fi
+  "${load_pin[@]}" "$load_bin" graph --api http://127.0.0.1:"$port" --secret-file "$data/jwt-secret" \
     --users "$users" --edges "$edges" --duration "$seconds" --concurrency "$concurrency" \
-    --server-pid "$server" ${GRAPH_LOAD_ARGS:-} || { rc=$?; (( rc > status )) && status=$rc; }
+    --server-pid "$server" "${load_workers[@]}" ${GRAPH_LOAD_ARGS:-} || { rc=$?; (( rc > status )) && status=$rc; }
   if grep -qiE 'warn|error|panick' "$log.$k"; then
     echo "server log ($log.$k), warnings and errors:"
     grep -iE 'warn|error|panick' "$log.$k" | head -20 | sed 's/^/  /'

@@ -13,7 +13,7 @@
 //! Protocol logic lives in the sans-IO crates (`zerocast-ingest`, `zerocast-packager`); this
 //! crate owns sockets, timeouts, waiting and configuration.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub mod background;
@@ -62,8 +62,6 @@ pub struct Ctx {
     shutdown: AtomicBool,
     /// Fired once when shutdown starts.
     pub shutdown_signal: Notify,
-    /// Open connections (RTMP and HTTP).
-    pub connections: AtomicUsize,
     /// Open connections per client address (`max-connections-per-ip`).
     pub per_ip: PerIp,
     /// Log lines for refused publishes (a flood of names or keys must not flood the log).
@@ -94,7 +92,6 @@ impl Ctx {
             metrics,
             shutdown: AtomicBool::new(false),
             shutdown_signal: Notify::new(),
-            connections: AtomicUsize::new(0),
             alt_svc,
             auth,
             relay,

@@ -112,6 +112,8 @@ pub struct Metrics {
     publisher_switches: Counter,
     relay_parts: Counter,
     limit_hits: [Counter; Limit::ALL.len()],
+    /// Open RTMP and HTTP connections over TCP; `max-connections` caps it.
+    connections: Gauge,
     streams: StreamSeries,
 }
 
@@ -248,6 +250,12 @@ impl Metrics {
             "Connections closed or refused, and publishes refused, by a limit (connection caps, deadlines, sizes, max-streams)",
             limits_family,
         );
+        let connections = Gauge::default();
+        registry.register(
+            "zerocast_connections",
+            "Open RTMP and HTTP connections over TCP, TLS included (HTTP/3 is not counted)",
+            connections.clone(),
+        );
         Self {
             registry,
             requests,
@@ -261,6 +269,7 @@ impl Metrics {
             publisher_switches,
             relay_parts,
             limit_hits,
+            connections,
             streams,
         }
     }
@@ -318,6 +327,21 @@ impl Metrics {
     /// Counts a connection closed or refused by `limit`.
     pub fn count_limit(&self, limit: Limit) {
         self.limit_hits[limit as usize].inc();
+    }
+
+    /// Counts a connection opened (accepted under the caps).
+    pub fn open_connection(&self) {
+        self.connections.inc();
+    }
+
+    /// Counts a connection closed.
+    pub fn close_connection(&self) {
+        self.connections.dec();
+    }
+
+    /// Open connections now.
+    pub fn connections(&self) -> usize {
+        usize::try_from(self.connections.get()).unwrap_or(0)
     }
 
     /// The per-stream series, for the hub.

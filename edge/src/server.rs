@@ -2,7 +2,6 @@
 //! SO_REUSEPORT listeners, and a main thread that waits for SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -372,7 +371,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     if let Some(t) = social_stop {
         let _ = t.join();
     }
-    tracing::info!(open = ctx.connections.load(Ordering::Relaxed), "stopped");
+    tracing::info!(open = ctx.metrics.connections(), "stopped");
     Ok(())
 }
 
@@ -421,7 +420,7 @@ async fn worker(
     // Let this core's connections see the shutdown and finish their current response; the
     // runtime (and any task still running) goes away when this returns.
     let deadline = Instant::now() + Duration::from_millis(700);
-    while ctx.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+    while ctx.metrics.connections() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -549,7 +548,7 @@ fn admit(
     tls: &Option<TlsAcceptors>,
     refusals: &mut LogEvery,
 ) {
-    if ctx.connections.load(Ordering::Relaxed) >= ctx.config.max_connections {
+    if ctx.metrics.connections() >= ctx.config.max_connections {
         ctx.metrics.count_limit(Limit::MaxConnections);
         if let Some(more) = refusals.tick() {
             tracing::warn!(%peer, ?kind, "max-connections ({}) reached: connection closed ({more} more since the last line)", ctx.config.max_connections);
@@ -652,14 +651,14 @@ struct ConnGuard(Arc<Ctx>);
 
 impl ConnGuard {
     fn new(ctx: Arc<Ctx>) -> Self {
-        ctx.connections.fetch_add(1, Ordering::Relaxed);
+        ctx.metrics.open_connection();
         Self(ctx)
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.close_connection();
     }
 }
 

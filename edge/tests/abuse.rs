@@ -130,6 +130,20 @@ fn deadlines_and_connection_cap_hold_while_a_viewer_watches() {
         })
     };
 
+    // The server holds every attacker before the flood: the two listeners accept on their own,
+    // so a flood sent at once could take the cap's places before the RTMP attackers got theirs
+    // (it did in a CI run: 8 of them were refused). The viewer, the publisher, the attackers.
+    let held = 2 + 3 * PER_ATTACK;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // The scrape's own connection is counted too.
+    while metric(s, "zerocast_connections") < held as u64 + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the server never held the {held} connections"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
     // A flood past the cap: the connections over it are closed at once.
     let before_flood = metric(s, "zerocast_limit_hits_total{limit=\"max_connections\"}");
     let mut flood: Vec<TcpStream> = (0..MAX_CONNECTIONS)
