@@ -259,8 +259,9 @@ struct GraphArgs {
     #[arg(long)]
     warm: bool,
     /// After the closed-loop run, one open-loop run of --duration s per rate given (requests/s
-    /// in all, comma-separated): Poisson arrivals spread over the --concurrency connections,
-    /// latency measured from each request's due time.
+    /// in all, comma-separated): Poisson arrivals paced by a thread of their own (microsecond
+    /// timing) and spread over the --concurrency connections, latency measured from each
+    /// request's due time.
     #[arg(long, value_delimiter = ',')]
     rate: Vec<f64>,
     /// Most seconds the build may take; what is not done by then counts as errors.
