@@ -43,6 +43,11 @@
 #                      machine shared with builds they then get most of their cores (and the
 #                      other programs are slowed down while it runs)
 #   SERVER_CORE=0, CLIENT_CORE=1
+#   RFS=1              turn on receive flow steering for loopback while the script runs
+#                      (restored on exit; needs root): each TCP packet's receive work runs on
+#                      the core of the process that reads its socket, as with a NIC between
+#                      server and clients, instead of on the sender's core. Without it the
+#                      server's core also does the clients' receive work, for both servers
 #   WORK=DIR           scratch directory, kept (and the encode reused) when given; default a
 #                      new mktemp directory, removed on exit
 #   ZC_RTMP_PORT, ZC_HTTP_PORT, NGINX_RTMP_PORT, NGINX_HTTP_PORT  loopback ports
@@ -95,6 +100,8 @@ fi
 work=$(cd "$work" && pwd)
 pids=()      # everything started in the background, killed on exit
 autogroup_nice=  # this session's scheduling group's nice value before NICE, restored on exit
+rfs_saved=   # RFS=1: the loopback steering settings before, restored on exit
+lo_rx=/sys/class/net/lo/queues/rx-0
 nginx_pid=   # the nginx master (it stops its workers)
 cleanup() {
   local p
@@ -104,6 +111,12 @@ cleanup() {
   wait 2> /dev/null || true
   if [[ -n "$keep" ]]; then rm -rf "$work/nginx" "$work/zc-data"; else rm -rf "$work"; fi
   [[ -z "$autogroup_nice" ]] || echo "$autogroup_nice" > /proc/$$/autogroup
+  if [[ -n "$rfs_saved" ]]; then
+    read -r e c m <<< "$rfs_saved"
+    echo "$e" > /proc/sys/net/core/rps_sock_flow_entries
+    echo "$c" > "$lo_rx/rps_flow_cnt"
+    echo "$m" > "$lo_rx/rps_cpus"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -127,6 +140,14 @@ if [[ -n "${NICE:-}" ]]; then
     autogroup_nice=$(awk '{print $3}' /proc/$$/autogroup)
     echo "$NICE" > /proc/$$/autogroup
   fi
+fi
+
+if [[ "${RFS:-}" == 1 ]]; then
+  rfs_saved="$(cat /proc/sys/net/core/rps_sock_flow_entries) $(cat "$lo_rx/rps_flow_cnt") $(cat "$lo_rx/rps_cpus")"
+  # Steering needs RPS on (any core mask); RFS then picks the reading process's core.
+  mask=$(printf '%x' $(( (1 << score) | (1 << ccore) )))
+  { echo 32768 > /proc/sys/net/core/rps_sock_flow_entries && echo 32768 > "$lo_rx/rps_flow_cnt" \
+      && echo "$mask" > "$lo_rx/rps_cpus"; } || { echo "RFS=1: cannot set loopback steering (root?)" >&2; exit 2; }
 fi
 
 # The file, encoded once: testsrc2 720p30, x264 veryfast, a keyframe every 30 frames (1 s GOPs,
@@ -429,7 +450,7 @@ zdesc() { echo "$1 serve --workers 1 --driver $driver --segment-target 1000 --pa
 echo "zerocast vs nginx-rtmp, $started, $(git rev-parse --short HEAD 2> /dev/null || echo '?'), $duration s per load"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r);" \
   "load average at start $loadavg (1, 5, 15 min)"
-echo "servers pinned to core $score, ffmpeg (-c copy) and the load generators to core $ccore, loopback${NICE:+, niceness $NICE}"
+echo "servers pinned to core $score, ffmpeg (-c copy) and the load generators to core $ccore, loopback${NICE:+, niceness $NICE}${rfs_saved:+, receive flow steering on}"
 for name in $servers; do
   case "$name" in
     nginx) echo "nginx: $(nginx -v 2>&1 | sed 's#.*/##') + libnginx-mod-rtmp, hls_fragment 1s, hls_playlist_length 20s, sendfile on, worker_processes 1${hls_kb:+; its HLS directory held ${hls_kb} KiB at the end (in the page cache, not in its memory)}" ;;
