@@ -491,23 +491,26 @@ async fn run_mix(
     let cpu0 = CpuSnap::take(mon.server);
     let salt = rate.map_or(0, |r| r.to_bits());
     // Open loop: one pacing thread hands out the due times (see [`pace`]).
-    let (mut dues, mut senders) = (Vec::new(), Vec::new());
-    for _ in 0..conc {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        senders.push(tx);
-        dues.push(rate.map(|_| rx));
-    }
+    let mut dues: Vec<_> = (0..conc).map(|_| None).collect();
     let pacer = rate.map(|r| {
+        let senders = dues
+            .iter_mut()
+            .map(|due| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                *due = Some(rx);
+                tx
+            })
+            .collect();
         let mean_gap = Duration::from_secs_f64(1.0 / r.max(1e-3));
         let rng = Rng(plan.seed ^ 0x9ace_0000_0000 ^ salt);
-        std::thread::Builder::new()
+        match std::thread::Builder::new()
             .name("graph-load-pacer".into())
             .spawn(move || pace(senders, start, end, mean_gap, rng))
+        {
+            Ok(p) => p,
+            Err(e) => panic!("cannot start the pacing thread: {e}"),
+        }
     });
-    let pacer = match pacer.transpose() {
-        Ok(p) => p,
-        Err(e) => panic!("cannot start the pacing thread: {e}"),
-    };
     let mut set = JoinSet::new();
     for (w, due) in dues.into_iter().enumerate() {
         let seed = plan.seed ^ 0x5eed_0000_0000 ^ (w as u64).wrapping_mul(0x9e37_79b9) ^ salt;

@@ -222,10 +222,7 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
     assert_eq!(v["error"], serde_json::Value::Null, "{run}");
     assert_eq!(v["homeListsStream"], true, "{run}");
     let by = "by Ada Lovelace";
-    assert!(
-        v["homeFacts"].as_str().unwrap_or("").starts_with(by),
-        "{run}"
-    );
+    assert!(str_of(&v["homeFacts"]).starts_with(by), "{run}");
     assert_eq!(v["ownerShown"], by, "{run}");
     assert_eq!(v["chatFrom"], "Grace", "{run}");
     // Played the whole time, no stall by the page's count or the test's own.
@@ -267,45 +264,24 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
     assert_eq!(guest["live"], true, "{run}");
     assert_eq!(guest["inputDisabled"], true, "{run}");
     assert!(
-        guest["status"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("Reading as a guest"),
+        str_of(&guest["status"]).starts_with("Reading as a guest"),
         "{run}"
     );
     // Slow mode: the refusal said, the send button counting down, then free again.
     let slow = &v["slowMode"];
-    assert!(
-        slow["status"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("Slow mode"),
-        "{run}"
-    );
-    assert!(
-        slow["button"].as_str().unwrap_or("").starts_with("Wait "),
-        "{run}"
-    );
+    assert!(str_of(&slow["status"]).starts_with("Slow mode"), "{run}");
+    assert!(str_of(&slow["button"]).starts_with("Wait "), "{run}");
     assert_eq!(slow["disabled"], true, "{run}");
     assert_eq!(slow["after"], "Send", "{run}");
     // Faster than the rate limit: refused, and said so.
     let flood = &v["rateLimit"];
-    assert!(
-        flood["status"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("Too fast"),
-        "{run}"
-    );
+    assert!(str_of(&flood["status"]).starts_with("Too fast"), "{run}");
     assert!(flood["sent"].as_u64().unwrap_or(0) > 20, "{run}");
     // The expiring viewer was connected, then told its token expired (and did not retry).
     assert_eq!(v["expiringConnected"], true, "{run}");
     let expired = &v["expired"];
     assert!(
-        expired["status"]
-            .as_str()
-            .unwrap_or("")
-            .contains("token expired"),
+        str_of(&expired["status"]).contains("token expired"),
         "{run}"
     );
     assert_eq!(expired["inputDisabled"], true, "{run}");
@@ -313,18 +289,15 @@ fn watch_page_plays_chats_follows_and_shows_a_ban() {
     // The owner timed the second client out from a line of chat in their own page.
     let moderation = &v["moderation"];
     assert!(
-        moderation["status"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("Grace may not chat"),
+        str_of(&moderation["status"]).starts_with("Grace may not chat"),
         "{run}"
     );
     assert_eq!(moderation["refused"], "banned", "{run}");
-    let ban = v["banMessage"].as_str().unwrap_or("");
+    let ban = str_of(&v["banMessage"]);
     assert!(ban.contains("banned"), "{run}");
     assert_eq!(v["cspViolations"], 0, "{run}");
     assert_eq!(v["overflow360"], false, "wider than 360 px: {run}");
-    let missing = v["missingLibraryNotice"].as_str().unwrap_or("");
+    let missing = str_of(&v["missingLibraryNotice"]);
     assert!(missing.contains("scripts/setup.sh"), "{run}");
     // The DASH player: dash.js alone loaded, played without a stall, its latency readout is
     // dash.js's own.
@@ -401,14 +374,11 @@ fn studio_creates_a_key_and_sees_the_stream_go_live() {
         serde_json::from_str(&second).unwrap_or_else(|e| panic!("no JSON ({e}): {stderr}"));
     println!("studio: {v}");
     assert_eq!(v["error"], serde_json::Value::Null, "{v}\n{stderr}");
-    let facts = v["facts"].as_str().unwrap_or("");
+    let facts = str_of(&v["facts"]);
     assert!(facts.starts_with("LIVE"), "{v}\n{}", server.logs());
     assert_eq!(v["rotated"], true, "a new key: {v}");
     assert_eq!(v["slowModeSecs"], 5, "{v}");
-    assert!(
-        v["banStatus"].as_str().unwrap_or("").contains("is banned"),
-        "{v}"
-    );
+    assert!(str_of(&v["banStatus"]).contains("is banned"), "{v}");
     assert_eq!(v["cspViolations"], 0, "{v}");
     assert!(shots.0.join("studio.png").is_file());
     if std::env::var_os("ZEROCAST_UPDATE_SCREENSHOTS").is_some() {
@@ -446,13 +416,7 @@ fn private_stream_watch_page_needs_the_playback_token() {
     let (v, stderr) = harness_report(&out);
     println!("private stream page: {v}");
     assert_eq!(v["error"], serde_json::Value::Null, "{v}\n{stderr}");
-    assert!(
-        v["withoutToken"]
-            .as_str()
-            .unwrap_or("")
-            .contains("is private"),
-        "{v}"
-    );
+    assert!(str_of(&v["withoutToken"]).contains("is private"), "{v}");
     assert_eq!(v["playedWithToken"], true, "{v}\n{}", server.logs());
     assert_eq!(v["noticeWithToken"], "", "{v}");
 }
@@ -532,4 +496,9 @@ fn harness_report(out: &Output) -> (serde_json::Value, String) {
     let v =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {stderr}"));
     (v, stderr)
+}
+
+/// A JSON string's text, or "" for anything else.
+fn str_of(v: &serde_json::Value) -> &str {
+    v.as_str().unwrap_or("")
 }

@@ -366,15 +366,7 @@ async fn a_client_that_cannot_keep_up_is_closed_with_4001_and_recovers_with_sinc
 async fn live_chat_fans_out_with_history_slow_mode_and_bans() {
     let api = start(|_| {}).await;
     let (owner, v1, v2) = (user(), user(), user());
-    let (s, _) = api
-        .call(
-            "POST",
-            "/api/v1/streams",
-            Some(&api.token(owner)),
-            Some(r#"{"name":"demo"}"#),
-        )
-        .await;
-    assert_eq!(s, 201);
+    api.reserve_stream(&api.token(owner), "demo").await;
     let mut w1 = api.ws(v1, None).await;
     w1.send(json!({"type": "subscribe", "room": "demo"})).await;
     w1.expect("subscribed").await;
@@ -465,15 +457,7 @@ async fn rooms_over_rest_and_the_error_codes_of_each_refusal() {
 
     // Rooms: the stream's owner owns its room; settings, post and history over REST,
     // moderation rules.
-    let (s, _) = api
-        .call(
-            "POST",
-            "/api/v1/streams",
-            Some(&to),
-            Some(r#"{"name":"show"}"#),
-        )
-        .await;
-    assert_eq!(s, 201);
+    api.reserve_stream(&to, "show").await;
     let (s, v) = api
         .call(
             "POST",
@@ -649,15 +633,7 @@ async fn rooms_over_rest_and_the_error_codes_of_each_refusal() {
 async fn an_anonymous_socket_reads_rooms_and_sends_nothing() {
     let api = start(|_| {}).await;
     let (owner, v) = (user(), user());
-    let (s, _) = api
-        .call(
-            "POST",
-            "/api/v1/streams",
-            Some(&api.token(owner)),
-            Some(r#"{"name":"open"}"#),
-        )
-        .await;
-    assert_eq!(s, 201);
+    api.reserve_stream(&api.token(owner), "open").await;
     let mut wv = api.ws(v, None).await;
     wv.send(json!({"type": "subscribe", "room": "open"})).await;
     wv.expect("subscribed").await;
@@ -748,15 +724,7 @@ async fn websocket_frames_of_every_kind_and_refused_upgrades() {
     // A room needs a reserved (or live) stream: subscribing to another name is refused.
     wa.send(json!({"type": "subscribe", "room": "r1"})).await;
     assert_eq!(wa.expect("error").await["code"], "no_such_room");
-    let (s, _) = api
-        .call(
-            "POST",
-            "/api/v1/streams",
-            Some(&api.token(c)),
-            Some(r#"{"name":"r1"}"#),
-        )
-        .await;
-    assert_eq!(s, 201);
+    api.reserve_stream(&api.token(c), "r1").await;
     // Unsubscribed sockets get no more room messages.
     wa.send(json!({"type": "subscribe", "room": "r1"})).await;
     wa.expect("subscribed").await;

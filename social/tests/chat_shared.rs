@@ -93,15 +93,7 @@ async fn two_instances_enforce_the_same_bans_and_slow_mode_and_serve_the_same_hi
     let b = instance(&dir, store.with_node(2), bus.clone()).await;
     let (owner, viewer, other) = (common::user(), common::user(), common::user());
 
-    let (s, v) = a
-        .call(
-            "POST",
-            "/api/v1/streams",
-            Some(&a.token(owner)),
-            Some(r#"{"name":"show"}"#),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
+    a.reserve_stream(&a.token(owner), "show").await;
     // Instance B watches the room over a WebSocket (the bus's deliveries show up there).
     let mut watch = b.ws(other, None).await;
     watch

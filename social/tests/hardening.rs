@@ -312,15 +312,7 @@ async fn sockets_per_user_and_subscriptions_per_socket_are_capped() {
     // exist for reserved stream names.
     let owner = api.token(user());
     for room in ["r1", "r2", "r3"] {
-        let (status, _) = api
-            .call(
-                "POST",
-                "/api/v1/streams",
-                Some(&owner),
-                Some(&format!(r#"{{"name":"{room}"}}"#)),
-            )
-            .await;
-        assert_eq!(status, 201);
+        api.reserve_stream(&owner, room).await;
     }
     for room in ["r1", "r2"] {
         s.send(json!({"type": "subscribe", "room": room})).await;
@@ -434,15 +426,7 @@ async fn guest_sockets_are_held_to_the_connection_caps() {
     let mut wa = api.ws(a, None).await;
     drop(guests.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (s, _) = api
-        .call(
-            "POST",
-            "/api/v1/streams",
-            Some(&api.token(owner)),
-            Some(r#"{"name":"capped"}"#),
-        )
-        .await;
-    assert_eq!(s, 201);
+    api.reserve_stream(&api.token(owner), "capped").await;
     let mut g = common::Socket(guests.pop().unwrap());
     g.send(json!({"type": "subscribe", "room": "capped"})).await;
     g.expect("subscribed").await;

@@ -101,6 +101,15 @@ impl Api {
         self.keys.issue(u, zerocast_social::now_ms() / 1000, 3600)
     }
 
+    /// Reserves stream `name` for the holder of `token` (which makes its chat room).
+    pub async fn reserve_stream(&self, token: &str, name: &str) {
+        let body = serde_json::json!({ "name": name }).to_string();
+        let (s, v) = self
+            .call("POST", "/api/v1/streams", Some(token), Some(&body))
+            .await;
+        assert_eq!(s, 201, "reserving {name}: {v}");
+    }
+
     /// One request on a fresh connection; returns status and JSON body (Null when empty).
     pub async fn call(
         &self,
