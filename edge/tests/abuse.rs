@@ -132,7 +132,8 @@ fn deadlines_and_connection_cap_hold_while_a_viewer_watches() {
 
     // The server holds every attacker before the flood: the two listeners accept on their own,
     // so a flood sent at once could take the cap's places before the RTMP attackers got theirs
-    // (it did in a CI run: 8 of them were refused). The viewer, the publisher, the attackers.
+    // (it did in a clean-clone run of .ci/run: 8 of them were refused). The viewer, the
+    // publisher, the attackers.
     let held = 2 + 3 * PER_ATTACK;
     let deadline = Instant::now() + Duration::from_secs(5);
     // The scrape's own connection is counted too.
